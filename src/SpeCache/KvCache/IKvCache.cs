@@ -1,0 +1,44 @@
+namespace SpeCache.KvCache;
+
+/// <summary>
+/// The KV cache of one sequence, as the forward pass sees it: per layer, store the new tokens'
+/// keys and values, then attend. Each policy (full, kivi, specache, eviction baselines) is one
+/// implementation and decides what it keeps and in which tier; the model code is the same for all.
+/// </summary>
+/// <remarks>
+/// Rows are laid out <c>[token][kvHead][headDim]</c> for K and V and <c>[token][head][headDim]</c>
+/// for Q and the attention output. Keys arrive with RoPE already applied.
+/// </remarks>
+public interface IKvCache : IDisposable
+{
+    /// <summary>Tokens stored and committed (the position the next token gets).</summary>
+    int Length { get; }
+
+    /// <summary>Most tokens this cache can hold.</summary>
+    int Capacity { get; }
+
+    /// <summary>
+    /// Stores <paramref name="count"/> new tokens' keys and values for <paramref name="layer"/>, at
+    /// positions <c>Length .. Length + count - 1</c>.
+    /// </summary>
+    void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count);
+
+    /// <summary>
+    /// Causal attention of <paramref name="count"/> query rows, the i-th at position
+    /// <c>Length + i</c>, over everything stored for <paramref name="layer"/> up to and including
+    /// its own position. Called after <see cref="Append"/> for the same tokens.
+    /// </summary>
+    void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count);
+
+    /// <summary>Makes the <paramref name="count"/> tokens appended to every layer part of <see cref="Length"/>.</summary>
+    void Commit(int count);
+
+    /// <summary>Forgets every token (a new sequence reuses the memory).</summary>
+    void Clear();
+
+    /// <summary>Bytes this cache holds in each tier, for memory accounting and <c>--stats</c>.</summary>
+    KvMemory Memory { get; }
+}
+
+/// <summary>Bytes held per tier: the fast tier (read every step) and the host tier (big and slow).</summary>
+public readonly record struct KvMemory(long FastTierBytes, long HostTierBytes);
