@@ -1,0 +1,119 @@
+using System.Numerics.Tensors;
+
+namespace SpeCache.KvCache.Policies.Full;
+
+/// <summary>
+/// The baseline: every key and value kept in 16-bit floats in the fast tier, as llama.cpp's
+/// default f16 cache does. Per layer, K and V are laid out [kvHead][position][headDim] so that one
+/// head's keys are contiguous and attention streams through them.
+/// </summary>
+public sealed class FullKvCache : IKvCache
+{
+    readonly int _layers, _kvHeads, _headDim, _groupSize;
+    readonly Half[][] _keys;   // per layer: (kvHeads, capacity, headDim)
+    readonly Half[][] _values; // per layer: (kvHeads, capacity, headDim)
+    readonly int[] _pending;   // tokens appended to each layer but not yet committed
+    readonly float[] _scores;  // (groupSize, capacity)
+    readonly float[] _keyRows; // (capacity, headDim) one head's keys as floats
+    readonly float _scale;
+
+    public FullKvCache(Transformer.ModelConfig config, int capacity)
+    {
+        if (capacity <= 0 || capacity > config.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
+        Capacity = capacity;
+        _layers = config.LayerCount;
+        _kvHeads = config.KvHeadCount;
+        _headDim = config.HeadDim;
+        _groupSize = config.QueryGroupSize;
+        _keys = new Half[_layers][];
+        _values = new Half[_layers][];
+        for (int l = 0; l < _layers; l++)
+        {
+            _keys[l] = new Half[(long)_kvHeads * capacity * _headDim];
+            _values[l] = new Half[(long)_kvHeads * capacity * _headDim];
+        }
+        _pending = new int[_layers];
+        _scores = new float[_groupSize * capacity];
+        _keyRows = new float[capacity * _headDim];
+        _scale = 1f / MathF.Sqrt(_headDim);
+    }
+
+    public int Length { get; private set; }
+    public int Capacity { get; }
+
+    public KvMemory Memory => new(2L * _layers * _kvHeads * Capacity * _headDim * sizeof(ushort), 0);
+
+    public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count)
+    {
+        if (Length + count > Capacity)
+            throw new InvalidOperationException($"KV cache full: {Length} + {count} tokens exceed its capacity of {Capacity}");
+        if (_pending[layer] != 0)
+            throw new InvalidOperationException($"layer {layer} already has uncommitted tokens");
+        int kvDim = _kvHeads * _headDim;
+        for (int t = 0; t < count; t++)
+            for (int h = 0; h < _kvHeads; h++)
+            {
+                long at = ((long)h * Capacity + Length + t) * _headDim;
+                TensorPrimitives.ConvertToHalf(keys.Slice(t * kvDim + h * _headDim, _headDim), _keys[layer].AsSpan((int)at, _headDim));
+                TensorPrimitives.ConvertToHalf(values.Slice(t * kvDim + h * _headDim, _headDim), _values[layer].AsSpan((int)at, _headDim));
+            }
+        _pending[layer] = count;
+    }
+
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
+    {
+        int qDim = _kvHeads * _groupSize * _headDim;
+        int visibleMax = Length + count;
+        for (int g = 0; g < _kvHeads; g++)
+        {
+            // Convert this head's keys once; every query row and every query head of the group reuses them.
+            int headBase = g * Capacity * _headDim;
+            var keyRows = _keyRows.AsSpan(0, visibleMax * _headDim);
+            TensorPrimitives.ConvertToSingle(_keys[layer].AsSpan(headBase, visibleMax * _headDim), keyRows);
+            var headValues = _values[layer].AsSpan(headBase, visibleMax * _headDim);
+
+            for (int i = 0; i < count; i++)
+            {
+                int visible = Length + i + 1; // causal: positions 0 .. Length + i
+                for (int j = 0; j < _groupSize; j++)
+                {
+                    int head = g * _groupSize + j;
+                    var q = queries.Slice(i * qDim + head * _headDim, _headDim);
+                    var scores = _scores.AsSpan(j * Capacity, visible);
+                    for (int t = 0; t < visible; t++)
+                        scores[t] = TensorPrimitives.Dot(q, keyRows.Slice(t * _headDim, _headDim)) * _scale;
+                    TensorPrimitives.SoftMax(scores, scores);
+
+                    var o = output.Slice(i * qDim + head * _headDim, _headDim);
+                    o.Clear();
+                    for (int t = 0; t < visible; t++)
+                    {
+                        float p = scores[t];
+                        var vRow = headValues.Slice(t * _headDim, _headDim);
+                        for (int d = 0; d < _headDim; d++) o[d] += p * (float)vRow[d];
+                    }
+                }
+            }
+        }
+    }
+
+    public void Commit(int count)
+    {
+        for (int l = 0; l < _layers; l++)
+        {
+            if (_pending[l] != count)
+                throw new InvalidOperationException($"commit of {count} tokens, but layer {l} holds {_pending[l]} uncommitted");
+            _pending[l] = 0;
+        }
+        Length += count;
+    }
+
+    public void Clear()
+    {
+        Length = 0;
+        Array.Clear(_pending);
+    }
+
+    public void Dispose() { }
+}
