@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the whole test suite the way CI does: installs the llama.cpp peer (tests compare against it),
+# builds in Release, runs every test, and ends with one line "N passed, N failed[, N skipped]".
+set -uo pipefail
+cd "$(dirname "$0")"
+bash peer/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+log=$(mktemp)
+dotnet test SpeCache.slnx -c Release 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+# VSTest prints one summary line per test assembly: "Failed!  - Failed: 1, Passed: 10, Skipped: 0, Total: 11".
+read -r passed failed skipped < <(grep -Eo 'Failed: +[0-9]+, Passed: +[0-9]+, Skipped: +[0-9]+' "$log" \
+  | awk -F'[:,]' '{f+=$2; p+=$4; s+=$6} END {print p+0, f+0, s+0}')
+rm -f "$log"
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a build or runner failure counts as a failure
+echo "$passed passed, $failed failed, $skipped skipped"
+exit "$status"
