@@ -1,65 +1,121 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using SpeCache.Quants;
 
 namespace SpeCache.Tensors;
 
-/// <summary>Runs the model's compute on the CPU.</summary>
-public sealed class CpuBackend : IComputeBackend, IDisposable
+/// <summary>
+/// The CPU implementation of <see cref="IComputeBackend"/>. MatMul quantizes the activation rows
+/// once to the format the weights pair with (<see cref="TypeTraits"/>), then splits weight rows
+/// over a <see cref="WorkerPool"/>. Scratch memory is allocated once and grown, never per call.
+/// Not thread-safe: one backend per inference thread.
+/// </summary>
+public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
 {
-    [ThreadStatic] static float[]? t_row;
+    /// <summary>Weight rows per scheduling unit: whole tiles, and enough rows that a split is worth its wake-up.</summary>
+    const int RowGrain = 16;
 
-    public CpuBackend(int threads = 0) => ThreadCount = threads > 0 ? threads : Environment.ProcessorCount;
+    readonly WorkerPool _pool;
+    readonly MatMulJob _matMul = new();
+    readonly QuantizeJob _quantize = new();
+    byte[] _activations = [];
 
-    public int ThreadCount { get; }
+    /// <param name="threads">Threads to split work over, the caller's included; 0 means one per processor.</param>
+    public CpuBackend(int threads = 0)
+    {
+        _pool = new WorkerPool(threads > 0 ? threads : Environment.ProcessorCount);
+    }
 
-    public unsafe void MatMul(WeightTensor w, ReadOnlySpan<float> x, Span<float> y, int n)
+    public int ThreadCount => _pool.ThreadCount;
+
+    public void MatMul(WeightTensor w, ReadOnlySpan<float> x, Span<float> y, int n)
     {
         int cols = w.Cols;
-        long rows = w.Rows;
-        if (x.Length < n * cols || y.Length < n * rows)
-            throw new ArgumentException($"matmul {w.Name}: buffers too small for {n} rows");
-        fixed (float* px = x, py = y)
+        int rows = checked((int)w.Rows);
+        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n));
+        if (x.Length < (long)n * cols) throw new ArgumentException($"x holds {x.Length} values, {n} rows of {cols} need {(long)n * cols}");
+        if (y.Length < (long)n * rows) throw new ArgumentException($"y holds {y.Length} values, {n} rows of {rows} need {(long)n * rows}");
+        var traits = TypeTraits.Of(w.Type);
+
+        fixed (float* px = x)
+        fixed (float* py = y)
         {
-            float* xp = px, yp = py;
-            var options = new ParallelOptions { MaxDegreeOfParallelism = ThreadCount };
-            Parallel.For(0L, rows, options, r =>
+            byte* activations;
+            int activationRowBytes = checked((int)GgmlTypeInfo.RowBytes(traits.ActivationType, cols));
+            if (traits.ActivationType == GgmlType.F32)
             {
-                var row = t_row is { } buf && buf.Length >= cols ? buf : (t_row = new float[cols]);
-                var rowSpan = row.AsSpan(0, cols);
-                WeightFormats.DequantizeRow(w.Type, w.Row(r), rowSpan);
-                for (int i = 0; i < n; i++)
-                    yp[i * rows + r] = TensorPrimitives.Dot(rowSpan, new ReadOnlySpan<float>(xp + i * cols, cols));
-            });
+                activations = (byte*)px; // float weights read the float activations as they are
+            }
+            else
+            {
+                long need = (long)activationRowBytes * n;
+                if (_activations.Length < need)
+                    _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
+                activations = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations));
+                _quantize.Quantize = traits.QuantizeActivation;
+                _quantize.Source = px;
+                _quantize.Destination = activations;
+                _quantize.Cols = cols;
+                _quantize.RowBytes = activationRowBytes;
+                _pool.Run(_quantize, n, grain: 4);
+            }
+
+            var job = _matMul;
+            job.Dot = traits.Dot;
+            job.Weights = w.Data;
+            job.WeightRowBytes = w.RowBytes;
+            job.Activations = activations;
+            job.ActivationRowBytes = activationRowBytes;
+            job.Output = py;
+            job.Rows = rows;
+            job.Cols = cols;
+            job.N = n;
+            _pool.Run(job, rows, RowGrain);
+            job.Activations = null;
+            job.Output = null;
         }
     }
 
-    public void GetRow(WeightTensor w, long row, Span<float> destination) =>
+    public void GetRow(WeightTensor w, long row, Span<float> destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(row);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(row, w.Rows);
         WeightFormats.DequantizeRow(w.Type, w.Row(row), destination[..w.Cols]);
+    }
 
     public void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> y, int width, float eps)
     {
-        for (int offset = 0; offset < x.Length; offset += width)
+        if (x.Length % width != 0 || y.Length < x.Length || weight.Length < width)
+            throw new ArgumentException("RmsNorm: x must be whole rows of width values, y as long, weight one row");
+        for (int r = 0; r < x.Length; r += width)
         {
-            var xi = x.Slice(offset, width);
-            float sumSquares = TensorPrimitives.SumOfSquares(xi);
-            float scale = 1f / MathF.Sqrt(sumSquares / width + eps);
-            var yi = y.Slice(offset, width);
-            TensorPrimitives.Multiply(xi, scale, yi);
-            TensorPrimitives.Multiply(yi, weight, yi);
+            var xr = x.Slice(r, width);
+            var yr = y.Slice(r, width);
+            // TensorPrimitives sums in several vector lanes, so float accumulation error stays small.
+            float ss = TensorPrimitives.SumOfSquares(xr);
+            float scale = 1f / MathF.Sqrt(ss / width + eps);
+            TensorPrimitives.Multiply(xr, scale, yr);
+            TensorPrimitives.Multiply(yr, weight[..width], yr);
         }
     }
 
     public void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
     {
-        // silu(g) = g * sigmoid(g)
-        for (int i = 0; i < gate.Length; i++)
+        if (up.Length < gate.Length) throw new ArgumentException("SwiGlu: up is shorter than gate");
+        // silu(g) = g * sigmoid(g); chunks keep the sigmoid on the stack.
+        Span<float> s = stackalloc float[512];
+        for (int i = 0; i < gate.Length; i += s.Length)
         {
-            float g = gate[i];
-            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+            var g = gate.Slice(i, Math.Min(s.Length, gate.Length - i));
+            var sg = s[..g.Length];
+            TensorPrimitives.Sigmoid(g, sg);
+            TensorPrimitives.Multiply(g, sg, g);
+            TensorPrimitives.Multiply(g, up.Slice(i, g.Length), g);
         }
     }
 
-    public void Add(Span<float> x, ReadOnlySpan<float> y) => TensorPrimitives.Add(x, y, x);
+    public void Add(Span<float> x, ReadOnlySpan<float> y) => TensorPrimitives.Add(x, y[..x.Length], x);
 
-    public void Dispose() { }
+    public void Dispose() => _pool.Dispose();
 }

@@ -1,0 +1,76 @@
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace SpeCache.Quants;
+
+/// <summary>IEEE half-precision weights; dotted with float activations, converted in registers.</summary>
+public static unsafe class F16
+{
+    public static void DequantizeRow(ReadOnlySpan<byte> source, Span<float> destination) =>
+        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(source)[..destination.Length], destination);
+
+    /// <summary>Round to nearest even, as ggml's <c>GGML_FP32_TO_FP16</c>.</summary>
+    public static void QuantizeRow(ReadOnlySpan<float> source, Span<byte> destination) =>
+        TensorPrimitives.ConvertToHalf(source, MemoryMarshal.Cast<byte, Half>(destination)[..source.Length]);
+
+    /// <summary>Dot of an F16 weight row with a float activation row (given as its bytes).</summary>
+    public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        if (Vector512.IsHardwareAccelerated) return Dot512(w, x, cols);
+        if (Vector256.IsHardwareAccelerated) return Dot256(w, x, cols);
+        return DotScalar(w, x, cols, 0, 0f);
+    }
+
+    internal static float DotScalar(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols, int start, float sum)
+    {
+        var h = MemoryMarshal.Cast<byte, ushort>(w);
+        var f = MemoryMarshal.Cast<byte, float>(x);
+        for (int i = start; i < cols; i++) sum += QuantMath.ToFloat(h[i]) * f[i];
+        return sum;
+    }
+
+    internal static float Dot512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            ushort* h = (ushort*)pw;
+            float* f = (float*)px;
+            var acc0 = Vector512<float>.Zero;
+            var acc1 = Vector512<float>.Zero;
+            int i = 0;
+            for (; i + 32 <= cols; i += 32)
+            {
+                acc0 += QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.Load(h + i).ToVector512Unsafe())) * Vector512.Load(f + i);
+                acc1 += QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.Load(h + i + 16).ToVector512Unsafe())) * Vector512.Load(f + i + 16);
+            }
+            for (; i + 16 <= cols; i += 16)
+                acc0 += QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.Load(h + i).ToVector512Unsafe())) * Vector512.Load(f + i);
+            return DotScalar(w, x, cols, i, Vector512.Sum(acc0 + acc1));
+        }
+    }
+
+    internal static float Dot256(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            ushort* h = (ushort*)pw;
+            float* f = (float*)px;
+            var acc0 = Vector256<float>.Zero;
+            var acc1 = Vector256<float>.Zero;
+            int i = 0;
+            for (; i + 16 <= cols; i += 16)
+            {
+                acc0 += QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(h + i).ToVector256Unsafe())) * Vector256.Load(f + i);
+                acc1 += QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(h + i + 8).ToVector256Unsafe())) * Vector256.Load(f + i + 8);
+            }
+            for (; i + 8 <= cols; i += 8)
+                acc0 += QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(h + i).ToVector256Unsafe())) * Vector256.Load(f + i);
+            return DotScalar(w, x, cols, i, Vector256.Sum(acc0 + acc1));
+        }
+    }
+}

@@ -1,0 +1,101 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace SpeCache.Quants;
+
+/// <summary>
+/// Rounding and reduction helpers shared by the formats. The rounding functions reproduce C's
+/// exactly, because ggml's reference quantizers are defined by them and we want the same bytes.
+/// </summary>
+internal static class QuantMath
+{
+    /// <summary>The 256-bit integer kernels need AVX2 and FMA; otherwise the scalar references run.</summary>
+    public static readonly bool Simd256 = Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>ggml's <c>GROUP_MAX_EPS</c>: below this a group is treated as all zeros.</summary>
+    public const float GroupMaxEps = 1e-15f;
+
+    /// <summary>
+    /// ggml's <c>nearest_int</c>: adding 1.5 * 2^23 leaves the rounded integer in the low mantissa
+    /// bits, which is round-half-to-even for |x| &lt; 2^22. Written the same way so ties agree.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int NearestInt(float x)
+    {
+        float v = x + 12582912f;
+        return (BitConverter.SingleToInt32Bits(v) & 0x007fffff) - 0x00400000;
+    }
+
+    /// <summary>C's <c>roundf</c>: halves away from zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float RoundAway(float x) => MathF.Round(x, MidpointRounding.AwayFromZero);
+
+    /// <summary>
+    /// <c>roundf</c> on eight lanes: the hardware rounds halves to even, so exact halves (which the
+    /// truncated fraction reveals without error) are moved away from zero by hand.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> RoundAway(Vector256<float> x)
+    {
+        var t = Vector256.Truncate(x);
+        var isHalf = Vector256.Equals(Vector256.Abs(x - t), Vector256.Create(0.5f));
+        var away = t + Vector256.CopySign(Vector256<float>.One, x);
+        return Vector256.ConditionalSelect(isHalf, away, Vector256.Round(x));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float ToFloat(ushort half) => (float)BitConverter.UInt16BitsToHalf(half);
+
+    /// <summary>ggml's <c>GGML_FP32_TO_FP16</c> rounds to nearest even, as the .NET conversion does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ushort ToHalfBits(float x) => BitConverter.HalfToUInt16Bits((Half)x);
+
+    /// <summary>Eight 32-bit lanes holding halves (zero-extended) to floats, without F16C (not exposed by .NET).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> HalfToSingle(Vector256<uint> h)
+    {
+        // Shifting exponent+mantissa into float position and multiplying by 2^112 rebias the
+        // exponent; subnormal halves become subnormal floats that the multiply makes exact normals.
+        var em = (h & Vector256.Create(0x7FFFu)) << 13;
+        var f = em.AsSingle() * Vector256.Create(5.192297e33f); // 2^112
+        var infNan = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u)) & Vector256.Create(0x7F800000u);
+        var sign = (h & Vector256.Create(0x8000u)) << 16;
+        return (f.AsUInt32() | infNan | sign).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> HalfToSingle(Vector512<uint> h)
+    {
+        var em = (h & Vector512.Create(0x7FFFu)) << 13;
+        var f = em.AsSingle() * Vector512.Create(5.192297e33f);
+        var infNan = Vector512.Equals(h & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u)) & Vector512.Create(0x7F800000u);
+        var sign = (h & Vector512.Create(0x8000u)) << 16;
+        return (f.AsUInt32() | infNan | sign).AsSingle();
+    }
+
+    /// <summary>Sum of eight int lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Sum(Vector256<int> v) => Vector256.Sum(v);
+
+    /// <summary>|x| as unsigned and y with x's sign: lets u8 x s8 instructions multiply two signed vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> SignedDot(Vector256<sbyte> x, Vector256<sbyte> y)
+    {
+        var ax = Avx2.Abs(x);
+        var sy = Avx2.Sign(y, x);
+        return UnsignedDot(ax, sy);
+    }
+
+    /// <summary>
+    /// Eight sums of four u8 x s8 products. AVX-VNNI does it in one instruction (.NET 10 exposes no separate AVX512-VNNI class); AVX2's maddubs pairs
+    /// cannot overflow here because our unsigned side is at most 128 and the signed side at most 127.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> UnsignedDot(Vector256<byte> u, Vector256<sbyte> s)
+    {
+        if (AvxVnni.IsSupported)
+            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256<short>.One);
+    }
+}

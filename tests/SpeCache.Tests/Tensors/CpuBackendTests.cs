@@ -1,0 +1,165 @@
+using SpeCache.Quants;
+using SpeCache.Tensors;
+using SpeCache.Tests.Quants;
+
+namespace SpeCache.Tests.Tensors;
+
+public class CpuBackendTests
+{
+    public static TheoryData<GgmlType, int> MatMulCases()
+    {
+        var data = new TheoryData<GgmlType, int>();
+        foreach (var t in new[] { GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K })
+            foreach (int n in new[] { 1, 2, 7, 64 })
+                data.Add(t, n);
+        return data;
+    }
+
+    /// <summary>
+    /// Columns: float types 101 (no vector width divides it, so the scalar tails run); 32-blocks
+    /// 96 (an odd block count, so the unrolled loop's tail runs); K-quants 512. 37 rows is neither
+    /// a multiple of the 16-row grain nor of 3 threads.
+    /// </summary>
+    static int ColsFor(GgmlType type) => GgmlTypeInfo.Geometry(type).BlockSize switch { 1 => 101, 32 => 96, _ => 512 };
+
+    [Theory]
+    [MemberData(nameof(MatMulCases))]
+    public void MatMulMatchesFloatReference(GgmlType type, int n)
+    {
+        const int rows = 37;
+        int cols = ColsFor(type);
+        using var weights = new TestWeights(type, rows, cols, seed: n);
+        var x = TestRows.WithOutliers(n * cols, 500 + n);
+        var y = new float[n * rows];
+        using (var backend = new CpuBackend(3))
+            backend.MatMul(weights.Tensor, x, y, n);
+
+        for (int i = 0; i < n; i++)
+        {
+            var xi = x.AsSpan(i * cols, cols);
+            var dx = ActivationErrorBound(TypeTraits.Of(type).ActivationType, xi);
+            for (int r = 0; r < rows; r++)
+            {
+                var w = weights.Dequantized[r];
+                double exact = 0, magnitude = 0, quantization = 0;
+                for (int k = 0; k < cols; k++)
+                {
+                    exact += (double)w[k] * xi[k];
+                    magnitude += Math.Abs((double)w[k] * xi[k]);
+                    quantization += Math.Abs(w[k]) * dx[k];
+                }
+                // Tolerance: the activation quantization's worst case, sum |w_k| * maxerr(x_k)
+                // (zero for float types, which keep float activations), plus float rounding of
+                // the summation, at most cols * 2^-24 * sum |w_k x_k|.
+                double tolerance = quantization * (1 + 1e-6) + cols * Math.Pow(2, -24) * magnitude;
+                Assert.True(Math.Abs(y[i * rows + r] - exact) <= tolerance,
+                    $"{type} n={n} y[{i},{r}] = {y[i * rows + r]}, reference {exact}, tolerance {tolerance}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Worst-case error per activation value. Q8_0: half a step of amax/127 plus the half-precision
+    /// rounding of the scale over up to 127 steps (127 * 2^-11 ≈ 0.062 steps). Q8_K keeps a float
+    /// scale, so half a step plus float rounding.
+    /// </summary>
+    static double[] ActivationErrorBound(GgmlType activation, ReadOnlySpan<float> x)
+    {
+        var bound = new double[x.Length];
+        if (activation == GgmlType.F32) return bound;
+        int block = activation == GgmlType.Q8_0 ? 32 : 256;
+        double steps = activation == GgmlType.Q8_0 ? 0.5 + 127 * Math.Pow(2, -11) : 0.5 + 1e-5;
+        for (int b = 0; b < x.Length; b += block)
+        {
+            float amax = 0;
+            for (int k = b; k < b + block; k++) amax = Math.Max(amax, Math.Abs(x[k]));
+            for (int k = b; k < b + block; k++) bound[k] = steps * amax / 127;
+        }
+        return bound;
+    }
+
+    [Theory]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void ThreadedResultsEqualSingleThreadedExactly(GgmlType type)
+    {
+        const int rows = 101, n = 9;
+        int cols = ColsFor(type);
+        using var weights = new TestWeights(type, rows, cols, seed: 3);
+        var x = TestRows.Gaussian(n * cols, 4);
+        var single = new float[n * rows];
+        using (var backend = new CpuBackend(1))
+            backend.MatMul(weights.Tensor, x, single, n);
+        foreach (int threads in new[] { 2, 3, 5 })
+        {
+            var threaded = new float[n * rows];
+            using var backend = new CpuBackend(threads);
+            for (int repeat = 0; repeat < 3; repeat++)
+            {
+                backend.MatMul(weights.Tensor, x, threaded, n);
+                Assert.Equal(single, threaded);
+            }
+        }
+    }
+
+    [Fact]
+    public void MatMulRejectsShortBuffers()
+    {
+        using var weights = new TestWeights(GgmlType.Q8_0, 4, 64, seed: 1);
+        using var backend = new CpuBackend(1);
+        Assert.Throws<ArgumentException>(() => backend.MatMul(weights.Tensor, new float[64], new float[8], 2));
+        Assert.Throws<ArgumentException>(() => backend.MatMul(weights.Tensor, new float[128], new float[7], 2));
+    }
+
+    [Theory]
+    [InlineData(GgmlType.BF16)]
+    [InlineData(GgmlType.Q4_K)]
+    public void GetRowDequantizesThatRow(GgmlType type)
+    {
+        using var weights = new TestWeights(type, 5, 256, seed: 2);
+        using var backend = new CpuBackend(1);
+        var row = new float[256];
+        backend.GetRow(weights.Tensor, 3, row);
+        Assert.Equal(weights.Dequantized[3], row);
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.GetRow(weights.Tensor, 5, row));
+    }
+
+    [Fact]
+    public void RmsNormMatchesDefinition()
+    {
+        const int width = 67;
+        var x = TestRows.WithOutliers(3 * width, 1);
+        var w = TestRows.Gaussian(width, 2);
+        var y = new float[x.Length];
+        using var backend = new CpuBackend(1);
+        backend.RmsNorm(x, w, y, width, 1e-5f);
+        for (int r = 0; r < 3; r++)
+        {
+            double ss = 0;
+            for (int k = 0; k < width; k++) ss += (double)x[r * width + k] * x[r * width + k];
+            double inv = 1 / Math.Sqrt(ss / width + 1e-5);
+            for (int k = 0; k < width; k++)
+                Assert.Equal(x[r * width + k] * inv * w[k], y[r * width + k], 1e-5 * Math.Max(1, Math.Abs(x[r * width + k] * inv * w[k])));
+        }
+    }
+
+    [Fact]
+    public void SwiGluAndAddMatchDefinitions()
+    {
+        const int len = 1300; // more than one 512-value chunk, and a partial one
+        var gate = TestRows.Gaussian(len, 5, 4f);
+        var up = TestRows.Gaussian(len, 6);
+        var expected = new double[len];
+        for (int i = 0; i < len; i++) expected[i] = gate[i] / (1 + Math.Exp(-gate[i])) * up[i];
+        using var backend = new CpuBackend(1);
+        backend.SwiGlu(gate, up);
+        for (int i = 0; i < len; i++) Assert.Equal(expected[i], gate[i], 1e-5 * Math.Max(1, Math.Abs(expected[i])));
+
+        var sum = (float[])up.Clone();
+        backend.Add(sum, gate);
+        for (int i = 0; i < len; i++) Assert.Equal(up[i] + gate[i], sum[i]);
+    }
+}

@@ -1,0 +1,65 @@
+using SpeCache.Tensors;
+
+namespace SpeCache.Tests.Tensors;
+
+public class WorkerPoolTests
+{
+    sealed class CountingJob(int items) : IRangeJob
+    {
+        public readonly int[] Visits = new int[items];
+        public readonly List<(int, int)> Ranges = [];
+
+        public void Execute(int start, int end)
+        {
+            lock (Ranges) Ranges.Add((start, end));
+            for (int i = start; i < end; i++) Interlocked.Increment(ref Visits[i]);
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 10, 1)]
+    [InlineData(2, 1, 1)]
+    [InlineData(3, 100, 16)]
+    [InlineData(4, 7, 1)]
+    [InlineData(5, 4096, 16)]
+    public void EveryItemRunsExactlyOnceInGrainAlignedRanges(int threads, int items, int grain)
+    {
+        using var pool = new WorkerPool(threads);
+        for (int repeat = 0; repeat < 50; repeat++)
+        {
+            var job = new CountingJob(items);
+            pool.Run(job, items, grain);
+            Assert.All(job.Visits, v => Assert.Equal(1, v));
+            Assert.All(job.Ranges, r => Assert.True(r.Item1 % grain == 0 && r.Item2 > r.Item1));
+            Assert.True(job.Ranges.Count <= threads);
+        }
+    }
+
+    sealed class ThrowingJob : IRangeJob
+    {
+        public void Execute(int start, int end)
+        {
+            if (start > 0) throw new InvalidOperationException("worker failed");
+        }
+    }
+
+    [Fact]
+    public void WorkerExceptionReachesTheCallerAndPoolStaysUsable()
+    {
+        using var pool = new WorkerPool(3);
+        Assert.Throws<InvalidOperationException>(() => pool.Run(new ThrowingJob(), 30));
+        var job = new CountingJob(30);
+        pool.Run(job, 30);
+        Assert.All(job.Visits, v => Assert.Equal(1, v));
+    }
+
+    [Fact]
+    public void DisposeStopsThreadsAndRefusesWork()
+    {
+        var pool = new WorkerPool(4);
+        pool.Run(new CountingJob(8), 8);
+        pool.Dispose();
+        pool.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => pool.Run(new CountingJob(8), 8));
+    }
+}
