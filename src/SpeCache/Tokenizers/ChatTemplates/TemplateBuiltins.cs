@@ -237,7 +237,7 @@ static class TemplateBuiltins
                 case "/": return j == 0 ? throw new TemplateError("division by zero") : (double)i / j;
                 case "//": return j == 0 ? throw new TemplateError("division by zero") : (long)Math.Floor((double)i / j);
                 case "%": return j == 0 ? throw new TemplateError("modulo by zero") : ((i % j) + j) % j;
-                case "**": return j >= 0 ? (long)Math.Pow(i, j) : Math.Pow(i, j);
+                case "**": return j >= 0 ? (object)(long)Math.Pow(i, j) : Math.Pow(i, j);
             }
         }
         double x1 = Py.ToDouble(a), y1 = Py.ToDouble(b);

@@ -507,7 +507,7 @@ sealed class TemplateParser
                 if (name.Kind is not (TokenKind.Name or TokenKind.Integer))
                     throw Error($"expected an attribute name after '.', got {name}", name);
                 _pos++;
-                target = new AttributeExpr(target, name.Value, t.Line, t.Column);
+                target = new AttributeExpr(target, name.Value, name.Line, name.Column);
             }
             else if (IsOp("["))
             {
@@ -540,7 +540,7 @@ sealed class TemplateParser
                 var args = new List<Expr>();
                 var kwargs = new List<(string, Expr)>();
                 ParseArguments(args, kwargs);
-                target = new CallExpr(target, args, kwargs, t.Line, t.Column);
+                target = new CallExpr(target, args, kwargs, target.Line, target.Column); // errors point at the callee
             }
             else
                 return target;
