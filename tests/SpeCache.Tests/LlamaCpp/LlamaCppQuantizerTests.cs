@@ -18,7 +18,7 @@ public class LlamaCppQuantizerTests
         var output = Path.Combine(TestPaths.Scratch("llamacpp-quantize"), $"tiny-{ftype}-{Guid.NewGuid():N}.gguf");
         try
         {
-            LlamaCppQuantizer.Quantize(TestPaths.Llama2TinyRandom, output, ftype, threads: 2);
+            LlamaCppQuantizer.Quantize(TestPaths.Llama2TinyRandom, output, ftype, threads: 1);
 
             // Q8_0 and Q4_0 blocks are 32 wide. Only ffn_down has 32-element rows; every other matrix has
             // 8 columns (n_embd = 8), so llama.cpp falls back to F16 for them, and the norms stay F32.
@@ -27,8 +27,8 @@ public class LlamaCppQuantizerTests
             Assert.Equal("f16", types["blk.0.attn_q.weight"]);
             Assert.Equal("f32", types["output_norm.weight"]);
 
-            using var f16 = LlamaCppModel.Load(TestPaths.Llama2TinyRandom, threads: 2, contextLength: 128);
-            using var quantized = LlamaCppModel.Load(output, threads: 2, contextLength: 128);
+            using var f16 = LlamaCppModel.Load(TestPaths.Llama2TinyRandom, threads: 1, contextLength: 128);
+            using var quantized = LlamaCppModel.Load(output, threads: 1, contextLength: 128);
             Assert.Equal(ftype, quantized.FileType);
             var tokens = f16.Tokenize("Hello world, quantized.");
             var reference = f16.Logits(tokens);

