@@ -62,6 +62,49 @@ internal static unsafe partial class LlamaNative
     [LibraryImport(GgmlBase)]
     public static partial byte* ggml_type_name(int type);
 
+    [LibraryImport(GgmlBase)]
+    public static partial nint gguf_init_empty();
+
+    /// <summary>Copies every key/value pair of <paramref name="src"/> into <paramref name="ctx"/>.</summary>
+    [LibraryImport(GgmlBase)]
+    public static partial void gguf_set_kv(nint ctx, nint src);
+
+    [LibraryImport(GgmlBase, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial void gguf_set_val_u32(nint ctx, string key, uint value);
+
+    [LibraryImport(GgmlBase, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial void gguf_set_val_str(nint ctx, string key, string value);
+
+    [LibraryImport(GgmlBase)]
+    public static partial void gguf_add_tensor(nint ctx, nint tensor);
+
+    [LibraryImport(GgmlBase, StringMarshalling = StringMarshalling.Utf8)]
+    [return: MarshalAs(UnmanagedType.U1)]
+    public static partial bool gguf_write_to_file(nint ctx, string fname, [MarshalAs(UnmanagedType.U1)] bool onlyMeta);
+
+    // --- ggml tensors, only to hand data to gguf_add_tensor ---
+
+    [LibraryImport(GgmlBase)]
+    public static partial nint ggml_init(GgmlInitParams parameters);
+
+    [LibraryImport(GgmlBase)]
+    public static partial void ggml_free(nint ctx);
+
+    [LibraryImport(GgmlBase)]
+    public static partial nuint ggml_tensor_overhead();
+
+    [LibraryImport(GgmlBase)]
+    public static partial nint ggml_new_tensor_1d(nint ctx, int type, long ne0);
+
+    [LibraryImport(GgmlBase)]
+    public static partial nint ggml_new_tensor_2d(nint ctx, int type, long ne0, long ne1);
+
+    [LibraryImport(GgmlBase, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint ggml_set_name(nint tensor, string name);
+
+    [LibraryImport(GgmlBase)]
+    public static partial void* ggml_get_data(nint tensor);
+
     // --- process-wide ---
 
     [LibraryImport(Llama)]

@@ -117,3 +117,12 @@ internal struct GgufInitParams
     public bool NoAlloc;
     public nint Ctx;                   // struct ggml_context **: NULL = read metadata only
 }
+
+/// <summary><c>struct ggml_init_params</c> (24 bytes on x64).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct GgmlInitParams
+{
+    public nuint MemSize;              // bytes of the context's arena
+    public nint MemBuffer;             // NULL: ggml allocates it
+    public bool NoAlloc;               // true: tensors get no data
+}

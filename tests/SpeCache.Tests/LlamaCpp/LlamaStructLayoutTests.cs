@@ -19,6 +19,7 @@ public class LlamaStructLayoutTests
     const int QuantizeParamsSize = 64;       // allow_requantize @ 16, imatrix @ 24, max_buf_size @ 56
     const int BatchSize = 56;                // token @ 8, logits @ 48
     const int GgufInitParamsSize = 16;       // ctx @ 8
+    const int GgmlInitParamsSize = 24;       // no_alloc @ 16
 
     [Fact]
     public void SizesMatchTheCCompiler()
@@ -28,6 +29,7 @@ public class LlamaStructLayoutTests
         Assert.Equal(QuantizeParamsSize, Unsafe.SizeOf<LlamaModelQuantizeParams>());
         Assert.Equal(BatchSize, Unsafe.SizeOf<LlamaBatch>());
         Assert.Equal(GgufInitParamsSize, Unsafe.SizeOf<GgufInitParams>());
+        Assert.Equal(GgmlInitParamsSize, Unsafe.SizeOf<GgmlInitParams>());
     }
 
     [Fact]
