@@ -11,9 +11,10 @@ public static unsafe class LlamaCppGguf
         if (!File.Exists(path))
             throw new FileNotFoundException("GGUF file not found", path);
         LlamaCppRuntime.EnsureInitialized();
+        var mark = LlamaCppRuntime.LogPosition;
         var gguf = LlamaNative.gguf_init_from_file(path, new GgufInitParams { NoAlloc = true, Ctx = 0 });
         if (gguf == 0)
-            throw LlamaCppRuntime.Failure($"ggml cannot read {path} as GGUF");
+            throw LlamaCppRuntime.Failure($"ggml cannot read {path} as GGUF", mark);
         try
         {
             var n = LlamaNative.gguf_get_n_tensors(gguf);

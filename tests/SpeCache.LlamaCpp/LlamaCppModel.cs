@@ -53,10 +53,11 @@ public sealed unsafe class LlamaCppModel : IDisposable
             throw new FileNotFoundException("model file not found", path);
         LlamaCppRuntime.EnsureInitialized();
 
+        var mark = LlamaCppRuntime.LogPosition;
         var modelParams = LlamaNative.llama_model_default_params();
         var model = LlamaNative.llama_model_load_from_file(path, modelParams);
         if (model == 0)
-            throw LlamaCppRuntime.Failure($"llama.cpp could not load {path}");
+            throw LlamaCppRuntime.Failure($"llama.cpp could not load {path}", mark);
 
         var contextParams = LlamaNative.llama_context_default_params();
         contextParams.NCtx = (uint)contextLength;
@@ -69,11 +70,12 @@ public sealed unsafe class LlamaCppModel : IDisposable
         contextParams.TypeV = cacheType;
         contextParams.FlashAttnType = flashAttention;
         contextParams.Embeddings = false;
+        mark = LlamaCppRuntime.LogPosition;
         var context = LlamaNative.llama_init_from_model(model, contextParams);
         if (context == 0)
         {
             LlamaNative.llama_model_free(model);
-            throw LlamaCppRuntime.Failure($"llama.cpp could not create a context for {path} (n_ctx {contextLength}, cache {cacheType})");
+            throw LlamaCppRuntime.Failure($"llama.cpp could not create a context for {path} (n_ctx {contextLength}, cache {cacheType})", mark);
         }
         return new LlamaCppModel(model, context, (int)LlamaNative.llama_n_batch(context));
     }
@@ -115,6 +117,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
     {
         _ = Handle;
         var utf8 = Encoding.UTF8.GetBytes(text);
+        var mark = LlamaCppRuntime.LogPosition;
         var tokens = new int[utf8.Length + 2];
         while (true)
         {
@@ -123,7 +126,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
             fixed (int* o = tokens)
                 n = LlamaNative.llama_tokenize(vocab, t, utf8.Length, o, tokens.Length, addSpecial, parseSpecial);
             if (n == int.MinValue)
-                throw LlamaCppRuntime.Failure("llama_tokenize overflowed");
+                throw LlamaCppRuntime.Failure("llama_tokenize overflowed", mark);
             if (n >= 0)
                 return tokens[..n];
             tokens = new int[-n];
@@ -299,16 +302,18 @@ public sealed unsafe class LlamaCppModel : IDisposable
             batch.SeqId[i][0] = 0;
             batch.Logits[i] = (sbyte)(allLogits || i == tokens.Length - 1 ? 1 : 0);
         }
+        var mark = LlamaCppRuntime.LogPosition;
         var rc = LlamaNative.llama_decode(ctx, batch);
         if (rc != 0)
-            throw LlamaCppRuntime.Failure($"llama_decode returned {rc} ({tokens.Length} tokens at position {firstPosition})");
+            throw LlamaCppRuntime.Failure($"llama_decode returned {rc} ({tokens.Length} tokens at position {firstPosition})", mark);
     }
 
     Span<float> LogitsAt(int batchIndex)
     {
+        var mark = LlamaCppRuntime.LogPosition;
         var p = LlamaNative.llama_get_logits_ith(Context, batchIndex);
         if (p == null)
-            throw LlamaCppRuntime.Failure($"llama.cpp has no logits for batch index {batchIndex}");
+            throw LlamaCppRuntime.Failure($"llama.cpp has no logits for batch index {batchIndex}", mark);
         return new Span<float>(p, VocabSize);
     }
 

@@ -20,8 +20,9 @@ public static unsafe class LlamaCppQuantizer
         var parameters = LlamaNative.llama_model_quantize_default_params();
         parameters.Ftype = ftype;
         parameters.NThread = threads;
+        var mark = LlamaCppRuntime.LogPosition;
         var rc = LlamaNative.llama_model_quantize(input, output, &parameters);
         if (rc != 0)
-            throw LlamaCppRuntime.Failure($"llama_model_quantize({input} -> {output}, {ftype}) returned {rc}");
+            throw LlamaCppRuntime.Failure($"llama_model_quantize({input} -> {output}, {ftype}) returned {rc}", mark);
     }
 }

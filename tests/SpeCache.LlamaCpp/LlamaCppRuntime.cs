@@ -31,6 +31,7 @@ public static unsafe class LlamaCppRuntime
 
     static readonly Lock Gate = new();
     static readonly StringBuilder Log = new();
+    static long logTotal; // characters ever logged, so marks survive trimming
     static bool echoLog;
     static bool initialized;
 
@@ -82,21 +83,34 @@ public static unsafe class LlamaCppRuntime
     }
 
     /// <summary>The tail of what llama.cpp logged (last ~16 KB), for error messages and diagnostics.</summary>
-    public static string RecentLog()
+    public static string RecentLog() => LogSince(0);
+
+    /// <summary>A mark in the log: pass it to <see cref="LogSince"/> to get what one operation logged.</summary>
+    public static long LogPosition => Volatile.Read(ref logTotal); // no lock: it is read on every decode step
+
+    /// <summary>What was logged after <paramref name="mark"/> and is still held.</summary>
+    public static string LogSince(long mark)
     {
         lock (Log)
-            return Log.ToString();
+        {
+            var held = logTotal - Log.Length;
+            var from = (int)Math.Clamp(mark - held, 0, Log.Length);
+            return Log.ToString(from, Log.Length - from);
+        }
     }
 
-    internal static LlamaCppException Failure(string what)
+    /// <summary>An exception for a failed call, with what llama.cpp logged since <paramref name="mark"/> (its reason, usually).</summary>
+    internal static LlamaCppException Failure(string what, long mark)
     {
-        var log = RecentLog();
-        var tail = log.Length > 2000 ? log[^2000..] : log;
-        return new LlamaCppException($"{what}\n--- llama.cpp log (tail) ---\n{tail}");
+        var log = LogSince(mark).Trim();
+        if (log.Length > 2000)
+            log = "..." + log[^2000..];
+        return new LlamaCppException(log.Length == 0 ? $"{what} (llama.cpp logged nothing)" : $"{what}\n--- llama.cpp log ---\n{log}");
     }
 
     static void LoadCpuBackend(string libraries)
     {
+        var mark = LogPosition;
         var variant = Environment.GetEnvironmentVariable(CpuVariantVariable);
         if (string.IsNullOrEmpty(variant))
         {
@@ -106,10 +120,10 @@ public static unsafe class LlamaCppRuntime
         {
             var path = Path.Combine(libraries, $"libggml-cpu-{variant}.so");
             if (!File.Exists(path) || LlamaNative.ggml_backend_load(path) == 0)
-                throw Failure($"cannot load the CPU backend {path} ({CpuVariantVariable}={variant})");
+                throw Failure($"cannot load the CPU backend {path} ({CpuVariantVariable}={variant})", mark);
         }
         if (LlamaNative.ggml_backend_dev_count() == 0)
-            throw Failure($"no ggml backend could be loaded from {libraries}");
+            throw Failure($"no ggml backend could be loaded from {libraries}", mark);
     }
 
     static List<string> ListDevices()
@@ -136,6 +150,7 @@ public static unsafe class LlamaCppRuntime
             lock (Log)
             {
                 Log.Append(message);
+                logTotal += message.Length;
                 if (Log.Length > LogCapacity)
                     Log.Remove(0, Log.Length - LogCapacity / 2);
             }

@@ -36,9 +36,10 @@ public static unsafe class RandomLlamaWriter
             throw new FileNotFoundException("tokenizer source not found", tokenizerFrom);
         LlamaCppRuntime.EnsureInitialized();
 
+        var mark = LlamaCppRuntime.LogPosition;
         var template = LlamaNative.gguf_init_from_file(tokenizerFrom, new GgufInitParams { NoAlloc = true });
         if (template == 0)
-            throw LlamaCppRuntime.Failure($"ggml cannot read {tokenizerFrom} as GGUF");
+            throw LlamaCppRuntime.Failure($"ggml cannot read {tokenizerFrom} as GGUF", mark);
         var gguf = LlamaNative.gguf_init_empty();
         nint ggml = 0;
         try
@@ -54,7 +55,7 @@ public static unsafe class RandomLlamaWriter
                 bytes += (nuint)(ne0 * ne1 * (ne1 == 1 ? 4 : matrixType == GgmlF16 ? 2 : 4)) + LlamaNative.ggml_tensor_overhead() + 64;
             ggml = LlamaNative.ggml_init(new GgmlInitParams { MemSize = bytes + (1 << 20), NoAlloc = false });
             if (ggml == 0)
-                throw LlamaCppRuntime.Failure($"ggml_init could not allocate {bytes} bytes");
+                throw LlamaCppRuntime.Failure($"ggml_init could not allocate {bytes} bytes", mark);
 
             var random = new Random(seed);
             foreach (var (name, ne0, ne1) in tensors)
@@ -83,7 +84,7 @@ public static unsafe class RandomLlamaWriter
                 LlamaNative.gguf_add_tensor(gguf, t);
             }
             if (!LlamaNative.gguf_write_to_file(gguf, path, false))
-                throw LlamaCppRuntime.Failure($"gguf_write_to_file({path}) failed");
+                throw LlamaCppRuntime.Failure($"gguf_write_to_file({path}) failed", mark);
         }
         finally
         {
@@ -136,9 +137,10 @@ public static unsafe class RandomLlamaWriter
     {
         var parameters = LlamaNative.llama_model_default_params();
         parameters.VocabOnly = true;
+        var mark = LlamaCppRuntime.LogPosition;
         var model = LlamaNative.llama_model_load_from_file(tokenizerFrom, parameters);
         if (model == 0)
-            throw LlamaCppRuntime.Failure($"llama.cpp cannot read the vocabulary of {tokenizerFrom}");
+            throw LlamaCppRuntime.Failure($"llama.cpp cannot read the vocabulary of {tokenizerFrom}", mark);
         try
         {
             return LlamaNative.llama_vocab_n_tokens(LlamaNative.llama_model_get_vocab(model));

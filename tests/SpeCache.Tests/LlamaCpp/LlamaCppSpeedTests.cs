@@ -16,7 +16,7 @@ public class LlamaCppSpeedTests(ITestOutputHelper output)
     [InlineData(1)]
     public void DecodeTokensPerSecondOnTinyRandom(int threads)
     {
-        const int promptTokens = 32, decodeTokens = 128, runs = 5;
+        const int promptTokens = 32, decodeTokens = 64, maxRuns = 5;
         using var model = LlamaCppModel.Load(TestPaths.Llama2TinyRandom, threads, contextLength: 512);
         var prompt = Enumerable.Range(0, promptTokens).Select(i => i == 0 ? model.Bos : 1000 + 37 * i).ToArray();
 
@@ -24,13 +24,17 @@ public class LlamaCppSpeedTests(ITestOutputHelper output)
         // Best of several: the cores are shared with whatever else runs, and a spinning ggml worker that
         // loses its core stalls every step (seen: 13 ms per token instead of 0.35 ms while another process
         // was busy), so the slow runs measure the neighbours, not llama.cpp.
-        var timings = Enumerable.Range(0, runs).Select(_ => model.Decode(prompt, decodeTokens)).ToList();
+        // A budget keeps a disturbed run from taking the suite's time: it can slow to ~70 ms per token.
+        var timings = new List<LlamaCppDecodeTiming>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (timings.Count < maxRuns && (timings.Count < 2 || clock.Elapsed < TimeSpan.FromSeconds(1)))
+            timings.Add(model.Decode(prompt, decodeTokens));
         var best = timings.MaxBy(r => r.DecodeTokensPerSecond)!;
 
         output.WriteLine($"llama.cpp peer ({LlamaCppRuntime.CpuBackend}), {model.Description}, {threads} threads, F16 KV cache");
         output.WriteLine(LlamaCppRuntime.SystemInfo.Trim());
         output.WriteLine($"prefill {promptTokens} tokens (same run): {best.PrefillTokensPerSecond:F0} tokens/s ({best.Prefill.TotalMilliseconds:F2} ms)");
-        output.WriteLine($"decode {decodeTokens} tokens one by one: best of {runs} {best.DecodeTokensPerSecond:F0} tokens/s " +
+        output.WriteLine($"decode {decodeTokens} tokens one by one: best of {timings.Count} {best.DecodeTokensPerSecond:F0} tokens/s " +
             $"({best.Decode.TotalMilliseconds / decodeTokens * 1000:F0} us/token); all runs: " +
             string.Join(", ", timings.Select(r => $"{r.DecodeTokensPerSecond:F0}")));
 
