@@ -107,7 +107,16 @@ public sealed unsafe class LlamaCppModel : IDisposable
         }
     }
 
-    nint Handle => model != 0 ? model : throw new ObjectDisposedException(nameof(LlamaCppModel));
+    nint Handle
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return model;
+        }
+    }
+
+    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(model == 0, this);
 
     // --- tokens ---
 
@@ -115,7 +124,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
     /// <param name="parseSpecial">Turn text like "&lt;s&gt;" into the special token rather than plain text.</param>
     public int[] Tokenize(string text, bool addSpecial = true, bool parseSpecial = false)
     {
-        _ = Handle;
+        ThrowIfDisposed();
         var utf8 = Encoding.UTF8.GetBytes(text);
         var mark = LlamaCppRuntime.LogPosition;
         var tokens = new int[utf8.Length + 2];
@@ -137,7 +146,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
     /// <param name="special">Render control tokens such as &lt;s&gt; instead of nothing.</param>
     public byte[] TokenToPieceBytes(int token, bool special = false)
     {
-        _ = Handle;
+        ThrowIfDisposed();
         CheckToken(token);
         var buf = new byte[32];
         while (true)
@@ -157,7 +166,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
     /// <param name="unparseSpecial">Render special tokens as text.</param>
     public string Detokenize(ReadOnlySpan<int> tokens, bool removeSpecial = false, bool unparseSpecial = false)
     {
-        _ = Handle;
+        ThrowIfDisposed();
         foreach (var t in tokens)
             CheckToken(t);
         var buf = new byte[tokens.Length * 8 + 16];
@@ -334,7 +343,14 @@ public sealed unsafe class LlamaCppModel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(token), token, $"not a token id (vocabulary has {VocabSize})");
     }
 
-    nint Context => context != 0 ? context : throw new ObjectDisposedException(nameof(LlamaCppModel));
+    nint Context
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return context;
+        }
+    }
 
     public void Dispose()
     {
