@@ -12,9 +12,9 @@ static class TemplateBuiltins
 {
     public static readonly HashSet<string> Filters =
     [
-        "abs", "capitalize", "count", "d", "default", "first", "float", "int", "items", "join", "last", "length",
-        "list", "lower", "map", "reject", "rejectattr", "replace", "reverse", "safe", "select", "selectattr",
-        "string", "title", "tojson", "trim", "unique", "upper",
+        "abs", "capitalize", "count", "d", "default", "dictsort", "first", "float", "indent", "int", "items", "join",
+        "last", "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse", "safe",
+        "select", "selectattr", "sort", "string", "title", "tojson", "trim", "unique", "upper",
     ];
 
     public static readonly HashSet<string> Tests =
@@ -416,19 +416,19 @@ static class TemplateBuiltins
                         throw new TemplateError($"{name} needs an attribute name");
                     bool keep = name == "selectattr";
                     var attribute = args[0];
-                    return ToList(v).Where(x => Select(Attribute(x, attribute), args.Skip(1).ToList()) == keep).ToList();
+                    return FalsyAsEmpty(v).Where(x => Select(Attribute(x, attribute), args.Skip(1).ToList()) == keep).ToList();
                 }
             case "select" or "reject":
                 {
                     bool keep = name == "select";
-                    return ToList(v).Where(x => Select(x, args) == keep).ToList();
+                    return FalsyAsEmpty(v).Where(x => Select(x, args) == keep).ToList();
                 }
             case "map":
                 {
                     if (kwargs.TryGetValue("attribute", out var attribute))
                     {
                         kwargs.TryGetValue("default", out var dflt);
-                        return ToList(v).Select(x =>
+                        return FalsyAsEmpty(v).Select(x =>
                         {
                             var a = Attribute(x, attribute);
                             return a is Undefined && kwargs.ContainsKey("default") ? dflt : a;
@@ -439,11 +439,66 @@ static class TemplateBuiltins
                     if (!Filters.Contains(filter))
                         throw new TemplateError($"filter '{filter}' is not supported", notSupported: true);
                     var rest = args.Skip(1).ToList();
-                    return ToList(v).Select(x => ApplyFilter(filter, x, rest, [])).ToList();
+                    return FalsyAsEmpty(v).Select(x => ApplyFilter(filter, x, rest, [])).ToList();
+                }
+            case "dictsort":
+                {
+                    if (v is not Dictionary<string, object?> d)
+                        throw new TemplateError($"dictsort of {Py.TypeName(v)}: a mapping is needed");
+                    bool caseSensitive = Py.Truthy(Arg(0, "case_sensitive", false));
+                    bool byValue = Py.Str(Arg(1, "by", "key")) == "value";
+                    bool reverse = Py.Truthy(Arg(2, "reverse", false));
+                    var pairs = d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList();
+                    return SortBy(pairs, x => ((List<object?>)x!)[byValue ? 1 : 0], caseSensitive, reverse);
+                }
+            case "sort":
+                {
+                    bool reverse = Py.Truthy(Arg(0, "reverse", false));
+                    bool caseSensitive = Py.Truthy(Arg(1, "case_sensitive", false));
+                    var attribute = Arg(2, "attribute", null);
+                    return SortBy(ToList(v).ToList(), x => attribute != null ? Attribute(x, attribute) : x, caseSensitive, reverse);
+                }
+            case "min" or "max":
+                {
+                    bool caseSensitive = Py.Truthy(Arg(0, "case_sensitive", false));
+                    var attribute = Arg(1, "attribute", null);
+                    var sorted = SortBy(ToList(v).ToList(), x => attribute != null ? Attribute(x, attribute) : x, caseSensitive, reverse: false);
+                    return sorted.Count == 0 ? new Undefined($"{name} of empty sequence") : name == "min" ? sorted[0] : sorted[^1];
+                }
+            case "indent":
+                {
+                    var width = Arg(0, "width", 4L);
+                    string pad = width is string ws ? ws : new string(' ', (int)(width as long? ?? 4));
+                    bool first = Py.Truthy(Arg(1, "first", false)), blank = Py.Truthy(Arg(2, "blank", false));
+                    var lines = Py.Str(v).Split('\n');
+                    for (int i = 0; i < lines.Length; i++)
+                        if ((i > 0 || first) && (blank || lines[i].Trim().Length > 0))
+                            lines[i] = pad + lines[i];
+                    return string.Join('\n', lines);
                 }
             default:
                 throw new TemplateError($"filter '{name}' is not supported", notSupported: true);
         }
+    }
+
+    /// <summary>Jinja's select, reject and map loop only over a truthy value, so none gives nothing.</summary>
+    static List<object?> FalsyAsEmpty(object? v) => Py.Truthy(v) ? ToList(v) : [];
+
+    /// <summary>A stable sort (Python's sorted) by a key; strings compare case-insensitively unless asked.</summary>
+    static List<object?> SortBy(List<object?> items, Func<object?, object?> key, bool caseSensitive, bool reverse)
+    {
+        object? Key(object? x)
+        {
+            var k = key(x);
+            return !caseSensitive && k is string s ? s.ToLowerInvariant() : k;
+        }
+        var sorted = items.Select((x, i) => (Item: x, Key: Key(x), Index: i)).ToList();
+        sorted.Sort((a, b) =>
+        {
+            int c = Py.Compare(a.Key, b.Key);
+            return c != 0 ? (reverse ? -c : c) : a.Index.CompareTo(b.Index);
+        });
+        return sorted.Select(x => x.Item).ToList();
     }
 
     /// <summary>select/reject: with no test name, the value's truthiness; else the named test.</summary>
@@ -523,9 +578,44 @@ static class TemplateBuiltins
                 return n;
             }),
             "join" => new Callable("join", (a, _) => string.Join(s, ToList(a.Count > 0 ? a[0] : null).Select(Py.Str))),
+            "format" => new Callable("format", (a, kw) => Format(s, a, kw)),
             "isdigit" => new Callable("isdigit", (_, _) => s.Length > 0 && s.All(char.IsDigit)),
             _ => null,
         };
+    }
+
+    /// <summary>Python's str.format for plain fields: {}, {0}, {name}, and {{ }} escapes; no format specs.</summary>
+    static string Format(string s, List<object?> args, Dictionary<string, object?> kwargs)
+    {
+        var sb = new StringBuilder();
+        int auto = 0;
+        for (int i = 0; i < s.Length; i++)
+        {
+            char c = s[i];
+            if ((c == '{' || c == '}') && i + 1 < s.Length && s[i + 1] == c)
+            {
+                sb.Append(c);
+                i++;
+                continue;
+            }
+            if (c != '{')
+            {
+                sb.Append(c);
+                continue;
+            }
+            int close = s.IndexOf('}', i);
+            if (close < 0)
+                throw new TemplateError("format: '{' is not closed");
+            string field = s[(i + 1)..close];
+            if (field.Contains(':') || field.Contains('!') || field.Contains('.') || field.Contains('['))
+                throw new TemplateError($"format field '{{{field}}}' is not supported", notSupported: true);
+            object? value = field.Length == 0 ? (auto < args.Count ? args[auto++] : throw new TemplateError("format: not enough arguments"))
+                : int.TryParse(field, out int n) ? (n < args.Count ? args[n] : throw new TemplateError($"format: no argument {n}"))
+                : kwargs.TryGetValue(field, out var kv) ? kv : throw new TemplateError($"format: no argument '{field}'");
+            sb.Append(Py.Str(value));
+            i = close;
+        }
+        return sb.ToString();
     }
 
     static bool Affix(List<object?> args, Func<string, bool> test) => args.Count > 0 ? args[0] switch

@@ -221,7 +221,12 @@ sealed class TemplateEvaluator(Func<DateTime> clock)
                 {
                     var dict = new Dictionary<string, object?>();
                     foreach (var (k, val) in d.Items)
-                        dict[Py.Str(Eval(k, scope))] = Eval(val, scope);
+                    {
+                        // Messages and tools come as JSON, whose keys are strings; we model dicts that way.
+                        if (Eval(k, scope) is not string key)
+                            throw new TemplateError("dict keys other than strings are not supported", notSupported: true);
+                        dict[key] = Eval(val, scope);
+                    }
                     return dict;
                 }
             case AttributeExpr a:

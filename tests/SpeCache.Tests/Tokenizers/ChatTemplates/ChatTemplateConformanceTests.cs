@@ -135,3 +135,60 @@ public class ChatTemplateConformanceTests
         Assert.Equal(expected, ChatTemplate.Default.Render(Conversation, true, "<s>", "</s>"));
     }
 }
+
+/// <summary>Every template llama.cpp ships in models/templates either renders or says what it lacks.</summary>
+public class PeerTemplateSweepTests
+{
+    // Each uses something outside our subset; the message must name it. (At the time of writing,
+    // 61 of the 70 templates render the same text as Python's jinja2 for the sweep's conversation.)
+    static readonly Dictionary<string, string> Unsupported = new()
+    {
+        ["ByteDance-Seed-OSS.jinja"] = "dict keys other than strings",
+        ["deepseek-ai-DeepSeek-V3.2.jinja"] = "filter 'from_json'",
+        ["deepseek-ai-DeepSeek-V4.jinja"] = "filter 'from_json'",
+        ["deepseek-ai-DeepSeek-V4-Flash-0731.jinja"] = "filter 'from_json'",
+        ["fireworks-ai-llama-3-firefunction-v2.jinja"] = "statement 'filter'",
+    };
+
+    // These reject this conversation themselves (raise_exception), as they do under jinja2.
+    static readonly HashSet<string> RejectSystemRole = ["google-gemma-2-2b-it.jinja"];
+
+    public static TheoryData<string> TemplateFiles()
+    {
+        var data = new TheoryData<string>();
+        foreach (var f in Directory.GetFiles(Path.Combine(TestPaths.LlamaCppSource, "models", "templates"), "*.jinja").Order(StringComparer.Ordinal))
+            data.Add(Path.GetFileName(f));
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(TemplateFiles))]
+    public void RendersOrNamesTheMissingConstruct(string file)
+    {
+        var conversation = new List<ChatMessage>
+        {
+            new("system", "You are a helpful assistant"),
+            new("user", "Héllo \"wörld\" 🎉\n  tabs\there  "),
+            new("assistant", "<think>\nplan\n</think>\n\nAnswer {x}"),
+            new("user", "Another question"),
+        };
+        string source = File.ReadAllText(Path.Combine(TestPaths.LlamaCppSource, "models", "templates", file));
+        void Run()
+        {
+            var template = ChatTemplate.Parse(source);
+            template.Clock = () => new DateTime(2026, 3, 5);
+            Assert.NotEmpty(template.Render(conversation, true, "<s>", "</s>"));
+        }
+
+        if (Unsupported.TryGetValue(file, out var what))
+        {
+            var e = Assert.Throws<NotSupportedException>(Run);
+            Assert.Contains(what, e.Message);
+            Assert.Matches(@"\(line \d+, column \d+\)$", e.Message);
+        }
+        else if (RejectSystemRole.Contains(file))
+            Assert.True(Assert.Throws<ChatTemplateException>(Run).RaisedByTemplate);
+        else
+            Run();
+    }
+}

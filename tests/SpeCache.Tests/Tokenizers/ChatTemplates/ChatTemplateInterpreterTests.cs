@@ -110,8 +110,8 @@ public class ChatTemplateInterpreterTests
             Assert.Throws<NotSupportedException>(() => ChatTemplate.Parse("{{ x is escaped }}")).Message);
         Assert.Equal("chat template: statement 'include' is not supported (line 1, column 4)",
             Assert.Throws<NotSupportedException>(() => ChatTemplate.Parse("{% include 'x' %}")).Message);
-        Assert.Equal("chat template: method 'format' of string is not supported (line 1, column 9)",
-            Assert.Throws<NotSupportedException>(() => Render("{{ '{}'.format(1) }}")).Message);
+        Assert.Equal("chat template: method 'zfill' of string is not supported (line 1, column 9)",
+            Assert.Throws<NotSupportedException>(() => Render("{{ '{}'.zfill(1) }}")).Message);
     }
 
     [Theory]
