@@ -88,10 +88,10 @@ public static class MetadataExtensions
     }
 
     static InvalidDataException Missing(string key, string expected) =>
-        new($"metadata '{key}' is missing (expected a {expected})");
+        new($"metadata '{key}' is missing (expected {expected})");
 
     static InvalidDataException WrongType(string key, object actual, string expected) =>
-        new($"metadata '{key}' is a {TypeName(actual.GetType())}, expected a {expected}");
+        new($"metadata '{key}' has type {TypeName(actual.GetType())}, expected {expected}");
 
     /// <summary>GGUF's names for the types, which is what a reader of the error knows the file by.</summary>
     public static string TypeName(Type type)

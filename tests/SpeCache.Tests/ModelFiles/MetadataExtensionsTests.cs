@@ -47,11 +47,11 @@ public class MetadataExtensionsTests
     [Fact]
     public void ErrorsNameTheKeyAndTheTypes()
     {
-        Assert.Equal("metadata 'nope' is missing (expected a string)", Assert.Throws<InvalidDataException>(() => Meta.GetString("nope")).Message);
-        Assert.Equal("metadata 'name' is a string, expected a integer", Assert.Throws<InvalidDataException>(() => Meta.GetInt64("name")).Message);
-        Assert.Equal("metadata 'scores' is a f32[], expected a i32[]", Assert.Throws<InvalidDataException>(() => Meta.GetArray<int>("scores")).Message);
-        Assert.Contains("'flag' is a bool", Assert.Throws<InvalidDataException>(() => Meta.TryGetSingle("flag", out _)).Message);
+        Assert.Equal("metadata 'nope' is missing (expected string)", Assert.Throws<InvalidDataException>(() => Meta.GetString("nope")).Message);
+        Assert.Equal("metadata 'name' has type string, expected integer", Assert.Throws<InvalidDataException>(() => Meta.GetInt64("name")).Message);
+        Assert.Equal("metadata 'scores' has type f32[], expected i32[]", Assert.Throws<InvalidDataException>(() => Meta.GetArray<int>("scores")).Message);
+        Assert.Contains("'flag' has type bool", Assert.Throws<InvalidDataException>(() => Meta.TryGetSingle("flag", out _)).Message);
         Assert.Contains("does not fit", Assert.Throws<InvalidDataException>(() => Meta.GetInt64("u64.big")).Message);
-        Assert.Contains("'u8' is a u8, expected a bool", Assert.Throws<InvalidDataException>(() => Meta.GetBool("u8")).Message);
+        Assert.Contains("'u8' has type u8, expected bool", Assert.Throws<InvalidDataException>(() => Meta.GetBool("u8")).Message);
     }
 }
