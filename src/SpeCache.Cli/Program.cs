@@ -1,1 +1,16 @@
-return 0;
+using System.CommandLine;
+using SpeCache.Cli.Commands;
+
+var root = new RootCommand("specache: Llama-family inference in pure C# with a two-tier (SpeCache) KV cache");
+root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(ChatCommand.Create());
+root.Subcommands.Add(InfoCommand.Create());
+
+var parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    // One line instead of System.CommandLine's error list followed by the whole help text.
+    Console.Error.WriteLine($"specache: error: {string.Join("; ", parsed.Errors.Select(e => e.Message))} (see --help)");
+    return 2;
+}
+return parsed.Invoke();

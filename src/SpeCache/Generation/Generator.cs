@@ -105,6 +105,9 @@ public sealed class Generator
             stats.GeneratedTokens++;
 
             var bytes = _tokenizer.TokenBytes(token);
+            // Right after BOS, SentencePiece's prefix space belongs to no word: drop it, as llama2.c does.
+            if (stats.GeneratedTokens == 1 && prompt[^1] == _tokenizer.BosToken && _tokenizer.AddsSpacePrefix && bytes.Length > 0 && bytes[0] == (byte)' ')
+                bytes = bytes[1..];
             int needed = decoder.GetCharCount(bytes, flush: false);
             if (needed > chars.Length) chars = new char[needed * 2];
             int written = decoder.GetChars(bytes, chars, flush: false);

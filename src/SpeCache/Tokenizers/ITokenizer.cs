@@ -11,6 +11,12 @@ public interface ITokenizer
     /// <summary>Whether a prompt should start with <see cref="BosToken"/> (tokenizer.ggml.add_bos_token).</summary>
     bool AddBos { get; }
 
+    /// <summary>
+    /// SentencePiece-style: a space is put before the text, so a decoded piece right after BOS starts
+    /// with a space that is not part of the text (llama2.c strips it).
+    /// </summary>
+    bool AddsSpacePrefix { get; }
+
     /// <summary>Ids that end generation (EOS, EOT, &lt;|im_end|&gt;, &lt;|eot_id|&gt;, ...).</summary>
     bool IsEndOfGeneration(int token);
 

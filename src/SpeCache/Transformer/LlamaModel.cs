@@ -68,7 +68,7 @@ public sealed class LlamaModel
     /// cache, and returns the logits of the last token (or, with <paramref name="allLogits"/>, of
     /// every token, row after row). Long inputs are processed in chunks of the state's size.
     /// </summary>
-    public ReadOnlySpan<float> Forward(ReadOnlySpan<int> tokens, IKvCache cache, ForwardState state, bool allLogits = false)
+    public ReadOnlySpan<float> Forward(scoped ReadOnlySpan<int> tokens, IKvCache cache, ForwardState state, bool allLogits = false)
     {
         if (tokens.IsEmpty) throw new ArgumentException("no tokens to run", nameof(tokens));
         if (cache.Length + tokens.Length > cache.Capacity)

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using System.Text.Json;
+using SpeCache.KvCache;
+using SpeCache.ModelFiles;
+using SpeCache.Quants;
+
+namespace SpeCache.Cli.Commands;
+
+/// <summary><c>specache info</c>: what a model file is, without running it.</summary>
+static class InfoCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model", "-m") { Description = "Model file or folder (default: the embedded stories260K)." };
+        var json = new Option<bool>("--json") { Description = "Print JSON." };
+        var command = new Command("info", "Show a model's architecture, shapes, weight types, context length and KV bytes per token.");
+        command.Options.Add(model);
+        command.Options.Add(json);
+        command.SetAction(result => CliErrors.Run(() =>
+        {
+            string path = result.GetValue(model) ?? DefaultModel.Path();
+            using var file = ModelLoader.Open(path);
+            var c = file.Config;
+            var types = file.Tensors.Values
+                .GroupBy(t => GgmlTypeInfo.Name(t.Type))
+                .OrderBy(g => g.Key, StringComparer.Ordinal)
+                .ToDictionary(g => g.Key, g => new { tensors = g.Count(), bytes = g.Sum(t => t.ByteLength) });
+            long parameters = file.Tensors.Values.Where(t => !ReferenceEquals(t, file.TryTensor("output.weight")) || !c.TiedEmbeddings).Sum(t => t.ElementCount);
+            var kv = KvCacheFactory.Policies.ToDictionary(p => p, p => KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = p }, c));
+            var info = new
+            {
+                path,
+                format = file.Format,
+                architecture = c.Architecture,
+                parameters,
+                vocab_size = c.VocabSize,
+                dim = c.Dim,
+                hidden_dim = c.HiddenDim,
+                layers = c.LayerCount,
+                heads = c.HeadCount,
+                kv_heads = c.KvHeadCount,
+                head_dim = c.HeadDim,
+                context_length = c.ContextLength,
+                rope_theta = c.RopeTheta,
+                rope_layout = c.RopeLayout.ToString(),
+                tied_embeddings = c.TiedEmbeddings,
+                weight_types = types,
+                kv_bytes_per_token = kv,
+            };
+            if (result.GetValue(json))
+            {
+                Console.WriteLine(JsonSerializer.Serialize(info, new JsonSerializerOptions { WriteIndented = true }));
+                return 0;
+            }
+            Console.WriteLine($"model           {path}");
+            Console.WriteLine($"format          {file.Format}");
+            Console.WriteLine($"architecture    {c.Architecture}");
+            Console.WriteLine($"parameters      {parameters:N0}");
+            Console.WriteLine($"shape           vocab {c.VocabSize}, dim {c.Dim}, ffn {c.HiddenDim}, layers {c.LayerCount}, heads {c.HeadCount} (kv {c.KvHeadCount}), head dim {c.HeadDim}");
+            Console.WriteLine($"context         {c.ContextLength}");
+            Console.WriteLine($"rope            theta {c.RopeTheta}, {c.RopeLayout}{(c.RopeScaling != null ? ", llama3 scaling" : "")}");
+            Console.WriteLine($"embeddings      {(c.TiedEmbeddings ? "tied" : "separate output head")}");
+            foreach (var (name, t) in types)
+                Console.WriteLine($"weights {name,-8} {t.tensors} tensors, {t.bytes:N0} bytes");
+            foreach (var (policy, bytes) in kv)
+                Console.WriteLine($"kv {policy,-12} {bytes:N0} bytes per token ({bytes * (long)c.ContextLength / (1024.0 * 1024.0):F1} MiB at full context)");
+            return 0;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,39 @@
+using System.CommandLine;
+using SpeCache.KvCache;
+
+namespace SpeCache.Cli;
+
+/// <summary>Options every model-running command shares.</summary>
+sealed class CommonOptions
+{
+    public Option<string?> Model { get; } = new("--model", "-m") { Description = "Model: a .gguf file, a Hugging Face folder (config.json + safetensors), or a llama2.c .bin. Default: the embedded stories260K." };
+    public Option<string?> Tokenizer { get; } = new("--tokenizer") { Description = "Tokenizer file for llama2.c checkpoints (default: tokenizer.bin or tok*.bin beside the model)." };
+    public Option<int> Threads { get; } = new("--threads", "-t") { Description = "Compute threads (default: all cores).", DefaultValueFactory = _ => 0 };
+    public Option<int> Context { get; } = new("--ctx", "-c") { Description = "Context length (default: the model's).", DefaultValueFactory = _ => 0 };
+    public Option<string> Kv { get; } = new("--kv") { Description = $"KV cache policy: {string.Join(", ", KvCacheFactory.Policies)}.", DefaultValueFactory = _ => "full" };
+
+    public void AddTo(Command command)
+    {
+        command.Options.Add(Model);
+        command.Options.Add(Tokenizer);
+        command.Options.Add(Threads);
+        command.Options.Add(Context);
+        command.Options.Add(Kv);
+        Kv.AcceptOnlyFromAmong([.. KvCacheFactory.Policies]);
+    }
+
+    public string ModelPath(ParseResult result) => result.GetValue(Model) ?? DefaultModel.Path();
+
+    public Engine LoadEngine(ParseResult result)
+    {
+        string path = ModelPath(result);
+        var options = new EngineOptions
+        {
+            Threads = result.GetValue(Threads),
+            ContextLength = result.GetValue(Context),
+            TokenizerPath = result.GetValue(Tokenizer),
+            KvCache = new KvCacheOptions { Policy = result.GetValue(Kv)! },
+        };
+        return Progress.Run($"Loading {Path.GetFileName(path.TrimEnd('/'))}", () => Engine.Load(path, options));
+    }
+}

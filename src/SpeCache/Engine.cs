@@ -1,0 +1,106 @@
+using SpeCache.Generation;
+using SpeCache.KvCache;
+using SpeCache.ModelFiles;
+using SpeCache.ModelFiles.Llama2c;
+using SpeCache.ModelFiles.Safetensors;
+using SpeCache.Tensors;
+using SpeCache.Tokenizers;
+using SpeCache.Transformer;
+
+namespace SpeCache;
+
+public sealed record EngineOptions
+{
+    /// <summary>Compute threads; 0 uses every core.</summary>
+    public int Threads { get; init; }
+    /// <summary>Context length per sequence; 0 uses the model's.</summary>
+    public int ContextLength { get; init; }
+    /// <summary>A tokenizer file for formats that keep it apart from the weights (llama2.c); found beside the model if null.</summary>
+    public string? TokenizerPath { get; init; }
+    public KvCacheOptions KvCache { get; init; } = new();
+}
+
+/// <summary>
+/// The library's front door: a model file opened, its weights bound to a backend, its tokenizer
+/// and chat template ready. Sequences are created from it; it owns the memory map.
+/// </summary>
+public sealed class Engine : IDisposable
+{
+    readonly CpuBackend _backend;
+
+    Engine(ModelFile file, EngineOptions options)
+    {
+        File = file;
+        Options = options;
+        if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), "threads must not be negative");
+        if (options.ContextLength < 0 || options.ContextLength > file.Config.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(options), $"context length {options.ContextLength} must be between 1 and the model's {file.Config.ContextLength}");
+        _backend = new CpuBackend(options.Threads);
+        Model = new LlamaModel(file, _backend);
+        Tokenizer = LoadTokenizer(file, options.TokenizerPath);
+        ContextLength = options.ContextLength > 0 ? options.ContextLength : file.Config.ContextLength;
+        Generator = new Generator(Model, Tokenizer);
+    }
+
+    public ModelFile File { get; }
+    public EngineOptions Options { get; }
+    public LlamaModel Model { get; }
+    public ITokenizer Tokenizer { get; }
+    public Generator Generator { get; }
+    public int ContextLength { get; }
+    public ModelConfig Config => Model.Config;
+
+    public static Engine Load(string modelPath, EngineOptions? options = null)
+    {
+        var file = ModelLoader.Open(modelPath);
+        try
+        {
+            return new Engine(file, options ?? new EngineOptions());
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A new, empty KV cache for one sequence, in the engine's policy.</summary>
+    public IKvCache CreateCache() => KvCacheFactory.Create(Options.KvCache, Config, ContextLength);
+
+    /// <summary>Tokenizes a prompt the way the model expects (BOS if the vocabulary asks for it).</summary>
+    public int[] Encode(string text, bool parseSpecial = false) => Tokenizer.Encode(text, Tokenizer.AddBos, parseSpecial);
+
+    static ITokenizer LoadTokenizer(ModelFile file, string? tokenizerPath)
+    {
+        switch (file)
+        {
+            case SafetensorsModelFile hf:
+                {
+                    string json = tokenizerPath ?? Path.Combine(hf.Directory, "tokenizer.json");
+                    string config = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(json))!, "tokenizer_config.json");
+                    return HfTokenizer.Load(json, System.IO.File.Exists(config) ? config : null);
+                }
+            case Llama2cModelFile:
+                return Llama2cTokenizer.Load(tokenizerPath ?? FindLlama2cTokenizer(file.Path));
+            default:
+                return TokenizerFactory.FromGgufMetadata(file.Metadata);
+        }
+    }
+
+    /// <summary>llama2.c keeps the tokenizer apart: tokenizer.bin or tok*.bin beside the checkpoint.</summary>
+    static string FindLlama2cTokenizer(string modelPath)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        string standard = Path.Combine(dir, "tokenizer.bin");
+        if (System.IO.File.Exists(standard)) return standard;
+        var candidates = Directory.GetFiles(dir, "tok*.bin");
+        if (candidates.Length == 1) return candidates[0];
+        throw new FileNotFoundException($"{modelPath}: a llama2.c checkpoint needs its tokenizer (tokenizer.bin or tok*.bin beside it, or --tokenizer)");
+    }
+
+    public void Dispose()
+    {
+        _backend.Dispose();
+        File.Dispose();
+    }
+}

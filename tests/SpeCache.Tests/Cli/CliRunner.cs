@@ -1,0 +1,60 @@
+using System.Diagnostics;
+
+namespace SpeCache.Tests.Cli;
+
+public sealed record CliResult(int ExitCode, string StdOut, string StdErr);
+
+/// <summary>Runs the real <c>specache</c> executable (built beside the tests) as a child process.</summary>
+public static class CliRunner
+{
+    static string CliDll
+    {
+        get
+        {
+            // The test project builds the CLI in the same configuration; find it by the test binary's path.
+            string configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
+            string dll = Path.Combine(TestPaths.RepoRoot, "src", "SpeCache.Cli", "bin", configuration, "net10.0", "SpeCache.Cli.dll");
+            return File.Exists(dll) ? dll : throw new FileNotFoundException($"the CLI is not built: {dll}");
+        }
+    }
+
+    public static CliResult Run(string? stdin, params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(CliDll);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        // Keep the default model's extraction inside the test scratch area.
+        start.Environment["XDG_CACHE_HOME"] = TestPaths.Scratch("cli-cache");
+        start.Environment.Remove("SPECACHE_DEBUG");
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (stdin != null) process.StandardInput.Write(stdin);
+        process.StandardInput.Close();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"specache {string.Join(' ', args)} did not finish in 2 minutes");
+        }
+        return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    public static CliResult Run(params string[] args) => Run(null, args);
+
+    /// <summary>Asserts the process failed with exactly one line on stderr containing <paramref name="expected"/>.</summary>
+    public static void AssertOneLineError(CliResult result, string expected)
+    {
+        Assert.NotEqual(0, result.ExitCode);
+        var lines = result.StdErr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, $"expected one line on stderr, got:\n{result.StdErr}");
+        Assert.StartsWith("specache: error: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+        Assert.DoesNotContain("   at ", result.StdErr);
+    }
+}

@@ -1,0 +1,116 @@
+using System.Text.Json;
+
+namespace SpeCache.Tests.Cli;
+
+public class GenerateCliTests
+{
+    [Fact]
+    public void DefaultModelTellsTheReferenceStory()
+    {
+        var result = CliRunner.Run("generate", "--temperature", "0", "-n", "200");
+        Assert.Equal(0, result.ExitCode);
+        Assert.StartsWith("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", result.StdOut);
+        Assert.Contains("tokens/s", result.StdErr);
+    }
+
+    [Fact]
+    public void JsonReportsTokensAndSpeed()
+    {
+        var result = CliRunner.Run("generate", "--temperature", "0", "-n", "20", "--json", "-p", "Once upon a time");
+        Assert.Equal(0, result.ExitCode);
+        using var doc = JsonDocument.Parse(result.StdOut);
+        var root = doc.RootElement;
+        Assert.Equal(20, root.GetProperty("generated_tokens").GetInt32());
+        Assert.Equal("Length", root.GetProperty("finish_reason").GetString());
+        Assert.True(root.GetProperty("decode_tokens_per_second").GetDouble() > 0);
+        Assert.False(string.IsNullOrWhiteSpace(root.GetProperty("text").GetString()));
+    }
+
+    [Fact]
+    public void PromptFromStandardInput()
+    {
+        var fromStdin = CliRunner.Run("Once upon a time", "generate", "--temperature", "0", "-n", "12");
+        var fromOption = CliRunner.Run("generate", "--temperature", "0", "-n", "12", "-p", "Once upon a time");
+        Assert.Equal(0, fromStdin.ExitCode);
+        Assert.Equal(fromOption.StdOut, fromStdin.StdOut);
+    }
+
+    [Fact]
+    public void SameSeedSameText()
+    {
+        var a = CliRunner.Run("generate", "-n", "40", "--seed", "7");
+        var b = CliRunner.Run("generate", "-n", "40", "--seed", "7");
+        Assert.Equal(0, a.ExitCode);
+        Assert.Equal(a.StdOut, b.StdOut);
+    }
+
+    [Fact]
+    public void PromptLongerThanTheContextIsOneLine()
+    {
+        string prompt = string.Concat(Enumerable.Repeat("Once upon a time there was a dog. ", 20));
+        var result = CliRunner.Run("generate", "--ctx", "32", "-p", prompt);
+        CliRunner.AssertOneLineError(result, "the context has room for 32");
+    }
+
+    [Fact]
+    public void MissingModelIsOneLine()
+    {
+        var result = CliRunner.Run("generate", "-m", Path.Combine(TestPaths.Scratch("cli"), "no-such-model.gguf"));
+        CliRunner.AssertOneLineError(result, "model file not found");
+    }
+
+    [Fact]
+    public void TruncatedGgufIsOneLine()
+    {
+        string path = Path.Combine(TestPaths.Scratch("cli"), "truncated.gguf");
+        byte[] bytes = File.ReadAllBytes(TestPaths.Llama2TinyRandom);
+        File.WriteAllBytes(path, bytes[..(bytes.Length / 3)]);
+        var result = CliRunner.Run("generate", "-m", path, "-n", "4");
+        CliRunner.AssertOneLineError(result, path);
+    }
+
+    [Fact]
+    public void WrongMagicIsOneLine()
+    {
+        string path = Path.Combine(TestPaths.Scratch("cli"), "wrong-magic.gguf");
+        byte[] bytes = File.ReadAllBytes(TestPaths.Llama2TinyRandom);
+        "GGML"u8.CopyTo(bytes);
+        File.WriteAllBytes(path, bytes);
+        var result = CliRunner.Run("info", "-m", path);
+        CliRunner.AssertOneLineError(result, "not a GGUF file");
+    }
+
+    [Fact]
+    public void InfoDescribesTheDefaultModel()
+    {
+        var result = CliRunner.Run("info", "--json");
+        Assert.Equal(0, result.ExitCode);
+        using var doc = JsonDocument.Parse(result.StdOut);
+        var root = doc.RootElement;
+        Assert.Equal("llama2c", root.GetProperty("format").GetString());
+        Assert.Equal(5, root.GetProperty("layers").GetInt32());
+        // full F16 cache: 2 (K and V) x 5 layers x 4 KV heads x 8 head dim x 2 bytes
+        Assert.Equal(2 * 5 * 32 * 2, root.GetProperty("kv_bytes_per_token").GetProperty("full").GetInt64());
+    }
+}
+
+public class CommandLineErrorTests
+{
+    [Theory]
+    [InlineData("generate", "--kv", "bogus")]
+    [InlineData("generate", "--threads", "many")]
+    [InlineData("generate", "--no-such-option")]
+    [InlineData("no-such-command")]
+    public void BadArgumentsAreOneLine(params string[] args)
+    {
+        var result = CliRunner.Run(args);
+        Assert.Equal(2, result.ExitCode);
+        var lines = result.StdErr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("specache: error: ", lines[0]);
+    }
+
+    [Fact]
+    public void NegativeMaxTokensIsOneLine() =>
+        CliRunner.AssertOneLineError(CliRunner.Run("generate", "-n", "-5"), "--max-tokens must not be negative");
+}

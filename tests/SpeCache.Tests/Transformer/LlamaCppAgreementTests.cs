@@ -1,0 +1,116 @@
+using SpeCache.KvCache.Policies.Full;
+using SpeCache.LlamaCpp;
+using SpeCache.ModelFiles;
+using SpeCache.Tensors;
+using SpeCache.Transformer;
+
+namespace SpeCache.Tests.Transformer;
+
+/// <summary>
+/// Our forward pass against llama.cpp's on the same GGUF file: logits at every prompt position, and
+/// greedy continuations token for token. Both run one thread and an F16 KV cache.
+/// </summary>
+public class LlamaCppAgreementTests(AgreementModels models)
+    : IClassFixture<AgreementModels>
+{
+    const string Prompt = "Once upon a time, there was a little dog who";
+
+    // Tolerances are relative to the largest |logit| of the row. Why each is what it is:
+    //  - F32 weights: both sides compute in F32 and keep K/V in F16; what remains is summation
+    //    order and llama.cpp's flash attention rounding Q to F16 before Q·K (~5e-4 relative).
+    //  - F16 weights: ggml also rounds every activation to F16 before the dot (its vec_dot_type
+    //    for F16 is F16); we keep activations in F32, so add F16's 2^-11 relative step.
+    //  - Q8_0/Q4_0/Q4_K/Q6_K: both sides quantize activations to the same Q8 format and take
+    //    integer dots, so the quantized matmuls agree almost exactly; the residual is the same as F32.
+    public static TheoryData<string, float> Variants => new()
+    {
+        { "tiny-random-f16", 1e-2f },
+        { "random-f32", 2e-3f },
+        { "random-f16", 1e-2f },
+        { "random-q8_0", 2e-3f },
+        { "random-q4_0", 2e-3f },
+        { "random-q4_k_m", 2e-3f },
+        { "random-q6_k", 2e-3f },
+    };
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void LogitsAndGreedyTokensMatchLlamaCpp(string variant, float tolerance)
+    {
+        string path = models.Path(variant);
+        using var peer = LlamaCppModel.Load(path, threads: 1, contextLength: 256);
+        int[] prompt = peer.Tokenize(Prompt, addSpecial: true);
+        float[][] expected = peer.AllLogits(prompt);
+        int[] expectedTokens = peer.GenerateGreedy(prompt, 24);
+
+        using var file = ModelLoader.Open(path);
+        using var backend = new CpuBackend(1);
+        var model = new LlamaModel(file, backend);
+        using var cache = new FullKvCache(model.Config, 256);
+        var state = model.CreateState();
+        float[] actual = model.Forward(prompt, cache, state, allLogits: true).ToArray();
+
+        int vocab = model.Config.VocabSize;
+        Assert.Equal(peer.VocabSize, vocab);
+        double worst = 0;
+        for (int p = 0; p < prompt.Length; p++)
+        {
+            float scale = 0, diff = 0;
+            for (int v = 0; v < vocab; v++)
+            {
+                scale = MathF.Max(scale, MathF.Abs(expected[p][v]));
+                diff = MathF.Max(diff, MathF.Abs(expected[p][v] - actual[p * vocab + v]));
+            }
+            worst = Math.Max(worst, diff / scale);
+        }
+        TestContext.Current.TestOutputHelper?.WriteLine($"{variant}: {prompt.Length} positions, worst relative logit difference {worst:E2}");
+        Assert.True(worst <= tolerance, $"{variant}: relative logit difference {worst:E2} exceeds {tolerance:E1}");
+
+        // Greedy continuation from the prompt, with llama.cpp's tie rule (lowest id wins).
+        cache.Clear();
+        var tokens = new int[expectedTokens.Length];
+        var logits = model.Forward(prompt, cache, state);
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            tokens[i] = LlamaCppModel.ArgMax(logits);
+            logits = model.Forward([tokens[i]], cache, state);
+        }
+        Assert.Equal(expectedTokens, tokens);
+    }
+}
+
+/// <summary>
+/// The GGUF files the agreement tests run on, made once per test run: the vendored tiny model, and a
+/// random-weight Llama with GQA and 256-wide rows (so every block format applies) written by ggml and
+/// quantized by llama.cpp's own quantizer.
+/// </summary>
+public sealed class AgreementModels
+{
+    readonly string _dir = TestPaths.Scratch("agreement");
+    readonly Lock _lock = new();
+
+    public string Path(string variant)
+    {
+        lock (_lock)
+        {
+            if (variant == "tiny-random-f16") return TestPaths.Llama2TinyRandom;
+            string path = System.IO.Path.Combine(_dir, variant + ".gguf");
+            if (File.Exists(path)) return path;
+            var shape = new RandomLlamaShape(EmbeddingLength: 256, LayerCount: 2, HeadCount: 4, KvHeadCount: 2, FeedForwardLength: 512, ContextLength: 1024);
+            string f32 = System.IO.Path.Combine(_dir, "random-f32.gguf");
+            if (!File.Exists(f32)) RandomLlamaWriter.Write(f32, TestPaths.Llama2TinyRandom, shape, seed: 1, LlamaFtype.F32);
+            if (variant == "random-f32") return f32;
+            var ftype = variant switch
+            {
+                "random-f16" => LlamaFtype.F16,
+                "random-q8_0" => LlamaFtype.Q8_0,
+                "random-q4_0" => LlamaFtype.Q4_0,
+                "random-q4_k_m" => LlamaFtype.Q4_K_M,
+                "random-q6_k" => LlamaFtype.Q6_K,
+                _ => throw new ArgumentException(variant),
+            };
+            LlamaCppQuantizer.Quantize(f32, path, ftype, threads: 1);
+            return path;
+        }
+    }
+}
