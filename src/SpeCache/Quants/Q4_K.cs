@@ -272,7 +272,7 @@ public static unsafe class Q4_K
         fixed (byte* px = x)
         {
             var acc = Vector256<float>.Zero;
-            float minSum = 0;
+            var minAcc = Vector256<float>.Zero;
             var mask = Vector256.Create((byte)0x0F);
             for (int b = 0; b < nb; b++)
             {
@@ -280,28 +280,40 @@ public static unsafe class Q4_K
                 byte* xb = px + b * Q8_K.BlockBytes;
                 float yd = *(float*)xb;
                 sbyte* q8 = (sbyte*)(xb + 4);
-                short* bsums = (short*)(xb + 4 + 256);
-                byte* scales = wb + 4;
                 byte* qs = wb + 16;
+                Unpack(wb + 4, out ulong sc, out ulong mins);
+
+                // Mins: sum over sub-blocks of m[j] * (activation sum of sub-block j), from the group sums.
+                var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Vector256<short>.One);
+                var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte());
+                minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(pairSums * m), Vector256.Create(QuantMath.ToFloat(*(ushort*)(wb + 2)) * yd), minAcc);
+
                 var isum = Vector256<int>.Zero;
-                int msum = 0;
                 for (int c = 0; c < 4; c++)
                 {
-                    ScaleMin(2 * c, scales, out int sc0, out int m0);
-                    ScaleMin(2 * c + 1, scales, out int sc1, out int m1);
-                    msum += m0 * (bsums[4 * c] + bsums[4 * c + 1]) + m1 * (bsums[4 * c + 2] + bsums[4 * c + 3]);
                     var q = Vector256.Load(qs + 32 * c);
                     var lo = q & mask;
                     var hi = Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask;
                     var p0 = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(q8 + 64 * c));
                     var p1 = Avx2.MultiplyAddAdjacent(hi, Vector256.Load(q8 + 64 * c + 32));
-                    isum += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)sc0));
-                    isum += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc1));
+                    isum += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)(byte)(sc >> (16 * c))));
+                    isum += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)(byte)(sc >> (16 * c + 8))));
                 }
                 acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), Vector256.Create(QuantMath.ToFloat(*(ushort*)wb) * yd), acc);
-                minSum += QuantMath.ToFloat(*(ushort*)(wb + 2)) * yd * msum;
             }
-            return Vector256.Sum(acc) - minSum;
+            return Vector256.Sum(acc - minAcc);
         }
+    }
+
+    /// <summary>
+    /// All eight 6-bit scales and mins at once (byte j of each result is sub-block j's), the
+    /// bitwise form of <see cref="ScaleMin"/> on the three little-endian words of the 12 bytes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Unpack(byte* scales, out ulong sc, out ulong mins)
+    {
+        uint u0 = *(uint*)scales, u1 = *(uint*)(scales + 4), u2 = *(uint*)(scales + 8);
+        sc = (u0 & 0x3F3F3F3F) | ((ulong)((u2 & 0x0F0F0F0F) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
+        mins = (u1 & 0x3F3F3F3F) | ((ulong)(((u2 >> 4) & 0x0F0F0F0F) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
     }
 }

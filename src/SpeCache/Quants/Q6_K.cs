@@ -235,9 +235,9 @@ public static unsafe class Q6_K
                 sbyte* sc = (sbyte*)(wb + 192);
                 sbyte* q8 = (sbyte*)(xb + 4);
                 short* bsums = (short*)(xb + 260);
-                int offset = 0;
-                for (int g = 0; g < 16; g++) offset += sc[g] * bsums[g];
-                var isum = Vector256<int>.Zero;
+                // The -32 offset of every value: 32 * sum over groups of scale * activation group sum.
+                var offset = Avx2.MultiplyAddAdjacent(Vector256.Load(bsums), Avx2.ConvertToVector256Int16(Vector128.Load(sc)));
+                var isum = -(offset << 5);
                 for (int h = 0; h < 2; h++)
                 {
                     byte* ql = wb + 64 * h;
@@ -256,8 +256,6 @@ public static unsafe class Q6_K
                     isum += Group(q4, y + 96, s[6], s[7]);
                 }
                 float d = QuantMath.ToFloat(*(ushort*)(wb + 208)) * *(float*)xb;
-                // Subtracting 32 * offset from one lane keeps the integer sum exact.
-                isum = isum.WithElement(0, isum.GetElement(0) - 32 * offset);
                 acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), Vector256.Create(d), acc);
             }
             return Vector256.Sum(acc);

@@ -44,8 +44,19 @@ internal static class QuantMath
         return Vector256.ConditionalSelect(isHalf, away, Vector256.Round(x));
     }
 
+    /// <summary>
+    /// Half bits to float, exactly as <c>(float)Half</c> (a test checks all 65536 inputs) but
+    /// branch-free and inlined: the .NET conversion is a call, and the dots convert two scales per
+    /// 32 values. Same rebias-by-multiply as the vector <see cref="HalfToSingle(Vector256{uint})"/>.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ToFloat(ushort half) => (float)BitConverter.UInt16BitsToHalf(half);
+    public static float ToFloat(ushort half)
+    {
+        uint h = half;
+        float f = BitConverter.UInt32BitsToSingle((h & 0x7FFF) << 13) * 5.192297e33f; // 2^112
+        uint infNan = (h & 0x7C00) == 0x7C00 ? 0x7F800000u : 0u;
+        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(f) | infNan | ((h & 0x8000) << 16));
+    }
 
     /// <summary>ggml's <c>GGML_FP32_TO_FP16</c> rounds to nearest even, as the .NET conversion does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -73,6 +84,16 @@ internal static class QuantMath
         var sign = (h & Vector512.Create(0x8000u)) << 16;
         return (f.AsUInt32() | infNan | sign).AsSingle();
     }
+
+    /// <summary>
+    /// The half scales of eight consecutive blocks <paramref name="stride"/> bytes apart, as floats:
+    /// one vector conversion instead of eight scalar ones.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<float> Scales8(byte* first, int stride) =>
+        HalfToSingle(Avx2.ConvertToVector256Int32(Vector128.Create(
+            *(ushort*)first, *(ushort*)(first + stride), *(ushort*)(first + 2 * stride), *(ushort*)(first + 3 * stride),
+            *(ushort*)(first + 4 * stride), *(ushort*)(first + 5 * stride), *(ushort*)(first + 6 * stride), *(ushort*)(first + 7 * stride))).AsUInt32());
 
     /// <summary>Sum of eight int lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
