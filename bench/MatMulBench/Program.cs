@@ -7,9 +7,11 @@ using SpeCache.Tensors;
 // MatMul n=1 over 4096x4096 weights, in GB/s of weight bytes read, next to this machine's
 // memory bandwidth measured the same way (read: vector sum; copy: counted as read + write).
 // "hot" reuses one matrix (which may sit in L3), "cold" cycles through enough copies to exceed
-// any L3, as a model's layers do.
+// any L3, as a model's layers do. Arguments: [seconds per figure] [types, e.g. Q8_0,Q4_K] [nomem].
 const int Dim = 4096;
 double seconds = args.Length > 0 ? double.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 1.0;
+var types = args.Length > 1 ? args[1].Split(',').Select(Enum.Parse<GgmlType>).ToArray() : [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16];
+bool memory = args.Length <= 2 || args[2] != "nomem";
 
 unsafe
 {
@@ -20,7 +22,7 @@ unsafe
     byte* b = (byte*)NativeMemory.AlignedAlloc((nuint)streamBytes, 64);
     new Span<byte>(a, (int)streamBytes).Fill(1);
     new Span<byte>(b, (int)streamBytes).Fill(1);
-    foreach (int threads in new[] { 1, 2 })
+    foreach (int threads in memory ? [1, 2] : Array.Empty<int>())
     {
         using var pool = new WorkerPool(threads);
         var read = new ReadJob { Data = a, Bytes = streamBytes };
@@ -37,7 +39,7 @@ unsafe
     var rng = new Random(1);
     for (int i = 0; i < Dim; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
     var y = new float[Dim];
-    foreach (var type in new[] { GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16 })
+    foreach (var type in types)
     {
         long rowBytes = GgmlTypeInfo.RowBytes(type, Dim);
         long bytes = rowBytes * Dim;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -261,6 +262,7 @@ public static unsafe class Q6_K
             return Vector256.Sum(acc);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static Vector256<int> Group(Vector256<byte> q, sbyte* y, sbyte s0, sbyte s1)
         {
             var pairs = Avx2.MultiplyAddAdjacent(q, Vector256.Load(y));
