@@ -67,7 +67,7 @@ public static unsafe class Q4_0
 
     /// <summary>Dot of a Q4_0 weight row with a Q8_0 activation row.</summary>
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
-        QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
+        QuantMath.Simd256 ? DotAvx2(w, x, cols) : Vector128.IsHardwareAccelerated ? Dot128(w, x, cols) : DotScalar(w, x, cols);
 
     internal static float DotScalar(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
@@ -85,6 +85,30 @@ public static unsafe class Q4_0
             sum += QuantMath.ToFloat(wb[b].D) * QuantMath.ToFloat(xb[b].D) * isum;
         }
         return sum;
+    }
+
+    /// <summary>The portable path for CPUs without AVX2 (e.g. NEON): one block per step, four int lanes.</summary>
+    internal static float Dot128(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x.Length < nb * Q8_0.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            var acc = Vector128<float>.Zero;
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                byte* xb = px + b * Q8_0.BlockBytes;
+                var packed = Vector128.Load(wb + 2);
+                var lo = (packed & Vector128.Create((byte)0x0F)).AsSByte() - Vector128.Create((sbyte)8);
+                var hi = Vector128.ShiftRightLogical(packed, 4).AsSByte() - Vector128.Create((sbyte)8);
+                var isum = QuantMath.Dot16(lo, Vector128.Load((sbyte*)(xb + 2))) + QuantMath.Dot16(hi, Vector128.Load((sbyte*)(xb + 18)));
+                float d = QuantMath.ToFloat(*(ushort*)wb) * QuantMath.ToFloat(*(ushort*)xb);
+                acc += Vector128.ConvertToSingle(isum) * Vector128.Create(d);
+            }
+            return Vector128.Sum(acc);
+        }
     }
 
     internal static float DotAvx2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)

@@ -95,7 +95,7 @@ public static unsafe class Q8_0
 
     /// <summary>Dot of a Q8_0 weight row with a Q8_0 activation row of <paramref name="cols"/> values.</summary>
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
-        QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
+        QuantMath.Simd256 ? DotAvx2(w, x, cols) : Vector128.IsHardwareAccelerated ? Dot128(w, x, cols) : DotScalar(w, x, cols);
 
     internal static float DotScalar(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
@@ -112,6 +112,28 @@ public static unsafe class Q8_0
             sum += QuantMath.ToFloat(wb[b].D) * QuantMath.ToFloat(xb[b].D) * isum;
         }
         return sum;
+    }
+
+    /// <summary>The portable path for CPUs without AVX2 (e.g. NEON): one block per step, four int lanes.</summary>
+    internal static float Dot128(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x.Length < nb * BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            var acc = Vector128<float>.Zero;
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                byte* xb = px + b * BlockBytes;
+                var isum = QuantMath.Dot16(Vector128.Load((sbyte*)(wb + 2)), Vector128.Load((sbyte*)(xb + 2)))
+                    + QuantMath.Dot16(Vector128.Load((sbyte*)(wb + 18)), Vector128.Load((sbyte*)(xb + 18)));
+                float d = QuantMath.ToFloat(*(ushort*)wb) * QuantMath.ToFloat(*(ushort*)xb);
+                acc += Vector128.ConvertToSingle(isum) * Vector128.Create(d);
+            }
+            return Vector128.Sum(acc);
+        }
     }
 
     /// <summary>

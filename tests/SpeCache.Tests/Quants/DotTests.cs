@@ -7,16 +7,22 @@ public class DotTests
     public static TheoryData<GgmlType> AllTypes() => new(GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K);
 
     /// <summary>The dispatched (vector) dot and the scalar reference of each quantized format.</summary>
-    static (RowDotFn Fast, RowDotFn Scalar) Kernels(GgmlType type) => type switch
+    /// <summary>Every vector path of a format this CPU can run, and its scalar reference.</summary>
+    static (RowDotFn[] Fast, RowDotFn Scalar) Kernels(GgmlType type)
     {
-        GgmlType.Q8_0 => (Q8_0.Dot, Q8_0.DotScalar),
-        GgmlType.Q4_0 => (Q4_0.Dot, Q4_0.DotScalar),
-        GgmlType.Q4_K => (Q4_K.Dot, Q4_K.DotScalar),
-        GgmlType.Q6_K => (Q6_K.Dot, Q6_K.DotScalar),
-        GgmlType.F16 => (F16.Dot, (w, x, n) => F16.DotScalar(w, x, n, 0, 0f)),
-        GgmlType.BF16 => (BF16.Dot, (w, x, n) => BF16.DotScalar(w, x, n, 0, 0f)),
-        _ => throw new ArgumentException(type.ToString()),
-    };
+        bool v512 = System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated, v256 = QuantMath.Simd256;
+        RowDotFn[] Supported(params (bool Ok, RowDotFn Fn)[] paths) => [.. paths.Where(p => p.Ok).Select(p => p.Fn)];
+        return type switch
+        {
+            GgmlType.Q8_0 => (Supported((v256, Q8_0.DotAvx2), (true, Q8_0.Dot128), (true, Q8_0.Dot)), Q8_0.DotScalar),
+            GgmlType.Q4_0 => (Supported((v256, Q4_0.DotAvx2), (true, Q4_0.Dot128), (true, Q4_0.Dot)), Q4_0.DotScalar),
+            GgmlType.Q4_K => (Supported((v256, Q4_K.DotAvx2), (true, Q4_K.Dot)), Q4_K.DotScalar),
+            GgmlType.Q6_K => (Supported((v256, Q6_K.DotAvx2), (true, Q6_K.Dot)), Q6_K.DotScalar),
+            GgmlType.F16 => (Supported((v512, F16.Dot512), (v256, F16.Dot256), (true, F16.Dot)), (w, x, n) => F16.DotScalar(w, x, n, 0, 0f)),
+            GgmlType.BF16 => (Supported((v512, BF16.Dot512), (v256, BF16.Dot256), (true, BF16.Dot)), (w, x, n) => BF16.DotScalar(w, x, n, 0, 0f)),
+            _ => throw new ArgumentException(type.ToString()),
+        };
+    }
 
     /// <summary>
     /// Integer paths are exact: with every scale 1 (weights and activations) all partial sums are
@@ -82,7 +88,7 @@ public class DotTests
 
         var (fast, scalar) = Kernels(type);
         Assert.Equal((float)expected, scalar(w, x, cols));
-        Assert.Equal((float)expected, fast(w, x, cols));
+        foreach (var kernel in fast) Assert.Equal((float)expected, kernel(w, x, cols));
     }
 
     /// <summary>
@@ -104,12 +110,16 @@ public class DotTests
             var w = TestRows.Quantize(type, wx);
             var x = TestRows.Activation(type, xx);
             var (fast, scalar) = Kernels(type);
-            float s = scalar(w, x, cols), f = fast(w, x, cols);
+            float s = scalar(w, x, cols);
             var wf = TestRows.Dequantize(type, w, cols);
             var xf = TestRows.DequantizeActivation(type, x, cols);
             double magnitude = 0;
             for (int i = 0; i < cols; i++) magnitude += Math.Abs((double)wf[i] * xf[i]);
-            Assert.True(Math.Abs(s - f) <= 1e-6 * magnitude, $"{type} cols {cols}: scalar {s}, vector {f}");
+            foreach (var kernel in fast)
+            {
+                float f = kernel(w, x, cols);
+                Assert.True(Math.Abs(s - f) <= 1e-6 * magnitude, $"{type} cols {cols}: scalar {s}, vector {f}");
+            }
         }
     }
 
