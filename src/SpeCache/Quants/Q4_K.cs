@@ -227,7 +227,7 @@ public static unsafe class Q4_K
 
     /// <summary>Dot of a Q4_K weight row with a Q8_K activation row.</summary>
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
-        QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
+        Avx512BW.IsSupported && QuantMath.Simd256 ? DotAvx512(w, x, cols) : QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
 
     internal static float DotScalar(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
@@ -302,6 +302,60 @@ public static unsafe class Q4_K
                 acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), Vector256.Create(QuantMath.ToFloat(*(ushort*)wb) * yd), acc);
             }
             return Vector256.Sum(acc - minAcc);
+        }
+    }
+
+    /// <summary>
+    /// The AVX2 kernel at twice the width: one 512-bit register holds two 32-byte chunks (128
+    /// values), so the nibble split, pair sums and scale multiply-adds run half as often. Each
+    /// half of a register belongs to a different sub-block; a word permute of the eight scales
+    /// gives every half its own.
+    /// </summary>
+    internal static float DotAvx512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            var acc = Vector512<float>.Zero;
+            var minAcc = Vector256<float>.Zero;
+            var mask = Vector512.Create((byte)0x0F);
+            // Sub-block of each 16-word half: chunk c's low nibbles are sub-block 2c, high nibbles 2c + 1.
+            var lo01 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
+            var hi01 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
+            var lo23 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
+            var hi23 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                byte* xb = px + b * Q8_K.BlockBytes;
+                float yd = *(float*)xb;
+                sbyte* q8 = (sbyte*)(xb + 4);
+                Unpack(wb + 4, out ulong sc, out ulong mins);
+
+                var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Vector256<short>.One);
+                var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte());
+                minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(pairSums * m), Vector256.Create(QuantMath.ToFloat(*(ushort*)(wb + 2)) * yd), minAcc);
+
+                var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
+                var q01 = Vector512.Load(wb + 16);
+                var q23 = Vector512.Load(wb + 16 + 64);
+                var isum = Chunk(q01 & mask, q8, 64, Avx512BW.PermuteVar32x16(scales, lo01));
+                isum += Chunk(Vector512.ShiftRightLogical(q01.AsUInt16(), 4).AsByte() & mask, q8 + 32, 64, Avx512BW.PermuteVar32x16(scales, hi01));
+                isum += Chunk(q23 & mask, q8 + 128, 64, Avx512BW.PermuteVar32x16(scales, lo23));
+                isum += Chunk(Vector512.ShiftRightLogical(q23.AsUInt16(), 4).AsByte() & mask, q8 + 160, 64, Avx512BW.PermuteVar32x16(scales, hi23));
+                acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(QuantMath.ToFloat(*(ushort*)wb) * yd), acc);
+            }
+            return Vector512.Sum(acc) - Vector256.Sum(minAcc);
+        }
+
+        // 64 nibbles against activations y[0..31] and y[gap..gap+31], scaled per 32-value half.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Chunk(Vector512<byte> q, sbyte* y, int gap, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + gap));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
         }
     }
 
