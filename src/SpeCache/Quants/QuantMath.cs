@@ -8,7 +8,7 @@ namespace SpeCache.Quants;
 /// Rounding and reduction helpers shared by the formats. The rounding functions reproduce C's
 /// exactly, because ggml's reference quantizers are defined by them and we want the same bytes.
 /// </summary>
-internal static class QuantMath
+internal static unsafe class QuantMath
 {
     /// <summary>The 256-bit integer kernels need AVX2 and FMA; otherwise the scalar references run.</summary>
     public static readonly bool Simd256 = Avx2.IsSupported && Fma.IsSupported;
@@ -46,43 +46,48 @@ internal static class QuantMath
 
     /// <summary>
     /// Half bits to float, exactly as <c>(float)Half</c> (a test checks all 65536 inputs) but
-    /// branch-free and inlined: the .NET conversion is a call, and the dots convert two scales per
-    /// 32 values. Same rebias-by-multiply as the vector <see cref="HalfToSingle(Vector256{uint})"/>.
+    /// inlined: the .NET conversion is a call, and the dots convert two scales per 32 values.
+    /// Normal halves are rebiased with an integer add; subnormal halves (common for Q6_K scales of
+    /// real weights, ~1e-5) go through an exact int-to-float conversion, because arithmetic on
+    /// subnormal floats takes a slow microcode path.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ToFloat(ushort half)
     {
         uint h = half;
-        float f = BitConverter.UInt32BitsToSingle((h & 0x7FFF) << 13) * 5.192297e33f; // 2^112
-        uint infNan = (h & 0x7C00) == 0x7C00 ? 0x7F800000u : 0u;
-        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(f) | infNan | ((h & 0x8000) << 16));
+        uint e = h & 0x7C00;
+        uint sign = (h & 0x8000) << 16;
+        if (e == 0)
+            return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits((h & 0x3FF) * 5.9604645e-8f) | sign); // m * 2^-24
+        uint bias = e == 0x7C00 ? 224u << 23 : 112u << 23; // Inf/NaN to exponent 255, else 127 - 15
+        return BitConverter.UInt32BitsToSingle((((h & 0x7FFF) << 13) + bias) | sign);
     }
 
     /// <summary>ggml's <c>GGML_FP32_TO_FP16</c> rounds to nearest even, as the .NET conversion does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ushort ToHalfBits(float x) => BitConverter.HalfToUInt16Bits((Half)x);
 
-    /// <summary>Eight 32-bit lanes holding halves (zero-extended) to floats, without F16C (not exposed by .NET).</summary>
+    /// <summary>Eight 32-bit lanes holding halves (zero-extended) to floats, without F16C (not exposed by .NET); as <see cref="ToFloat(ushort)"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> HalfToSingle(Vector256<uint> h)
     {
-        // Shifting exponent+mantissa into float position and multiplying by 2^112 rebias the
-        // exponent; subnormal halves become subnormal floats that the multiply makes exact normals.
-        var em = (h & Vector256.Create(0x7FFFu)) << 13;
-        var f = em.AsSingle() * Vector256.Create(5.192297e33f); // 2^112
-        var infNan = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u)) & Vector256.Create(0x7F800000u);
-        var sign = (h & Vector256.Create(0x8000u)) << 16;
-        return (f.AsUInt32() | infNan | sign).AsSingle();
+        var e = h & Vector256.Create(0x7C00u);
+        var rebiased = ((h & Vector256.Create(0x7FFFu)) << 13) + Vector256.ConditionalSelect(
+            Vector256.Equals(e, Vector256.Create(0x7C00u)), Vector256.Create(224u << 23), Vector256.Create(112u << 23));
+        var subnormal = Vector256.ConvertToSingle((h & Vector256.Create(0x3FFu)).AsInt32()) * Vector256.Create(5.9604645e-8f);
+        var bits = Vector256.ConditionalSelect(Vector256.Equals(e, Vector256<uint>.Zero), subnormal.AsUInt32(), rebiased);
+        return (bits | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> HalfToSingle(Vector512<uint> h)
     {
-        var em = (h & Vector512.Create(0x7FFFu)) << 13;
-        var f = em.AsSingle() * Vector512.Create(5.192297e33f);
-        var infNan = Vector512.Equals(h & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u)) & Vector512.Create(0x7F800000u);
-        var sign = (h & Vector512.Create(0x8000u)) << 16;
-        return (f.AsUInt32() | infNan | sign).AsSingle();
+        var e = h & Vector512.Create(0x7C00u);
+        var rebiased = ((h & Vector512.Create(0x7FFFu)) << 13) + Vector512.ConditionalSelect(
+            Vector512.Equals(e, Vector512.Create(0x7C00u)), Vector512.Create(224u << 23), Vector512.Create(112u << 23));
+        var subnormal = Vector512.ConvertToSingle((h & Vector512.Create(0x3FFu)).AsInt32()) * Vector512.Create(5.9604645e-8f);
+        var bits = Vector512.ConditionalSelect(Vector512.Equals(e, Vector512<uint>.Zero), subnormal.AsUInt32(), rebiased);
+        return (bits | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 
     /// <summary>

@@ -96,16 +96,27 @@ public class DotTests
     /// so they agree to a few ulps of the sum of magnitudes. Column counts cover a single block,
     /// odd block counts, and (for floats) lengths that are not a multiple of any vector width.
     /// </summary>
-    [Theory]
-    [MemberData(nameof(AllTypes))]
-    public void VectorDotMatchesScalarReference(GgmlType type)
+    public static TheoryData<GgmlType, float> TypesAndScales()
     {
-        if (type == GgmlType.F32) return; // F32 is TensorPrimitives.Dot, tested by its authors
+        var data = new TheoryData<GgmlType, float>();
+        foreach (var t in new[] { GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K })
+        {
+            data.Add(t, 1f);
+            // Weights of real models are ~1e-2: K-quant scales then become subnormal halves.
+            data.Add(t, 1e-3f);
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(TypesAndScales))]
+    public void VectorDotMatchesScalarReference(GgmlType type, float weightScale)
+    {
         int block = GgmlTypeInfo.Geometry(type).BlockSize;
         foreach (int blocks in new[] { 1, 3, 17 })
         {
             int cols = block == 1 ? blocks * 37 + 5 : blocks * Math.Max(block, 32) * (block == 32 ? 3 : 1);
-            var wx = TestRows.WithOutliers(cols, blocks);
+            var wx = TestRows.WithOutliers(cols, blocks).Select(v => v * weightScale).ToArray();
             var xx = TestRows.Gaussian(cols, blocks + 100);
             var w = TestRows.Quantize(type, wx);
             var x = TestRows.Activation(type, xx);
