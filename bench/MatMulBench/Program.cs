@@ -15,7 +15,7 @@ bool memory = args.Length <= 2 || args[2] != "nomem";
 
 unsafe
 {
-    Console.WriteLine($"{Environment.ProcessorCount} processors, Vector512 {Vector512.IsHardwareAccelerated}, AvxVnni {System.Runtime.Intrinsics.X86.AvxVnni.IsSupported}");
+    Console.WriteLine($"{Environment.ProcessorCount} processors, Vector512 {Vector512.IsHardwareAccelerated}, AvxVnni {System.Runtime.Intrinsics.X86.AvxVnni.IsSupported}, load average {LoadAverage()}");
 
     const long streamBytes = 512L << 20;
     byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)streamBytes, 64);
@@ -73,11 +73,14 @@ unsafe
             int next = 0;
             double cold = Measure(() => backend.MatMul(tensors[next++ % copies], x, y, 1), bytes, seconds);
             double us = bytes / (cold * 1e3);
-            Console.WriteLine($"matmul {type,-5} threads {threads}: hot {hot,6:F1} GB/s   cold {cold,6:F1} GB/s ({us:F0} µs per 4096x4096, {bytes / 1e6:F1} MB)");
+            Console.WriteLine($"matmul {type,-5} threads {threads}: hot {hot,6:F1} GB/s   cold {cold,6:F1} GB/s ({us:F0} µs per 4096x4096, {bytes / 1e6:F1} MB)  load {LoadAverage()}");
         }
         foreach (var t in tensors) NativeMemory.AlignedFree(t.Data);
     }
 }
+
+// Other work on the machine steals cores; the figures are only meaningful next to this.
+static string LoadAverage() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
 
 static double Measure(Action run, long bytesPerRun, double seconds)
 {

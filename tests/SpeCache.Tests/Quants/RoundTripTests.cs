@@ -112,4 +112,19 @@ public class RoundTripTests
         Q8_0.QuantizeActivationRow(x, fast);
         Assert.Equal(reference, fast);
     }
+
+    [Fact]
+    public void ActivationQ8_KMatchesReference()
+    {
+        // Scaled so many products land on exact halves (ties to even), plus zero and outlier blocks.
+        var x = TestRows.WithOutliers(2048, 14);
+        for (int i = 0; i < 256; i++) x[i] = 0;
+        for (int i = 256; i < 512; i++) x[i] = (i % 9 - 4) * 0.5f;
+        x[300] = -127;
+        var reference = new byte[Q8_K.BlockBytes * 8];
+        var fast = new byte[reference.Length];
+        Q8_K.QuantizeRow(x, reference);
+        Q8_K.QuantizeActivationRow(x, fast);
+        Assert.Equal(reference, fast);
+    }
 }
