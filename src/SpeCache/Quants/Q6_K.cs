@@ -173,7 +173,7 @@ public static unsafe class Q6_K
 
     /// <summary>Dot of a Q6_K weight row with a Q8_K activation row.</summary>
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
-        QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
+        Avx512BW.IsSupported && QuantMath.Simd256 ? DotAvx512(w, x, cols) : QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
 
     internal static float DotScalar(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
@@ -212,6 +212,68 @@ public static unsafe class Q6_K
             }
         }
         return sum;
+    }
+
+    /// <summary>
+    /// The AVX2 kernel at twice the width: each 512-bit register pairs a 32-value run of the first
+    /// 128 values with the matching run of the second 128 (their Qh bytes are adjacent), so the
+    /// bit assembly and pair sums run half as often; a word permute gives each 16-value quarter
+    /// its group scale.
+    /// </summary>
+    internal static float DotAvx512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            var acc = Vector512<float>.Zero;
+            var m4 = Vector512.Create((byte)0x0F);
+            var m2 = Vector512.Create((byte)0x30);
+            // Group scale of each 8-word quarter (16 values) of the four registers.
+            var s1 = Quarters(0, 1, 8, 9);
+            var s2 = Quarters(2, 3, 10, 11);
+            var s3 = Quarters(4, 5, 12, 13);
+            var s4 = Quarters(6, 7, 14, 15);
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                byte* xb = px + b * Q8_K.BlockBytes;
+                sbyte* q8 = (sbyte*)(xb + 4);
+                var sc8 = Vector128.Load((sbyte*)(wb + 192));
+                var offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Avx2.ConvertToVector256Int16(sc8));
+                var scales = Avx512BW.ConvertToVector512Int16(sc8.ToVector256());
+
+                var first = Vector512.Load(wb);       // Ql bytes 0-63: [runs 0-31 | 32-63] of values 0-127
+                var second = Vector512.Load(wb + 64); // the same for values 128-255
+                var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
+                var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
+                var qh = Vector512.Load(wb + 128);
+                var q1 = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
+                var q2 = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
+                var q3 = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
+                var q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
+                var isum = Run(q1, q8, Avx512BW.PermuteVar32x16(scales, s1));
+                isum += Run(q2, q8 + 32, Avx512BW.PermuteVar32x16(scales, s2));
+                isum += Run(q3, q8 + 64, Avx512BW.PermuteVar32x16(scales, s3));
+                isum += Run(q4, q8 + 96, Avx512BW.PermuteVar32x16(scales, s4));
+                isum -= Vector512.Create(offset << 5, Vector256<int>.Zero);
+                float d = QuantMath.ToFloat(*(ushort*)(wb + 208)) * *(float*)xb;
+                acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(d), acc);
+            }
+            return Vector512.Sum(acc);
+        }
+
+        static Vector512<short> Quarters(short a, short b, short c, short d) =>
+            Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
+
+        // 64 unsigned 6-bit values against activations y[0..31] and y[128..159].
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Run(Vector512<byte> q, sbyte* y, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + 128));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
+        }
     }
 
     /// <summary>

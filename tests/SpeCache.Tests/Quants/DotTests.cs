@@ -17,7 +17,7 @@ public class DotTests
             GgmlType.Q8_0 => (Supported((v256, Q8_0.DotAvx2), (true, Q8_0.Dot128), (true, Q8_0.Dot)), Q8_0.DotScalar),
             GgmlType.Q4_0 => (Supported((v256, Q4_0.DotAvx2), (true, Q4_0.Dot128), (true, Q4_0.Dot)), Q4_0.DotScalar),
             GgmlType.Q4_K => (Supported((v256 && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported, Q4_K.DotAvx512), (v256, Q4_K.DotAvx2), (true, Q4_K.Dot)), Q4_K.DotScalar),
-            GgmlType.Q6_K => (Supported((v256, Q6_K.DotAvx2), (true, Q6_K.Dot)), Q6_K.DotScalar),
+            GgmlType.Q6_K => (Supported((v256 && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported, Q6_K.DotAvx512), (v256, Q6_K.DotAvx2), (true, Q6_K.Dot)), Q6_K.DotScalar),
             GgmlType.F16 => (Supported((v512, F16.Dot512), (v256, F16.Dot256), (true, F16.Dot)), (w, x, n) => F16.DotScalar(w, x, n, 0, 0f)),
             GgmlType.BF16 => (Supported((v512, BF16.Dot512), (v256, BF16.Dot256), (true, BF16.Dot)), (w, x, n) => BF16.DotScalar(w, x, n, 0, 0f)),
             _ => throw new ArgumentException(type.ToString()),
