@@ -73,7 +73,13 @@ unsafe
             int next = 0;
             double cold = Measure(() => backend.MatMul(tensors[next++ % copies], x, y, 1), bytes, seconds);
             double us = bytes / (cold * 1e3);
-            Console.WriteLine($"matmul {type,-5} threads {threads}: hot {hot,6:F1} GB/s   cold {cold,6:F1} GB/s ({us:F0} µs per 4096x4096, {bytes / 1e6:F1} MB)  load {LoadAverage()}");
+            // The speculative two-row decode: both rows per weight read; GB/s of weight bytes, as above.
+            var x2 = new float[2 * Dim];
+            x.CopyTo(x2, 0);
+            x.CopyTo(x2, Dim);
+            var y2 = new float[2 * Dim];
+            double two = Measure(() => backend.MatMul(tensors[next++ % copies], x2, y2, 2), bytes, seconds);
+            Console.WriteLine($"matmul {type,-5} threads {threads}: hot {hot,6:F1} GB/s   cold {cold,6:F1} GB/s ({us:F0} µs per 4096x4096, {bytes / 1e6:F1} MB)   n=2 cold {two,6:F1} GB/s   load {LoadAverage()}");
         }
         foreach (var t in tensors) NativeMemory.AlignedFree(t.Data);
     }

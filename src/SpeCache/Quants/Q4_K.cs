@@ -360,6 +360,79 @@ public static unsafe class Q4_K
     }
 
     /// <summary>
+    /// Two activation rows against one weight row (the speculative two-row decode): the nibble
+    /// split and scale permutes are done once for both. Per row it runs exactly the operations of
+    /// <see cref="DotAvx512"/> in the same order, so results are bit-identical to two single dots.
+    /// </summary>
+    public static void Dot2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
+    {
+        if (!(Avx512BW.IsSupported && QuantMath.Simd256))
+        {
+            y0 = Dot(w, x0, cols);
+            y1 = Dot(w, x1, cols);
+            return;
+        }
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x0.Length < nb * Q8_K.BlockBytes || x1.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* pa = x0)
+        fixed (byte* pb = x1)
+        {
+            var accA = Vector512<float>.Zero;
+            var accB = Vector512<float>.Zero;
+            var minA = Vector256<float>.Zero;
+            var minB = Vector256<float>.Zero;
+            var mask = Vector512.Create((byte)0x0F);
+            var lo01 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
+            var hi01 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
+            var lo23 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
+            var hi23 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                Unpack(wb + 4, out ulong sc, out ulong mins);
+                var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte());
+                var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
+                var q01 = Vector512.Load(wb + 16);
+                var q23 = Vector512.Load(wb + 16 + 64);
+                var n0 = q01 & mask;
+                var n1 = Vector512.ShiftRightLogical(q01.AsUInt16(), 4).AsByte() & mask;
+                var n2 = q23 & mask;
+                var n3 = Vector512.ShiftRightLogical(q23.AsUInt16(), 4).AsByte() & mask;
+                var s0 = Avx512BW.PermuteVar32x16(scales, lo01);
+                var s1 = Avx512BW.PermuteVar32x16(scales, hi01);
+                var s2 = Avx512BW.PermuteVar32x16(scales, lo23);
+                var s3 = Avx512BW.PermuteVar32x16(scales, hi23);
+                float d = QuantMath.ToFloat(*(ushort*)wb), dmin = QuantMath.ToFloat(*(ushort*)(wb + 2));
+                Row(pa + b * Q8_K.BlockBytes, ref accA, ref minA);
+                Row(pb + b * Q8_K.BlockBytes, ref accB, ref minB);
+
+                void Row(byte* xb, ref Vector512<float> acc, ref Vector256<float> minAcc)
+                {
+                    float yd = *(float*)xb;
+                    sbyte* q8 = (sbyte*)(xb + 4);
+                    var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Vector256<short>.One);
+                    minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(pairSums * m), Vector256.Create(dmin * yd), minAcc);
+                    var isum = Chunk(n0, q8, 64, s0);
+                    isum += Chunk(n1, q8 + 32, 64, s1);
+                    isum += Chunk(n2, q8 + 128, 64, s2);
+                    isum += Chunk(n3, q8 + 160, 64, s3);
+                    acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(d * yd), acc);
+                }
+            }
+            y0 = Vector512.Sum(accA) - Vector256.Sum(minA);
+            y1 = Vector512.Sum(accB) - Vector256.Sum(minB);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Chunk(Vector512<byte> q, sbyte* y, int gap, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + gap));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
+        }
+    }
+
+    /// <summary>
     /// All eight 6-bit scales and mins at once (byte j of each result is sub-block j's), the
     /// bitwise form of <see cref="ScaleMin"/> on the three little-endian words of the 12 bytes.
     /// </summary>

@@ -164,4 +164,21 @@ public class DotTests
         Assert.True(Math.Abs(got - exact) <= tolerance * Math.Sqrt(nw * nx) / Math.Sqrt(cols) * 3,
             $"{type}: {got} vs {exact}");
     }
+
+    [Fact]
+    public void TwoRowDotIsBitIdenticalToTwoSingleDots()
+    {
+        foreach (var type in new[] { GgmlType.Q4_K })
+        {
+            var traits = TypeTraits.Of(type);
+            Assert.NotNull(traits.Dot2);
+            const int cols = 1280;
+            var w = TestRows.Quantize(type, TestRows.WithOutliers(cols, 30).Select(v => v * 0.02f).ToArray());
+            var a = TestRows.Activation(type, TestRows.Gaussian(cols, 31));
+            var b = TestRows.Activation(type, TestRows.WithOutliers(cols, 32));
+            traits.Dot2!(w, a, b, cols, out float ya, out float yb);
+            Assert.Equal(traits.Dot(w, a, cols), ya);
+            Assert.Equal(traits.Dot(w, b, cols), yb);
+        }
+    }
 }
