@@ -277,6 +277,83 @@ public static unsafe class Q6_K
     }
 
     /// <summary>
+    /// Two activation rows against one weight row: the 6-bit assembly and scale permutes are done
+    /// once for both. Per row it runs exactly the operations of <see cref="DotAvx512"/> in the
+    /// same order, so results are bit-identical to two single dots.
+    /// </summary>
+    public static void Dot2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
+    {
+        if (!(Avx512BW.IsSupported && QuantMath.Simd256))
+        {
+            y0 = Dot(w, x0, cols);
+            y1 = Dot(w, x1, cols);
+            return;
+        }
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x0.Length < nb * Q8_K.BlockBytes || x1.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* pa = x0)
+        fixed (byte* pb = x1)
+        {
+            var accA = Vector512<float>.Zero;
+            var accB = Vector512<float>.Zero;
+            var m4 = Vector512.Create((byte)0x0F);
+            var m2 = Vector512.Create((byte)0x30);
+            var s1 = Quarters(0, 1, 8, 9);
+            var s2 = Quarters(2, 3, 10, 11);
+            var s3 = Quarters(4, 5, 12, 13);
+            var s4 = Quarters(6, 7, 14, 15);
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                var sc8 = Vector128.Load((sbyte*)(wb + 192));
+                var sc16 = Avx2.ConvertToVector256Int16(sc8);
+                var scales = Avx512BW.ConvertToVector512Int16(sc8.ToVector256());
+                var first = Vector512.Load(wb);
+                var second = Vector512.Load(wb + 64);
+                var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
+                var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
+                var qh = Vector512.Load(wb + 128);
+                var q1 = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
+                var q2 = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
+                var q3 = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
+                var q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
+                var c1 = Avx512BW.PermuteVar32x16(scales, s1);
+                var c2 = Avx512BW.PermuteVar32x16(scales, s2);
+                var c3 = Avx512BW.PermuteVar32x16(scales, s3);
+                var c4 = Avx512BW.PermuteVar32x16(scales, s4);
+                float d = QuantMath.ToFloat(*(ushort*)(wb + 208));
+                accA = Row(pa + b * Q8_K.BlockBytes, accA);
+                accB = Row(pb + b * Q8_K.BlockBytes, accB);
+
+                Vector512<float> Row(byte* xb, Vector512<float> acc)
+                {
+                    sbyte* q8 = (sbyte*)(xb + 4);
+                    var offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), sc16);
+                    var isum = Run(q1, q8, c1);
+                    isum += Run(q2, q8 + 32, c2);
+                    isum += Run(q3, q8 + 64, c3);
+                    isum += Run(q4, q8 + 96, c4);
+                    isum -= Vector512.Create(offset << 5, Vector256<int>.Zero);
+                    return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(d * *(float*)xb), acc);
+                }
+            }
+            y0 = Vector512.Sum(accA);
+            y1 = Vector512.Sum(accB);
+        }
+
+        static Vector512<short> Quarters(short a, short b, short c, short d) =>
+            Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Run(Vector512<byte> q, sbyte* y, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + 128));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
+        }
+    }
+
+    /// <summary>
     /// Per 128 values: rebuild the four 32-value registers of unsigned 6-bit q, u8 x s8 pair sums
     /// (at most 2*63*127, no saturation), a 16-bit multiply-add by the two group scales each
     /// register spans. The -32 offset is applied once per block through the activation's group sums.
