@@ -227,7 +227,7 @@ public static unsafe class Q4_K
 
     /// <summary>Dot of a Q4_K weight row with a Q8_K activation row.</summary>
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
-        QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
+        Avx512BW.IsSupported && QuantMath.Simd256 ? DotAvx512(w, x, cols) : QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
 
     internal static float DotScalar(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
@@ -272,7 +272,7 @@ public static unsafe class Q4_K
         fixed (byte* px = x)
         {
             var acc = Vector256<float>.Zero;
-            float minSum = 0;
+            var minAcc = Vector256<float>.Zero;
             var mask = Vector256.Create((byte)0x0F);
             for (int b = 0; b < nb; b++)
             {
@@ -280,28 +280,167 @@ public static unsafe class Q4_K
                 byte* xb = px + b * Q8_K.BlockBytes;
                 float yd = *(float*)xb;
                 sbyte* q8 = (sbyte*)(xb + 4);
-                short* bsums = (short*)(xb + 4 + 256);
-                byte* scales = wb + 4;
                 byte* qs = wb + 16;
+                Unpack(wb + 4, out ulong sc, out ulong mins);
+
+                // Mins: sum over sub-blocks of m[j] * (activation sum of sub-block j), from the group sums.
+                var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Vector256<short>.One);
+                var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte());
+                minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(pairSums * m), Vector256.Create(QuantMath.ToFloat(*(ushort*)(wb + 2)) * yd), minAcc);
+
                 var isum = Vector256<int>.Zero;
-                int msum = 0;
                 for (int c = 0; c < 4; c++)
                 {
-                    ScaleMin(2 * c, scales, out int sc0, out int m0);
-                    ScaleMin(2 * c + 1, scales, out int sc1, out int m1);
-                    msum += m0 * (bsums[4 * c] + bsums[4 * c + 1]) + m1 * (bsums[4 * c + 2] + bsums[4 * c + 3]);
                     var q = Vector256.Load(qs + 32 * c);
                     var lo = q & mask;
                     var hi = Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask;
                     var p0 = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(q8 + 64 * c));
                     var p1 = Avx2.MultiplyAddAdjacent(hi, Vector256.Load(q8 + 64 * c + 32));
-                    isum += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)sc0));
-                    isum += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc1));
+                    isum += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)(byte)(sc >> (16 * c))));
+                    isum += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)(byte)(sc >> (16 * c + 8))));
                 }
                 acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), Vector256.Create(QuantMath.ToFloat(*(ushort*)wb) * yd), acc);
-                minSum += QuantMath.ToFloat(*(ushort*)(wb + 2)) * yd * msum;
             }
-            return Vector256.Sum(acc) - minSum;
+            return Vector256.Sum(acc - minAcc);
         }
+    }
+
+    /// <summary>
+    /// The AVX2 kernel at twice the width: one 512-bit register holds two 32-byte chunks (128
+    /// values), so the nibble split, pair sums and scale multiply-adds run half as often. Each
+    /// half of a register belongs to a different sub-block; a word permute of the eight scales
+    /// gives every half its own.
+    /// </summary>
+    internal static float DotAvx512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            var acc = Vector512<float>.Zero;
+            var minAcc = Vector256<float>.Zero;
+            var mask = Vector512.Create((byte)0x0F);
+            // Sub-block of each 16-word half: chunk c's low nibbles are sub-block 2c, high nibbles 2c + 1.
+            var lo01 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
+            var hi01 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
+            var lo23 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
+            var hi23 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                byte* xb = px + b * Q8_K.BlockBytes;
+                float yd = *(float*)xb;
+                sbyte* q8 = (sbyte*)(xb + 4);
+                Unpack(wb + 4, out ulong sc, out ulong mins);
+
+                var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Vector256<short>.One);
+                var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte());
+                minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(pairSums * m), Vector256.Create(QuantMath.ToFloat(*(ushort*)(wb + 2)) * yd), minAcc);
+
+                var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
+                var q01 = Vector512.Load(wb + 16);
+                var q23 = Vector512.Load(wb + 16 + 64);
+                var isum = Chunk(q01 & mask, q8, 64, Avx512BW.PermuteVar32x16(scales, lo01));
+                isum += Chunk(Vector512.ShiftRightLogical(q01.AsUInt16(), 4).AsByte() & mask, q8 + 32, 64, Avx512BW.PermuteVar32x16(scales, hi01));
+                isum += Chunk(q23 & mask, q8 + 128, 64, Avx512BW.PermuteVar32x16(scales, lo23));
+                isum += Chunk(Vector512.ShiftRightLogical(q23.AsUInt16(), 4).AsByte() & mask, q8 + 160, 64, Avx512BW.PermuteVar32x16(scales, hi23));
+                acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(QuantMath.ToFloat(*(ushort*)wb) * yd), acc);
+            }
+            return Vector512.Sum(acc) - Vector256.Sum(minAcc);
+        }
+
+        // 64 nibbles against activations y[0..31] and y[gap..gap+31], scaled per 32-value half.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Chunk(Vector512<byte> q, sbyte* y, int gap, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + gap));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
+        }
+    }
+
+    /// <summary>
+    /// Two activation rows against one weight row (the speculative two-row decode): the nibble
+    /// split and scale permutes are done once for both. Per row it runs exactly the operations of
+    /// <see cref="DotAvx512"/> in the same order, so results are bit-identical to two single dots.
+    /// </summary>
+    public static void Dot2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
+    {
+        if (!(Avx512BW.IsSupported && QuantMath.Simd256))
+        {
+            y0 = Dot(w, x0, cols);
+            y1 = Dot(w, x1, cols);
+            return;
+        }
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x0.Length < nb * Q8_K.BlockBytes || x1.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* pa = x0)
+        fixed (byte* pb = x1)
+        {
+            var accA = Vector512<float>.Zero;
+            var accB = Vector512<float>.Zero;
+            var minA = Vector256<float>.Zero;
+            var minB = Vector256<float>.Zero;
+            var mask = Vector512.Create((byte)0x0F);
+            var lo01 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
+            var hi01 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
+            var lo23 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
+            var hi23 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                Unpack(wb + 4, out ulong sc, out ulong mins);
+                var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte());
+                var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
+                var q01 = Vector512.Load(wb + 16);
+                var q23 = Vector512.Load(wb + 16 + 64);
+                var n0 = q01 & mask;
+                var n1 = Vector512.ShiftRightLogical(q01.AsUInt16(), 4).AsByte() & mask;
+                var n2 = q23 & mask;
+                var n3 = Vector512.ShiftRightLogical(q23.AsUInt16(), 4).AsByte() & mask;
+                var s0 = Avx512BW.PermuteVar32x16(scales, lo01);
+                var s1 = Avx512BW.PermuteVar32x16(scales, hi01);
+                var s2 = Avx512BW.PermuteVar32x16(scales, lo23);
+                var s3 = Avx512BW.PermuteVar32x16(scales, hi23);
+                float d = QuantMath.ToFloat(*(ushort*)wb), dmin = QuantMath.ToFloat(*(ushort*)(wb + 2));
+                Row(pa + b * Q8_K.BlockBytes, ref accA, ref minA);
+                Row(pb + b * Q8_K.BlockBytes, ref accB, ref minB);
+
+                void Row(byte* xb, ref Vector512<float> acc, ref Vector256<float> minAcc)
+                {
+                    float yd = *(float*)xb;
+                    sbyte* q8 = (sbyte*)(xb + 4);
+                    var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Vector256<short>.One);
+                    minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(pairSums * m), Vector256.Create(dmin * yd), minAcc);
+                    var isum = Chunk(n0, q8, 64, s0);
+                    isum += Chunk(n1, q8 + 32, 64, s1);
+                    isum += Chunk(n2, q8 + 128, 64, s2);
+                    isum += Chunk(n3, q8 + 160, 64, s3);
+                    acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(d * yd), acc);
+                }
+            }
+            y0 = Vector512.Sum(accA) - Vector256.Sum(minA);
+            y1 = Vector512.Sum(accB) - Vector256.Sum(minB);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Chunk(Vector512<byte> q, sbyte* y, int gap, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + gap));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
+        }
+    }
+
+    /// <summary>
+    /// All eight 6-bit scales and mins at once (byte j of each result is sub-block j's), the
+    /// bitwise form of <see cref="ScaleMin"/> on the three little-endian words of the 12 bytes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Unpack(byte* scales, out ulong sc, out ulong mins)
+    {
+        uint u0 = *(uint*)scales, u1 = *(uint*)(scales + 4), u2 = *(uint*)(scales + 8);
+        sc = (u0 & 0x3F3F3F3F) | ((ulong)((u2 & 0x0F0F0F0F) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
+        mins = (u1 & 0x3F3F3F3F) | ((ulong)(((u2 >> 4) & 0x0F0F0F0F) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
     }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -172,7 +173,7 @@ public static unsafe class Q6_K
 
     /// <summary>Dot of a Q6_K weight row with a Q8_K activation row.</summary>
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
-        QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
+        Avx512BW.IsSupported && QuantMath.Simd256 ? DotAvx512(w, x, cols) : QuantMath.Simd256 ? DotAvx2(w, x, cols) : DotScalar(w, x, cols);
 
     internal static float DotScalar(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
@@ -214,6 +215,145 @@ public static unsafe class Q6_K
     }
 
     /// <summary>
+    /// The AVX2 kernel at twice the width: each 512-bit register pairs a 32-value run of the first
+    /// 128 values with the matching run of the second 128 (their Qh bytes are adjacent), so the
+    /// bit assembly and pair sums run half as often; a word permute gives each 16-value quarter
+    /// its group scale.
+    /// </summary>
+    internal static float DotAvx512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            var acc = Vector512<float>.Zero;
+            var m4 = Vector512.Create((byte)0x0F);
+            var m2 = Vector512.Create((byte)0x30);
+            // Group scale of each 8-word quarter (16 values) of the four registers.
+            var s1 = Quarters(0, 1, 8, 9);
+            var s2 = Quarters(2, 3, 10, 11);
+            var s3 = Quarters(4, 5, 12, 13);
+            var s4 = Quarters(6, 7, 14, 15);
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                byte* xb = px + b * Q8_K.BlockBytes;
+                sbyte* q8 = (sbyte*)(xb + 4);
+                var sc8 = Vector128.Load((sbyte*)(wb + 192));
+                var offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Avx2.ConvertToVector256Int16(sc8));
+                var scales = Avx512BW.ConvertToVector512Int16(sc8.ToVector256());
+
+                var first = Vector512.Load(wb);       // Ql bytes 0-63: [runs 0-31 | 32-63] of values 0-127
+                var second = Vector512.Load(wb + 64); // the same for values 128-255
+                var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
+                var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
+                var qh = Vector512.Load(wb + 128);
+                var q1 = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
+                var q2 = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
+                var q3 = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
+                var q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
+                var isum = Run(q1, q8, Avx512BW.PermuteVar32x16(scales, s1));
+                isum += Run(q2, q8 + 32, Avx512BW.PermuteVar32x16(scales, s2));
+                isum += Run(q3, q8 + 64, Avx512BW.PermuteVar32x16(scales, s3));
+                isum += Run(q4, q8 + 96, Avx512BW.PermuteVar32x16(scales, s4));
+                isum -= Vector512.Create(offset << 5, Vector256<int>.Zero);
+                float d = QuantMath.ToFloat(*(ushort*)(wb + 208)) * *(float*)xb;
+                acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(d), acc);
+            }
+            return Vector512.Sum(acc);
+        }
+
+        static Vector512<short> Quarters(short a, short b, short c, short d) =>
+            Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
+
+        // 64 unsigned 6-bit values against activations y[0..31] and y[128..159].
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Run(Vector512<byte> q, sbyte* y, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + 128));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
+        }
+    }
+
+    /// <summary>
+    /// Two activation rows against one weight row: the 6-bit assembly and scale permutes are done
+    /// once for both. Per row it runs exactly the operations of <see cref="DotAvx512"/> in the
+    /// same order, so results are bit-identical to two single dots.
+    /// </summary>
+    public static void Dot2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
+    {
+        if (!(Avx512BW.IsSupported && QuantMath.Simd256))
+        {
+            y0 = Dot(w, x0, cols);
+            y1 = Dot(w, x1, cols);
+            return;
+        }
+        int nb = cols / BlockSize;
+        if (w.Length < nb * BlockBytes || x0.Length < nb * Q8_K.BlockBytes || x1.Length < nb * Q8_K.BlockBytes) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* pa = x0)
+        fixed (byte* pb = x1)
+        {
+            var accA = Vector512<float>.Zero;
+            var accB = Vector512<float>.Zero;
+            var m4 = Vector512.Create((byte)0x0F);
+            var m2 = Vector512.Create((byte)0x30);
+            var s1 = Quarters(0, 1, 8, 9);
+            var s2 = Quarters(2, 3, 10, 11);
+            var s3 = Quarters(4, 5, 12, 13);
+            var s4 = Quarters(6, 7, 14, 15);
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = pw + b * BlockBytes;
+                var sc8 = Vector128.Load((sbyte*)(wb + 192));
+                var sc16 = Avx2.ConvertToVector256Int16(sc8);
+                var scales = Avx512BW.ConvertToVector512Int16(sc8.ToVector256());
+                var first = Vector512.Load(wb);
+                var second = Vector512.Load(wb + 64);
+                var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
+                var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
+                var qh = Vector512.Load(wb + 128);
+                var q1 = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
+                var q2 = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
+                var q3 = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
+                var q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
+                var c1 = Avx512BW.PermuteVar32x16(scales, s1);
+                var c2 = Avx512BW.PermuteVar32x16(scales, s2);
+                var c3 = Avx512BW.PermuteVar32x16(scales, s3);
+                var c4 = Avx512BW.PermuteVar32x16(scales, s4);
+                float d = QuantMath.ToFloat(*(ushort*)(wb + 208));
+                accA = Row(pa + b * Q8_K.BlockBytes, accA);
+                accB = Row(pb + b * Q8_K.BlockBytes, accB);
+
+                Vector512<float> Row(byte* xb, Vector512<float> acc)
+                {
+                    sbyte* q8 = (sbyte*)(xb + 4);
+                    var offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), sc16);
+                    var isum = Run(q1, q8, c1);
+                    isum += Run(q2, q8 + 32, c2);
+                    isum += Run(q3, q8 + 64, c3);
+                    isum += Run(q4, q8 + 96, c4);
+                    isum -= Vector512.Create(offset << 5, Vector256<int>.Zero);
+                    return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(d * *(float*)xb), acc);
+                }
+            }
+            y0 = Vector512.Sum(accA);
+            y1 = Vector512.Sum(accB);
+        }
+
+        static Vector512<short> Quarters(short a, short b, short c, short d) =>
+            Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<int> Run(Vector512<byte> q, sbyte* y, Vector512<short> scale)
+        {
+            var ys = Vector512.Create(Vector256.Load(y), Vector256.Load(y + 128));
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, ys), scale);
+        }
+    }
+
+    /// <summary>
     /// Per 128 values: rebuild the four 32-value registers of unsigned 6-bit q, u8 x s8 pair sums
     /// (at most 2*63*127, no saturation), a 16-bit multiply-add by the two group scales each
     /// register spans. The -32 offset is applied once per block through the activation's group sums.
@@ -235,9 +375,9 @@ public static unsafe class Q6_K
                 sbyte* sc = (sbyte*)(wb + 192);
                 sbyte* q8 = (sbyte*)(xb + 4);
                 short* bsums = (short*)(xb + 260);
-                int offset = 0;
-                for (int g = 0; g < 16; g++) offset += sc[g] * bsums[g];
-                var isum = Vector256<int>.Zero;
+                // The -32 offset of every value: 32 * sum over groups of scale * activation group sum.
+                var offset = Avx2.MultiplyAddAdjacent(Vector256.Load(bsums), Avx2.ConvertToVector256Int16(Vector128.Load(sc)));
+                var isum = -(offset << 5);
                 for (int h = 0; h < 2; h++)
                 {
                     byte* ql = wb + 64 * h;
@@ -256,13 +396,12 @@ public static unsafe class Q6_K
                     isum += Group(q4, y + 96, s[6], s[7]);
                 }
                 float d = QuantMath.ToFloat(*(ushort*)(wb + 208)) * *(float*)xb;
-                // Subtracting 32 * offset from one lane keeps the integer sum exact.
-                isum = isum.WithElement(0, isum.GetElement(0) - 32 * offset);
                 acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), Vector256.Create(d), acc);
             }
             return Vector256.Sum(acc);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static Vector256<int> Group(Vector256<byte> q, sbyte* y, sbyte s0, sbyte s1)
         {
             var pairs = Avx2.MultiplyAddAdjacent(q, Vector256.Load(y));

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace SpeCache.Quants;
 
@@ -65,6 +66,57 @@ public static unsafe class Q8_K
                 }
             }
             y.D = 1 / iscale;
+        }
+    }
+
+    /// <summary>
+    /// Activation quantization: the same bytes as <see cref="QuantizeRow"/> (a test checks it), on
+    /// 256-bit vectors. The hardware's round-to-nearest-even equals <c>nearest_int</c> here (|v| ≤ 127).
+    /// </summary>
+    public static void QuantizeActivationRow(ReadOnlySpan<float> source, Span<byte> destination)
+    {
+        if (!Vector256.IsHardwareAccelerated)
+        {
+            QuantizeRow(source, destination);
+            return;
+        }
+        int nb = source.Length / BlockSize;
+        if (destination.Length < nb * BlockBytes) throw new ArgumentException("destination too short");
+        fixed (float* xs = source)
+        fixed (byte* ys = destination)
+        {
+            for (int b = 0; b < nb; b++)
+            {
+                float* x = xs + b * BlockSize;
+                byte* y = ys + b * BlockBytes;
+                var m = Vector256<float>.Zero;
+                for (int j = 0; j < BlockSize; j += 8) m = Vector256.Max(m, Vector256.Abs(Vector256.Load(x + j)));
+                float amax = m.ToScalar();
+                for (int k = 1; k < 8; k++) amax = MathF.Max(amax, m.GetElement(k));
+                if (amax == 0)
+                {
+                    new Span<byte>(y, BlockBytes).Clear();
+                    continue;
+                }
+                // ggml keeps the signed value of the first element of largest magnitude.
+                float max = 0;
+                for (int j = 0; j < BlockSize; j++)
+                    if (MathF.Abs(x[j]) == amax) { max = x[j]; break; }
+                float iscale = -127f / max;
+                var vs = Vector256.Create(iscale);
+                var limit = Vector256.Create(127);
+                sbyte* q = (sbyte*)(y + 4);
+                short* sums = (short*)(y + 4 + BlockSize);
+                for (int j = 0; j < BlockSize; j += 16)
+                {
+                    var i0 = Vector256.Min(Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(x + j) * vs)), limit);
+                    var i1 = Vector256.Min(Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(x + j + 8) * vs)), limit);
+                    var s16 = Vector256.Narrow(i0, i1);
+                    Vector128.Narrow(s16.GetLower(), s16.GetUpper()).Store(q + j);
+                    sums[j / 16] = (short)Vector256.Sum(i0 + i1);
+                }
+                *(float*)y = 1 / iscale;
+            }
         }
     }
 }

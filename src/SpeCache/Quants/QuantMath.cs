@@ -8,7 +8,7 @@ namespace SpeCache.Quants;
 /// Rounding and reduction helpers shared by the formats. The rounding functions reproduce C's
 /// exactly, because ggml's reference quantizers are defined by them and we want the same bytes.
 /// </summary>
-internal static class QuantMath
+internal static unsafe class QuantMath
 {
     /// <summary>The 256-bit integer kernels need AVX2 and FMA; otherwise the scalar references run.</summary>
     public static readonly bool Simd256 = Avx2.IsSupported && Fma.IsSupported;
@@ -44,34 +44,74 @@ internal static class QuantMath
         return Vector256.ConditionalSelect(isHalf, away, Vector256.Round(x));
     }
 
+    /// <summary>
+    /// Half bits to float, exactly as <c>(float)Half</c> (a test checks all 65536 inputs) but
+    /// inlined: the .NET conversion is a call, and the dots convert two scales per 32 values.
+    /// Normal halves are rebiased with an integer add; subnormal halves (common for Q6_K scales of
+    /// real weights, ~1e-5) go through an exact int-to-float conversion, because arithmetic on
+    /// subnormal floats takes a slow microcode path.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ToFloat(ushort half) => (float)BitConverter.UInt16BitsToHalf(half);
+    public static float ToFloat(ushort half)
+    {
+        uint h = half;
+        uint e = h & 0x7C00;
+        uint sign = (h & 0x8000) << 16;
+        if (e == 0)
+            return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits((h & 0x3FF) * 5.9604645e-8f) | sign); // m * 2^-24
+        uint bias = e == 0x7C00 ? 224u << 23 : 112u << 23; // Inf/NaN to exponent 255, else 127 - 15
+        return BitConverter.UInt32BitsToSingle((((h & 0x7FFF) << 13) + bias) | sign);
+    }
 
     /// <summary>ggml's <c>GGML_FP32_TO_FP16</c> rounds to nearest even, as the .NET conversion does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ushort ToHalfBits(float x) => BitConverter.HalfToUInt16Bits((Half)x);
 
-    /// <summary>Eight 32-bit lanes holding halves (zero-extended) to floats, without F16C (not exposed by .NET).</summary>
+    /// <summary>Eight 32-bit lanes holding halves (zero-extended) to floats, without F16C (not exposed by .NET); as <see cref="ToFloat(ushort)"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> HalfToSingle(Vector256<uint> h)
     {
-        // Shifting exponent+mantissa into float position and multiplying by 2^112 rebias the
-        // exponent; subnormal halves become subnormal floats that the multiply makes exact normals.
-        var em = (h & Vector256.Create(0x7FFFu)) << 13;
-        var f = em.AsSingle() * Vector256.Create(5.192297e33f); // 2^112
-        var infNan = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u)) & Vector256.Create(0x7F800000u);
-        var sign = (h & Vector256.Create(0x8000u)) << 16;
-        return (f.AsUInt32() | infNan | sign).AsSingle();
+        var e = h & Vector256.Create(0x7C00u);
+        var rebiased = ((h & Vector256.Create(0x7FFFu)) << 13) + Vector256.ConditionalSelect(
+            Vector256.Equals(e, Vector256.Create(0x7C00u)), Vector256.Create(224u << 23), Vector256.Create(112u << 23));
+        var subnormal = Vector256.ConvertToSingle((h & Vector256.Create(0x3FFu)).AsInt32()) * Vector256.Create(5.9604645e-8f);
+        var bits = Vector256.ConditionalSelect(Vector256.Equals(e, Vector256<uint>.Zero), subnormal.AsUInt32(), rebiased);
+        return (bits | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> HalfToSingle(Vector512<uint> h)
     {
-        var em = (h & Vector512.Create(0x7FFFu)) << 13;
-        var f = em.AsSingle() * Vector512.Create(5.192297e33f);
-        var infNan = Vector512.Equals(h & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u)) & Vector512.Create(0x7F800000u);
-        var sign = (h & Vector512.Create(0x8000u)) << 16;
-        return (f.AsUInt32() | infNan | sign).AsSingle();
+        var e = h & Vector512.Create(0x7C00u);
+        var rebiased = ((h & Vector512.Create(0x7FFFu)) << 13) + Vector512.ConditionalSelect(
+            Vector512.Equals(e, Vector512.Create(0x7C00u)), Vector512.Create(224u << 23), Vector512.Create(112u << 23));
+        var subnormal = Vector512.ConvertToSingle((h & Vector512.Create(0x3FFu)).AsInt32()) * Vector512.Create(5.9604645e-8f);
+        var bits = Vector512.ConditionalSelect(Vector512.Equals(e, Vector512<uint>.Zero), subnormal.AsUInt32(), rebiased);
+        return (bits | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    /// <summary>
+    /// The half scales of eight consecutive blocks <paramref name="stride"/> bytes apart, as floats:
+    /// one vector conversion instead of eight scalar ones.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<float> Scales8(byte* first, int stride) =>
+        HalfToSingle(Avx2.ConvertToVector256Int32(Vector128.Create(
+            *(ushort*)first, *(ushort*)(first + stride), *(ushort*)(first + 2 * stride), *(ushort*)(first + 3 * stride),
+            *(ushort*)(first + 4 * stride), *(ushort*)(first + 5 * stride), *(ushort*)(first + 6 * stride), *(ushort*)(first + 7 * stride))).AsUInt32());
+
+    /// <summary>
+    /// Portable (Vector128: SSE, NEON) dot of 16 signed bytes: widening to 16 bits cannot overflow
+    /// (|product| ≤ 128 * 127), widening the products to 32 bits gives four exact partial sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> Dot16(Vector128<sbyte> a, Vector128<sbyte> b)
+    {
+        var (alo, ahi) = Vector128.Widen(a);
+        var (blo, bhi) = Vector128.Widen(b);
+        var (p0, p1) = Vector128.Widen(alo * blo);
+        var (p2, p3) = Vector128.Widen(ahi * bhi);
+        return (p0 + p1) + (p2 + p3);
     }
 
     /// <summary>Sum of eight int lanes.</summary>
@@ -92,10 +132,11 @@ internal static class QuantMath
     /// cannot overflow here because our unsigned side is at most 128 and the signed side at most 127.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> UnsignedDot(Vector256<byte> u, Vector256<sbyte> s)
-    {
-        if (AvxVnni.IsSupported)
-            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s);
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256<short>.One);
-    }
+    public static Vector256<int> UnsignedDot(Vector256<byte> u, Vector256<sbyte> s) =>
+        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s) : UnsignedDotAvx2(u, s);
+
+    /// <summary>The AVX2 form of <see cref="UnsignedDot"/>, separate so tests run it on VNNI machines too.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> UnsignedDotAvx2(Vector256<byte> u, Vector256<sbyte> s) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256<short>.One);
 }

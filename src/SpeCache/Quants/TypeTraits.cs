@@ -9,11 +9,15 @@ public delegate void QuantizeRowFn(ReadOnlySpan<float> source, Span<byte> destin
 /// <summary>Dot of one weight row (its stored bytes) with one activation row already in <see cref="TypeTraits.ActivationType"/>.</summary>
 public delegate float RowDotFn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int cols);
 
+/// <summary>One weight row against two activation rows; results bit-identical to two <see cref="RowDotFn"/> calls.</summary>
+public delegate void RowDot2Fn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1);
+
 /// <summary>
 /// How one weight format is computed, as ggml's <c>type_traits</c>: to and from floats, the
 /// format activations are quantized to before the dot (ggml's <c>vec_dot_type</c>), and the dot.
 /// Unlike ggml, F16/BF16 weights keep float activations (converted in registers), so no
-/// precision is lost on the activation side.
+/// precision is lost on the activation side. <see cref="Dot2"/>, where present, shares the
+/// weight unpacking between two activation rows (prefill, the two-row speculative decode).
 /// </summary>
 public sealed record TypeTraits(
     GgmlType Type,
@@ -21,7 +25,8 @@ public sealed record TypeTraits(
     QuantizeRowFn QuantizeRow,
     GgmlType ActivationType,
     QuantizeRowFn QuantizeActivation,
-    RowDotFn Dot)
+    RowDotFn Dot,
+    RowDot2Fn? Dot2 = null)
 {
     static readonly TypeTraits?[] Table = Build();
 
@@ -42,8 +47,8 @@ public sealed record TypeTraits(
         Add(new(GgmlType.BF16, BF16.DequantizeRow, BF16.QuantizeRow, GgmlType.F32, floats, BF16.Dot));
         Add(new(GgmlType.Q8_0, Q8_0.DequantizeRow, Q8_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q8_0.Dot));
         Add(new(GgmlType.Q4_0, Q4_0.DequantizeRow, Q4_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q4_0.Dot));
-        Add(new(GgmlType.Q4_K, Q4_K.DequantizeRow, Q4_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeRow, Q4_K.Dot));
-        Add(new(GgmlType.Q6_K, Q6_K.DequantizeRow, Q6_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeRow, Q6_K.Dot));
+        Add(new(GgmlType.Q4_K, Q4_K.DequantizeRow, Q4_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q4_K.Dot, Q4_K.Dot2));
+        Add(new(GgmlType.Q6_K, Q6_K.DequantizeRow, Q6_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q6_K.Dot, Q6_K.Dot2));
         return table;
     }
 }

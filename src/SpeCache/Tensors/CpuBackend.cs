@@ -63,6 +63,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
 
             var job = _matMul;
             job.Dot = traits.Dot;
+            job.Dot2 = traits.Dot2;
             job.Weights = w.Data;
             job.WeightRowBytes = w.RowBytes;
             job.Activations = activations;

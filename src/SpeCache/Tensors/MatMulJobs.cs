@@ -14,12 +14,15 @@ internal sealed unsafe class MatMulJob : IRangeJob
     const int ActivationTile = 64;  // 64 rows of 4096 Q8_0 values: 278 KB, within Zen 4's 1 MB L2
 
     public RowDotFn Dot = null!;
+    public RowDot2Fn? Dot2;
     public byte* Weights;
     public long WeightRowBytes;
     public byte* Activations;
     public int ActivationRowBytes;
     public float* Output;
     public int Rows, Cols, N;
+
+    ReadOnlySpan<byte> Activation(int i) => new(Activations + (long)i * ActivationRowBytes, ActivationRowBytes);
 
     public void Execute(int start, int end)
     {
@@ -32,8 +35,16 @@ internal sealed unsafe class MatMulJob : IRangeJob
                 for (int r = r0; r < r1; r++)
                 {
                     var w = new ReadOnlySpan<byte>(Weights + r * WeightRowBytes, (int)WeightRowBytes);
-                    for (int i = i0; i < i1; i++)
-                        Output[(long)i * Rows + r] = Dot(w, new ReadOnlySpan<byte>(Activations + (long)i * ActivationRowBytes, ActivationRowBytes), Cols);
+                    int i = i0;
+                    if (Dot2 is { } dot2)
+                        for (; i + 1 < i1; i += 2)
+                        {
+                            dot2(w, Activation(i), Activation(i + 1), Cols, out float y0, out float y1);
+                            Output[(long)i * Rows + r] = y0;
+                            Output[(long)(i + 1) * Rows + r] = y1;
+                        }
+                    for (; i < i1; i++)
+                        Output[(long)i * Rows + r] = Dot(w, Activation(i), Cols);
                 }
             }
         }

@@ -7,16 +7,22 @@ public class DotTests
     public static TheoryData<GgmlType> AllTypes() => new(GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K);
 
     /// <summary>The dispatched (vector) dot and the scalar reference of each quantized format.</summary>
-    static (RowDotFn Fast, RowDotFn Scalar) Kernels(GgmlType type) => type switch
+    /// <summary>Every vector path of a format this CPU can run, and its scalar reference.</summary>
+    static (RowDotFn[] Fast, RowDotFn Scalar) Kernels(GgmlType type)
     {
-        GgmlType.Q8_0 => (Q8_0.Dot, Q8_0.DotScalar),
-        GgmlType.Q4_0 => (Q4_0.Dot, Q4_0.DotScalar),
-        GgmlType.Q4_K => (Q4_K.Dot, Q4_K.DotScalar),
-        GgmlType.Q6_K => (Q6_K.Dot, Q6_K.DotScalar),
-        GgmlType.F16 => (F16.Dot, (w, x, n) => F16.DotScalar(w, x, n, 0, 0f)),
-        GgmlType.BF16 => (BF16.Dot, (w, x, n) => BF16.DotScalar(w, x, n, 0, 0f)),
-        _ => throw new ArgumentException(type.ToString()),
-    };
+        bool v512 = System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated, v256 = QuantMath.Simd256;
+        RowDotFn[] Supported(params (bool Ok, RowDotFn Fn)[] paths) => [.. paths.Where(p => p.Ok).Select(p => p.Fn)];
+        return type switch
+        {
+            GgmlType.Q8_0 => (Supported((v256, Q8_0.DotAvx2), (true, Q8_0.Dot128), (true, Q8_0.Dot)), Q8_0.DotScalar),
+            GgmlType.Q4_0 => (Supported((v256, Q4_0.DotAvx2), (true, Q4_0.Dot128), (true, Q4_0.Dot)), Q4_0.DotScalar),
+            GgmlType.Q4_K => (Supported((v256 && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported, Q4_K.DotAvx512), (v256, Q4_K.DotAvx2), (true, Q4_K.Dot)), Q4_K.DotScalar),
+            GgmlType.Q6_K => (Supported((v256 && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported, Q6_K.DotAvx512), (v256, Q6_K.DotAvx2), (true, Q6_K.Dot)), Q6_K.DotScalar),
+            GgmlType.F16 => (Supported((v512, F16.Dot512), (v256, F16.Dot256), (true, F16.Dot)), (w, x, n) => F16.DotScalar(w, x, n, 0, 0f)),
+            GgmlType.BF16 => (Supported((v512, BF16.Dot512), (v256, BF16.Dot256), (true, BF16.Dot)), (w, x, n) => BF16.DotScalar(w, x, n, 0, 0f)),
+            _ => throw new ArgumentException(type.ToString()),
+        };
+    }
 
     /// <summary>
     /// Integer paths are exact: with every scale 1 (weights and activations) all partial sums are
@@ -82,7 +88,7 @@ public class DotTests
 
         var (fast, scalar) = Kernels(type);
         Assert.Equal((float)expected, scalar(w, x, cols));
-        Assert.Equal((float)expected, fast(w, x, cols));
+        foreach (var kernel in fast) Assert.Equal((float)expected, kernel(w, x, cols));
     }
 
     /// <summary>
@@ -90,26 +96,41 @@ public class DotTests
     /// so they agree to a few ulps of the sum of magnitudes. Column counts cover a single block,
     /// odd block counts, and (for floats) lengths that are not a multiple of any vector width.
     /// </summary>
-    [Theory]
-    [MemberData(nameof(AllTypes))]
-    public void VectorDotMatchesScalarReference(GgmlType type)
+    public static TheoryData<GgmlType, float> TypesAndScales()
     {
-        if (type == GgmlType.F32) return; // F32 is TensorPrimitives.Dot, tested by its authors
+        var data = new TheoryData<GgmlType, float>();
+        foreach (var t in new[] { GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K })
+        {
+            data.Add(t, 1f);
+            // Weights of real models are ~1e-2: K-quant scales then become subnormal halves.
+            data.Add(t, 1e-3f);
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(TypesAndScales))]
+    public void VectorDotMatchesScalarReference(GgmlType type, float weightScale)
+    {
         int block = GgmlTypeInfo.Geometry(type).BlockSize;
         foreach (int blocks in new[] { 1, 3, 17 })
         {
             int cols = block == 1 ? blocks * 37 + 5 : blocks * Math.Max(block, 32) * (block == 32 ? 3 : 1);
-            var wx = TestRows.WithOutliers(cols, blocks);
+            var wx = TestRows.WithOutliers(cols, blocks).Select(v => v * weightScale).ToArray();
             var xx = TestRows.Gaussian(cols, blocks + 100);
             var w = TestRows.Quantize(type, wx);
             var x = TestRows.Activation(type, xx);
             var (fast, scalar) = Kernels(type);
-            float s = scalar(w, x, cols), f = fast(w, x, cols);
+            float s = scalar(w, x, cols);
             var wf = TestRows.Dequantize(type, w, cols);
             var xf = TestRows.DequantizeActivation(type, x, cols);
             double magnitude = 0;
             for (int i = 0; i < cols; i++) magnitude += Math.Abs((double)wf[i] * xf[i]);
-            Assert.True(Math.Abs(s - f) <= 1e-6 * magnitude, $"{type} cols {cols}: scalar {s}, vector {f}");
+            foreach (var kernel in fast)
+            {
+                float f = kernel(w, x, cols);
+                Assert.True(Math.Abs(s - f) <= 1e-6 * magnitude, $"{type} cols {cols}: scalar {s}, vector {f}");
+            }
         }
     }
 
@@ -142,5 +163,22 @@ public class DotTests
         // Normalized by |w||x| (≈ cols), since the dot itself of independent rows is near zero.
         Assert.True(Math.Abs(got - exact) <= tolerance * Math.Sqrt(nw * nx) / Math.Sqrt(cols) * 3,
             $"{type}: {got} vs {exact}");
+    }
+
+    [Fact]
+    public void TwoRowDotIsBitIdenticalToTwoSingleDots()
+    {
+        foreach (var type in new[] { GgmlType.Q4_K, GgmlType.Q6_K })
+        {
+            var traits = TypeTraits.Of(type);
+            Assert.NotNull(traits.Dot2);
+            const int cols = 1280;
+            var w = TestRows.Quantize(type, TestRows.WithOutliers(cols, 30).Select(v => v * 0.02f).ToArray());
+            var a = TestRows.Activation(type, TestRows.Gaussian(cols, 31));
+            var b = TestRows.Activation(type, TestRows.WithOutliers(cols, 32));
+            traits.Dot2!(w, a, b, cols, out float ya, out float yb);
+            Assert.Equal(traits.Dot(w, a, cols), ya);
+            Assert.Equal(traits.Dot(w, b, cols), yb);
+        }
     }
 }

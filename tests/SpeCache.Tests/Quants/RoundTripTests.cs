@@ -67,8 +67,8 @@ public class RoundTripTests
     {
         // Relative RMS error on N(0, 1). A rounding step s gives RMS s / sqrt(12); with a 32-value
         // block's amax near 2.1σ, Q8_0's step 2.1σ/127 predicts 0.0048σ. Measured with this seed:
-        // Q8_0 0.0053, Q4_0 0.085, Q4_K 0.070, Q6_K 0.0175; the bounds leave ~30 % headroom, and a
-        // broken scale search (e.g. plain amax scaling for Q4_K, ~0.09-0.1) or lost bits fails them.
+        // Q8_0 0.0053, Q4_0 0.085, Q4_K 0.070, Q6_K 0.0175. The bounds leave 25-45 % headroom; a
+        // lost bit doubles a format's error and fails them.
         var x = TestRows.Gaussian(Cols, 12);
         var y = TestRows.Dequantize(type, TestRows.Quantize(type, x), Cols);
         double err = 0, sig = 0;
@@ -110,6 +110,21 @@ public class RoundTripTests
         var fast = new byte[reference.Length];
         Q8_0.QuantizeRow(x, reference);
         Q8_0.QuantizeActivationRow(x, fast);
+        Assert.Equal(reference, fast);
+    }
+
+    [Fact]
+    public void ActivationQ8_KMatchesReference()
+    {
+        // Scaled so many products land on exact halves (ties to even), plus zero and outlier blocks.
+        var x = TestRows.WithOutliers(2048, 14);
+        for (int i = 0; i < 256; i++) x[i] = 0;
+        for (int i = 256; i < 512; i++) x[i] = (i % 9 - 4) * 0.5f;
+        x[300] = -127;
+        var reference = new byte[Q8_K.BlockBytes * 8];
+        var fast = new byte[reference.Length];
+        Q8_K.QuantizeRow(x, reference);
+        Q8_K.QuantizeActivationRow(x, fast);
         Assert.Equal(reference, fast);
     }
 }

@@ -1,0 +1,84 @@
+using System.Runtime.Intrinsics;
+using SpeCache.Quants;
+
+namespace SpeCache.Tests.Quants;
+
+public unsafe class QuantMathTests
+{
+    [Fact]
+    public void HalfToFloatMatchesDotNetForAllInputs()
+    {
+        for (int h = 0; h < 65536; h++)
+        {
+            float expected = (float)BitConverter.UInt16BitsToHalf((ushort)h);
+            float scalar = QuantMath.ToFloat((ushort)h);
+            float vector = QuantMath.HalfToSingle(Vector256.Create((uint)h)).ToScalar();
+            if (float.IsNaN(expected))
+            {
+                Assert.True(float.IsNaN(scalar) && float.IsNaN(vector), $"{h:x4}");
+                continue;
+            }
+            Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(scalar));
+            Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(vector));
+        }
+    }
+
+    [Fact]
+    public void Q4KScaleUnpackMatchesPerSubBlockDecode()
+    {
+        var rng = new Random(3);
+        var bytes = new byte[12];
+        for (int trial = 0; trial < 1000; trial++)
+        {
+            rng.NextBytes(bytes);
+            fixed (byte* p = bytes)
+            {
+                Q4_K.Unpack(p, out ulong sc, out ulong mins);
+                for (int j = 0; j < 8; j++)
+                {
+                    Q4_K.ScaleMin(j, p, out int s, out int m);
+                    Assert.Equal(s, (int)(byte)(sc >> (8 * j)));
+                    Assert.Equal(m, (int)(byte)(mins >> (8 * j)));
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(0.5f, 0)]
+    [InlineData(1.5f, 2)]
+    [InlineData(2.5f, 2)]
+    [InlineData(-2.5f, -2)]
+    [InlineData(2.4999998f, 2)]
+    [InlineData(-3.7f, -4)]
+    public void NearestIntRoundsHalfToEvenLikeGgml(float x, int expected) => Assert.Equal(expected, QuantMath.NearestInt(x));
+
+    [Fact]
+    public void Avx2AndVnniByteDotsAgreeWithScalarIncludingExtremes()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) Assert.Skip("no AVX2");
+        var rng = new Random(9);
+        var u = new byte[32];
+        var v = new sbyte[32];
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            // Our operands: unsigned side at most 128 (|-128| of a Q8_0 weight), signed side ±127.
+            for (int i = 0; i < 32; i++)
+            {
+                u[i] = (byte)(trial % 3 == 0 ? 128 : rng.Next(0, 129));
+                v[i] = (sbyte)(trial % 3 == 0 ? 127 : rng.Next(-127, 128));
+            }
+            var expected = new int[8];
+            for (int i = 0; i < 32; i++) expected[i / 4] += u[i] * v[i];
+            var vu = Vector256.Create(u);
+            var vv = Vector256.Create(v);
+            var avx2 = QuantMath.UnsignedDotAvx2(vu, vv);
+            var dispatched = QuantMath.UnsignedDot(vu, vv);
+            for (int k = 0; k < 8; k++)
+            {
+                Assert.Equal(expected[k], avx2.GetElement(k));
+                Assert.Equal(expected[k], dispatched.GetElement(k));
+            }
+        }
+    }
+}
