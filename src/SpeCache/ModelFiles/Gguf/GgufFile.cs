@@ -90,8 +90,9 @@ public sealed unsafe class GgufFile : IDisposable
         long tensorCount = ReadCount(cursor, "tensor count", minBytesEach: 8 + 4 + 8 + 4 + 8);
         long kvCount = ReadCount(cursor, "metadata count", minBytesEach: 8 + 4 + 1);
 
-        var metadata = new Dictionary<string, object>((int)kvCount);
-        var keys = new List<string>((int)kvCount);
+        // Counts are only bounded by the file size here, so they size nothing until the entries are read.
+        var metadata = new Dictionary<string, object>();
+        var keys = new List<string>();
         for (long i = 0; i < kvCount; i++)
         {
             cursor.Context = $"metadata entry {i}";
@@ -115,7 +116,7 @@ public sealed unsafe class GgufFile : IDisposable
             Alignment = (uint)alignment;
         }
 
-        var infos = new List<(string Name, long[] Shape, GgmlType Type, ulong Offset, long InfoAt)>((int)tensorCount);
+        var infos = new List<(string Name, long[] Shape, GgmlType Type, ulong Offset, long InfoAt)>();
         for (long i = 0; i < tensorCount; i++)
         {
             cursor.Context = $"tensor info {i}";

@@ -41,7 +41,8 @@ public sealed class GgufWriter : IDisposable
     {
         RequireHeaderNotWritten();
         ArgumentException.ThrowIfNullOrEmpty(key);
-        ValueType(value, key); // validates, nested arrays included
+        ArgumentNullException.ThrowIfNull(value);
+        GgufTypeOf(value, key); // validates, nested arrays included
         if (key == GgufFile.AlignmentKey && (value is not uint a || a == 0 || (a & (a - 1)) != 0))
             throw new ArgumentException($"metadata '{key}' must be a u32 power of two");
         if (_metadata.TryAdd(key, value)) _metadataOrder.Add(key);
@@ -123,7 +124,7 @@ public sealed class GgufWriter : IDisposable
         {
             WriteString(output, key);
             var value = _metadata[key];
-            output.Write((uint)ValueType(value, key));
+            output.Write((uint)GgufTypeOf(value, key));
             WriteValue(output, value);
         }
         long offset = 0;
@@ -153,7 +154,7 @@ public sealed class GgufWriter : IDisposable
         output.Write(bytes);
     }
 
-    static GgufValueType ValueType(object value, string key) => value switch
+    static GgufValueType GgufTypeOf(object value, string key) => value switch
     {
         byte => GgufValueType.UInt8,
         sbyte => GgufValueType.Int8,
@@ -189,9 +190,15 @@ public sealed class GgufWriter : IDisposable
         }
         if (elementType.IsArray)
             throw new ArgumentException($"metadata '{key}': arrays of arrays must be object[]");
-        // A default element stands for the type; strings need a real one.
-        return elementType == typeof(string) ? GgufValueType.String
-            : ValueType(Activator.CreateInstance(elementType) ?? throw new ArgumentException($"metadata '{key}': unsupported element type"), key);
+        if (elementType == typeof(string))
+        {
+            if (Array.IndexOf(array, null) >= 0) throw new ArgumentException($"metadata '{key}': a string array holds a null");
+            return GgufValueType.String;
+        }
+        // A default element stands for the type (char and friends are refused by GgufTypeOf).
+        return elementType.IsPrimitive
+            ? GgufTypeOf(Activator.CreateInstance(elementType)!, key)
+            : throw new ArgumentException($"metadata '{key}': {elementType.Name}[] is not a GGUF array type");
     }
 
     static void WriteValue(BinaryWriter output, object value)

@@ -50,6 +50,33 @@ public class GgufModelFileTests(ITestOutputHelper output)
 
         public void SetMetadata(string key, object value) => Metadata[Metadata.FindIndex(e => e.Key == key)] = (key, value);
 
+        /// <summary>Relabels the llama model as <paramref name="arch"/> and adds that architecture's extra tensors to every layer.</summary>
+        public void BecomeQwen(string arch)
+        {
+            for (int i = 0; i < Metadata.Count; i++)
+                if (Metadata[i].Key.StartsWith("llama."))
+                    Metadata[i] = (arch + Metadata[i].Key["llama".Length..], Metadata[i].Value);
+            SetMetadata("general.architecture", arch);
+            long headCount = System.Convert.ToInt64(Metadata.Single(e => e.Key == arch + ".attention.head_count").Value);
+            foreach (var q in Tensors.Where(t => t.Name.EndsWith(".attn_q.weight")).ToList())
+            {
+                string blk = q.Name[..^"attn_q.weight".Length];
+                long qWidth = q.Shape[1], kvWidth = Tensors.Single(t => t.Name == blk + "attn_k.weight").Shape[1];
+                void AddF32(string name, long length) => Tensors.Add((blk + name, GgmlType.F32, [length], new byte[length * 4]));
+                if (arch == "qwen2")
+                {
+                    AddF32("attn_q.bias", qWidth);
+                    AddF32("attn_k.bias", kvWidth);
+                    AddF32("attn_v.bias", kvWidth);
+                }
+                else
+                {
+                    AddF32("attn_q_norm.weight", qWidth / headCount);
+                    AddF32("attn_k_norm.weight", qWidth / headCount);
+                }
+            }
+        }
+
         public string Save(string name)
         {
             var path = Path.Combine(TestPaths.Scratch("gguf-model"), name);
@@ -60,6 +87,31 @@ public class GgufModelFileTests(ITestOutputHelper output)
             writer.Finish();
             return path;
         }
+    }
+
+    [Theory]
+    [InlineData("qwen2")]
+    [InlineData("qwen3")]
+    public void QwenModelsAreNeoXWithTheirExtraTensors(string arch)
+    {
+        var edited = new EditableModel();
+        edited.BecomeQwen(arch);
+        using var model = GgufModelFile.Open(edited.Save($"{arch}.gguf"));
+        Assert.Equal(arch, model.Config.Architecture);
+        Assert.Equal(RopeLayout.NeoX, model.Config.RopeLayout);
+        Assert.Equal(arch == "qwen2", model.Config.HasQkvBias);
+        Assert.Equal(arch == "qwen3", model.Config.HasQkNorm);
+        Assert.Equal(8, model.Config.Dim);
+    }
+
+    [Fact]
+    public void Qwen2WithoutBiasesIsRefused()
+    {
+        var edited = new EditableModel();
+        edited.BecomeQwen("qwen2");
+        edited.Tensors.RemoveAll(t => t.Name.EndsWith(".bias"));
+        var error = Assert.Throws<InvalidDataException>(() => GgufModelFile.Open(edited.Save("qwen2-nobias.gguf")));
+        Assert.Contains("'blk.0.attn_q.bias' is missing", error.Message);
     }
 
     [Fact]

@@ -108,6 +108,9 @@ public class GgufWriterTests
         using var writer = new GgufWriter(Path.Combine(TestPaths.Scratch("gguf-writer"), "refused.gguf"));
         Assert.Throws<ArgumentException>(() => writer.SetMetadata("d", 1m));
         Assert.Throws<ArgumentException>(() => writer.SetMetadata("jagged", new int[][] { [1] }));
+        Assert.Throws<ArgumentException>(() => writer.SetMetadata("uris", new[] { new Uri("http://x") }));
+        Assert.Throws<ArgumentException>(() => writer.SetMetadata("chars", new[] { 'a' }));
+        Assert.Throws<ArgumentException>(() => writer.SetMetadata("mixed", new object[] { 1 }));
         Assert.Throws<ArgumentException>(() => writer.SetMetadata(GgufFile.AlignmentKey, 24u));
         writer.AddTensor("a", GgmlType.F32, [4]);
         Assert.Throws<ArgumentException>(() => writer.AddTensor("a", GgmlType.F32, [4]));
