@@ -5,12 +5,13 @@ var root = new RootCommand("specache: Llama-family inference in pure C# with a t
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(ChatCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(ConvertCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
 {
     // One line instead of System.CommandLine's error list followed by the whole help text.
-    Console.Error.WriteLine($"specache: error: {string.Join("; ", parsed.Errors.Select(e => e.Message))} (see --help)");
+    Console.Error.WriteLine($"specache: error: {string.Join("; ", parsed.Errors.Select(e => System.Text.RegularExpressions.Regex.Replace(e.Message, @"\s+", " ")))} (see --help)");
     return 2;
 }
 return parsed.Invoke();

@@ -81,21 +81,10 @@ public sealed class Engine : IDisposable
                     return HfTokenizer.Load(json, System.IO.File.Exists(config) ? config : null);
                 }
             case Llama2cModelFile:
-                return Llama2cTokenizer.Load(tokenizerPath ?? FindLlama2cTokenizer(file.Path));
+                return Llama2cTokenizer.Load(tokenizerPath ?? Llama2cTokenizer.FindBeside(file.Path));
             default:
                 return TokenizerFactory.FromGgufMetadata(file.Metadata);
         }
-    }
-
-    /// <summary>llama2.c keeps the tokenizer apart: tokenizer.bin or tok*.bin beside the checkpoint.</summary>
-    static string FindLlama2cTokenizer(string modelPath)
-    {
-        string dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
-        string standard = Path.Combine(dir, "tokenizer.bin");
-        if (System.IO.File.Exists(standard)) return standard;
-        var candidates = Directory.GetFiles(dir, "tok*.bin");
-        if (candidates.Length == 1) return candidates[0];
-        throw new FileNotFoundException($"{modelPath}: a llama2.c checkpoint needs its tokenizer (tokenizer.bin or tok*.bin beside it, or --tokenizer)");
     }
 
     public void Dispose()

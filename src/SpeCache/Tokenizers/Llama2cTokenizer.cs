@@ -13,6 +13,17 @@ public static class Llama2cTokenizer
 {
     public static SentencePieceTokenizer Load(string path) => new(ReadVocabulary(path));
 
+    /// <summary>llama2.c keeps the tokenizer apart: tokenizer.bin or a single tok*.bin beside the checkpoint.</summary>
+    public static string FindBeside(string modelPath)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        string standard = Path.Combine(dir, "tokenizer.bin");
+        if (File.Exists(standard)) return standard;
+        var candidates = Directory.GetFiles(dir, "tok*.bin");
+        if (candidates.Length == 1) return candidates[0];
+        throw new FileNotFoundException($"{modelPath}: a llama2.c checkpoint needs its tokenizer (tokenizer.bin or tok*.bin beside it, or --tokenizer)");
+    }
+
     public static Vocabulary ReadVocabulary(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"tokenizer file not found: {path}", path);

@@ -18,7 +18,7 @@ public static class CliRunner
         }
     }
 
-    public static CliResult Run(string? stdin, params string[] args)
+    public static CliResult RunWithInput(string? stdin, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -45,7 +45,7 @@ public static class CliRunner
         return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
     }
 
-    public static CliResult Run(params string[] args) => Run(null, args);
+    public static CliResult Run(params string[] args) => RunWithInput(null, args);
 
     /// <summary>Asserts the process failed with exactly one line on stderr containing <paramref name="expected"/>.</summary>
     public static void AssertOneLineError(CliResult result, string expected)

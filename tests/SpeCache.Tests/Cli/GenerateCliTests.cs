@@ -29,7 +29,7 @@ public class GenerateCliTests
     [Fact]
     public void PromptFromStandardInput()
     {
-        var fromStdin = CliRunner.Run("Once upon a time", "generate", "--temperature", "0", "-n", "12");
+        var fromStdin = CliRunner.RunWithInput("Once upon a time", "generate", "--temperature", "0", "-n", "12");
         var fromOption = CliRunner.Run("generate", "--temperature", "0", "-n", "12", "-p", "Once upon a time");
         Assert.Equal(0, fromStdin.ExitCode);
         Assert.Equal(fromOption.StdOut, fromStdin.StdOut);
@@ -66,7 +66,7 @@ public class GenerateCliTests
         byte[] bytes = File.ReadAllBytes(TestPaths.Llama2TinyRandom);
         File.WriteAllBytes(path, bytes[..(bytes.Length / 3)]);
         var result = CliRunner.Run("generate", "-m", path, "-n", "4");
-        CliRunner.AssertOneLineError(result, path);
+        CliRunner.AssertOneLineError(result, "truncated.gguf");
     }
 
     [Fact]

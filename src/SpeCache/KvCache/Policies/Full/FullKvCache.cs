@@ -2,22 +2,35 @@ using System.Numerics.Tensors;
 
 namespace SpeCache.KvCache.Policies.Full;
 
+/// <summary>Element type of the full-precision cache.</summary>
+public enum FullKvElement
+{
+    /// <summary>16-bit floats, as llama.cpp's default f16 cache.</summary>
+    F16,
+    /// <summary>32-bit floats: exact, for comparisons with a reference (llama.cpp's f32 cache).</summary>
+    F32,
+}
+
 /// <summary>
-/// The baseline: every key and value kept in 16-bit floats in the fast tier, as llama.cpp's
-/// default f16 cache does. Per layer, K and V are laid out [kvHead][position][headDim] so that one
-/// head's keys are contiguous and attention streams through them.
+/// The baseline: every key and value kept in the fast tier at full precision (16-bit by default,
+/// as llama.cpp's default f16 cache). Per layer, K and V are laid out [kvHead][position][headDim]
+/// so that one head's keys are contiguous and attention streams through them.
 /// </summary>
 public sealed class FullKvCache : IKvCache
 {
     readonly int _layers, _kvHeads, _headDim, _groupSize;
-    readonly Half[][] _keys;   // per layer: (kvHeads, capacity, headDim)
-    readonly Half[][] _values; // per layer: (kvHeads, capacity, headDim)
+    readonly FullKvElement _element;
+    readonly Half[][] _keys;   // per layer: (kvHeads, capacity, headDim), F16 cache
+    readonly Half[][] _values; // per layer: (kvHeads, capacity, headDim), F16 cache
+    readonly float[][] _keys32;   // the same, F32 cache
+    readonly float[][] _values32;
+    readonly float[] _valueRow; // (headDim) one value row as floats
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
     readonly float[] _scores;  // (groupSize, capacity)
     readonly float[] _keyRows; // (capacity, headDim) one head's keys as floats
     readonly float _scale;
 
-    public FullKvCache(Transformer.ModelConfig config, int capacity)
+    public FullKvCache(Transformer.ModelConfig config, int capacity, FullKvElement element = FullKvElement.F16)
     {
         if (capacity <= 0 || capacity > config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
@@ -26,13 +39,14 @@ public sealed class FullKvCache : IKvCache
         _kvHeads = config.KvHeadCount;
         _headDim = config.HeadDim;
         _groupSize = config.QueryGroupSize;
-        _keys = new Half[_layers][];
-        _values = new Half[_layers][];
-        for (int l = 0; l < _layers; l++)
-        {
-            _keys[l] = new Half[(long)_kvHeads * capacity * _headDim];
-            _values[l] = new Half[(long)_kvHeads * capacity * _headDim];
-        }
+        _element = element;
+        long perLayer = (long)_kvHeads * capacity * _headDim;
+        bool half = element == FullKvElement.F16;
+        _keys = half ? Enumerable.Range(0, _layers).Select(_ => new Half[perLayer]).ToArray() : [];
+        _values = half ? Enumerable.Range(0, _layers).Select(_ => new Half[perLayer]).ToArray() : [];
+        _keys32 = half ? [] : Enumerable.Range(0, _layers).Select(_ => new float[perLayer]).ToArray();
+        _values32 = half ? [] : Enumerable.Range(0, _layers).Select(_ => new float[perLayer]).ToArray();
+        _valueRow = new float[_headDim];
         _pending = new int[_layers];
         _scores = new float[_groupSize * capacity];
         _keyRows = new float[capacity * _headDim];
@@ -42,7 +56,7 @@ public sealed class FullKvCache : IKvCache
     public int Length { get; private set; }
     public int Capacity { get; }
 
-    public KvMemory Memory => new(2L * _layers * _kvHeads * Capacity * _headDim * sizeof(ushort), 0);
+    public KvMemory Memory => new(2L * _layers * _kvHeads * Capacity * _headDim * (_element == FullKvElement.F16 ? sizeof(ushort) : sizeof(float)), 0);
 
     public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count)
     {
@@ -54,9 +68,19 @@ public sealed class FullKvCache : IKvCache
         for (int t = 0; t < count; t++)
             for (int h = 0; h < _kvHeads; h++)
             {
-                long at = ((long)h * Capacity + Length + t) * _headDim;
-                TensorPrimitives.ConvertToHalf(keys.Slice(t * kvDim + h * _headDim, _headDim), _keys[layer].AsSpan((int)at, _headDim));
-                TensorPrimitives.ConvertToHalf(values.Slice(t * kvDim + h * _headDim, _headDim), _values[layer].AsSpan((int)at, _headDim));
+                int at = (h * Capacity + Length + t) * _headDim;
+                var k = keys.Slice(t * kvDim + h * _headDim, _headDim);
+                var v = values.Slice(t * kvDim + h * _headDim, _headDim);
+                if (_element == FullKvElement.F16)
+                {
+                    TensorPrimitives.ConvertToHalf(k, _keys[layer].AsSpan(at, _headDim));
+                    TensorPrimitives.ConvertToHalf(v, _values[layer].AsSpan(at, _headDim));
+                }
+                else
+                {
+                    k.CopyTo(_keys32[layer].AsSpan(at, _headDim));
+                    v.CopyTo(_values32[layer].AsSpan(at, _headDim));
+                }
             }
         _pending[layer] = count;
     }
@@ -69,9 +93,16 @@ public sealed class FullKvCache : IKvCache
         {
             // Convert this head's keys once; every query row and every query head of the group reuses them.
             int headBase = g * Capacity * _headDim;
-            var keyRows = _keyRows.AsSpan(0, visibleMax * _headDim);
-            TensorPrimitives.ConvertToSingle(_keys[layer].AsSpan(headBase, visibleMax * _headDim), keyRows);
-            var headValues = _values[layer].AsSpan(headBase, visibleMax * _headDim);
+            ReadOnlySpan<float> keyRows;
+            if (_element == FullKvElement.F16)
+            {
+                TensorPrimitives.ConvertToSingle(_keys[layer].AsSpan(headBase, visibleMax * _headDim), _keyRows.AsSpan(0, visibleMax * _headDim));
+                keyRows = _keyRows.AsSpan(0, visibleMax * _headDim);
+            }
+            else
+            {
+                keyRows = _keys32[layer].AsSpan(headBase, visibleMax * _headDim);
+            }
 
             for (int i = 0; i < count; i++)
             {
@@ -89,9 +120,11 @@ public sealed class FullKvCache : IKvCache
                     o.Clear();
                     for (int t = 0; t < visible; t++)
                     {
-                        float p = scores[t];
-                        var vRow = headValues.Slice(t * _headDim, _headDim);
-                        for (int d = 0; d < _headDim; d++) o[d] += p * (float)vRow[d];
+                        int at = headBase + t * _headDim;
+                        ReadOnlySpan<float> vRow = _valueRow;
+                        if (_element == FullKvElement.F16) TensorPrimitives.ConvertToSingle(_values[layer].AsSpan(at, _headDim), _valueRow);
+                        else vRow = _values32[layer].AsSpan(at, _headDim);
+                        TensorPrimitives.MultiplyAdd(vRow, scores[t], o, o);
                     }
                 }
             }

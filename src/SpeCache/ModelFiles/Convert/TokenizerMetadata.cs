@@ -1,0 +1,19 @@
+using SpeCache.ModelFiles.Llama2c;
+using SpeCache.ModelFiles.Safetensors;
+using SpeCache.Tokenizers;
+
+namespace SpeCache.ModelFiles.Conversion;
+
+/// <summary>The GGUF tokenizer metadata for a model whose format keeps its tokenizer apart from the weights.</summary>
+public static class TokenizerMetadata
+{
+    /// <param name="tokenizerPath">llama2.c: the tokenizer .bin (found beside the checkpoint when null).</param>
+    public static IReadOnlyDictionary<string, object> For(ModelFile source, string? tokenizerPath = null) => source switch
+    {
+        Llama2cModelFile => Llama2cTokenizer.ReadVocabulary(tokenizerPath ?? Llama2cTokenizer.FindBeside(source.Path)).ToGgufMetadata("llama"),
+        SafetensorsModelFile hf => HfTokenizer.Read(
+            tokenizerPath ?? Path.Combine(hf.Directory, "tokenizer.json"),
+            Path.Combine(hf.Directory, "tokenizer_config.json")).ToGgufMetadata(),
+        _ => new Dictionary<string, object>(), // GGUF sources carry theirs in their metadata
+    };
+}
