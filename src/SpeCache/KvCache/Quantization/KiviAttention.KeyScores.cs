@@ -90,12 +90,32 @@ public static partial class KiviAttention
         // FMA chains, which also hides the FMA latency. GQA models have 2 to 8 query heads per KV head.
         for (; h + 4 <= heads; h += 4)
         {
-            for (int i = 0; i < 4; i++)
-                TensorPrimitives.Multiply(queries.Slice((h + i) * d, d), scale, qs.Slice(i * d, d));
-            var bias0 = Vector512.Create(TensorPrimitives.Dot(queries.Slice(h * d, d), zero));
-            var bias1 = Vector512.Create(TensorPrimitives.Dot(queries.Slice((h + 1) * d, d), zero));
-            var bias2 = Vector512.Create(TensorPrimitives.Dot(queries.Slice((h + 2) * d, d), zero));
-            var bias3 = Vector512.Create(TensorPrimitives.Dot(queries.Slice((h + 3) * d, d), zero));
+            // q∘s and Σ q z of the four heads in one pass over the channels: eight small library calls
+            // per group cost as much as the scores of a dozen tokens.
+            ref float query = ref Unsafe.Add(ref MemoryMarshal.GetReference(queries), h * d);
+            ref float qs0 = ref MemoryMarshal.GetReference(qs);
+            Vector512<float> z0 = default, z1 = default, z2 = default, z3 = default;
+            for (int c = 0; c < d; c += KiviFormat.Lanes)
+            {
+                var s = Vector512.LoadUnsafe(ref MemoryMarshal.GetReference(scale), (nuint)c);
+                var z = Vector512.LoadUnsafe(ref MemoryMarshal.GetReference(zero), (nuint)c);
+                var x0 = Vector512.LoadUnsafe(ref query, (nuint)c);
+                var x1 = Vector512.LoadUnsafe(ref query, (nuint)(d + c));
+                var x2 = Vector512.LoadUnsafe(ref query, (nuint)(2 * d + c));
+                var x3 = Vector512.LoadUnsafe(ref query, (nuint)(3 * d + c));
+                (x0 * s).StoreUnsafe(ref qs0, (nuint)c);
+                (x1 * s).StoreUnsafe(ref qs0, (nuint)(d + c));
+                (x2 * s).StoreUnsafe(ref qs0, (nuint)(2 * d + c));
+                (x3 * s).StoreUnsafe(ref qs0, (nuint)(3 * d + c));
+                z0 = Vector512.FusedMultiplyAdd(x0, z, z0);
+                z1 = Vector512.FusedMultiplyAdd(x1, z, z1);
+                z2 = Vector512.FusedMultiplyAdd(x2, z, z2);
+                z3 = Vector512.FusedMultiplyAdd(x3, z, z3);
+            }
+            var bias0 = Vector512.Create(Vector512.Sum(z0));
+            var bias1 = Vector512.Create(Vector512.Sum(z1));
+            var bias2 = Vector512.Create(Vector512.Sum(z2));
+            var bias3 = Vector512.Create(Vector512.Sum(z3));
             ref float q0 = ref MemoryMarshal.GetReference(qs);
             ref float q1 = ref Unsafe.Add(ref q0, d);
             ref float q2 = ref Unsafe.Add(ref q0, 2 * d);
