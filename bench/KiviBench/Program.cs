@@ -84,6 +84,28 @@ foreach (int bits in new[] { 1, 2, 4 })
         Report($"KIVI {bits}b G={group}", (double)format.KeyGroupBytes / group, headBytes, h => Pass(heads[h % copies]), copies);
     }
 
+// AccumulateValues over the same 32K tokens, one query head (attention probabilities from a softmax).
+Console.WriteLine();
+Console.WriteLine($"AccumulateValues, headDim {headDim}, {tokens} tokens, one query head");
+Console.WriteLine($"{"format",-16} {"B/token",8} {"vs F16",7} {"hot us",9} {"hot GB/s",9} {"cold us",9} {"cold GB/s",10} {"ns/token",9}");
+var probabilities = new float[tokens];
+for (int t = 0; t < tokens; t++) probabilities[t] = (float)rng.NextDouble();
+TensorPrimitives.SoftMax(probabilities, probabilities);
+var output = new float[headDim];
+foreach (int bits in new[] { 1, 2, 4 })
+    foreach (int group in new[] { 32, 64 })
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        long headBytes = (long)tokens * format.ValueTokenBytes;
+        int copies = (int)Math.Max(1, coldBytes / headBytes);
+        var packed = new byte[headBytes];
+        for (int t = 0; t < tokens; t++)
+            KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(t * headDim, headDim), packed.AsSpan(t * format.ValueTokenBytes, format.ValueTokenBytes));
+        var heads = new byte[copies][];
+        for (int h = 0; h < copies; h++) heads[h] = (byte[])packed.Clone();
+        Report($"KIVI {bits}b G={group}", format.ValueTokenBytes, headBytes, h => KiviAttention.AccumulateValues(format, probabilities, heads[h % copies], output), copies);
+    }
+
 void Report(string name, double bytesPerToken, long headBytes, Action<int> pass, int copies)
 {
     double hot = Best(pass, _ => 0), cold = Best(pass, i => i);

@@ -82,25 +82,25 @@ public static partial class KiviAttention
                 ref byte header = ref Unsafe.Add(ref first, t * stride + format.ValueCodeBytes);
                 for (int grp = 0; grp < groups; grp++)
                 {
-                    ps[t * groups + grp] = p * (float)Unsafe.ReadUnaligned<Half>(ref Unsafe.Add(ref header, 2 * grp));
-                    bias[grp] += p * (float)Unsafe.ReadUnaligned<Half>(ref Unsafe.Add(ref header, 2 * (groups + grp)));
+                    ps[t * groups + grp] = p * KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * grp)));
+                    bias[grp] += p * KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * (groups + grp))));
                 }
             }
             // Channel chunk outer, token inner: the 16 outputs of a chunk stay in registers over the
             // whole block, in two chains (even and odd tokens) so FMA latency is hidden.
             for (int c = 0; c < d; c += KiviFormat.Lanes)
             {
-                int grp = c / gv;
+                ref float scaled = ref Unsafe.Add(ref MemoryMarshal.GetReference(ps), c / gv); // p_t s_t,g at t * groups
                 ref byte chunk = ref Unsafe.Add(ref first, c / KiviFormat.Lanes * chunkBytes);
                 Vector512<float> even = default, odd = default;
                 int t = 0;
                 for (; t + 2 <= n; t += 2)
                 {
-                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(ps[t * groups + grp]), even);
-                    odd = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (t + 1) * stride)), Vector512.Create(ps[(t + 1) * groups + grp]), odd);
+                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref scaled, t * groups)), even);
+                    odd = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (t + 1) * stride)), Vector512.Create(Unsafe.Add(ref scaled, (t + 1) * groups)), odd);
                 }
                 if (t < n)
-                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(ps[t * groups + grp]), even);
+                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref scaled, t * groups)), even);
                 (Vector512.LoadUnsafe(ref o, (nuint)c) + (even + odd)).StoreUnsafe(ref o, (nuint)c);
             }
         }

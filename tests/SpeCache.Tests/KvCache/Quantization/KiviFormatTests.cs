@@ -51,3 +51,36 @@ public class KiviFormatTests
     public void RejectsFormatsTheKernelsCannotRead(int headDim, int group, int bits) =>
         Assert.Throws<ArgumentOutOfRangeException>(() => new KiviFormat(headDim, group, bits));
 }
+
+public class KiviCodesTests
+{
+    [Fact]
+    public void HalfToSingleIsExactForEveryFiniteHalf()
+    {
+        for (int bits = 0; bits < 0x10000; bits++)
+        {
+            var half = BitConverter.UInt16BitsToHalf((ushort)bits);
+            if (!Half.IsFinite(half)) continue;
+            float expected = (float)half, actual = KiviCodes.HalfToSingle((ushort)bits);
+            if (BitConverter.SingleToInt32Bits(expected) != BitConverter.SingleToInt32Bits(actual))
+                Assert.Fail($"Half 0x{bits:X4}: {actual}, expected {expected}");
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void CodesRoundTripThroughTheirBits(int bits)
+    {
+        var rng = new Random(bits);
+        var values = new int[256];
+        var packed = new byte[256 * bits / 8];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = rng.Next(1 << bits);
+            KiviCodes.Write(packed, i, bits, values[i]);
+        }
+        for (int i = 0; i < values.Length; i++) Assert.Equal(values[i], KiviCodes.Read(packed, i, bits));
+    }
+}
