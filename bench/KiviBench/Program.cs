@@ -84,14 +84,14 @@ foreach (int bits in new[] { 1, 2, 4 })
         Report($"KIVI {bits}b G={group}", (double)format.KeyGroupBytes / group, headBytes, h => Pass(heads[h % copies]), copies);
     }
 
-// AccumulateValues over the same 32K tokens, one query head (attention probabilities from a softmax).
+// AccumulateValues over the same 32K tokens, 4 query heads sharing the KV head (probabilities from a softmax).
 Console.WriteLine();
-Console.WriteLine($"AccumulateValues, headDim {headDim}, {tokens} tokens, one query head");
+Console.WriteLine($"AccumulateValues, headDim {headDim}, {tokens} tokens, {queryHeads} query heads per KV head");
 Console.WriteLine($"{"format",-16} {"B/token",8} {"vs F16",7} {"hot us",9} {"hot GB/s",9} {"cold us",9} {"cold GB/s",10} {"ns/token",9}");
-var probabilities = new float[tokens];
-for (int t = 0; t < tokens; t++) probabilities[t] = (float)rng.NextDouble();
-TensorPrimitives.SoftMax(probabilities, probabilities);
-var output = new float[headDim];
+var probabilities = new float[queryHeads * tokens];
+for (int i = 0; i < probabilities.Length; i++) probabilities[i] = (float)rng.NextDouble();
+for (int q = 0; q < queryHeads; q++) TensorPrimitives.SoftMax(probabilities.AsSpan(q * tokens, tokens), probabilities.AsSpan(q * tokens, tokens));
+var output = new float[queryHeads * headDim];
 foreach (int bits in new[] { 1, 2, 4 })
     foreach (int group in new[] { 32, 64 })
     {

@@ -10,8 +10,10 @@ public static partial class KiviAttention
     const int ValueBlock = 64;
 
     /// <summary>
-    /// Adds Σ_t p_t v_t into <paramref name="output"/> (HeadDim floats), v_t the dequantized value of
-    /// the t-th of <c>probabilities.Length</c> packed value tokens laid end to end in <paramref name="tokens"/>.
+    /// Adds Σ_t p_h,t v_t into each query head's row of <paramref name="output"/> (heads × HeadDim),
+    /// v_t the dequantized value of the t-th of n packed value tokens laid end to end in
+    /// <paramref name="tokens"/>; <paramref name="probabilities"/> is heads × n, head-major. The query
+    /// heads are those sharing this KV head (GQA), so the codes are read and expanded once for all.
     /// </summary>
     /// <remarks>
     /// With v_t,c = z_t,g + s_t,g code_t,c (g the channel's group): o_c += (p_t s_t,g) code_t,c + p_t z_t,g.
@@ -20,7 +22,7 @@ public static partial class KiviAttention
     /// </remarks>
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
     {
-        CheckAccumulateValues(format, probabilities, tokens, output);
+        int heads = CheckAccumulateValues(format, probabilities, tokens, output);
         if (!KiviCodes.VectorPath)
         {
             AccumulateValuesScalar(format, probabilities, tokens, output);
@@ -28,83 +30,167 @@ public static partial class KiviAttention
         }
         switch (format.Bits)
         {
-            case 1: AccumulateValuesVector<OneBit>(format, probabilities, tokens, output); break;
-            case 2: AccumulateValuesVector<TwoBits>(format, probabilities, tokens, output); break;
-            default: AccumulateValuesVector<FourBits>(format, probabilities, tokens, output); break;
+            case 1: AccumulateValuesVector<OneBit>(format, heads, probabilities, tokens, output); break;
+            case 2: AccumulateValuesVector<TwoBits>(format, heads, probabilities, tokens, output); break;
+            default: AccumulateValuesVector<FourBits>(format, heads, probabilities, tokens, output); break;
         }
     }
 
     /// <summary>Scalar reference of <see cref="AccumulateValues"/>.</summary>
     public static void AccumulateValuesScalar(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
     {
-        CheckAccumulateValues(format, probabilities, tokens, output);
+        int heads = CheckAccumulateValues(format, probabilities, tokens, output);
         int d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken, stride = format.ValueTokenBytes;
-        for (int t = 0; t < probabilities.Length; t++)
-        {
-            float p = probabilities[t];
-            var token = tokens.Slice(t * stride, stride);
-            var codes = token[..format.ValueCodeBytes];
-            var scales = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes, 2 * groups));
-            var zeros = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes + 2 * groups, 2 * groups));
-            for (int c = 0; c < d; c++)
+        int n = probabilities.Length / heads;
+        for (int h = 0; h < heads; h++)
+            for (int t = 0; t < n; t++)
             {
-                float ps = p * (float)scales[c / gv], pz = p * (float)zeros[c / gv];
-                output[c] += MathF.FusedMultiplyAdd(ps, KiviCodes.Read(codes, c, format.Bits), pz);
+                float p = probabilities[h * n + t];
+                var token = tokens.Slice(t * stride, stride);
+                var codes = token[..format.ValueCodeBytes];
+                var scales = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes, 2 * groups));
+                var zeros = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes + 2 * groups, 2 * groups));
+                for (int c = 0; c < d; c++)
+                {
+                    float ps = p * (float)scales[c / gv], pz = p * (float)zeros[c / gv];
+                    output[h * d + c] += MathF.FusedMultiplyAdd(ps, KiviCodes.Read(codes, c, format.Bits), pz);
+                }
+            }
+    }
+
+    static int CheckAccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
+    {
+        int heads = output.Length / format.HeadDim;
+        if (heads == 0 || output.Length != heads * format.HeadDim)
+            throw new ArgumentException($"the output must be a whole number of {format.HeadDim}-float heads, not {output.Length} floats", nameof(output));
+        if (probabilities.Length % heads != 0)
+            throw new ArgumentException($"{probabilities.Length} probabilities do not split into {heads} heads", nameof(probabilities));
+        long n = probabilities.Length / heads;
+        if (tokens.Length < n * format.ValueTokenBytes)
+            throw new ArgumentException($"{n} value tokens are {n * format.ValueTokenBytes} bytes, got {tokens.Length}", nameof(tokens));
+        return heads;
+    }
+
+    static void AccumulateValuesVector<TWidth>(KiviFormat format, int heads, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
+        where TWidth : struct, ICodeWidth
+    {
+        int d = format.HeadDim, n = probabilities.Length / heads;
+        int h = 0;
+        for (; h + 4 <= heads; h += 4)
+            AccumulateValuesFourHeads<TWidth>(format, probabilities.Slice(h * n, 4 * n), tokens, output.Slice(h * d, 4 * d));
+        for (; h < heads; h++)
+            AccumulateValuesOneHead<TWidth>(format, probabilities.Slice(h * n, n), tokens, output.Slice(h * d, d));
+    }
+
+    /// <summary>
+    /// Stages p_h,t s_t,g for up to <see cref="ValueBlock"/> tokens from <paramref name="start"/>,
+    /// laid out [token][head][group], and adds p_h,t z_t,g into <paramref name="bias"/> [head][group].
+    /// </summary>
+    static void StageValueScales(KiviFormat format, ReadOnlySpan<float> probabilities, int heads, int start, int count, ref byte first, Span<float> scaled, Span<float> bias)
+    {
+        int groups = format.ValueGroupsPerToken, stride = format.ValueTokenBytes, n = probabilities.Length / heads;
+        for (int t = 0; t < count; t++)
+        {
+            ref byte header = ref Unsafe.Add(ref first, t * stride + format.ValueCodeBytes);
+            for (int grp = 0; grp < groups; grp++)
+            {
+                float s = KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * grp)));
+                float z = KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * (groups + grp))));
+                for (int i = 0; i < heads; i++)
+                {
+                    float p = probabilities[i * n + start + t];
+                    scaled[(t * heads + i) * groups + grp] = p * s;
+                    bias[i * groups + grp] += p * z;
+                }
             }
         }
     }
 
-    static void CheckAccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
+    static void AddValueBias(KiviFormat format, Span<float> output, ReadOnlySpan<float> bias)
     {
-        if (tokens.Length < (long)probabilities.Length * format.ValueTokenBytes)
-            throw new ArgumentException($"{probabilities.Length} value tokens are {probabilities.Length * format.ValueTokenBytes} bytes, got {tokens.Length}", nameof(tokens));
-        if (output.Length != format.HeadDim)
-            throw new ArgumentException($"the output is one head of {format.HeadDim} floats, not {output.Length}", nameof(output));
+        int groups = format.ValueGroupsPerToken, gv = format.ValueGroupSize;
+        ref float o = ref MemoryMarshal.GetReference(output);
+        for (int c = 0; c < output.Length; c += KiviFormat.Lanes) // gv is a multiple of 16, so a chunk is in one group
+        {
+            int head = c / format.HeadDim, grp = c % format.HeadDim / gv;
+            (Vector512.LoadUnsafe(ref o, (nuint)c) + Vector512.Create(bias[head * groups + grp])).StoreUnsafe(ref o, (nuint)c);
+        }
     }
 
-    static void AccumulateValuesVector<TWidth>(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
+    static void AccumulateValuesOneHead<TWidth>(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken, stride = format.ValueTokenBytes;
         int chunkBytes = 2 * TWidth.Bits; // 16 channels of one token
-        Span<float> bias = stackalloc float[groups]; // Σ_t p_t z_t,g
+        Span<float> bias = stackalloc float[groups];
         bias.Clear();
-        Span<float> ps = stackalloc float[ValueBlock * groups]; // p_t s_t,g for one block of tokens
+        Span<float> scaled = stackalloc float[ValueBlock * groups];
         ref float o = ref MemoryMarshal.GetReference(output);
 
         for (int start = 0; start < probabilities.Length; start += ValueBlock)
         {
             int n = Math.Min(ValueBlock, probabilities.Length - start);
             ref byte first = ref Unsafe.Add(ref MemoryMarshal.GetReference(tokens), start * stride);
-            for (int t = 0; t < n; t++)
-            {
-                float p = probabilities[start + t];
-                ref byte header = ref Unsafe.Add(ref first, t * stride + format.ValueCodeBytes);
-                for (int grp = 0; grp < groups; grp++)
-                {
-                    ps[t * groups + grp] = p * KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * grp)));
-                    bias[grp] += p * KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * (groups + grp))));
-                }
-            }
+            StageValueScales(format, probabilities, 1, start, n, ref first, scaled, bias);
             // Channel chunk outer, token inner: the 16 outputs of a chunk stay in registers over the
             // whole block, in two chains (even and odd tokens) so FMA latency is hidden.
             for (int c = 0; c < d; c += KiviFormat.Lanes)
             {
-                ref float scaled = ref Unsafe.Add(ref MemoryMarshal.GetReference(ps), c / gv); // p_t s_t,g at t * groups
+                ref float ps = ref Unsafe.Add(ref MemoryMarshal.GetReference(scaled), c / gv); // token t at t * groups
                 ref byte chunk = ref Unsafe.Add(ref first, c / KiviFormat.Lanes * chunkBytes);
                 Vector512<float> even = default, odd = default;
                 int t = 0;
                 for (; t + 2 <= n; t += 2)
                 {
-                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref scaled, t * groups)), even);
-                    odd = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (t + 1) * stride)), Vector512.Create(Unsafe.Add(ref scaled, (t + 1) * groups)), odd);
+                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref ps, t * groups)), even);
+                    odd = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (t + 1) * stride)), Vector512.Create(Unsafe.Add(ref ps, (t + 1) * groups)), odd);
                 }
                 if (t < n)
-                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref scaled, t * groups)), even);
+                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref ps, t * groups)), even);
                 (Vector512.LoadUnsafe(ref o, (nuint)c) + (even + odd)).StoreUnsafe(ref o, (nuint)c);
             }
         }
-        for (int c = 0; c < d; c += KiviFormat.Lanes)
-            (Vector512.LoadUnsafe(ref o, (nuint)c) + Vector512.Create(bias[c / gv])).StoreUnsafe(ref o, (nuint)c);
+        AddValueBias(format, output, bias);
+    }
+
+    /// <summary>Four query heads over the same tokens: each 16 codes are expanded once and feed four FMA chains.</summary>
+    static void AccumulateValuesFourHeads<TWidth>(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
+        where TWidth : struct, ICodeWidth
+    {
+        int d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken, stride = format.ValueTokenBytes;
+        int chunkBytes = 2 * TWidth.Bits;
+        int count = probabilities.Length / 4;
+        Span<float> bias = stackalloc float[4 * groups];
+        bias.Clear();
+        Span<float> scaled = stackalloc float[ValueBlock * 4 * groups];
+        ref float o = ref MemoryMarshal.GetReference(output);
+        int tokenStep = 4 * groups; // staged floats per token
+
+        for (int start = 0; start < count; start += ValueBlock)
+        {
+            int n = Math.Min(ValueBlock, count - start);
+            ref byte first = ref Unsafe.Add(ref MemoryMarshal.GetReference(tokens), start * stride);
+            StageValueScales(format, probabilities, 4, start, n, ref first, scaled, bias);
+            for (int c = 0; c < d; c += KiviFormat.Lanes)
+            {
+                ref float ps = ref Unsafe.Add(ref MemoryMarshal.GetReference(scaled), c / gv); // head i, token t at (t * 4 + i) * groups
+                ref byte chunk = ref Unsafe.Add(ref first, c / KiviFormat.Lanes * chunkBytes);
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int t = 0; t < n; t++)
+                {
+                    var x = KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride));
+                    ref float p = ref Unsafe.Add(ref ps, t * tokenStep);
+                    a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(p), a0);
+                    a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p, groups)), a1);
+                    a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p, 2 * groups)), a2);
+                    a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p, 3 * groups)), a3);
+                }
+                (Vector512.LoadUnsafe(ref o, (nuint)c) + a0).StoreUnsafe(ref o, (nuint)c);
+                (Vector512.LoadUnsafe(ref o, (nuint)(d + c)) + a1).StoreUnsafe(ref o, (nuint)(d + c));
+                (Vector512.LoadUnsafe(ref o, (nuint)(2 * d + c)) + a2).StoreUnsafe(ref o, (nuint)(2 * d + c));
+                (Vector512.LoadUnsafe(ref o, (nuint)(3 * d + c)) + a3).StoreUnsafe(ref o, (nuint)(3 * d + c));
+            }
+        }
+        AddValueBias(format, output, bias);
     }
 }

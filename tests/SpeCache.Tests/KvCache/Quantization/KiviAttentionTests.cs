@@ -131,6 +131,39 @@ public class KiviAttentionTests
     }
 
     [Theory]
+    [InlineData(128, 32, 1, 4, 70)]
+    [InlineData(128, 64, 2, 5, 33)]
+    [InlineData(64, 32, 4, 8, 150)]
+    [InlineData(64, 64, 1, 2, 9)]
+    public void GroupedQueryHeadsAccumulateAsOneCallPerHead(int headDim, int group, int bits, int heads, int count)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(heads * 100 + count);
+        var values = KiviTestData.Normals(rng, count, headDim);
+        var tokens = new byte[count * format.ValueTokenBytes];
+        for (int t = 0; t < count; t++)
+            KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens.AsSpan(t * format.ValueTokenBytes));
+        var p = KiviTestData.Normals(rng, heads, count);
+        for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
+        var start = KiviTestData.Normals(rng, heads, headDim);
+        var together = (float[])start.Clone();
+        var scalar = (float[])start.Clone();
+        KiviAttention.AccumulateValues(format, p, tokens, together);
+        KiviAttention.AccumulateValuesScalar(format, p, tokens, scalar);
+        for (int h = 0; h < heads; h++)
+        {
+            var alone = start.AsSpan(h * headDim, headDim).ToArray();
+            KiviAttention.AccumulateValues(format, p.AsSpan(h * count, count), tokens, alone);
+            for (int c = 0; c < headDim; c++)
+            {
+                float tolerance = 1e-5f * (4 + MathF.Abs(start[h * headDim + c]));
+                if (!(MathF.Abs(together[h * headDim + c] - alone[c]) <= tolerance)) Assert.Fail($"head {h} channel {c}: together {together[h * headDim + c]}, alone {alone[c]}");
+                if (!(MathF.Abs(together[h * headDim + c] - scalar[h * headDim + c]) <= tolerance)) Assert.Fail($"head {h} channel {c}: together {together[h * headDim + c]}, scalar {scalar[h * headDim + c]}");
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(4)]
