@@ -60,6 +60,7 @@ public static partial class KiviAttention
 
     static int CheckAccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
     {
+        if (format.HeadDim == 0) throw new ArgumentException("the KIVI format is uninitialized (default)", nameof(format));
         int heads = output.Length / format.HeadDim;
         if (heads == 0 || output.Length != heads * format.HeadDim)
             throw new ArgumentException($"the output must be a whole number of {format.HeadDim}-float heads, not {output.Length} floats", nameof(output));

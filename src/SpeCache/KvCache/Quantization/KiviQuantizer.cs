@@ -16,6 +16,7 @@ namespace SpeCache.KvCache.Quantization;
 /// nearer level, again within scale/2 = (max - min) / 4. Codes are chosen against the stored (Half)
 /// scale and zero, so the error is the rounding to the grid plus only Half's rounding of the grid
 /// itself. A constant group has scale 0 and code 0 and comes back as its Half-rounded value.
+/// Like the 16-bit cache, inputs must lie within Half's range (|x| &lt;= 65504).
 /// Quantization runs once per token and is scalar; the kernels that read the codes every step are
 /// in <see cref="KiviAttention"/>.
 /// </remarks>

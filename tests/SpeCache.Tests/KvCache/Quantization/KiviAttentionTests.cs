@@ -163,6 +163,21 @@ public class KiviAttentionTests
         }
     }
 
+    [Fact]
+    public void KernelsRejectMisshapenArguments()
+    {
+        var format = new KiviFormat(64, 32, 2);
+        var group = new byte[format.KeyGroupBytes];
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[100], group, new float[64]));            // not whole heads
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], group, new float[63]));            // 2 heads x 32 scores
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[64], group[..^1], new float[32]));       // short group
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(default, new float[64], group, new float[32]));            // default format
+        var tokens = new byte[3 * format.ValueTokenBytes];
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[4], tokens, new float[64]));      // 4 tokens, 3 stored
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[128]));     // 3 does not split in 2 heads
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[65]));      // not whole heads
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
