@@ -84,25 +84,51 @@ public static partial class KiviAttention
     }
 
     /// <summary>
-    /// Stages p_h,t s_t,g for up to <see cref="ValueBlock"/> tokens from <paramref name="start"/>,
-    /// laid out [token][head][group], and adds p_h,t z_t,g into <paramref name="bias"/> [head][group].
+    /// Stages p_h,t s_t,g for <paramref name="count"/> (at most <see cref="ValueBlock"/>) tokens from
+    /// <paramref name="start"/>, laid out [head][group][token] so the token loops read it with stride 1,
+    /// and adds Σ_t p_h,t z_t,g into <paramref name="bias"/> [head][group]. Scales and zeros are first
+    /// turned around to [group][token] so the per-head work is whole vectors of 16 tokens.
     /// </summary>
     static void StageValueScales(KiviFormat format, ReadOnlySpan<float> probabilities, int heads, int start, int count, ref byte first, Span<float> scaled, Span<float> bias)
     {
         int groups = format.ValueGroupsPerToken, stride = format.ValueTokenBytes, n = probabilities.Length / heads;
+        Span<float> s = stackalloc float[groups * ValueBlock];
+        Span<float> z = stackalloc float[groups * ValueBlock];
+        ref float s0 = ref MemoryMarshal.GetReference(s);
+        ref float z0 = ref MemoryMarshal.GetReference(z);
         for (int t = 0; t < count; t++)
         {
             ref byte header = ref Unsafe.Add(ref first, t * stride + format.ValueCodeBytes);
             for (int grp = 0; grp < groups; grp++)
             {
-                float s = KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * grp)));
-                float z = KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * (groups + grp))));
-                for (int i = 0; i < heads; i++)
+                Unsafe.Add(ref s0, grp * ValueBlock + t) = KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * grp)));
+                Unsafe.Add(ref z0, grp * ValueBlock + t) = KiviCodes.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref header, 2 * (groups + grp))));
+            }
+        }
+        int whole = count & ~(KiviFormat.Lanes - 1);
+        for (int i = 0; i < heads; i++)
+        {
+            ref float p = ref Unsafe.Add(ref MemoryMarshal.GetReference(probabilities), i * n + start);
+            for (int grp = 0; grp < groups; grp++)
+            {
+                ref float sg = ref Unsafe.Add(ref s0, grp * ValueBlock);
+                ref float zg = ref Unsafe.Add(ref z0, grp * ValueBlock);
+                ref float out0 = ref scaled[(i * groups + grp) * ValueBlock];
+                var pz = Vector512<float>.Zero;
+                int t = 0;
+                for (; t < whole; t += KiviFormat.Lanes)
                 {
-                    float p = probabilities[i * n + start + t];
-                    scaled[(t * heads + i) * groups + grp] = p * s;
-                    bias[i * groups + grp] += p * z;
+                    var pt = Vector512.LoadUnsafe(ref p, (nuint)t);
+                    (pt * Vector512.LoadUnsafe(ref sg, (nuint)t)).StoreUnsafe(ref out0, (nuint)t);
+                    pz = Vector512.FusedMultiplyAdd(pt, Vector512.LoadUnsafe(ref zg, (nuint)t), pz);
                 }
+                float sum = Vector512.Sum(pz);
+                for (; t < count; t++)
+                {
+                    Unsafe.Add(ref out0, t) = Unsafe.Add(ref p, t) * Unsafe.Add(ref sg, t);
+                    sum += Unsafe.Add(ref p, t) * Unsafe.Add(ref zg, t);
+                }
+                bias[i * groups + grp] += sum;
             }
         }
     }
@@ -137,17 +163,17 @@ public static partial class KiviAttention
             // whole block, in two chains (even and odd tokens) so FMA latency is hidden.
             for (int c = 0; c < d; c += KiviFormat.Lanes)
             {
-                ref float ps = ref Unsafe.Add(ref MemoryMarshal.GetReference(scaled), c / gv); // token t at t * groups
+                ref float ps = ref Unsafe.Add(ref MemoryMarshal.GetReference(scaled), c / gv * ValueBlock); // token t at t
                 ref byte chunk = ref Unsafe.Add(ref first, c / KiviFormat.Lanes * chunkBytes);
                 Vector512<float> even = default, odd = default;
                 int t = 0;
                 for (; t + 2 <= n; t += 2)
                 {
-                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref ps, t * groups)), even);
-                    odd = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (t + 1) * stride)), Vector512.Create(Unsafe.Add(ref ps, (t + 1) * groups)), odd);
+                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref ps, t)), even);
+                    odd = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (t + 1) * stride)), Vector512.Create(Unsafe.Add(ref ps, t + 1)), odd);
                 }
                 if (t < n)
-                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref ps, t * groups)), even);
+                    even = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride)), Vector512.Create(Unsafe.Add(ref ps, t)), even);
                 (Vector512.LoadUnsafe(ref o, (nuint)c) + (even + odd)).StoreUnsafe(ref o, (nuint)c);
             }
         }
@@ -165,7 +191,7 @@ public static partial class KiviAttention
         bias.Clear();
         Span<float> scaled = stackalloc float[ValueBlock * 4 * groups];
         ref float o = ref MemoryMarshal.GetReference(output);
-        int tokenStep = 4 * groups; // staged floats per token
+        int headStep = groups * ValueBlock; // staged floats per head
 
         for (int start = 0; start < count; start += ValueBlock)
         {
@@ -174,17 +200,19 @@ public static partial class KiviAttention
             StageValueScales(format, probabilities, 4, start, n, ref first, scaled, bias);
             for (int c = 0; c < d; c += KiviFormat.Lanes)
             {
-                ref float ps = ref Unsafe.Add(ref MemoryMarshal.GetReference(scaled), c / gv); // head i, token t at (t * 4 + i) * groups
+                ref float p0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(scaled), c / gv * ValueBlock); // head i, token t at i * headStep + t
+                ref float p1 = ref Unsafe.Add(ref p0, headStep);
+                ref float p2 = ref Unsafe.Add(ref p0, 2 * headStep);
+                ref float p3 = ref Unsafe.Add(ref p0, 3 * headStep);
                 ref byte chunk = ref Unsafe.Add(ref first, c / KiviFormat.Lanes * chunkBytes);
                 Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
                 for (int t = 0; t < n; t++)
                 {
                     var x = KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, t * stride));
-                    ref float p = ref Unsafe.Add(ref ps, t * tokenStep);
-                    a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(p), a0);
-                    a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p, groups)), a1);
-                    a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p, 2 * groups)), a2);
-                    a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p, 3 * groups)), a3);
+                    a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p0, t)), a0);
+                    a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p1, t)), a1);
+                    a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p2, t)), a2);
+                    a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref p3, t)), a3);
                 }
                 (Vector512.LoadUnsafe(ref o, (nuint)c) + a0).StoreUnsafe(ref o, (nuint)c);
                 (Vector512.LoadUnsafe(ref o, (nuint)(d + c)) + a1).StoreUnsafe(ref o, (nuint)(d + c));
