@@ -20,6 +20,14 @@ var keys = new float[tokens * headDim];
 for (int i = 0; i < keys.Length; i++) keys[i] = (float)(rng.NextDouble() * 2 - 1) * (i % headDim < 4 ? 20 : 1);
 var scores = new float[queryHeads * tokens];
 
+// The roofline: one core summing a 256 MB array (cold, DRAM) and a 1 MB one (hot, cache).
+{
+    var big = new float[coldBytes / sizeof(float)];
+    Array.Fill(big, 1f);
+    var small = new float[(1 << 20) / sizeof(float)];
+    double cold = Best(_ => TensorPrimitives.Sum(big), _ => 0), hot = Best(_ => TensorPrimitives.Sum(small), _ => 0);
+    Console.WriteLine($"read bandwidth, one core: {coldBytes / cold / 1e9:F1} GB/s from DRAM (256 MB), {(1 << 20) / hot / 1e9:F1} GB/s from cache (1 MB)");
+}
 Console.WriteLine($"KeyScores, headDim {headDim}, {tokens} tokens, {queryHeads} query heads per KV head, vector path: {(Vector512.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "AVX-512" : "scalar")}");
 Console.WriteLine($"{"format",-16} {"B/token",8} {"vs F16",7} {"hot us",9} {"hot GB/s",9} {"cold us",9} {"cold GB/s",10} {"ns/token",9}");
 
