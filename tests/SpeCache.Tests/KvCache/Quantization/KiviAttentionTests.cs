@@ -1,0 +1,205 @@
+using SpeCache.KvCache.Quantization;
+
+namespace SpeCache.Tests.KvCache.Quantization;
+
+/// <summary>
+/// The fused kernels against their scalar references (same math, so a tight tolerance) and against
+/// "dequantize, then an ordinary float dot / weighted sum" (the meaning, looser because the kernels
+/// regroup the sum as Σ (q s) code + Σ q z).
+/// </summary>
+public class KiviAttentionTests
+{
+    public static TheoryData<int, int, int> Formats() => KiviQuantizerTests.Formats();
+
+    const int Seeds = 6;
+
+    static byte[] KeyGroup(KiviFormat format, Random rng, bool outliers)
+    {
+        var keys = outliers ? KiviTestData.WithOutlierChannels(rng, format.GroupSize, format.HeadDim) : KiviTestData.Normals(rng, format.GroupSize, format.HeadDim);
+        var group = new byte[format.KeyGroupBytes];
+        KiviQuantizer.QuantizeKeyGroup(format, keys, format.HeadDim, group);
+        return group;
+    }
+
+    /// <summary>Σ_c |q_c| max_t |k̂_t,c|: the size of the terms a score sums, which sets how far float rounding can move it.</summary>
+    static float[] ScoreMagnitudes(KiviFormat format, float[] queries, float[] dequantized)
+    {
+        int d = format.HeadDim, heads = queries.Length / d;
+        var result = new float[heads];
+        for (int h = 0; h < heads; h++)
+            for (int c = 0; c < d; c++)
+            {
+                float largest = 0;
+                for (int t = 0; t < format.GroupSize; t++) largest = MathF.Max(largest, MathF.Abs(dequantized[t * d + c]));
+                result[h] += MathF.Abs(queries[h * d + c]) * largest;
+            }
+        return result;
+    }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void KeyScoresMatchScalarAndDequantizedDot(int headDim, int group, int bits)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var keys = new float[group * headDim];
+        foreach (int heads in new[] { 1, 3, 4, 5, 8 })
+            for (int seed = 0; seed < Seeds; seed++)
+            {
+                var rng = new Random(seed * 31 + heads);
+                var packed = KeyGroup(format, rng, outliers: seed % 2 == 1);
+                var queries = KiviTestData.Normals(rng, heads, headDim);
+                var fused = new float[heads * group];
+                var scalar = new float[heads * group];
+                KiviAttention.KeyScores(format, queries, packed, fused);
+                KiviAttention.KeyScoresScalar(format, queries, packed, scalar);
+                KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
+                var magnitude = ScoreMagnitudes(format, queries, keys);
+                for (int h = 0; h < heads; h++)
+                    for (int t = 0; t < group; t++)
+                    {
+                        double dot = 0;
+                        for (int c = 0; c < headDim; c++) dot += (double)queries[h * headDim + c] * keys[t * headDim + c];
+                        float s = fused[h * group + t];
+                        if (!(MathF.Abs(s - scalar[h * group + t]) <= 2e-6f * magnitude[h] + 1e-6f)) Assert.Fail($"head {h} token {t}: fused {s}, scalar {scalar[h * group + t]}");
+                        if (!(Math.Abs(s - dot) <= 2e-5 * magnitude[h] + 1e-5)) Assert.Fail($"head {h} token {t}: fused {s}, dequantized dot {dot}");
+                    }
+            }
+    }
+
+    [Theory]
+    [InlineData(128, 32, 1, 4)]
+    [InlineData(128, 64, 2, 7)]
+    [InlineData(64, 32, 4, 8)]
+    public void GroupedQueryHeadsEqualOneCallPerHead(int headDim, int group, int bits, int heads)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(heads);
+        var packed = KeyGroup(format, rng, outliers: true);
+        var queries = KiviTestData.Normals(rng, heads, headDim);
+        var together = new float[heads * group];
+        KiviAttention.KeyScores(format, queries, packed, together);
+        var keys = new float[group * headDim];
+        KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
+        var magnitude = ScoreMagnitudes(format, queries, keys);
+        var alone = new float[group];
+        for (int h = 0; h < heads; h++)
+        {
+            KiviAttention.KeyScores(format, queries.AsSpan(h * headDim, headDim), packed, alone);
+            for (int t = 0; t < group; t++)
+                if (!(MathF.Abs(together[h * group + t] - alone[t]) <= 2e-6f * magnitude[h] + 1e-6f)) Assert.Fail($"head {h} token {t}: {together[h * group + t]} vs {alone[t]}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void AccumulateValuesMatchesScalarAndDequantizedSum(int headDim, int group, int bits)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        // 1 and odd counts leave a token without a partner in the even/odd chains; 150 crosses the 64-token staging block.
+        foreach (int count in new[] { 1, 7, 32, 64, 150 })
+            for (int seed = 0; seed < Seeds; seed++)
+            {
+                var rng = new Random(5000 + seed * 7 + count);
+                var values = KiviTestData.Normals(rng, count, headDim);
+                var tokens = new byte[count * format.ValueTokenBytes];
+                var dequantized = new float[count * headDim];
+                for (int t = 0; t < count; t++)
+                {
+                    KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens.AsSpan(t * format.ValueTokenBytes));
+                    KiviQuantizer.DequantizeValueToken(format, tokens.AsSpan(t * format.ValueTokenBytes), dequantized.AsSpan(t * headDim, headDim));
+                }
+                // Softmax of random scores, as attention would give.
+                var p = KiviTestData.Normals(rng, 1, count);
+                System.Numerics.Tensors.TensorPrimitives.SoftMax(p, p);
+                var start = KiviTestData.Normals(rng, 1, headDim); // the kernels add into what is there
+                var fused = (float[])start.Clone();
+                var scalar = (float[])start.Clone();
+                KiviAttention.AccumulateValues(format, p, tokens, fused);
+                KiviAttention.AccumulateValuesScalar(format, p, tokens, scalar);
+                float magnitude = 0;
+                for (int t = 0; t < count; t++)
+                    for (int c = 0; c < headDim; c++) magnitude = MathF.Max(magnitude, MathF.Abs(dequantized[t * headDim + c]));
+                for (int c = 0; c < headDim; c++)
+                {
+                    double sum = start[c];
+                    for (int t = 0; t < count; t++) sum += (double)p[t] * dequantized[t * headDim + c];
+                    float tolerance = 1e-5f * (magnitude + MathF.Abs(start[c])) + 1e-6f;
+                    if (!(MathF.Abs(fused[c] - scalar[c]) <= tolerance)) Assert.Fail($"{count} tokens, channel {c}: fused {fused[c]}, scalar {scalar[c]}");
+                    if (!(Math.Abs(fused[c] - sum) <= tolerance)) Assert.Fail($"{count} tokens, channel {c}: fused {fused[c]}, dequantized sum {sum}");
+                }
+            }
+    }
+
+    [Theory]
+    [InlineData(128, 32, 1, 4, 70)]
+    [InlineData(128, 64, 2, 5, 33)]
+    [InlineData(64, 32, 4, 8, 150)]
+    [InlineData(64, 64, 1, 2, 9)]
+    public void GroupedQueryHeadsAccumulateAsOneCallPerHead(int headDim, int group, int bits, int heads, int count)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(heads * 100 + count);
+        var values = KiviTestData.Normals(rng, count, headDim);
+        var tokens = new byte[count * format.ValueTokenBytes];
+        for (int t = 0; t < count; t++)
+            KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens.AsSpan(t * format.ValueTokenBytes));
+        var p = KiviTestData.Normals(rng, heads, count);
+        for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
+        var start = KiviTestData.Normals(rng, heads, headDim);
+        var together = (float[])start.Clone();
+        var scalar = (float[])start.Clone();
+        KiviAttention.AccumulateValues(format, p, tokens, together);
+        KiviAttention.AccumulateValuesScalar(format, p, tokens, scalar);
+        for (int h = 0; h < heads; h++)
+        {
+            var alone = start.AsSpan(h * headDim, headDim).ToArray();
+            KiviAttention.AccumulateValues(format, p.AsSpan(h * count, count), tokens, alone);
+            for (int c = 0; c < headDim; c++)
+            {
+                float tolerance = 1e-5f * (4 + MathF.Abs(start[h * headDim + c]));
+                if (!(MathF.Abs(together[h * headDim + c] - alone[c]) <= tolerance)) Assert.Fail($"head {h} channel {c}: together {together[h * headDim + c]}, alone {alone[c]}");
+                if (!(MathF.Abs(together[h * headDim + c] - scalar[h * headDim + c]) <= tolerance)) Assert.Fail($"head {h} channel {c}: together {together[h * headDim + c]}, scalar {scalar[h * headDim + c]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void KernelsRejectMisshapenArguments()
+    {
+        var format = new KiviFormat(64, 32, 2);
+        var group = new byte[format.KeyGroupBytes];
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[100], group, new float[64]));            // not whole heads
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], group, new float[63]));            // 2 heads x 32 scores
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[64], group[..^1], new float[32]));       // short group
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(default, new float[64], group, new float[32]));            // default format
+        var tokens = new byte[3 * format.ValueTokenBytes];
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[4], tokens, new float[64]));      // 4 tokens, 3 stored
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[128]));     // 3 does not split in 2 heads
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[65]));      // not whole heads
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void ConstantGroupsGiveFiniteExactResults(int bits)
+    {
+        // Scale 0 everywhere: scores are exactly q·z and the weighted sum exactly the constant.
+        var format = new KiviFormat(64, 32, bits);
+        var keys = new float[32 * 64];
+        Array.Fill(keys, 0.5f);
+        var packed = new byte[format.KeyGroupBytes];
+        KiviQuantizer.QuantizeKeyGroup(format, keys, 64, packed);
+        var q = new float[64];
+        Array.Fill(q, 2f);
+        var scores = new float[32];
+        KiviAttention.KeyScores(format, q, packed, scores);
+        Assert.All(scores, s => Assert.Equal(64f, s));
+
+        var tokens = new byte[4 * format.ValueTokenBytes];
+        for (int t = 0; t < 4; t++) KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(0, 64), tokens.AsSpan(t * format.ValueTokenBytes));
+        var output = new float[64];
+        KiviAttention.AccumulateValues(format, [0.25f, 0.25f, 0.25f, 0.25f], tokens, output);
+        Assert.All(output, o => Assert.Equal(0.5f, o));
+    }
+}
