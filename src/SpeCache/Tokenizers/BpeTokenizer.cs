@@ -18,6 +18,7 @@ public sealed class BpeTokenizer : TokenizerBase
     readonly Dictionary<string, int> ranks; // "left right" -> rank
     readonly string[] merges;
     readonly PreTokenizer? preTokenizer;    // null: SentencePiece-style
+    readonly bool fuseUnk = true;           // Hugging Face's fuse_unk, as Llama-2-style tokenizer.json files set it
 
     /// <summary>A byte-level BPE tokenizer (GGUF tokenizer.ggml.model "gpt2").</summary>
     public static BpeTokenizer ByteLevelBpe(Vocabulary vocab, string[] merges, PreTokenizer preTokenizer) =>
@@ -152,15 +153,19 @@ public sealed class BpeTokenizer : TokenizerBase
             TryAddPair(word, symbols, queue, key, pair.Left, left.Next);
         }
 
+        bool previousWasUnk = false;
         for (int i = 0; i != -1 && symbols.Count > 0; i = symbols[i].Next)
         {
             var piece = word.AsSpan(symbols[i].Start, symbols[i].Length);
             if (Vocab.TryFind(piece, out var id))
+            {
                 output.Add(id);
+                previousWasUnk = false;
+            }
             else if (preTokenizer != null)
                 ByteLevelFallback(piece, output);
             else
-                ByteFallback(piece, output);
+                previousWasUnk = ByteFallback(piece, previousWasUnk, output);
         }
     }
 
@@ -191,18 +196,33 @@ public sealed class BpeTokenizer : TokenizerBase
                 output.Add(id);
     }
 
-    /// <summary>Hugging Face byte_fallback: each UTF-8 byte as &lt;0xXX&gt;, or unk when a byte token is missing.</summary>
-    void ByteFallback(ReadOnlySpan<char> piece, List<int> output)
+    /// <summary>
+    /// Hugging Face BPE for a character missing from the vocabulary (only single characters can
+    /// be, merges only make tokens): its UTF-8 bytes as &lt;0xXX&gt; tokens when all of them exist
+    /// (byte_fallback), else the unknown token, one for a run of such characters (fuse_unk).
+    /// Returns whether it emitted an unknown token.
+    /// </summary>
+    bool ByteFallback(ReadOnlySpan<char> piece, bool previousWasUnk, List<int> output)
     {
         Span<byte> bytes = stackalloc byte[Encoding.UTF8.GetMaxByteCount(piece.Length)];
         int n = Encoding.UTF8.GetBytes(piece, bytes);
-        foreach (var b in bytes[..n])
+        Span<int> ids = stackalloc int[n];
+        bool all = true;
+        for (int i = 0; i < n && all; i++)
         {
-            int id = Vocab.Find($"<0x{b:X2}>");
-            if (id >= 0)
-                output.Add(id);
-            else if (Vocab.Unk >= 0)
-                output.Add(Vocab.Unk);
+            ids[i] = Vocab.Find($"<0x{bytes[i]:X2}>");
+            all = ids[i] >= 0;
         }
+        if (all)
+        {
+            foreach (var id in ids)
+                output.Add(id);
+            return false;
+        }
+        if (Vocab.Unk < 0)
+            throw new InvalidDataException($"'{piece}' is not in the vocabulary, which has neither byte tokens nor an unknown token");
+        if (!(previousWasUnk && fuseUnk))
+            output.Add(Vocab.Unk);
+        return true;
     }
 }
