@@ -114,7 +114,13 @@ public static class HfTokenizer
             throw new NotSupportedException("unsupported tokenizer.json: BPE without ByteLevel or the \"▁\" Replace normalizer");
         var spmVocab = new Vocabulary(tokens, null, types)
         {
-            Bos = bos, Eos = eos, Pad = pad, Unk = unk, AddBos = addBos, AddEos = addEos, AddSpacePrefix = prependsSpace,
+            Bos = bos,
+            Eos = eos,
+            Pad = pad,
+            Unk = unk,
+            AddBos = addBos,
+            AddEos = addEos,
+            AddSpacePrefix = prependsSpace,
         };
         return BpeTokenizer.SentencePieceBpe(spmVocab, merges);
     }

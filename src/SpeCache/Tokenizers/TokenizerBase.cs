@@ -26,6 +26,8 @@ public abstract class TokenizerBase : ITokenizer
     public int BosToken => Vocab.Bos;
     public int EosToken => Vocab.Eos;
     public bool AddBos => Vocab.AddBos;
+    /// <summary>SentencePiece-style: a "▁" is put before the text, so the first decoded piece starts with a space that is not part of it.</summary>
+    public bool AddsSpacePrefix => Vocab.AddSpacePrefix;
 
     /// <summary>llama.cpp's clean_spaces: detokenize drops the space before ?!., and around some apostrophes.</summary>
     protected virtual bool CleanSpaces => false;

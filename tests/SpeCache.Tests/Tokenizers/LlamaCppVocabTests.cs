@@ -88,4 +88,27 @@ public class LlamaCppVocabTests
             Assert.Equal(input, decoded);
         }
     }
+
+    [Fact]
+    public void SpmSpecialTokensAndSpacePrefix()
+    {
+        var tok = LoadVocab("llama-spm");
+        Assert.True(tok.AddBos);
+        Assert.True(tok.AddsSpacePrefix);
+        Assert.Equal([1, 15043], tok.Encode("Hello", addBos: true)); // "▁Hello"
+        // With parseSpecial "</s>" is EOS, and the text after a special token gets the space prefix again.
+        var parsed = tok.Encode("Hello</s>Hello", addBos: false, parseSpecial: true);
+        Assert.Equal([15043, 2, 15043], parsed);
+        Assert.DoesNotContain(2, tok.Encode("Hello</s>Hello", addBos: false, parseSpecial: false));
+        Assert.True(tok.IsEndOfGeneration(2));
+        // llama_detokenize(remove_special = false): BOS prints nothing but uses up the removal of
+        // the first piece's leading space, so the prefix space stays.
+        Assert.Equal(" Hello", tok.Decode([1, 15043]));
+        Assert.Equal("Hello", tok.Decode([15043]));
+        Assert.Equal("Hello Hello", tok.Decode(parsed)); // EOS prints nothing; the second "▁Hello" keeps its space
+        // Byte fallback: U+10FFFF is no token, its four UTF-8 bytes are <0xF4> <0x8F> <0xBF> <0xBF> (byte + 3).
+        var bytes = tok.Encode("\U0010FFFF", addBos: false);
+        Assert.Equal([29871, 0xF4 + 3, 0x8F + 3, 0xBF + 3, 0xBF + 3], bytes);
+        Assert.Equal("\U0010FFFF", tok.Decode(bytes));
+    }
 }
