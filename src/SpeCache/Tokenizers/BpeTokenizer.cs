@@ -49,6 +49,10 @@ public sealed class BpeTokenizer : TokenizerBase
     /// Byte-level: model "gpt2" with its merges and pre. SentencePiece-style: model "llama" (SPM),
     /// with scores chosen so SPM's highest-score-first merging replays the merge order: a token
     /// made by merge r scores -r, every other token keeps its score (0).
+    /// Caveat: a character outside a SentencePiece-style vocabulary that has no &lt;0xXX&gt; tokens
+    /// (tinystories-656k has none) has no SPM fallback in llama.cpp: its byte_to_token throws and
+    /// the process aborts. Hugging Face and we give &lt;unk&gt; instead. Nothing in the metadata can
+    /// fix that without adding tokens, which the model's embedding does not have.
     /// </summary>
     public override IReadOnlyDictionary<string, object> ToGgufMetadata()
     {
