@@ -81,7 +81,7 @@ public sealed class Engine : IDisposable
                     return HfTokenizer.Load(json, System.IO.File.Exists(config) ? config : null);
                 }
             case Llama2cModelFile:
-                return Llama2cTokenizer.Load(tokenizerPath ?? Llama2cTokenizer.FindBeside(file.Path));
+                return Llama2cTokenizer.Load(tokenizerPath ?? Llama2cModelFile.FindTokenizer(file.Path));
             default:
                 return TokenizerFactory.FromGgufMetadata(file.Metadata);
         }

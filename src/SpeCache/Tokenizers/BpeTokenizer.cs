@@ -1,210 +1,232 @@
 using System.Text;
-using System.Text.RegularExpressions;
 
 namespace SpeCache.Tokenizers;
 
 /// <summary>
-/// Rank-ordered BPE, in the two flavours Llama-family models ship:
-/// <list type="bullet">
-/// <item><b>byte-level</b> (GGUF <c>gpt2</c> model; Llama 3 and Qwen2 tokenizer.json): a pre-tokenizer
-/// regex splits the text into words, every byte maps to a printable character (GPT-2's table), and
-/// merges apply within each word.</item>
-/// <item><b>byte-fallback</b> (SentencePiece models exported to tokenizer.json): spaces become "▁",
-/// a "▁" is prepended, merges apply over the whole text, and characters outside the vocabulary
-/// become &lt;0xXX&gt; tokens.</item>
-/// </list>
-/// The lowest-ranked adjacent pair in the merge list merges first (leftmost on ties), as in
-/// llama.cpp's llm_tokenizer_bpe and Hugging Face tokenizers. Hand-written rather than
-/// Microsoft.ML.Tokenizers' BPE because llama.cpp's special-token splitting, its per-model regexes
-/// and its ignore_merges rule must match token for token, and one small table-driven merge loop
-/// serves both flavours.
+/// BPE by merge rank (lowest rank first, leftmost on ties), in two flavours:
+/// byte-level (GPT-2 / Llama 3 / Qwen2: regex pre-tokenizer, bytes as the GPT-2 alphabet;
+/// llama.cpp's llm_tokenizer_bpe) and SentencePiece-style with byte fallback (Hugging Face
+/// "BPE" with a "▁" normalizer, as tinystories-656k ships).
 /// </summary>
-public sealed class BpeTokenizer : ITokenizer
+/// <remarks>
+/// Hand-written rather than Microsoft.ML.Tokenizers' BpeTokenizer: we need llama.cpp's
+/// ignore_merges, its fallback for symbols missing from the vocabulary and its special-token
+/// partitioning, and the same merge code serves GGUF metadata and tokenizer.json.
+/// </remarks>
+public sealed class BpeTokenizer : TokenizerBase
 {
-    /// <summary>Llama 3 (tokenizer.ggml.pre llama-bpe / llama3). Same as Qwen2's but digits go in runs of up to three.</summary>
-    public const string Llama3Pattern = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    public const string Qwen2Pattern = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+    readonly Dictionary<string, int> ranks; // "left right" -> rank
+    readonly string[] merges;
+    readonly PreTokenizer? preTokenizer;    // null: SentencePiece-style
+    readonly bool fuseUnk = true;           // Hugging Face's fuse_unk, as Llama-2-style tokenizer.json files set it
 
-    const char SpaceMarker = '\u2581';
-    static readonly char[] ByteToChar = BuildByteTable();
-    static readonly Dictionary<char, byte> CharToByte = ByteToChar.Select((c, b) => (c, (byte)b)).ToDictionary(p => p.c, p => p.Item2);
+    /// <summary>A byte-level BPE tokenizer (GGUF tokenizer.ggml.model "gpt2").</summary>
+    public static BpeTokenizer ByteLevelBpe(Vocabulary vocab, string[] merges, PreTokenizer preTokenizer) =>
+        new(vocab, merges, preTokenizer ?? throw new ArgumentNullException(nameof(preTokenizer)));
 
-    readonly Vocabulary _vocab;
-    readonly Dictionary<(string, string), int> _ranks;
-    readonly Regex? _preTokenizer;
-    readonly bool _byteLevel, _ignoreMerges;
-    readonly SpecialTokenSplitter _splitter;
-    readonly HashSet<int> _endOfGeneration;
-    readonly byte[][] _pieces;
-    readonly int[] _byteTokens = new int[256];
+    /// <summary>SentencePiece-style BPE: spaces are "▁", unknown characters fall back to &lt;0xXX&gt;.</summary>
+    public static BpeTokenizer SentencePieceBpe(Vocabulary vocab, string[] merges) => new(vocab, merges, null);
 
-    /// <param name="merges">Merge rules "left right", in rank order.</param>
-    /// <param name="preTokenizerPattern">The word-splitting regex for byte-level BPE; null for byte-fallback BPE.</param>
-    /// <param name="ignoreMerges">Llama 3: a whole word that is itself a token is emitted without merging.</param>
-    public BpeTokenizer(Vocabulary vocabulary, IReadOnlyList<string> merges, string? preTokenizerPattern, bool byteLevel, bool ignoreMerges = false)
+    BpeTokenizer(Vocabulary vocab, string[] merges, PreTokenizer? preTokenizer) : base(vocab)
     {
-        _vocab = vocabulary;
-        _byteLevel = byteLevel;
-        _ignoreMerges = ignoreMerges;
-        _preTokenizer = preTokenizerPattern == null ? null : new Regex(preTokenizerPattern, RegexOptions.CultureInvariant | RegexOptions.Compiled);
-        _ranks = new Dictionary<(string, string), int>(merges.Count);
-        for (int i = 0; i < merges.Count; i++)
+        this.merges = merges;
+        this.preTokenizer = preTokenizer;
+        ranks = new Dictionary<string, int>(merges.Length, StringComparer.Ordinal);
+        for (int i = 0; i < merges.Length; i++)
         {
-            int space = merges[i].IndexOf(' ', 1);
-            if (space < 0) throw new InvalidDataException($"tokenizer merge #{i} '{merges[i]}' is not two tokens separated by a space");
-            _ranks.TryAdd((merges[i][..space], merges[i][(space + 1)..]), i);
+            if (merges[i].IndexOf(' ', 1) < 0)
+                throw new InvalidDataException($"BPE merge {i} '{merges[i]}' is not two pieces separated by a space");
+            ranks.TryAdd(merges[i], i);
         }
-        _splitter = new SpecialTokenSplitter(vocabulary);
-        _endOfGeneration = vocabulary.EndOfGeneration();
-        for (int b = 0; b < 256; b++)
-            _byteTokens[b] = byteLevel ? vocabulary.Find(ByteToChar[b].ToString()) : vocabulary.Find($"<0x{b:X2}>");
-        _pieces = new byte[vocabulary.Count][];
-        for (int i = 0; i < vocabulary.Count; i++) _pieces[i] = Piece(i);
     }
 
-    public Vocabulary Vocabulary => _vocab;
-    public bool ByteLevel => _byteLevel;
-    public int VocabSize => _vocab.Count;
-    public int BosToken => _vocab.Bos;
-    public int EosToken => _vocab.Eos;
-    public bool AddBos => _vocab.AddBos;
-    public bool AddsSpacePrefix => _vocab.AddSpacePrefix;
-    public bool IsEndOfGeneration(int token) => _endOfGeneration.Contains(token);
-    public string TokenText(int token) => _vocab.Tokens[token];
-    public ReadOnlySpan<byte> TokenBytes(int token) => _pieces[token];
+    public bool IsByteLevel => preTokenizer != null;
+    public IReadOnlyList<string> Merges => merges;
 
-    byte[] Piece(int id)
-    {
-        string text = _vocab.Tokens[id];
-        switch (_vocab.Types[id])
-        {
-            case TokenType.Control:
-            case TokenType.Unused:
-                return [];
-            case TokenType.UserDefined:
-                return Encoding.UTF8.GetBytes(text);
-        }
-        if (!_byteLevel)
-        {
-            if (_vocab.Types[id] == TokenType.Byte || (text.Length == 6 && text.StartsWith("<0x", StringComparison.Ordinal) && text.EndsWith('>')))
-                return [Convert.ToByte(text.Substring(3, 2), 16)];
-            return Encoding.UTF8.GetBytes(text.Replace(SpaceMarker, ' '));
-        }
-        var bytes = new byte[text.Length];
-        int n = 0;
-        foreach (char c in text)
-        {
-            if (CharToByte.TryGetValue(c, out byte b)) bytes[n++] = b;
-            else return Encoding.UTF8.GetBytes(text); // not in GPT-2's byte alphabet: show it as it is
-        }
-        return bytes[..n];
-    }
+    protected override bool CleanSpaces => preTokenizer?.CleanSpaces ?? false;
 
-    public int[] Encode(string text, bool addBos, bool parseSpecial = false)
+    /// <summary>
+    /// Byte-level: model "gpt2" with its merges and pre. SentencePiece-style: model "llama" (SPM),
+    /// with scores chosen so SPM's highest-score-first merging replays the merge order: a token
+    /// made by merge r scores -r, every other token keeps its score (0).
+    /// Caveat: a character outside a SentencePiece-style vocabulary that has no &lt;0xXX&gt; tokens
+    /// (tinystories-656k has none) has no SPM fallback in llama.cpp: its byte_to_token throws and
+    /// the process aborts. Hugging Face and we give &lt;unk&gt; instead. Nothing in the metadata can
+    /// fix that without adding tokens, which the model's embedding does not have.
+    /// </summary>
+    public override IReadOnlyDictionary<string, object> ToGgufMetadata()
     {
-        var output = new List<int>();
-        if (addBos && _vocab.Bos >= 0) output.Add(_vocab.Bos);
-        bool first = true;
-        foreach (var fragment in _splitter.Split(text, parseSpecial))
+        if (preTokenizer != null)
         {
-            if (fragment.Text == null)
+            var meta = Vocab.ToGgufMetadata("gpt2", preTokenizer.Name);
+            meta["tokenizer.ggml.merges"] = (string[])merges.Clone();
+            return meta;
+        }
+        var spm = Vocab.ToGgufMetadata("llama", "default");
+        var scores = new float[Vocab.Count];
+        var seen = new bool[Vocab.Count];
+        for (int r = 0; r < merges.Length; r++)
+        {
+            int id = Vocab.Find(merges[r].Replace(" ", "", StringComparison.Ordinal));
+            if (id >= 0 && !seen[id])
             {
-                output.Add(fragment.Token);
-                first = false;
+                seen[id] = true;
+                scores[id] = -r;
+            }
+        }
+        spm["tokenizer.ggml.scores"] = scores;
+        return spm;
+    }
+
+    protected override byte[] NormalPiece(int token) => preTokenizer != null
+        ? ByteLevel.Decode(Vocab.Tokens[token])
+        : Encoding.UTF8.GetBytes(Vocab.Tokens[token].Replace('▁', ' '));
+
+    protected override void EncodeText(ReadOnlySpan<char> text, bool afterSpecial, List<int> output)
+    {
+        if (preTokenizer == null)
+        {
+            // Hugging Face's Prepend("▁") + Replace(" ", "▁") normalizer. Like llama.cpp's SPM, the
+            // prefix goes on text that starts the input or follows a special token.
+            var builder = new StringBuilder(text.Length + 1);
+            if (Vocab.AddSpacePrefix && afterSpecial)
+                builder.Append('▁');
+            foreach (var c in text)
+                builder.Append(c == ' ' ? '▁' : c);
+            EncodeWord(builder.ToString(), output);
+            return;
+        }
+        foreach (var word in preTokenizer.Split(text.ToString()))
+        {
+            string encoded = ByteLevel.Encode(word);
+            if (preTokenizer.IgnoreMerges && Vocab.TryFind(encoded, out var whole))
+            {
+                output.Add(whole);
                 continue;
             }
-            if (_byteLevel)
-            {
-                foreach (Match word in _preTokenizer!.Matches(fragment.Text))
-                    EncodeWord(ToByteAlphabet(word.Value), output);
-            }
-            else
-            {
-                // SentencePiece normalization: "▁" for spaces and one in front of the text.
-                string normalized = (first && _vocab.AddSpacePrefix ? "\u2581" : "") + fragment.Text.Replace(' ', SpaceMarker);
-                EncodeWord(normalized, output);
-            }
-            first = false;
+            EncodeWord(encoded, output);
         }
-        if (_vocab.AddEos && addBos && _vocab.Eos >= 0) output.Add(_vocab.Eos);
-        return output.ToArray();
     }
 
-    static string ToByteAlphabet(string word)
+    struct Symbol
     {
-        var bytes = Encoding.UTF8.GetBytes(word);
-        var chars = new char[bytes.Length];
-        for (int i = 0; i < bytes.Length; i++) chars[i] = ByteToChar[bytes[i]];
-        return new string(chars);
+        public int Prev, Next, Start, Length;
     }
+
+    sealed class PairOrder : IComparer<(int Rank, int Left)>
+    {
+        public static readonly PairOrder Instance = new();
+        public int Compare((int Rank, int Left) a, (int Rank, int Left) b) =>
+            a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Left.CompareTo(b.Left);
+    }
+
+    readonly record struct Pair(int Left, int Right, int Size);
 
     void EncodeWord(string word, List<int> output)
     {
-        if (word.Length == 0) return;
-        if (_ignoreMerges && _vocab.Find(word) is int whole and >= 0)
-        {
-            output.Add(whole);
-            return;
-        }
-        // Symbols: one per character (surrogate pairs together), merged by rank in place.
-        var parts = new List<string>(word.Length);
+        var symbols = new List<Symbol>(word.Length);
         for (int i = 0; i < word.Length;)
         {
-            int length = char.IsHighSurrogate(word[i]) && i + 1 < word.Length ? 2 : 1;
-            parts.Add(word.Substring(i, length));
+            int length = char.IsHighSurrogate(word[i]) && i + 1 < word.Length && char.IsLowSurrogate(word[i + 1]) ? 2 : 1;
+            symbols.Add(new Symbol { Prev = symbols.Count - 1, Next = i + length < word.Length ? symbols.Count + 1 : -1, Start = i, Length = length });
             i += length;
         }
-        while (parts.Count > 1)
+        var queue = new PriorityQueue<Pair, (int, int)>(PairOrder.Instance);
+        var key = new StringBuilder();
+        for (int i = 1; i < symbols.Count; i++)
+            TryAddPair(word, symbols, queue, key, i - 1, i);
+
+        while (queue.TryDequeue(out var pair, out _))
         {
-            int best = -1, bestRank = int.MaxValue;
-            for (int i = 0; i + 1 < parts.Count; i++)
-                if (_ranks.TryGetValue((parts[i], parts[i + 1]), out int rank) && rank < bestRank)
-                {
-                    bestRank = rank;
-                    best = i;
-                }
-            if (best < 0) break;
-            parts[best] += parts[best + 1];
-            parts.RemoveAt(best + 1);
+            var left = symbols[pair.Left];
+            var right = symbols[pair.Right];
+            if (left.Length == 0 || right.Length == 0 || left.Length + right.Length != pair.Size || left.Next != pair.Right)
+                continue;
+            left.Length += right.Length;
+            right.Length = 0;
+            left.Next = right.Next;
+            if (right.Next >= 0)
+            {
+                var next = symbols[right.Next];
+                next.Prev = pair.Left;
+                symbols[right.Next] = next;
+            }
+            symbols[pair.Left] = left;
+            symbols[pair.Right] = right;
+            TryAddPair(word, symbols, queue, key, left.Prev, pair.Left);
+            TryAddPair(word, symbols, queue, key, pair.Left, left.Next);
         }
-        foreach (var part in parts)
+
+        bool previousWasUnk = false;
+        for (int i = 0; i != -1 && symbols.Count > 0; i = symbols[i].Next)
         {
-            int id = _vocab.Find(part);
-            if (id >= 0)
+            var piece = word.AsSpan(symbols[i].Start, symbols[i].Length);
+            if (Vocab.TryFind(piece, out var id))
             {
                 output.Add(id);
-                continue;
+                previousWasUnk = false;
             }
-            // Not a token: its bytes, as byte tokens (or <unk> if the vocabulary has none).
-            var bytes = _byteLevel ? part.Select(c => CharToByte.GetValueOrDefault(c)).ToArray() : Encoding.UTF8.GetBytes(part);
-            foreach (byte b in bytes)
-                output.Add(_byteTokens[b] >= 0 ? _byteTokens[b] : Math.Max(_vocab.Unknown, 0));
+            else if (preTokenizer != null)
+                ByteLevelFallback(piece, output);
+            else
+                previousWasUnk = ByteFallback(piece, previousWasUnk, output);
         }
     }
 
-    public string Decode(ReadOnlySpan<int> tokens)
+    void TryAddPair(string word, List<Symbol> symbols, PriorityQueue<Pair, (int, int)> queue, StringBuilder key, int left, int right)
     {
-        var bytes = new List<byte>();
-        for (int i = 0; i < tokens.Length; i++)
-        {
-            var piece = _pieces[tokens[i]];
-            int skip = !_byteLevel && i == 0 && _vocab.AddSpacePrefix && piece.Length > 0 && piece[0] == (byte)' ' ? 1 : 0;
-            for (int j = skip; j < piece.Length; j++) bytes.Add(piece[j]);
-        }
-        return Encoding.UTF8.GetString(bytes.ToArray());
+        if (left < 0 || right < 0)
+            return;
+        var l = symbols[left];
+        var r = symbols[right];
+        key.Clear().Append(word, l.Start, l.Length).Append(' ').Append(word, r.Start, r.Length);
+        if (ranks.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(ToSpan(key), out var rank))
+            queue.Enqueue(new Pair(left, right, l.Length + r.Length), (rank, left));
     }
 
-    /// <summary>GPT-2's reversible byte-to-character table: printable bytes map to themselves, the rest to 256+.</summary>
-    static char[] BuildByteTable()
+    static ReadOnlySpan<char> ToSpan(StringBuilder builder)
     {
-        var table = new char[256];
-        int next = 256;
-        for (int b = 0; b < 256; b++)
+        foreach (var chunk in builder.GetChunks())
+            if (chunk.Length == builder.Length)
+                return chunk.Span;
+        return builder.ToString();
+    }
+
+    /// <summary>llama.cpp: a symbol that is no token is emitted character by character, dropping characters that are no token either.</summary>
+    void ByteLevelFallback(ReadOnlySpan<char> piece, List<int> output)
+    {
+        foreach (var c in piece)
+            if (Vocab.TryFind(new ReadOnlySpan<char>(in c), out var id))
+                output.Add(id);
+    }
+
+    /// <summary>
+    /// Hugging Face BPE for a character missing from the vocabulary (only single characters can
+    /// be, merges only make tokens): its UTF-8 bytes as &lt;0xXX&gt; tokens when all of them exist
+    /// (byte_fallback), else the unknown token, one for a run of such characters (fuse_unk).
+    /// Returns whether it emitted an unknown token.
+    /// </summary>
+    bool ByteFallback(ReadOnlySpan<char> piece, bool previousWasUnk, List<int> output)
+    {
+        Span<byte> bytes = stackalloc byte[Encoding.UTF8.GetMaxByteCount(piece.Length)];
+        int n = Encoding.UTF8.GetBytes(piece, bytes);
+        Span<int> ids = stackalloc int[n];
+        bool all = true;
+        for (int i = 0; i < n && all; i++)
         {
-            bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-            table[b] = printable ? (char)b : (char)next++;
+            ids[i] = Vocab.Find($"<0x{bytes[i]:X2}>");
+            all = ids[i] >= 0;
         }
-        return table;
+        if (all)
+        {
+            foreach (var id in ids)
+                output.Add(id);
+            return false;
+        }
+        if (Vocab.Unk < 0)
+            throw new InvalidDataException($"'{piece}' is not in the vocabulary, which has neither byte tokens nor an unknown token");
+        if (!(previousWasUnk && fuseUnk))
+            output.Add(Vocab.Unk);
+        return true;
     }
 }

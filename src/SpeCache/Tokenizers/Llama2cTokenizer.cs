@@ -1,64 +1,91 @@
-using System.Buffers.Binary;
 using System.Text;
 
 namespace SpeCache.Tokenizers;
 
 /// <summary>
-/// llama2.c's tokenizer file (<c>tokenizer.bin</c>, <c>tok512.bin</c>): an int32 max token length,
-/// then per token a float32 score, an int32 byte length and the bytes. It is a SentencePiece
-/// vocabulary exported with "▁" already turned into spaces; we turn it back and run the same SPM
-/// tokenizer as for GGUF, so that a model converted to GGUF tokenizes the same in llama.cpp.
+/// llama2.c's tokenizer.bin (e.g. tok512.bin): int32 max_token_length, then per token float32
+/// score, int32 byte length, UTF-8 bytes. Ids 0-2 are unk, BOS, EOS; 3-258 the byte tokens
+/// (llama2.c's byte fallback is id = byte + 3). llama2.c's encode (dummy-prefix space, then merge
+/// the best-scoring adjacent pair, leftmost first) is SPM, so the result is an
+/// <see cref="SpmTokenizer"/> over a vocabulary rewritten the way llama.cpp expects it.
 /// </summary>
 public static class Llama2cTokenizer
 {
-    public static SentencePieceTokenizer Load(string path) => new(ReadVocabulary(path));
-
-    /// <summary>llama2.c keeps the tokenizer apart: tokenizer.bin or a single tok*.bin beside the checkpoint.</summary>
-    public static string FindBeside(string modelPath)
+    public static SpmTokenizer Load(string path)
     {
-        string dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
-        string standard = Path.Combine(dir, "tokenizer.bin");
-        if (File.Exists(standard)) return standard;
-        var candidates = Directory.GetFiles(dir, "tok*.bin");
-        if (candidates.Length == 1) return candidates[0];
-        throw new FileNotFoundException($"{modelPath}: a llama2.c checkpoint needs its tokenizer (tokenizer.bin or tok*.bin beside it, or --tokenizer)");
-    }
+        byte[] data;
+        try
+        {
+            data = File.ReadAllBytes(path);
+        }
+        catch (FileNotFoundException)
+        {
+            throw new FileNotFoundException($"llama2.c tokenizer not found: {path}", path);
+        }
+        if (data.Length < 4)
+            throw new InvalidDataException($"{path}: too short for a llama2.c tokenizer");
+        int maxTokenLength = BitConverter.ToInt32(data, 0);
+        if (maxTokenLength <= 0 || maxTokenLength > 1 << 16)
+            throw new InvalidDataException($"{path}: max_token_length {maxTokenLength} is not plausible for a llama2.c tokenizer");
 
-    public static Vocabulary ReadVocabulary(string path)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"tokenizer file not found: {path}", path);
-        byte[] data = File.ReadAllBytes(path);
-        if (data.Length < 4) throw new InvalidDataException($"{path}: not a llama2.c tokenizer (too short)");
-        int maxLength = BinaryPrimitives.ReadInt32LittleEndian(data);
-        if (maxLength <= 0 || maxLength > 1024) throw new InvalidDataException($"{path}: not a llama2.c tokenizer (max token length {maxLength})");
         var tokens = new List<string>();
         var scores = new List<float>();
-        var types = new List<TokenType>();
+        var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
         int offset = 4;
         while (offset < data.Length)
         {
-            if (offset + 8 > data.Length) throw new InvalidDataException($"{path}: truncated at token {tokens.Count}");
-            float score = BinaryPrimitives.ReadSingleLittleEndian(data.AsSpan(offset));
-            int length = BinaryPrimitives.ReadInt32LittleEndian(data.AsSpan(offset + 4));
+            if (offset + 8 > data.Length)
+                throw new InvalidDataException($"{path}: truncated at token {tokens.Count}");
+            float score = BitConverter.ToSingle(data, offset);
+            int length = BitConverter.ToInt32(data, offset + 4);
             offset += 8;
-            if (length < 0 || length > maxLength || offset + length > data.Length)
-                throw new InvalidDataException($"{path}: token {tokens.Count} has an invalid length {length}");
-            string text = Encoding.UTF8.GetString(data, offset, length);
-            offset += length;
-            int id = tokens.Count;
-            // llama2.c's fixed layout: 0 <unk>, 1 <s>, 2 </s>, then the 256 byte tokens.
-            var type = id switch
+            if (length < 0 || length > maxTokenLength || offset + length > data.Length)
+                throw new InvalidDataException($"{path}: token {tokens.Count} has length {length} (max_token_length {maxTokenLength}, {data.Length - offset} bytes left)");
+            string text;
+            try
             {
-                0 => TokenType.Unknown,
-                1 or 2 => TokenType.Control,
-                _ when text.Length == 6 && text.StartsWith("<0x", StringComparison.Ordinal) && text.EndsWith('>') => TokenType.Byte,
-                _ => TokenType.Normal,
-            };
-            tokens.Add(type is TokenType.Normal ? text.Replace(' ', '\u2581') : text);
+                text = utf8.GetString(data, offset, length);
+            }
+            catch (DecoderFallbackException)
+            {
+                throw new InvalidDataException($"{path}: token {tokens.Count} is not valid UTF-8");
+            }
+            offset += length;
+            tokens.Add(text);
             scores.Add(score);
-            types.Add(type);
         }
-        if (tokens.Count < 3) throw new InvalidDataException($"{path}: a tokenizer needs at least <unk>, <s> and </s>");
-        return new Vocabulary(tokens.ToArray(), scores.ToArray(), types.ToArray()) { Bos = 1, Eos = 2, Unknown = 0, AddBos = true, AddSpacePrefix = true };
+        if (tokens.Count < 259)
+            throw new InvalidDataException($"{path}: {tokens.Count} tokens, a llama2.c vocabulary has at least 259 (unk, BOS, EOS, 256 bytes)");
+
+        // llama2.c's exporter replaced SentencePiece's "▁" by " " and wrote BOS/EOS as "\n<s>\n" and
+        // "\n</s>\n"; undo both so the vocabulary reads like a SentencePiece one (and like what
+        // llama.cpp's convert-llama2c writes).
+        var types = new TokenType[tokens.Count];
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if (i == 0)
+                types[i] = TokenType.Unknown;
+            else if (i is 1 or 2)
+            {
+                types[i] = TokenType.Control;
+                tokens[i] = i == 1 ? "<s>" : "</s>";
+            }
+            else if (i < 259)
+                types[i] = TokenType.Byte;
+            else
+            {
+                types[i] = TokenType.Normal;
+                tokens[i] = tokens[i].Replace(' ', '▁');
+            }
+        }
+        var vocab = new Vocabulary(tokens.ToArray(), scores.ToArray(), types)
+        {
+            Unk = 0,
+            Bos = 1,
+            Eos = 2,
+            AddBos = true,
+            AddSpacePrefix = true,
+        };
+        return new SpmTokenizer(vocab);
     }
 }

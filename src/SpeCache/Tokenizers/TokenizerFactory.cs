@@ -2,58 +2,75 @@ using SpeCache.ModelFiles;
 
 namespace SpeCache.Tokenizers;
 
-/// <summary>Builds the tokenizer a GGUF file describes in its <c>tokenizer.ggml.*</c> metadata.</summary>
+/// <summary>Builds a tokenizer from GGUF tokenizer.ggml.* metadata, with llama.cpp's defaults.</summary>
 public static class TokenizerFactory
 {
-    public static ITokenizer FromGgufMetadata(IReadOnlyDictionary<string, object> metadata)
+    /// <summary>
+    /// tokenizer.ggml.model "llama" gives an <see cref="SpmTokenizer"/>, "gpt2" a byte-level
+    /// <see cref="BpeTokenizer"/>; anything else is not supported.
+    /// </summary>
+    public static TokenizerBase FromGgufMetadata(IReadOnlyDictionary<string, object> metadata)
     {
-        if (!metadata.TryGetString("tokenizer.ggml.model", out string model))
-            throw new InvalidDataException("the model file has no tokenizer (tokenizer.ggml.model is missing)");
-        string[] tokens = metadata.GetArray<string>("tokenizer.ggml.tokens");
-        float[]? scores = metadata.TryGetArray<float>("tokenizer.ggml.scores", out var s) ? s : null;
-        TokenType[]? types = metadata.TryGetArray<int>("tokenizer.ggml.token_type", out var t) ? t.Select(v => (TokenType)v).ToArray() : null;
-        int Id(string key) => metadata.TryGetInt64(key, out long v) && v >= 0 && v < tokens.Length ? (int)v : -1;
-        bool Flag(string key, bool fallback) => metadata.TryGetBool(key, out bool v) ? v : fallback;
+        ArgumentNullException.ThrowIfNull(metadata);
+        string model = metadata.GetString("tokenizer.ggml.model");
+        if (model is not ("llama" or "gpt2"))
+            throw new NotSupportedException($"unsupported tokenizer.ggml.model '{model}' (supported: llama, gpt2)");
+        bool spm = model == "llama";
 
-        switch (model)
+        var tokens = metadata.GetArray<string>("tokenizer.ggml.tokens");
+        metadata.TryGetArray<float>("tokenizer.ggml.scores", out var scores);
+        var types = ReadTokenTypes(metadata, tokens.Length);
+        PreTokenizer? pre = null;
+        if (!spm)
         {
-            case "llama":
-                return new SentencePieceTokenizer(new Vocabulary(tokens, scores, types)
-                {
-                    Bos = Id("tokenizer.ggml.bos_token_id") is int b and >= 0 ? b : 1,
-                    Eos = Id("tokenizer.ggml.eos_token_id") is int e and >= 0 ? e : 2,
-                    Unknown = Id("tokenizer.ggml.unknown_token_id") is int u and >= 0 ? u : 0,
-                    Padding = Id("tokenizer.ggml.padding_token_id"),
-                    AddBos = Flag("tokenizer.ggml.add_bos_token", true),
-                    AddEos = Flag("tokenizer.ggml.add_eos_token", false),
-                    AddSpacePrefix = Flag("tokenizer.ggml.add_space_prefix", true),
-                });
-            case "gpt2":
-                {
-                    string pre = metadata.TryGetString("tokenizer.ggml.pre", out string p) ? p : "default";
-                    string pattern = pre switch
-                    {
-                        "llama3" or "llama-bpe" or "smaug-bpe" => BpeTokenizer.Llama3Pattern,
-                        "qwen2" => BpeTokenizer.Qwen2Pattern,
-                        "gpt-2" or "default" => BpeTokenizer.Gpt2Pattern,
-                        _ => throw new NotSupportedException($"pre-tokenizer '{pre}' is not supported (supported: llama-bpe, llama3, qwen2, gpt-2, default)"),
-                    };
-                    var vocabulary = new Vocabulary(tokens, scores, types)
-                    {
-                        Bos = Id("tokenizer.ggml.bos_token_id"),
-                        Eos = Id("tokenizer.ggml.eos_token_id"),
-                        Unknown = Id("tokenizer.ggml.unknown_token_id"),
-                        Padding = Id("tokenizer.ggml.padding_token_id"),
-                        // llama.cpp's default for BPE vocabularies is to add BOS unless the file says otherwise.
-                        AddBos = Flag("tokenizer.ggml.add_bos_token", true),
-                        AddEos = Flag("tokenizer.ggml.add_eos_token", false),
-                        AddSpacePrefix = false,
-                    };
-                    string[] merges = metadata.TryGetArray<string>("tokenizer.ggml.merges", out var m) ? m : [];
-                    return new BpeTokenizer(vocabulary, merges, pattern, byteLevel: true, ignoreMerges: pre is "llama3" or "llama-bpe");
-                }
-            default:
-                throw new NotSupportedException($"tokenizer model '{model}' is not supported (supported: llama, gpt2)");
+            metadata.TryGetString("tokenizer.ggml.pre", out var preName);
+            pre = PreTokenizer.FromGgufName(preName);
         }
+
+        // llama.cpp's defaults when a key is absent: SPM has bos 1, eos 2, unk 0 and adds BOS and a
+        // space prefix; GPT-2 BPE has bos = eos = 11 and adds BOS only for the Llama 3 pre-tokenizer.
+        var vocab = new Vocabulary(tokens, scores.Length == 0 ? null : scores, types)
+        {
+            Bos = Id(metadata, "tokenizer.ggml.bos_token_id", spm ? 1 : 11, tokens.Length),
+            Eos = Id(metadata, "tokenizer.ggml.eos_token_id", spm ? 2 : 11, tokens.Length),
+            Unk = Id(metadata, "tokenizer.ggml.unknown_token_id", spm ? 0 : -1, tokens.Length),
+            Pad = Id(metadata, "tokenizer.ggml.padding_token_id", -1, tokens.Length),
+            Eot = Id(metadata, "tokenizer.ggml.eot_token_id", -1, tokens.Length),
+            Eom = Id(metadata, "tokenizer.ggml.eom_token_id", -1, tokens.Length),
+            AddBos = metadata.TryGetBool("tokenizer.ggml.add_bos_token", out var addBos) ? addBos : spm || pre!.Name == "llama-bpe",
+            AddEos = metadata.TryGetBool("tokenizer.ggml.add_eos_token", out var addEos) && addEos,
+            AddSpacePrefix = spm && (!metadata.TryGetBool("tokenizer.ggml.add_space_prefix", out var prefix) || prefix),
+        };
+        if (spm)
+            return new SpmTokenizer(vocab);
+        var merges = metadata.GetArray<string>("tokenizer.ggml.merges");
+        return BpeTokenizer.ByteLevelBpe(vocab, merges, pre!);
+    }
+
+    static TokenType[]? ReadTokenTypes(IReadOnlyDictionary<string, object> metadata, int count)
+    {
+        if (!metadata.TryGetValue("tokenizer.ggml.token_type", out var raw))
+            return null;
+        var types = new TokenType[count];
+        switch (raw)
+        {
+            case int[] ints when ints.Length == count:
+                for (int i = 0; i < count; i++) types[i] = (TokenType)ints[i];
+                break;
+            case uint[] uints when uints.Length == count:
+                for (int i = 0; i < count; i++) types[i] = (TokenType)uints[i];
+                break;
+            default:
+                throw new InvalidDataException($"metadata 'tokenizer.ggml.token_type' must be an i32 array of {count} entries");
+        }
+        return types;
+    }
+
+    static int Id(IReadOnlyDictionary<string, object> metadata, string key, int fallback, int count)
+    {
+        if (!metadata.TryGetInt64(key, out var id))
+            return fallback < count ? fallback : -1;
+        // llama.cpp maps out-of-range ids to "none" too (with a warning); -1 (u32 max) means none.
+        return id >= 0 && id < count ? (int)id : -1;
     }
 }

@@ -1,6 +1,8 @@
+using System.Text;
+
 namespace SpeCache.Tokenizers;
 
-/// <summary>Token types as GGUF stores them in <c>tokenizer.ggml.token_type</c>.</summary>
+/// <summary>GGUF's tokenizer.ggml.token_type values (llama.cpp's llama_token_type).</summary>
 public enum TokenType
 {
     Undefined = 0,
@@ -13,81 +15,129 @@ public enum TokenType
 }
 
 /// <summary>
-/// A vocabulary: the token strings with their scores and types, the special ids, and the flags a
-/// tokenizer needs. Both tokenizer algorithms (SPM and BPE) and both directions (text to ids, ids to
-/// text) read from this one table; it also writes itself as GGUF <c>tokenizer.ggml.*</c> metadata.
+/// Everything a tokenizer knows about its tokens: text, score, type, the special ids and the
+/// flags that steer encoding and decoding. Shared by the SPM and BPE tokenizers.
 /// </summary>
 public sealed class Vocabulary
 {
-    readonly Dictionary<string, int> _ids;
-
-    public Vocabulary(string[] tokens, float[]? scores, TokenType[]? types)
-    {
-        if (tokens.Length == 0) throw new InvalidDataException("the vocabulary is empty");
-        Tokens = tokens;
-        Scores = scores ?? new float[tokens.Length];
-        Types = types ?? Enumerable.Repeat(TokenType.Normal, tokens.Length).ToArray();
-        if (Scores.Length != tokens.Length || Types.Length != tokens.Length)
-            throw new InvalidDataException($"vocabulary arrays disagree: {tokens.Length} tokens, {Scores.Length} scores, {Types.Length} types");
-        _ids = new Dictionary<string, int>(tokens.Length, StringComparer.Ordinal);
-        for (int i = 0; i < tokens.Length; i++)
-            _ids.TryAdd(tokens[i], i); // the first of duplicate strings wins, as in llama.cpp
-    }
-
     public string[] Tokens { get; }
     public float[] Scores { get; }
     public TokenType[] Types { get; }
-    public int Count => Tokens.Length;
-
     public int Bos { get; init; } = -1;
     public int Eos { get; init; } = -1;
-    public int Unknown { get; init; } = -1;
-    public int Padding { get; init; } = -1;
+    public int Unk { get; init; } = -1;
+    public int Pad { get; init; } = -1;
+    public int Eot { get; init; } = -1;
+    public int Eom { get; init; } = -1;
     public bool AddBos { get; init; }
     public bool AddEos { get; init; }
-    /// <summary>SPM: a space is put before the text so that the first word tokenizes like the rest.</summary>
-    public bool AddSpacePrefix { get; init; } = true;
+    /// <summary>SPM: prepend a space ("▁") to text that starts the prompt or follows a special token.</summary>
+    public bool AddSpacePrefix { get; init; }
 
-    public int Find(string text) => _ids.TryGetValue(text, out int id) ? id : -1;
+    readonly Dictionary<string, int> ids;
 
-    public bool IsControl(int id) => Types[id] == TokenType.Control;
+    public Vocabulary(string[] tokens, float[]? scores, TokenType[]? types)
+    {
+        if (scores != null && scores.Length != tokens.Length)
+            throw new InvalidDataException($"tokenizer has {tokens.Length} tokens but {scores.Length} scores");
+        if (types != null && types.Length != tokens.Length)
+            throw new InvalidDataException($"tokenizer has {tokens.Length} tokens but {types.Length} token types");
+        Tokens = tokens;
+        Scores = scores ?? new float[tokens.Length];
+        if (types == null)
+        {
+            types = new TokenType[tokens.Length];
+            Array.Fill(types, TokenType.Normal);
+        }
+        Types = types;
+        ids = new Dictionary<string, int>(tokens.Length, StringComparer.Ordinal);
+        // Like llama.cpp's token_to_id map, the first id wins for duplicated texts.
+        for (int i = 0; i < tokens.Length; i++)
+            ids.TryAdd(tokens[i], i);
+    }
+
+    public int Count => Tokens.Length;
+
+    public int Find(string text) => ids.TryGetValue(text, out var id) ? id : -1;
+
+    public bool TryFind(ReadOnlySpan<char> text, out int id) =>
+        ids.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(text, out id);
+
+    public bool IsValid(int token) => (uint)token < (uint)Tokens.Length;
+
+    /// <summary>Token texts that llama.cpp treats as end of generation whatever their type says.</summary>
+    static readonly string[] EndOfGenerationTexts =
+    [
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
+        "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>", "<eos>",
+        "<｜end▁of▁sentence｜>",
+    ];
+
+    HashSet<int>? endOfGeneration;
+
+    /// <summary>eos, eot, eom and the end-looking tokens llama.cpp adds to its special_eog_ids.</summary>
+    public HashSet<int> EndOfGeneration
+    {
+        get
+        {
+            if (endOfGeneration != null)
+                return endOfGeneration;
+            var set = new HashSet<int>();
+            foreach (var id in new[] { Eos, Eot, Eom })
+                if (IsValid(id))
+                    set.Add(id);
+            foreach (var text in EndOfGenerationTexts)
+                if (ids.TryGetValue(text, out var id))
+                    set.Add(id);
+            return endOfGeneration = set;
+        }
+    }
+
+    (string Text, int Id)[]? specialTokens;
 
     /// <summary>
-    /// Tokens that end generation: EOS, plus control tokens whose text llama.cpp also treats as an
-    /// end of turn (&lt;|eot_id|&gt;, &lt;|im_end|&gt;, &lt;|end|&gt;, &lt;|endoftext|&gt;, &lt;|eom_id|&gt;, ...).
+    /// Control, user-defined and unknown tokens, longest text first: the order llama.cpp's
+    /// cache_special_tokens gives tokenizer_st_partition, so the longest match wins.
     /// </summary>
-    public HashSet<int> EndOfGeneration()
+    public (string Text, int Id)[] SpecialTokens
     {
-        var set = new HashSet<int>();
-        if (Eos >= 0) set.Add(Eos);
-        string[] names = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>", "<|eom_id|>", "<end_of_turn>", "<|end_of_text|>", "</s>", "<|return|>"];
-        foreach (var name in names)
+        get
         {
-            int id = Find(name);
-            if (id >= 0 && (Types[id] is TokenType.Control or TokenType.UserDefined || id == Eos)) set.Add(id);
+            if (specialTokens != null)
+                return specialTokens;
+            var list = new List<(string, int)>();
+            for (int i = 0; i < Tokens.Length; i++)
+                if (Types[i] is TokenType.Control or TokenType.UserDefined or TokenType.Unknown && Tokens[i].Length > 0)
+                    list.Add((Tokens[i], i));
+            list.Sort((a, b) => b.Item1.Length != a.Item1.Length ? b.Item1.Length.CompareTo(a.Item1.Length) : a.Item2.CompareTo(b.Item2));
+            return specialTokens = list.ToArray();
         }
-        return set;
     }
 
-    /// <summary>This vocabulary as GGUF tokenizer metadata (the keys llama.cpp reads).</summary>
-    public Dictionary<string, object> ToGgufMetadata(string model, string? pre = null, string[]? merges = null)
+    /// <summary>The tokenizer.ggml.* keys shared by every vocabulary type.</summary>
+    internal Dictionary<string, object> ToGgufMetadata(string model, string? pre)
     {
-        var metadata = new Dictionary<string, object>
+        var types = new int[Types.Length];
+        for (int i = 0; i < types.Length; i++)
+            types[i] = (int)Types[i];
+        var meta = new Dictionary<string, object>
         {
             ["tokenizer.ggml.model"] = model,
-            ["tokenizer.ggml.tokens"] = Tokens,
-            ["tokenizer.ggml.scores"] = Scores,
-            ["tokenizer.ggml.token_type"] = Types.Select(t => (int)t).ToArray(),
+            ["tokenizer.ggml.tokens"] = (string[])Tokens.Clone(),
+            ["tokenizer.ggml.scores"] = (float[])Scores.Clone(),
+            ["tokenizer.ggml.token_type"] = types,
             ["tokenizer.ggml.add_bos_token"] = AddBos,
             ["tokenizer.ggml.add_eos_token"] = AddEos,
+            ["tokenizer.ggml.add_space_prefix"] = AddSpacePrefix,
         };
-        if (model == "llama") metadata["tokenizer.ggml.add_space_prefix"] = AddSpacePrefix;
-        if (pre != null) metadata["tokenizer.ggml.pre"] = pre;
-        if (merges != null) metadata["tokenizer.ggml.merges"] = merges;
-        if (Bos >= 0) metadata["tokenizer.ggml.bos_token_id"] = (uint)Bos;
-        if (Eos >= 0) metadata["tokenizer.ggml.eos_token_id"] = (uint)Eos;
-        if (Unknown >= 0) metadata["tokenizer.ggml.unknown_token_id"] = (uint)Unknown;
-        if (Padding >= 0) metadata["tokenizer.ggml.padding_token_id"] = (uint)Padding;
-        return metadata;
+        if (pre != null)
+            meta["tokenizer.ggml.pre"] = pre;
+        if (IsValid(Bos)) meta["tokenizer.ggml.bos_token_id"] = (uint)Bos;
+        if (IsValid(Eos)) meta["tokenizer.ggml.eos_token_id"] = (uint)Eos;
+        if (IsValid(Unk)) meta["tokenizer.ggml.unknown_token_id"] = (uint)Unk;
+        if (IsValid(Pad)) meta["tokenizer.ggml.padding_token_id"] = (uint)Pad;
+        return meta;
     }
+
+    internal static string Utf8(ReadOnlySpan<byte> bytes) => Encoding.UTF8.GetString(bytes);
 }

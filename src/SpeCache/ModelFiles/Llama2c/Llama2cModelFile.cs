@@ -126,5 +126,16 @@ public sealed unsafe class Llama2cModelFile : ModelFile
             throw new InvalidDataException($"{_file.Path}: size {_file.Length} does not match the header (expected {offset} bytes)");
     }
 
+    /// <summary>llama2.c keeps the tokenizer apart: tokenizer.bin, or a single tok*.bin, beside the checkpoint.</summary>
+    public static string FindTokenizer(string modelPath)
+    {
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(modelPath))!;
+        string standard = System.IO.Path.Combine(dir, "tokenizer.bin");
+        if (File.Exists(standard)) return standard;
+        var candidates = Directory.GetFiles(dir, "tok*.bin");
+        if (candidates.Length == 1) return candidates[0];
+        throw new FileNotFoundException($"{modelPath}: a llama2.c checkpoint needs its tokenizer (tokenizer.bin or tok*.bin beside it, or --tokenizer)");
+    }
+
     public override void Dispose() => _file.Dispose();
 }
