@@ -8,7 +8,35 @@ namespace SpeCache.Quants;
 public static unsafe class F16
 {
     public static void DequantizeRow(ReadOnlySpan<byte> source, Span<float> destination) =>
-        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(source)[..destination.Length], destination);
+        ToSingle(MemoryMarshal.Cast<byte, Half>(source)[..destination.Length], destination);
+
+    /// <summary>
+    /// Halves to floats, exactly as <c>(float)Half</c>. TensorPrimitives.ConvertToSingle measured
+    /// ~5 ns per value here (it does not use a wide path for Half), which made converting an F16
+    /// KV cache cost more than the attention that reads it; this is the vector bit conversion.
+    /// </summary>
+    public static void ToSingle(ReadOnlySpan<Half> source, Span<float> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source");
+        int i = 0;
+        fixed (Half* s = source)
+        fixed (float* d = destination)
+        {
+            if (Vector512.IsHardwareAccelerated)
+                for (; i + 16 <= source.Length; i += 16)
+                {
+                    var bits = Vector512.WidenLower(Vector256.Load((ushort*)(s + i)).ToVector512Unsafe());
+                    QuantMath.HalfToSingle(bits).Store(d + i);
+                }
+            else if (Vector256.IsHardwareAccelerated)
+                for (; i + 8 <= source.Length; i += 8)
+                {
+                    var bits = Vector256.WidenLower(Vector128.Load((ushort*)(s + i)).ToVector256Unsafe());
+                    QuantMath.HalfToSingle(bits).Store(d + i);
+                }
+        }
+        for (; i < source.Length; i++) destination[i] = QuantMath.ToFloat(BitConverter.HalfToUInt16Bits(source[i]));
+    }
 
     /// <summary>Round to nearest even, as ggml's <c>GGML_FP32_TO_FP16</c>.</summary>
     public static void QuantizeRow(ReadOnlySpan<float> source, Span<byte> destination) =>
