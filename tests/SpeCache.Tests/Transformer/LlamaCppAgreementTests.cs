@@ -9,7 +9,10 @@ namespace SpeCache.Tests.Transformer;
 
 /// <summary>
 /// Our forward pass against llama.cpp's on the same GGUF file: logits at every prompt position, and
-/// greedy continuations token for token. Both run one thread and an F16 KV cache (llama.cpp's default).
+/// greedy continuations token for token. Both run one thread and an F16 KV cache (llama.cpp's
+/// default). llama.cpp runs without flash attention here: its CPU flash-attention kernel accumulates
+/// the weighted values in F16 when the cache is F16, which moves quantized models' logits enough
+/// to part greedy continuations (tinystories-656k Q8_0 agrees token for token only without it).
 /// </summary>
 public class LlamaCppAgreementTests(AgreementModels models)
     : IClassFixture<AgreementModels>
@@ -28,7 +31,7 @@ public class LlamaCppAgreementTests(AgreementModels models)
     //    batched matmul into ~1e-2 (llama.cpp's own batched and single-token evaluations differ
     //    that much on these files); each side stays ~1e-2 from the exact float result.
     //    The trained models converted by our converter have clearer winners: greedy must match,
-    //    except tinystories-656k in Q8_0/Q4_0, whose continuations part after 1-2 tokens although
+    //    except tinystories-656k in Q4_0, whose continuation parts after a few tokens although
     //    single-token logits match llama.cpp's reference kernels to 1e-7 (still open, see issue 3).
     public static TheoryData<string, float, bool> Variants => new()
     {
@@ -44,7 +47,7 @@ public class LlamaCppAgreementTests(AgreementModels models)
         { "stories260k-q8_0", 3e-2f, true },
         { "tinystories-f32", 2e-3f, true },
         { "tinystories-f16", 1e-2f, true },
-        { "tinystories-q8_0", 3e-2f, false },
+        { "tinystories-q8_0", 3e-2f, true },
         { "tinystories-q4_0", 3e-2f, false },
     };
 
@@ -53,7 +56,7 @@ public class LlamaCppAgreementTests(AgreementModels models)
     public void LogitsAndGreedyTokensMatchLlamaCpp(string variant, float tolerance, bool compareGreedy)
     {
         string path = models.Path(variant);
-        using var peer = LlamaCppModel.Load(path, threads: 1, contextLength: 256, cacheType: LlamaCacheType.F16);
+        using var peer = LlamaCppModel.Load(path, threads: 1, contextLength: 256, cacheType: LlamaCacheType.F16, flashAttention: LlamaFlashAttention.Disabled);
         int[] prompt = peer.Tokenize(Prompt, addSpecial: true);
         float[][] expected = peer.AllLogits(prompt);
         int[] expectedTokens = peer.GenerateGreedy(prompt, 24);
