@@ -10,8 +10,13 @@ static class ConvertCommand
 {
     static readonly Dictionary<string, GgmlType> Types = new(StringComparer.OrdinalIgnoreCase)
     {
-        ["f32"] = GgmlType.F32, ["f16"] = GgmlType.F16, ["bf16"] = GgmlType.BF16,
-        ["q8_0"] = GgmlType.Q8_0, ["q4_0"] = GgmlType.Q4_0, ["q4_k"] = GgmlType.Q4_K, ["q6_k"] = GgmlType.Q6_K,
+        ["f32"] = GgmlType.F32,
+        ["f16"] = GgmlType.F16,
+        ["bf16"] = GgmlType.BF16,
+        ["q8_0"] = GgmlType.Q8_0,
+        ["q4_0"] = GgmlType.Q4_0,
+        ["q4_k"] = GgmlType.Q4_K,
+        ["q6_k"] = GgmlType.Q6_K,
     };
 
     public static Command Create()
