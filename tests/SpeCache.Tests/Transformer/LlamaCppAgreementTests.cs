@@ -23,6 +23,7 @@ public class LlamaCppAgreementTests(AgreementModels models)
     //  - F32 weights: both sides compute in F32; what remains is summation order.
     //  - F16 weights: ggml also rounds every activation to F16 before the dot (its vec_dot_type
     //    for F16 is F16); we keep activations in F32, so add F16's 2^-11 relative step.
+    //  - BF16 weights: the same, with BF16's 2^-8 step: ggml rounds activations to BF16.
     //  - Q8_0/Q4_0/Q4_K/Q6_K: both sides quantize activations to the same Q8 format and take
     //    integer dots; against llama.cpp's reference kernels (the peer runs its portable x64 build
     //    in tests, see PeerSetup) only summation order differs, so the same bound as F32 holds.
@@ -38,6 +39,7 @@ public class LlamaCppAgreementTests(AgreementModels models)
         { "tiny-random-f16", 1e-2f, true },
         { "random-f32", 2e-3f, true },
         { "random-f16", 1e-2f, true },
+        { "random-bf16", 1e-2f, true },
         { "random-q8_0", 3e-2f, false },
         { "random-q4_0", 3e-2f, false },
         { "random-q4_k_m", 3e-2f, false },
@@ -136,6 +138,7 @@ public sealed class AgreementModels
             var ftype = variant switch
             {
                 "random-f16" => LlamaFtype.F16,
+                "random-bf16" => LlamaFtype.BF16,
                 "random-q8_0" => LlamaFtype.Q8_0,
                 "random-q4_0" => LlamaFtype.Q4_0,
                 "random-q4_k_m" => LlamaFtype.Q4_K_M,
