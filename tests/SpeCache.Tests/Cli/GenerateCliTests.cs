@@ -114,3 +114,41 @@ public class CommandLineErrorTests
     public void NegativeMaxTokensIsOneLine() =>
         CliRunner.AssertOneLineError(CliRunner.Run("generate", "-n", "-5"), "--max-tokens must not be negative");
 }
+
+public class UnsupportedModelCliTests
+{
+    [Fact]
+    public void QuantTypeWeDoNotComputeIsOneLine()
+    {
+        // A real llama.cpp quantization to a type outside our kernels (Q5_K_M: Q5_K and Q6_K tensors).
+        string dir = TestPaths.Scratch("cli-unsupported");
+        string f16 = Path.Combine(dir, "random-f16.gguf");
+        string q5 = Path.Combine(dir, "random-q5_k_m.gguf");
+        if (!File.Exists(q5))
+        {
+            SpeCache.LlamaCpp.RandomLlamaWriter.Write(f16, TestPaths.Llama2TinyRandom,
+                new SpeCache.LlamaCpp.RandomLlamaShape(EmbeddingLength: 256, LayerCount: 1, HeadCount: 4, KvHeadCount: 4, FeedForwardLength: 512, ContextLength: 256));
+            SpeCache.LlamaCpp.LlamaCppQuantizer.Quantize(f16, q5, SpeCache.LlamaCpp.LlamaFtype.Q5_K_M, threads: 1);
+        }
+        var result = CliRunner.Run("generate", "-m", q5, "-n", "2");
+        CliRunner.AssertOneLineError(result, "Q5_K, which is not supported");
+    }
+
+    [Fact]
+    public void ArchitectureWeDoNotSupportIsOneLine()
+    {
+        string dir = TestPaths.Scratch("cli-unsupported");
+        string path = Path.Combine(dir, "gpt2-arch.gguf");
+        using (var source = SpeCache.ModelFiles.Gguf.GgufFile.Open(TestPaths.Llama2TinyRandom))
+        using (var writer = new SpeCache.ModelFiles.Gguf.GgufWriter(path))
+        {
+            foreach (var key in source.MetadataKeys)
+                writer.SetMetadata(key.Replace("llama.", "gpt2.", StringComparison.Ordinal), key == "general.architecture" ? "gpt2" : source.Metadata[key]);
+            foreach (var t in source.TensorsInFileOrder) writer.AddTensor(t.Name, t.Type, t.Shape);
+            foreach (var t in source.TensorsInFileOrder) writer.WriteTensorData(t.Bytes);
+            writer.Finish();
+        }
+        var result = CliRunner.Run("info", "-m", path);
+        CliRunner.AssertOneLineError(result, "architecture 'gpt2' is not supported");
+    }
+}
