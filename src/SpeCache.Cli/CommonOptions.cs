@@ -1,5 +1,6 @@
 using System.CommandLine;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Policies.Kivi;
 
 namespace SpeCache.Cli;
 
@@ -11,6 +12,9 @@ sealed class CommonOptions
     public Option<int> Threads { get; } = new("--threads", "-t") { Description = "Compute threads (default: all cores).", DefaultValueFactory = _ => 0 };
     public Option<int> Context { get; } = new("--ctx", "-c") { Description = "Context length (default: the model's).", DefaultValueFactory = _ => 0 };
     public Option<string> Kv { get; } = new("--kv") { Description = $"KV cache policy: {string.Join(", ", KvCacheFactory.Policies)}.", DefaultValueFactory = _ => "full" };
+    public Option<int> KvBits { get; } = new("--kv-bits") { Description = "kivi: bits per key/value code (1, 2 or 4).", DefaultValueFactory = _ => 2 };
+    public Option<int> KvGroup { get; } = new("--kv-group") { Description = "kivi: quantization group size (32 or 64).", DefaultValueFactory = _ => 32 };
+    public Option<int> KvResidual { get; } = new("--kv-residual") { Description = "kivi: newest tokens kept in full precision (a multiple of the group).", DefaultValueFactory = _ => 64 };
 
     public void AddTo(Command command)
     {
@@ -19,6 +23,9 @@ sealed class CommonOptions
         command.Options.Add(Threads);
         command.Options.Add(Context);
         command.Options.Add(Kv);
+        command.Options.Add(KvBits);
+        command.Options.Add(KvGroup);
+        command.Options.Add(KvResidual);
         Kv.AcceptOnlyFromAmong([.. KvCacheFactory.Policies]);
     }
 
@@ -27,12 +34,18 @@ sealed class CommonOptions
     public Engine LoadEngine(ParseResult result)
     {
         string path = ModelPath(result);
+        if (result.GetValue(Kv) == "kivi")
+            new KiviOptions(result.GetValue(KvBits), result.GetValue(KvGroup), result.GetValue(KvResidual)).Validate();
         var options = new EngineOptions
         {
             Threads = result.GetValue(Threads),
             ContextLength = result.GetValue(Context),
             TokenizerPath = result.GetValue(Tokenizer),
-            KvCache = new KvCacheOptions { Policy = result.GetValue(Kv)! },
+            KvCache = new KvCacheOptions
+            {
+                Policy = result.GetValue(Kv)!,
+                Kivi = new KiviOptions(result.GetValue(KvBits), result.GetValue(KvGroup), result.GetValue(KvResidual)),
+            },
         };
         return Progress.Run($"Loading {Path.GetFileName(path.TrimEnd('/'))}", () => Engine.Load(path, options));
     }

@@ -26,7 +26,7 @@ static class InfoCommand
                 .OrderBy(g => g.Key, StringComparer.Ordinal)
                 .ToDictionary(g => g.Key, g => new { tensors = g.Count(), bytes = g.Sum(t => t.ByteLength) });
             long parameters = file.Tensors.Values.Where(t => !ReferenceEquals(t, file.TryTensor("output.weight")) || !c.TiedEmbeddings).Sum(t => t.ElementCount);
-            var kv = KvCacheFactory.Policies.ToDictionary(p => p, p => KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = p }, c));
+            var kv = KvCacheFactory.Policies.ToDictionary(p => p, p => KvBytesPerToken(p, c));
             var info = new
             {
                 path,
@@ -63,9 +63,19 @@ static class InfoCommand
             foreach (var (name, t) in types)
                 Console.WriteLine($"weights {name,-8} {t.tensors} tensors, {t.bytes:N0} bytes");
             foreach (var (policy, bytes) in kv)
-                Console.WriteLine($"kv {policy,-12} {bytes:N0} bytes per token ({bytes * (long)c.ContextLength / (1024.0 * 1024.0):F1} MiB at full context)");
+                Console.WriteLine(bytes is long b
+                    ? $"kv {policy,-12} {b:N0} bytes per token ({b * (long)c.ContextLength / (1024.0 * 1024.0):F1} MiB at full context)"
+                    : $"kv {policy,-12} not available for this model's head size {c.HeadDim}");
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>Fast-tier bytes per token with a policy's default settings; null where the policy cannot run this shape.</summary>
+    static long? KvBytesPerToken(string policy, SpeCache.Transformer.ModelConfig config)
+    {
+        try { return KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = policy }, config); }
+        catch (ArgumentException) { return null; }
+        catch (NotSupportedException) { return null; }
     }
 }

@@ -1,4 +1,5 @@
 using SpeCache.KvCache.Policies.Full;
+using SpeCache.KvCache.Policies.Kivi;
 using SpeCache.Transformer;
 
 namespace SpeCache.KvCache;
@@ -6,25 +7,32 @@ namespace SpeCache.KvCache;
 /// <summary>Which KV cache policy a sequence uses, and its options.</summary>
 public sealed record KvCacheOptions
 {
-    /// <summary>Policy name: full (more arrive with the SpeCache work).</summary>
+    /// <summary>Policy name: full or kivi.</summary>
     public string Policy { get; init; } = "full";
+    /// <summary>Settings of the kivi policy.</summary>
+    public KiviOptions Kivi { get; init; } = new();
 }
 
-/// <summary>The registry of KV cache policies by name: adding a policy means adding one line here.</summary>
+/// <summary>The registry of KV cache policies by name: adding a policy means adding its lines here.</summary>
 public static class KvCacheFactory
 {
-    public static IReadOnlyList<string> Policies { get; } = ["full"];
+    public static IReadOnlyList<string> Policies { get; } = ["full", "kivi"];
 
     public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
     {
         "full" => new FullKvCache(config, contextLength),
-        _ => throw new ArgumentException($"unknown KV cache policy '{options.Policy}' (available: {string.Join(", ", Policies)})"),
+        "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
+        _ => throw Unknown(options.Policy),
     };
 
     /// <summary>Bytes one token's keys and values take in the fast tier, over all layers.</summary>
     public static long FastTierBytesPerToken(KvCacheOptions options, ModelConfig config) => options.Policy switch
     {
         "full" => 2L * config.LayerCount * config.KvDim * sizeof(ushort),
-        _ => throw new ArgumentException($"unknown KV cache policy '{options.Policy}' (available: {string.Join(", ", Policies)})"),
+        "kivi" => KiviKvCache.BytesPerToken(config, options.Kivi),
+        _ => throw Unknown(options.Policy),
     };
+
+    static ArgumentException Unknown(string policy) =>
+        new($"unknown KV cache policy '{policy}' (available: {string.Join(", ", Policies)})");
 }

@@ -113,6 +113,10 @@ public class CommandLineErrorTests
     [Fact]
     public void NegativeMaxTokensIsOneLine() =>
         CliRunner.AssertOneLineError(CliRunner.Run("generate", "-n", "-5"), "--max-tokens must not be negative");
+
+    [Fact]
+    public void KiviBitsOutsideTheirRangeAreOneLine() =>
+        CliRunner.AssertOneLineError(CliRunner.Run("generate", "-m", TestPaths.TinyStories656K, "--kv", "kivi", "--kv-bits", "3"), "KIVI bits must be 1, 2 or 4");
 }
 
 public class UnsupportedModelCliTests

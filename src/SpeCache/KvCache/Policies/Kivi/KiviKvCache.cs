@@ -1,0 +1,217 @@
+using System.Numerics.Tensors;
+using SpeCache.KvCache.Quantization;
+using SpeCache.Transformer;
+
+namespace SpeCache.KvCache.Policies.Kivi;
+
+/// <summary>KIVI settings: code width, group size, and how many newest tokens stay full precision.</summary>
+public sealed record KiviOptions(int Bits = 2, int GroupSize = 32, int ResidualLength = 64)
+{
+    public void Validate()
+    {
+        if (Bits is not (1 or 2 or 4)) throw new ArgumentException($"KIVI bits must be 1, 2 or 4 (got {Bits})");
+        if (GroupSize is not (32 or 64)) throw new ArgumentException($"KIVI group size must be 32 or 64 (got {GroupSize})");
+        if (ResidualLength < GroupSize || ResidualLength % GroupSize != 0)
+            throw new ArgumentException($"KIVI residual length must be a positive multiple of the group size {GroupSize} (got {ResidualLength})");
+    }
+}
+
+/// <summary>
+/// KIVI: every key and value in low-bit codes (keys per channel over groups of G tokens, values per
+/// token), except a full-precision residual of the newest tokens. The residual keeps between
+/// ResidualLength and ResidualLength + G - 1 tokens: when it reaches ResidualLength + G, its oldest G
+/// tokens are quantized as one key group (and G value tokens) together. Attention scores the packed
+/// codes directly (<see cref="KiviAttention"/>), never a dequantized copy, and one softmax spans
+/// both parts. The residual is kept in F32 because it is small (R + G tokens per head) and exact.
+/// </summary>
+public sealed class KiviKvCache : IKvCache
+{
+    readonly KiviFormat _format;
+    readonly int _layers, _kvHeads, _headDim, _group, _residualMax, _maxGroups;
+    readonly byte[][] _keyGroups;    // per layer and KV head: (maxGroups, KeyGroupBytes)
+    readonly byte[][] _values;       // per layer and KV head: (capacity, ValueTokenBytes)
+    readonly float[][] _residualK;   // per layer and KV head: (R + G, headDim), oldest first
+    readonly float[][] _residualV;
+    readonly int[] _quantized;       // per layer: tokens in the low-bit part (a multiple of G)
+    readonly int[] _residual;        // per layer: tokens in the residual
+    readonly int[] _pending;         // per layer: tokens appended but not committed
+    readonly float[] _scores, _probabilities, _groupScores;
+    readonly float _scale;
+
+    public KiviKvCache(ModelConfig config, int capacity, KiviOptions options)
+    {
+        options.Validate();
+        if (capacity <= 0 || capacity > config.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
+        if (config.HeadDim % KiviFormat.Lanes != 0)
+            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        Options = options;
+        Capacity = capacity;
+        _layers = config.LayerCount;
+        _kvHeads = config.KvHeadCount;
+        _headDim = config.HeadDim;
+        _group = config.QueryGroupSize;
+        _format = new KiviFormat(_headDim, options.GroupSize, options.Bits);
+        _residualMax = options.ResidualLength + options.GroupSize;
+        _maxGroups = capacity / options.GroupSize + 1;
+        int slots = _layers * _kvHeads;
+        _keyGroups = new byte[slots][];
+        _values = new byte[slots][];
+        _residualK = new float[slots][];
+        _residualV = new float[slots][];
+        for (int s = 0; s < slots; s++)
+        {
+            _keyGroups[s] = new byte[_maxGroups * _format.KeyGroupBytes];
+            _values[s] = new byte[(long)capacity * _format.ValueTokenBytes];
+            _residualK[s] = new float[_residualMax * _headDim];
+            _residualV[s] = new float[_residualMax * _headDim];
+        }
+        _quantized = new int[_layers];
+        _residual = new int[_layers];
+        _pending = new int[_layers];
+        _scores = new float[_group * capacity];
+        _probabilities = new float[_group * capacity];
+        _groupScores = new float[_group * options.GroupSize];
+        _scale = 1f / MathF.Sqrt(_headDim);
+    }
+
+    public KiviOptions Options { get; }
+    public int Length { get; private set; }
+    public int Capacity { get; }
+
+    public KvMemory Memory => new((long)_layers * _kvHeads * (_maxGroups * (long)_format.KeyGroupBytes
+        + (long)Capacity * _format.ValueTokenBytes + 2L * _residualMax * _headDim * sizeof(float)), 0);
+
+    /// <summary>Fast-tier bytes per token of the low-bit part, over all layers (the residual is a constant on top).</summary>
+    public static long BytesPerToken(ModelConfig config, KiviOptions options)
+    {
+        if (config.HeadDim % KiviFormat.Lanes != 0)
+            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
+        return (long)config.LayerCount * config.KvHeadCount * (format.KeyGroupBytes / options.GroupSize + format.ValueTokenBytes);
+    }
+
+    public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count)
+    {
+        if (Length + count > Capacity)
+            throw new InvalidOperationException($"KV cache full: {Length} + {count} tokens exceed its capacity of {Capacity}");
+        if (_pending[layer] != 0) throw new InvalidOperationException($"layer {layer} already has uncommitted tokens");
+        int kvDim = _kvHeads * _headDim;
+        for (int t = 0; t < count; t++)
+        {
+            int at = _residual[layer];
+            for (int h = 0; h < _kvHeads; h++)
+            {
+                int slot = layer * _kvHeads + h;
+                keys.Slice(t * kvDim + h * _headDim, _headDim).CopyTo(_residualK[slot].AsSpan(at * _headDim));
+                values.Slice(t * kvDim + h * _headDim, _headDim).CopyTo(_residualV[slot].AsSpan(at * _headDim));
+            }
+            _residual[layer]++;
+            if (_residual[layer] == _residualMax) Fold(layer);
+        }
+        _pending[layer] = count;
+    }
+
+    /// <summary>Quantizes the residual's oldest group of G tokens and drops them from the residual.</summary>
+    void Fold(int layer)
+    {
+        int g = Options.GroupSize;
+        int groupIndex = _quantized[layer] / g;
+        for (int h = 0; h < _kvHeads; h++)
+        {
+            int slot = layer * _kvHeads + h;
+            KiviQuantizer.QuantizeKeyGroup(_format, _residualK[slot].AsSpan(0, g * _headDim), _headDim,
+                _keyGroups[slot].AsSpan(groupIndex * _format.KeyGroupBytes, _format.KeyGroupBytes));
+            for (int t = 0; t < g; t++)
+                KiviQuantizer.QuantizeValueToken(_format, _residualV[slot].AsSpan(t * _headDim, _headDim),
+                    _values[slot].AsSpan((_quantized[layer] + t) * _format.ValueTokenBytes, _format.ValueTokenBytes));
+            int keep = (_residual[layer] - g) * _headDim;
+            _residualK[slot].AsSpan(g * _headDim, keep).CopyTo(_residualK[slot]);
+            _residualV[slot].AsSpan(g * _headDim, keep).CopyTo(_residualV[slot]);
+        }
+        _quantized[layer] += g;
+        _residual[layer] -= g;
+    }
+
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
+    {
+        int g = Options.GroupSize, qDim = _kvHeads * _group * _headDim, quantized = _quantized[layer];
+        for (int h = 0; h < _kvHeads; h++)
+        {
+            int slot = layer * _kvHeads + h;
+            for (int i = 0; i < count; i++)
+            {
+                int visible = Length + i + 1; // causal: positions 0 .. Length + i
+                int fromCodes = Math.Min(quantized, visible);
+                int fromResidual = visible - fromCodes;
+                var q = queries.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
+                var o = output.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
+
+                // Scores: packed key groups (all query heads of this KV head at once), then the residual.
+                for (int first = 0; first < fromCodes; first += g)
+                {
+                    KiviAttention.KeyScores(_format, q, _keyGroups[slot].AsSpan(first / g * _format.KeyGroupBytes, _format.KeyGroupBytes), _groupScores);
+                    int n = Math.Min(g, fromCodes - first);
+                    for (int j = 0; j < _group; j++)
+                        _groupScores.AsSpan(j * g, n).CopyTo(_scores.AsSpan(j * visible + first, n));
+                }
+                for (int j = 0; j < _group; j++)
+                {
+                    var qj = q.Slice(j * _headDim, _headDim);
+                    var row = _scores.AsSpan(j * visible, visible);
+                    for (int t = 0; t < fromResidual; t++)
+                        row[fromCodes + t] = TensorPrimitives.Dot(qj, _residualK[slot].AsSpan(t * _headDim, _headDim));
+                    TensorPrimitives.Multiply(row, _scale, row);
+                    SoftMax(row);
+                    _scores.AsSpan(j * visible, fromCodes).CopyTo(_probabilities.AsSpan(j * fromCodes, fromCodes));
+                }
+
+                o.Clear();
+                if (fromCodes > 0)
+                    KiviAttention.AccumulateValues(_format, _probabilities.AsSpan(0, _group * fromCodes),
+                        _values[slot].AsSpan(0, fromCodes * _format.ValueTokenBytes), o);
+                for (int j = 0; j < _group; j++)
+                {
+                    var oj = o.Slice(j * _headDim, _headDim);
+                    var row = _scores.AsSpan(j * visible, visible);
+                    for (int t = 0; t < fromResidual; t++)
+                        TensorPrimitives.MultiplyAdd(_residualV[slot].AsSpan(t * _headDim, _headDim), row[fromCodes + t], oj, oj);
+                }
+            }
+        }
+    }
+
+    static void SoftMax(Span<float> x)
+    {
+        float max = TensorPrimitives.Max(x);
+        float sum = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float e = MathF.Exp(x[i] - max);
+            x[i] = e;
+            sum += e;
+        }
+        TensorPrimitives.Multiply(x, 1f / sum, x);
+    }
+
+    public void Commit(int count)
+    {
+        for (int l = 0; l < _layers; l++)
+        {
+            if (_pending[l] != count)
+                throw new InvalidOperationException($"commit of {count} tokens, but layer {l} holds {_pending[l]} uncommitted");
+            _pending[l] = 0;
+        }
+        Length += count;
+    }
+
+    public void Clear()
+    {
+        Length = 0;
+        Array.Clear(_quantized);
+        Array.Clear(_residual);
+        Array.Clear(_pending);
+    }
+
+    public void Dispose() { }
+}
