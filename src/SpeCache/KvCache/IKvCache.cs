@@ -30,8 +30,29 @@ public interface IKvCache : IDisposable
     /// </summary>
     void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count);
 
-    /// <summary>Makes the <paramref name="count"/> tokens appended to every layer part of <see cref="Length"/>.</summary>
+    /// <summary>
+    /// Makes the first <paramref name="count"/> tokens appended to every layer part of
+    /// <see cref="Length"/>. Rows appended after them were speculative (see <see cref="BeginStep"/>)
+    /// and are forgotten.
+    /// </summary>
     void Commit(int count);
+
+    /// <summary>
+    /// Speculative rows this policy wants decoded beside the real token each decode step: 1 for
+    /// specache (its row predicts the next step's top-k so the copy can start early), 0 otherwise.
+    /// </summary>
+    int SpeculativeRows => 0;
+
+    /// <summary>
+    /// Announces the rows of the next forward call: <paramref name="count"/> rows, of which the last
+    /// <paramref name="speculative"/> are speculative. A speculative row attends causally like any
+    /// other, no real row ever sees it, and its keys and values are never stored.
+    /// </summary>
+    void BeginStep(int count, int speculative)
+    {
+        if (speculative != 0)
+            throw new NotSupportedException($"{GetType().Name} does not decode speculative rows");
+    }
 
     /// <summary>Forgets every token (a new sequence reuses the memory).</summary>
     void Clear();

@@ -9,6 +9,11 @@ public sealed record KvCacheOptions
 {
     /// <summary>Policy name: full or kivi.</summary>
     public string Policy { get; init; } = "full";
+    /// <summary>
+    /// Most bytes the fast tier may hold for this sequence (null: no limit). A cache that would not
+    /// fit fails when it is created, before any work starts; eviction policies size themselves to it.
+    /// </summary>
+    public long? FastTierBudgetBytes { get; init; }
     /// <summary>Settings of the kivi policy.</summary>
     public KiviOptions Kivi { get; init; } = new();
 }

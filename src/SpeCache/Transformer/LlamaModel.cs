@@ -67,10 +67,14 @@ public sealed class LlamaModel
     /// Runs <paramref name="tokens"/> at positions <c>cache.Length ...</c>, appends their K/V to the
     /// cache, and returns the logits of the last token (or, with <paramref name="allLogits"/>, of
     /// every token, row after row). Long inputs are processed in chunks of the state's size.
+    /// The last <paramref name="speculativeRows"/> tokens are speculative: they see the real ones,
+    /// no real token sees them, and the cache does not keep them (see <see cref="IKvCache.BeginStep"/>).
     /// </summary>
-    public ReadOnlySpan<float> Forward(scoped ReadOnlySpan<int> tokens, IKvCache cache, ForwardState state, bool allLogits = false)
+    public ReadOnlySpan<float> Forward(scoped ReadOnlySpan<int> tokens, IKvCache cache, ForwardState state, bool allLogits = false, int speculativeRows = 0)
     {
         if (tokens.IsEmpty) throw new ArgumentException("no tokens to run", nameof(tokens));
+        if (speculativeRows < 0 || speculativeRows > tokens.Length || (speculativeRows > 0 && tokens.Length > state.MaxTokens))
+            throw new ArgumentOutOfRangeException(nameof(speculativeRows), $"{speculativeRows} speculative rows do not fit a step of {tokens.Length} tokens");
         if (cache.Length + tokens.Length > cache.Capacity)
             throw new InvalidOperationException($"context overflow: {cache.Length} + {tokens.Length} tokens exceed the context of {cache.Capacity}");
         int vocab = Config.VocabSize;
@@ -81,7 +85,7 @@ public sealed class LlamaModel
         {
             int n = Math.Min(state.MaxTokens, tokens.Length - start);
             bool lastChunk = start + n == tokens.Length;
-            RunLayers(tokens.Slice(start, n), cache, state);
+            RunLayers(tokens.Slice(start, n), cache, state, speculativeRows);
             if (allLogits)
                 Classify(state, 0, n, state.AllLogits.AsSpan(start * vocab, n * vocab));
             else if (lastChunk)
@@ -90,7 +94,7 @@ public sealed class LlamaModel
         return allLogits ? state.AllLogits.AsSpan(0, tokens.Length * vocab) : state.Logits;
     }
 
-    void RunLayers(ReadOnlySpan<int> tokens, IKvCache cache, ForwardState s)
+    void RunLayers(ReadOnlySpan<int> tokens, IKvCache cache, ForwardState s, int speculative)
     {
         var c = Config;
         int n = tokens.Length, dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, hidden = c.HiddenDim;
@@ -110,6 +114,7 @@ public sealed class LlamaModel
             _backend.GetRow(Weights.TokenEmbedding, tokens[i], x.Slice(i * dim, dim));
         }
 
+        cache.BeginStep(n, speculative);
         for (int l = 0; l < c.LayerCount; l++)
         {
             var w = Weights.Layers[l];
@@ -151,7 +156,7 @@ public sealed class LlamaModel
             _backend.MatMul(w.Down, gate, xb, n);
             _backend.Add(x, xb);
         }
-        cache.Commit(n);
+        cache.Commit(n - speculative);
     }
 
     /// <summary>Final norm and classifier for rows <paramref name="first"/> .. first + count of the last chunk.</summary>
