@@ -1,6 +1,8 @@
 using System.CommandLine;
 using SpeCache.KvCache;
 using SpeCache.KvCache.Policies.Kivi;
+using SpeCache.KvCache.Policies.SpeCache;
+using SpeCache.KvCache.Tiers;
 
 namespace SpeCache.Cli;
 
@@ -14,7 +16,15 @@ sealed class CommonOptions
     public Option<string> Kv { get; } = new("--kv") { Description = $"KV cache policy: {string.Join(", ", KvCacheFactory.Policies)}.", DefaultValueFactory = _ => "full" };
     public Option<int> KvBits { get; } = new("--kv-bits") { Description = "kivi: bits per key/value code (1, 2 or 4).", DefaultValueFactory = _ => 2 };
     public Option<int> KvGroup { get; } = new("--kv-group") { Description = "kivi: quantization group size (32 or 64).", DefaultValueFactory = _ => 32 };
-    public Option<int> KvResidual { get; } = new("--kv-residual") { Description = "kivi: newest tokens kept in full precision (a multiple of the group).", DefaultValueFactory = _ => 64 };
+    public Option<int> KvResidual { get; } = new("--kv-residual") { Description = "kivi, specache: newest tokens kept in full precision (a multiple of the group).", DefaultValueFactory = _ => 64 };
+    public Option<int> KvTopK { get; } = new("--kv-topk") { Description = "specache: 16-bit pairs attended per layer and KV head each step.", DefaultValueFactory = _ => 64 };
+    public Option<bool> KvNoSpeculation { get; } = new("--kv-no-speculation") { Description = "specache: no speculative row; fetch every top-k pair on demand." };
+    public Option<string> KvMiss { get; } = new("--kv-miss") { Description = "specache: a top-k pair not prefetched is fetched now (fetch) or read low-bit (lowbit).", DefaultValueFactory = _ => "fetch" };
+    public Option<bool> KvRecall { get; } = new("--kv-recall") { Description = "specache: also measure top-k recall against exact attention (slow)." };
+    public Option<string?> KvBudget { get; } = new("--kv-budget") { Description = "Most fast-tier bytes for the KV cache, e.g. 64MiB; a cache that cannot fit fails before work starts." };
+    public Option<string> HostTier { get; } = new("--host-tier") { Description = "specache: where the 16-bit cache lives: ram, or disk:<folder or file> (memory-mapped).", DefaultValueFactory = _ => "ram" };
+    public Option<string?> HostBandwidth { get; } = new("--host-bandwidth") { Description = "specache: model the host link's bandwidth, e.g. 25GB/s (PCIe 4.0 x16)." };
+    public Option<string?> HostLatency { get; } = new("--host-latency") { Description = "specache: model the host link's latency per transfer, e.g. 10us." };
 
     public void AddTo(Command command)
     {
@@ -26,26 +36,49 @@ sealed class CommonOptions
         command.Options.Add(KvBits);
         command.Options.Add(KvGroup);
         command.Options.Add(KvResidual);
+        command.Options.Add(KvTopK);
+        command.Options.Add(KvNoSpeculation);
+        command.Options.Add(KvMiss);
+        command.Options.Add(KvRecall);
+        command.Options.Add(KvBudget);
+        command.Options.Add(HostTier);
+        command.Options.Add(HostBandwidth);
+        command.Options.Add(HostLatency);
+        KvMiss.AcceptOnlyFromAmong("fetch", "lowbit");
         Kv.AcceptOnlyFromAmong([.. KvCacheFactory.Policies]);
     }
 
     public string ModelPath(ParseResult result) => result.GetValue(Model) ?? DefaultModel.Path();
 
+    /// <summary>The KV cache policy and its settings as the options say, validated (one-line errors).</summary>
+    public KvCacheOptions ReadKvCache(ParseResult result)
+    {
+        string policy = result.GetValue(Kv)!;
+        int bits = result.GetValue(KvBits), group = result.GetValue(KvGroup), residual = result.GetValue(KvResidual);
+        var kivi = new KiviOptions(bits, group, residual);
+        var link = Interconnect.Unlimited;
+        if (result.GetValue(HostBandwidth) is string bandwidth)
+            link = link with { BytesPerSecond = Interconnect.ParseBandwidth(bandwidth) };
+        if (result.GetValue(HostLatency) is string latency)
+            link = link with { Latency = Interconnect.ParseLatency(latency) };
+        var speCache = new SpeCacheOptions(bits, group, residual, result.GetValue(KvTopK), !result.GetValue(KvNoSpeculation),
+            result.GetValue(KvMiss) == "lowbit" ? MissPolicy.LowBit : MissPolicy.Fetch, result.GetValue(HostTier)!, result.GetValue(KvRecall))
+        { Interconnect = link };
+        if (policy == "kivi") kivi.Validate();
+        if (policy == "specache") speCache.Validate();
+        long? budget = result.GetValue(KvBudget) is string text ? ByteSize.Parse(text) : null;
+        return new KvCacheOptions { Policy = policy, Kivi = kivi, SpeCache = speCache, FastTierBudgetBytes = budget };
+    }
+
     public Engine LoadEngine(ParseResult result)
     {
         string path = ModelPath(result);
-        if (result.GetValue(Kv) == "kivi")
-            new KiviOptions(result.GetValue(KvBits), result.GetValue(KvGroup), result.GetValue(KvResidual)).Validate();
         var options = new EngineOptions
         {
             Threads = result.GetValue(Threads),
             ContextLength = result.GetValue(Context),
             TokenizerPath = result.GetValue(Tokenizer),
-            KvCache = new KvCacheOptions
-            {
-                Policy = result.GetValue(Kv)!,
-                Kivi = new KiviOptions(result.GetValue(KvBits), result.GetValue(KvGroup), result.GetValue(KvResidual)),
-            },
+            KvCache = ReadKvCache(result),
         };
         return Progress.Run($"Loading {Path.GetFileName(path.TrimEnd('/'))}", () => Engine.Load(path, options));
     }

@@ -14,6 +14,9 @@ static class GenerateCommand
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "Tokens to generate.", DefaultValueFactory = _ => 256 };
         var sampling = new SamplingCliOptions();
         var json = new Option<bool>("--json") { Description = "Print one JSON object with the text and statistics instead of streaming." };
+        var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past end-of-generation tokens (for measurements)." };
+        var showStats = new Option<bool>("--stats") { Description = "Print the KV cache's memory per tier and counters (bytes moved, prefetch hits, ...) on stderr." };
+        var statsJson = new Option<string?>("--stats-json") { Description = "Write the KV cache statistics to this JSON file." };
 
         var command = new Command("generate", "Generate text from a prompt.");
         common.AddTo(command);
@@ -21,6 +24,9 @@ static class GenerateCommand
         command.Options.Add(maxTokens);
         sampling.AddTo(command);
         command.Options.Add(json);
+        command.Options.Add(ignoreEos);
+        command.Options.Add(showStats);
+        command.Options.Add(statsJson);
 
         command.SetAction(result => CliErrors.Run(() =>
         {
@@ -30,6 +36,7 @@ static class GenerateCommand
                 MaxTokens = result.GetValue(maxTokens),
                 Sampling = sampling.Read(result),
                 StopStrings = sampling.StopStrings(result),
+                IgnoreEndOfGeneration = result.GetValue(ignoreEos),
             };
             if (options.MaxTokens < 0) throw new ArgumentException("--max-tokens must not be negative");
 
@@ -47,6 +54,8 @@ static class GenerateCommand
                 else Console.Out.Write(piece);
             }
 
+            var kvReport = KvStatsReport.Collect(engine.Options.KvCache.Policy, cache);
+            if (result.GetValue(statsJson) is string statsPath) KvStatsReport.Save(kvReport, statsPath);
             if (asJson)
             {
                 var report = new
@@ -63,6 +72,7 @@ static class GenerateCommand
                     decode_seconds = stats.DecodeTime.TotalSeconds,
                     prefill_tokens_per_second = stats.PrefillTokensPerSecond,
                     decode_tokens_per_second = stats.DecodeTokensPerSecond,
+                    kv = kvReport,
                 };
                 Console.Out.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
             }
@@ -72,6 +82,7 @@ static class GenerateCommand
                 Console.Error.WriteLine(
                     $"[{stats.GeneratedTokens} tokens, {stats.DecodeTokensPerSecond:F1} tokens/s decode, " +
                     $"{stats.PromptTokens} prompt tokens at {stats.PrefillTokensPerSecond:F1} tokens/s, finish: {stats.FinishReason}]");
+                if (result.GetValue(showStats)) KvStatsReport.Print(kvReport, Console.Error);
             }
             return 0;
         }));

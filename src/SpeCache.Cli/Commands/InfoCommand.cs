@@ -26,7 +26,7 @@ static class InfoCommand
                 .OrderBy(g => g.Key, StringComparer.Ordinal)
                 .ToDictionary(g => g.Key, g => new { tensors = g.Count(), bytes = g.Sum(t => t.ByteLength) });
             long parameters = file.Tensors.Values.Where(t => !ReferenceEquals(t, file.TryTensor("output.weight")) || !c.TiedEmbeddings).Sum(t => t.ElementCount);
-            var kv = KvCacheFactory.Policies.ToDictionary(p => p, p => KvBytesPerToken(p, c));
+            var kv = KvVariants().ToDictionary(v => v.Label, v => KvBytesPerToken(v.Options, c));
             var info = new
             {
                 path,
@@ -62,19 +62,39 @@ static class InfoCommand
             Console.WriteLine($"embeddings      {(c.TiedEmbeddings ? "tied" : "separate output head")}");
             foreach (var (name, t) in types)
                 Console.WriteLine($"weights {name,-8} {t.tensors} tensors, {t.bytes:N0} bytes");
+            long? fullBytes = kv["full f16"];
             foreach (var (policy, bytes) in kv)
                 Console.WriteLine(bytes is long b
-                    ? $"kv {policy,-12} {b:N0} bytes per token ({b * (long)c.ContextLength / (1024.0 * 1024.0):F1} MiB at full context)"
-                    : $"kv {policy,-12} not available for this model's head size {c.HeadDim}");
+                    ? $"kv {policy,-20} {b,12:N0} fast-tier bytes per token ({b * (long)c.ContextLength / (1024.0 * 1024.0):F1} MiB at full context, 1/{(double)fullBytes! / b:F1} of full f16)"
+                    : $"kv {policy,-20} not available for this model's head size {c.HeadDim}");
             return 0;
         }));
         return command;
     }
 
-    /// <summary>Fast-tier bytes per token with a policy's default settings; null where the policy cannot run this shape.</summary>
-    static long? KvBytesPerToken(string policy, SpeCache.Transformer.ModelConfig config)
+    /// <summary>The settings worth comparing: the 16-bit baseline and the low-bit copies the paper reports (2 bit G32, 1 bit G64).</summary>
+    static IEnumerable<(string Label, KvCacheOptions Options)> KvVariants()
     {
-        try { return KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = policy }, config); }
+        yield return ("full f16", new KvCacheOptions { Policy = "full" });
+        foreach (var policy in KvCacheFactory.Policies.Where(p => p != "full"))
+        {
+            var options = new KvCacheOptions { Policy = policy };
+            if (policy is "kivi" or "specache")
+            {
+                yield return ($"{policy} 2-bit g32", options with { Kivi = new(2, 32, 64), SpeCache = new(2, 32, 64) });
+                yield return ($"{policy} 1-bit g64", options with { Kivi = new(1, 64, 64), SpeCache = new(1, 64, 64) });
+            }
+            else
+            {
+                yield return (policy, options);
+            }
+        }
+    }
+
+    /// <summary>Fast-tier bytes per token of the per-token part of a policy's cache; null where the policy cannot run this shape.</summary>
+    static long? KvBytesPerToken(KvCacheOptions options, SpeCache.Transformer.ModelConfig config)
+    {
+        try { return KvCacheFactory.FastTierBytesPerToken(options, config); }
         catch (ArgumentException) { return null; }
         catch (NotSupportedException) { return null; }
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
 using SpeCache.KvCache;
@@ -24,6 +25,8 @@ public sealed record GenerationOptions
     public int MaxTokens { get; init; } = 256;
     public SamplingOptions Sampling { get; init; } = new();
     public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>Treat end-of-generation tokens as ordinary text and go on (llama.cpp's --ignore-eos), for measurements.</summary>
+    public bool IgnoreEndOfGeneration { get; init; }
 }
 
 /// <summary>What one generation did and how fast; filled in as it runs.</summary>
@@ -73,7 +76,11 @@ public sealed class Generator
     IEnumerable<string> Run(int[] prompt, GenerationOptions options, IKvCache cache, GenerationStats stats, CancellationToken cancellation)
     {
         var sampler = new Sampler(options.Sampling, _model.Config.VocabSize);
-        var state = _model.CreateState(Math.Min(64, Math.Max(prompt.Length, 1)));
+        var state = _model.CreateState(Math.Min(64, Math.Max(prompt.Length, 2)));
+        int vocab = _model.Config.VocabSize;
+        bool speculate = cache.SpeculativeRows == 1;
+        int guess = -1;        // the speculative token decoded beside the last real one: our guess of the token sampled next
+        int nextGuess = -1;    // the speculative row's own prediction, the guess for the step after
         var history = new List<int>(prompt.Length + options.MaxTokens);
         history.AddRange(prompt);
         var decoder = Encoding.UTF8.GetDecoder();
@@ -95,7 +102,12 @@ public sealed class Generator
         {
             cancellation.ThrowIfCancellationRequested();
             int token = sampler.Sample(logits, CollectionsMarshal.AsSpan(history));
-            if (_tokenizer.IsEndOfGeneration(token))
+            if (guess >= 0 && cache.Counters is { } counters)
+            {
+                counters.SpeculativeGuesses++;
+                if (token == guess) counters.SpeculativeCorrect++;
+            }
+            if (!options.IgnoreEndOfGeneration && _tokenizer.IsEndOfGeneration(token))
             {
                 stats.FinishReason = FinishReason.EndOfGeneration;
                 break;
@@ -128,7 +140,23 @@ public sealed class Generator
                 stats.FinishReason = FinishReason.ContextFull;
                 break;
             }
-            _model.Forward([token], cache, state).CopyTo(logits);
+            if (speculate && cache.Length + 2 <= cache.Capacity)
+            {
+                // SpeCache decodes a guess of the next token beside the real one, so that the guess's
+                // top-k can be prefetched for the next step; the first guess comes from a pre-decode
+                // step that runs the real token alone as a speculative row (nothing is stored).
+                if (nextGuess < 0)
+                    nextGuess = TensorPrimitives.IndexOfMax(_model.Forward([token], cache, state, speculativeRows: 1));
+                var rows = _model.Forward([token, nextGuess], cache, state, allLogits: true, speculativeRows: 1);
+                rows[..vocab].CopyTo(logits);
+                guess = nextGuess;
+                nextGuess = TensorPrimitives.IndexOfMax(rows.Slice(vocab, vocab));
+            }
+            else
+            {
+                _model.Forward([token], cache, state).CopyTo(logits);
+                guess = nextGuess = -1;
+            }
         }
         stats.DecodeTime = clock.Elapsed;
         if (stats.FinishReason != FinishReason.Stop)

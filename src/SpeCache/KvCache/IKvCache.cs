@@ -59,6 +59,9 @@ public interface IKvCache : IDisposable
 
     /// <summary>Bytes this cache holds in each tier, for memory accounting and <c>--stats</c>.</summary>
     KvMemory Memory { get; }
+
+    /// <summary>What this cache has done so far (bytes moved, prefetch hits, ...), or null if it counts nothing.</summary>
+    KvCounters? Counters => null;
 }
 
 /// <summary>Bytes held per tier: the fast tier (read every step) and the host tier (big and slow).</summary>

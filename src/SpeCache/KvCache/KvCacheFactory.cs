@@ -1,5 +1,7 @@
 using SpeCache.KvCache.Policies.Full;
 using SpeCache.KvCache.Policies.Kivi;
+using SpeCache.KvCache.Policies.SpeCache;
+using SpeCache.KvCache.Tiers;
 using SpeCache.Transformer;
 
 namespace SpeCache.KvCache;
@@ -7,7 +9,7 @@ namespace SpeCache.KvCache;
 /// <summary>Which KV cache policy a sequence uses, and its options.</summary>
 public sealed record KvCacheOptions
 {
-    /// <summary>Policy name: full or kivi.</summary>
+    /// <summary>Policy name: one of <see cref="KvCacheFactory.Policies"/>.</summary>
     public string Policy { get; init; } = "full";
     /// <summary>
     /// Most bytes the fast tier may hold for this sequence (null: no limit). A cache that would not
@@ -16,17 +18,32 @@ public sealed record KvCacheOptions
     public long? FastTierBudgetBytes { get; init; }
     /// <summary>Settings of the kivi policy.</summary>
     public KiviOptions Kivi { get; init; } = new();
+    /// <summary>Settings of the specache policy.</summary>
+    public SpeCacheOptions SpeCache { get; init; } = new();
 }
 
 /// <summary>The registry of KV cache policies by name: adding a policy means adding its lines here.</summary>
 public static class KvCacheFactory
 {
-    public static IReadOnlyList<string> Policies { get; } = ["full", "kivi"];
+    public static IReadOnlyList<string> Policies { get; } = ["full", "kivi", "specache"];
 
-    public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
+    public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength)
+    {
+        var cache = CreatePolicy(options, config, contextLength);
+        if (options.FastTierBudgetBytes is long budget && cache.Memory.FastTierBytes > budget)
+        {
+            long needed = cache.Memory.FastTierBytes;
+            cache.Dispose();
+            throw new ArgumentException($"the {options.Policy} KV cache needs {ByteSize.Format(needed)} of fast tier for a context of {contextLength} tokens, more than the budget of {ByteSize.Format(budget)}");
+        }
+        return cache;
+    }
+
+    static IKvCache CreatePolicy(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
     {
         "full" => new FullKvCache(config, contextLength),
         "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
+        "specache" => new SpeCacheKvCache(config, contextLength, options.SpeCache, options.FastTierBudgetBytes),
         _ => throw Unknown(options.Policy),
     };
 
@@ -35,6 +52,7 @@ public static class KvCacheFactory
     {
         "full" => 2L * config.LayerCount * config.KvDim * sizeof(ushort),
         "kivi" => KiviKvCache.BytesPerToken(config, options.Kivi),
+        "specache" => SpeCacheKvCache.BytesPerToken(config, options.SpeCache),
         _ => throw Unknown(options.Policy),
     };
 

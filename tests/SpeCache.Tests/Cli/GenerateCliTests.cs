@@ -90,7 +90,7 @@ public class GenerateCliTests
         Assert.Equal("llama2c", root.GetProperty("format").GetString());
         Assert.Equal(5, root.GetProperty("layers").GetInt32());
         // full F16 cache: 2 (K and V) x 5 layers x 4 KV heads x 8 head dim x 2 bytes
-        Assert.Equal(2 * 5 * 32 * 2, root.GetProperty("kv_bytes_per_token").GetProperty("full").GetInt64());
+        Assert.Equal(2 * 5 * 32 * 2, root.GetProperty("kv_bytes_per_token").GetProperty("full f16").GetInt64());
     }
 }
 

@@ -1,0 +1,616 @@
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using SpeCache.KvCache.Quantization;
+using SpeCache.KvCache.Tiers;
+using SpeCache.Quants;
+using SpeCache.Transformer;
+
+namespace SpeCache.KvCache.Policies.SpeCache;
+
+/// <summary>
+/// SpeCache: every key and value twice. The fast tier holds a KIVI low-bit copy of every token, a
+/// full-precision residual of the newest ones, and a staging pool of prefetched 16-bit pairs; the
+/// host tier (<see cref="HostTier"/>) holds the 16-bit K and V of every token.
+/// </summary>
+/// <remarks>
+/// <para><b>Decode step</b> (rows: the real token, then one speculative token), per layer and KV head:</para>
+/// <list type="number">
+/// <item>The real row scores its queries against the low-bit keys and the residual, aggregates the
+/// softmax of the query heads that share the KV head (GQA), and takes the top-k positions.</item>
+/// <item>Each top-k position found in the staging pool (the previous step's speculative row asked
+/// for it) is a hit; a miss is fetched from the host tier now or served from the low-bit copy
+/// (<see cref="MissPolicy"/>).</item>
+/// <item>Attention runs over the mixed cache: 16-bit at the top-k, full precision in the residual,
+/// low-bit everywhere else, one softmax over all of it.</item>
+/// <item>The speculative row (a guess of the next token) attends the same way without fetching,
+/// its top-k says what the next step will need at this layer, and a background worker copies
+/// those pairs from the host tier into the other half of the staging pool while the remaining
+/// layers compute. The next step's real row waits only for what is not done yet.</item>
+/// </list>
+/// <para>The real row never sees the speculative row: rows attend causally and the speculative row
+/// is last. Its keys and values live in scratch for the step and are never stored.</para>
+/// <para><b>Prefill</b> (several real rows) attends exactly over the 16-bit host copy, as a full
+/// cache would; the prompt's tokens enter the low-bit copy group by group as they leave the
+/// residual. A <b>pre-decode</b> step (a call with only a speculative row) scores the first token
+/// against the low-bit keys, starts its prefetch and yields the first speculative token.</para>
+/// <para>The residual holds floats rounded to F16, the values the host tier holds, so a top-k
+/// covering the whole context reproduces the 16-bit full cache.</para>
+/// </remarks>
+public sealed class SpeCacheKvCache : IKvCache
+{
+    readonly KiviFormat _format;
+    readonly int _layers, _kvHeads, _headDim, _group, _residualMax, _maxGroups, _k;
+    readonly int _pairBytes;           // one token's 16-bit K then V in the host tier
+    readonly HostTier _host;
+    readonly Interconnect _link;
+
+    // Fast tier: low-bit copy and residual (as the kivi policy), per layer and KV head.
+    readonly byte[][] _keyGroups;      // (maxGroups, KeyGroupBytes)
+    readonly byte[][] _values;         // (capacity, ValueTokenBytes)
+    readonly float[][] _residualK;     // (R + G, headDim), oldest first
+    readonly float[][] _residualV;
+    readonly int[] _quantized;         // per layer: tokens in the low-bit part (a multiple of G)
+    readonly int[] _residual;          // per layer: tokens in the residual
+    readonly int[] _pending;           // per layer: real tokens appended, not committed
+
+    // Fast tier: staging pool, two halves per layer (the one the real row reads, the one being filled).
+    readonly Staging[][] _staging;     // [layer][half]
+    readonly int[] _current;           // per layer: the half real rows read
+    readonly bool[] _jobPending;       // per layer: a prefetch into the other half is queued or running
+    readonly ManualResetEventSlim[] _jobDone;
+
+    // Per step.
+    int _stepRows, _stepSpeculative;
+    readonly float[] _specK, _specV;   // the speculative row's K and V, (kvHeads, headDim)
+
+    // Scratch for one KV head's attention (compute thread only).
+    readonly float[] _raw, _probabilities, _lowBitProbabilities, _importance, _heap, _groupScores;
+    readonly float[] _selectedK, _selectedV, _hostRows;
+    readonly int[] _selected, _exact, _exactTruth;
+    readonly byte[] _pairScratch;
+    readonly float _scale;
+
+    readonly Thread _worker;
+    readonly System.Collections.Concurrent.BlockingCollection<int> _jobs = new();
+    bool _disposed;
+
+    sealed class Staging(int kvHeads, int k, int headDim)
+    {
+        public readonly int[] Positions = new int[kvHeads * k];  // per KV head, ascending
+        public readonly int[] Counts = new int[kvHeads];
+        public readonly float[] K = new float[kvHeads * k * headDim];
+        public readonly float[] V = new float[kvHeads * k * headDim];
+    }
+
+    public SpeCacheKvCache(ModelConfig config, int capacity, SpeCacheOptions options, long? fastTierBudget = null)
+    {
+        options.Validate();
+        if (capacity <= 0 || capacity > config.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
+        if (config.HeadDim % KiviFormat.Lanes != 0)
+            throw new NotSupportedException($"the specache cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        Options = options;
+        Capacity = capacity;
+        _layers = config.LayerCount;
+        _kvHeads = config.KvHeadCount;
+        _headDim = config.HeadDim;
+        _group = config.QueryGroupSize;
+        _k = options.TopK;
+        _format = new KiviFormat(_headDim, options.GroupSize, options.Bits);
+        _residualMax = options.ResidualLength + options.GroupSize;
+        _maxGroups = capacity / options.GroupSize + 1;
+        _pairBytes = 2 * _headDim * sizeof(ushort);
+        _link = options.Interconnect;
+
+        long fast = FastTierBytes(config, capacity, options);
+        if (fastTierBudget is long budget && fast > budget)
+            throw new ArgumentException($"the specache fast tier needs {ByteSize.Format(fast)} for a context of {capacity} tokens, more than the budget of {ByteSize.Format(budget)}");
+
+        long hostBytes = HostTierBytes(config, capacity);
+        _host = options.HostTier == "ram" ? HostTier.InRam(hostBytes) : HostTier.OnDiskAt(options.HostTier["disk:".Length..], hostBytes);
+        try
+        {
+            int slots = _layers * _kvHeads;
+            _keyGroups = new byte[slots][];
+            _values = new byte[slots][];
+            _residualK = new float[slots][];
+            _residualV = new float[slots][];
+            for (int s = 0; s < slots; s++)
+            {
+                _keyGroups[s] = new byte[_maxGroups * _format.KeyGroupBytes];
+                _values[s] = new byte[(long)capacity * _format.ValueTokenBytes];
+                _residualK[s] = new float[_residualMax * _headDim];
+                _residualV[s] = new float[_residualMax * _headDim];
+            }
+        }
+        catch
+        {
+            _host.Dispose();
+            throw;
+        }
+        _quantized = new int[_layers];
+        _residual = new int[_layers];
+        _pending = new int[_layers];
+        _staging = new Staging[_layers][];
+        for (int l = 0; l < _layers; l++) _staging[l] = [new(_kvHeads, _k, _headDim), new(_kvHeads, _k, _headDim)];
+        _current = new int[_layers];
+        _jobPending = new bool[_layers];
+        _jobDone = new ManualResetEventSlim[_layers];
+        for (int l = 0; l < _layers; l++) _jobDone[l] = new ManualResetEventSlim(false);
+        _specK = new float[_kvHeads * _headDim];
+        _specV = new float[_kvHeads * _headDim];
+
+        int visibleMax = capacity + 1;
+        _raw = new float[_group * visibleMax];
+        _probabilities = new float[_group * visibleMax];
+        _lowBitProbabilities = new float[_group * capacity];
+        _importance = new float[visibleMax];
+        _heap = new float[_k];
+        _groupScores = new float[_group * options.GroupSize];
+        _selected = new int[_k];
+        _exact = new int[_k];
+        _exactTruth = new int[_k];
+        _selectedK = new float[_k * _headDim];
+        _selectedV = new float[_k * _headDim];
+        if (2L * capacity * _headDim > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(capacity), $"a context of {capacity} tokens is too long for one head's scratch");
+        _hostRows = new float[2 * capacity * _headDim];
+        _pairScratch = new byte[_pairBytes];
+        _scale = 1f / MathF.Sqrt(_headDim);
+
+        _worker = new Thread(PrefetchLoop) { IsBackground = true, Name = "specache prefetch" };
+        _worker.Start();
+    }
+
+    public SpeCacheOptions Options { get; }
+    public int Length { get; private set; }
+    public int Capacity { get; }
+    public int SpeculativeRows => Options.Speculative ? 1 : 0;
+    public KvCounters Counters { get; } = new();
+
+    /// <summary>The host tier's backing file while visible (disk tier given a file path), for tests and diagnostics.</summary>
+    public string? HostFilePath => _host.FilePath;
+
+    public KvMemory Memory => new(FastTierBytesFixed(), _host.Bytes);
+
+    long FastTierBytesFixed() => (long)_layers * _kvHeads * (_maxGroups * (long)_format.KeyGroupBytes
+        + (long)Capacity * _format.ValueTokenBytes
+        + 2L * _residualMax * _headDim * sizeof(float)
+        + 2L * _k * 2 * _headDim * sizeof(float));
+
+    /// <summary>Exact fast-tier bytes a cache of <paramref name="capacity"/> tokens allocates: low-bit copy, residual, staging pool.</summary>
+    public static long FastTierBytes(ModelConfig config, int capacity, SpeCacheOptions options)
+    {
+        var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
+        long maxGroups = capacity / options.GroupSize + 1;
+        long residual = options.ResidualLength + options.GroupSize;
+        return (long)config.LayerCount * config.KvHeadCount * (maxGroups * format.KeyGroupBytes
+            + (long)capacity * format.ValueTokenBytes
+            + 2L * residual * config.HeadDim * sizeof(float)
+            + 2L * options.TopK * 2 * config.HeadDim * sizeof(float));
+    }
+
+    /// <summary>Fast-tier bytes per token of the low-bit copy, over all layers (the residual and staging pool are a constant on top).</summary>
+    public static long BytesPerToken(ModelConfig config, SpeCacheOptions options)
+    {
+        if (config.HeadDim % KiviFormat.Lanes != 0)
+            throw new NotSupportedException($"the specache cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
+        return (long)config.LayerCount * config.KvHeadCount * (format.KeyGroupBytes / options.GroupSize + format.ValueTokenBytes);
+    }
+
+    /// <summary>Host-tier bytes: the 16-bit K and V of every position.</summary>
+    public static long HostTierBytes(ModelConfig config, int capacity) =>
+        (long)config.LayerCount * config.KvHeadCount * capacity * 2 * config.HeadDim * sizeof(ushort);
+
+    long HostOffset(int slot, int position) => ((long)slot * Capacity + position) * _pairBytes;
+
+    public void BeginStep(int count, int speculative)
+    {
+        if (speculative < 0 || speculative > 1 || speculative > count)
+            throw new NotSupportedException($"the specache cache decodes at most one speculative row per step (asked for {speculative} of {count})");
+        _stepRows = count;
+        _stepSpeculative = speculative;
+    }
+
+    public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count)
+    {
+        if (count != _stepRows) BeginStep(count, 0); // a caller that never announced its rows: all real
+        int real = count - _stepSpeculative;
+        if (Length + real > Capacity)
+            throw new InvalidOperationException($"KV cache full: {Length} + {real} tokens exceed its capacity of {Capacity}");
+        if (_pending[layer] != 0) throw new InvalidOperationException($"layer {layer} already has uncommitted tokens");
+        int kvDim = _kvHeads * _headDim;
+        for (int t = 0; t < real; t++)
+        {
+            int at = _residual[layer], position = Length + t;
+            for (int h = 0; h < _kvHeads; h++)
+            {
+                int slot = layer * _kvHeads + h;
+                var k = keys.Slice(t * kvDim + h * _headDim, _headDim);
+                var v = values.Slice(t * kvDim + h * _headDim, _headDim);
+                var pair = _host.Slice(HostOffset(slot, position), _pairBytes);
+                F16.QuantizeRow(k, pair[..(_pairBytes / 2)]);
+                F16.QuantizeRow(v, pair[(_pairBytes / 2)..]);
+                // The residual keeps exactly what the host tier keeps (F16 values), see the remarks.
+                F16.DequantizeRow(pair[..(_pairBytes / 2)], _residualK[slot].AsSpan(at * _headDim, _headDim));
+                F16.DequantizeRow(pair[(_pairBytes / 2)..], _residualV[slot].AsSpan(at * _headDim, _headDim));
+            }
+            Counters.HostBytesWritten += (long)_kvHeads * _pairBytes;
+            _residual[layer]++;
+            if (_residual[layer] == _residualMax) Fold(layer);
+        }
+        if (_stepSpeculative == 1)
+        {
+            keys.Slice(real * kvDim, kvDim).CopyTo(_specK);
+            values.Slice(real * kvDim, kvDim).CopyTo(_specV);
+        }
+        _pending[layer] = real;
+    }
+
+    /// <summary>Quantizes the residual's oldest group of G tokens into the low-bit copy and drops them from the residual.</summary>
+    void Fold(int layer)
+    {
+        int g = Options.GroupSize;
+        int groupIndex = _quantized[layer] / g;
+        for (int h = 0; h < _kvHeads; h++)
+        {
+            int slot = layer * _kvHeads + h;
+            KiviQuantizer.QuantizeKeyGroup(_format, _residualK[slot].AsSpan(0, g * _headDim), _headDim,
+                _keyGroups[slot].AsSpan(groupIndex * _format.KeyGroupBytes, _format.KeyGroupBytes));
+            for (int t = 0; t < g; t++)
+                KiviQuantizer.QuantizeValueToken(_format, _residualV[slot].AsSpan(t * _headDim, _headDim),
+                    _values[slot].AsSpan((_quantized[layer] + t) * _format.ValueTokenBytes, _format.ValueTokenBytes));
+            int keep = (_residual[layer] - g) * _headDim;
+            _residualK[slot].AsSpan(g * _headDim, keep).CopyTo(_residualK[slot]);
+            _residualV[slot].AsSpan(g * _headDim, keep).CopyTo(_residualV[slot]);
+        }
+        _quantized[layer] += g;
+        _residual[layer] -= g;
+    }
+
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
+    {
+        if (count != _stepRows) throw new InvalidOperationException($"attend of {count} rows after an append of {_stepRows}");
+        int real = count - _stepSpeculative;
+        int qDim = _kvHeads * _group * _headDim;
+
+        // Whatever was prefetched for this layer becomes the half real rows read.
+        TakePrefetch(layer, waitIsOnCriticalPath: real == 1);
+
+        if (real > 1)
+        {
+            for (int h = 0; h < _kvHeads; h++)
+                AttendExactly(layer, h, queries, output, real, qDim);
+        }
+        var staging = _staging[layer];
+        for (int h = 0; h < _kvHeads; h++)
+        {
+            int exactCount = 0;
+            if (real == 1)
+            {
+                var q = queries.Slice(h * _group * _headDim, _group * _headDim);
+                var o = output.Slice(h * _group * _headDim, _group * _headDim);
+                exactCount = AttendRealRow(layer, h, q, o, staging[_current[layer]]);
+            }
+            if (_stepSpeculative == 1)
+            {
+                var q = queries.Slice(real * qDim + h * _group * _headDim, _group * _headDim);
+                var o = output.Slice(real * qDim + h * _group * _headDim, _group * _headDim);
+                AttendSpeculativeRow(layer, h, q, o, exactCount, staging[1 - _current[layer]]);
+            }
+        }
+        if (_stepSpeculative == 1 && !_disposed)
+        {
+            _jobDone[layer].Reset();
+            _jobPending[layer] = true;
+            _jobs.Add(layer);
+        }
+    }
+
+    void TakePrefetch(int layer, bool waitIsOnCriticalPath)
+    {
+        if (!_jobPending[layer]) return;
+        long start = Stopwatch.GetTimestamp();
+        _jobDone[layer].Wait();
+        if (waitIsOnCriticalPath) Counters.PrefetchWaitTicks += Stopwatch.GetTimestamp() - start;
+        _jobPending[layer] = false;
+        _current[layer] ^= 1;
+    }
+
+    /// <summary>Prefill rows: exact attention over the 16-bit host copy, as the full cache computes it.</summary>
+    void AttendExactly(int layer, int h, ReadOnlySpan<float> queries, Span<float> output, int rows, int qDim)
+    {
+        int slot = layer * _kvHeads + h, total = Length + rows, d = _headDim;
+        var keysF = _hostRows.AsSpan(0, total * d);
+        var valuesF = _hostRows.AsSpan(Capacity * d, total * d);
+        var arena = _host.Slice(HostOffset(slot, 0), total * _pairBytes);
+        for (int t = 0; t < total; t++)
+        {
+            var pair = arena.Slice(t * _pairBytes, _pairBytes);
+            F16.DequantizeRow(pair[..(_pairBytes / 2)], keysF.Slice(t * d, d));
+            F16.DequantizeRow(pair[(_pairBytes / 2)..], valuesF.Slice(t * d, d));
+        }
+        for (int i = 0; i < rows; i++)
+        {
+            int visible = Length + i + 1;
+            for (int j = 0; j < _group; j++)
+            {
+                var qj = queries.Slice(i * qDim + (h * _group + j) * d, d);
+                var oj = output.Slice(i * qDim + (h * _group + j) * d, d);
+                var row = _raw.AsSpan(0, visible);
+                for (int t = 0; t < visible; t++) row[t] = TensorPrimitives.Dot(qj, keysF.Slice(t * d, d)) * _scale;
+                SoftMax(row);
+                oj.Clear();
+                for (int t = 0; t < visible; t++) TensorPrimitives.MultiplyAdd(valuesF.Slice(t * d, d), row[t], oj, oj);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Low-bit scores of every query head of KV head <paramref name="slot"/> against the quantized
+    /// positions, exact scores against the residual, all scaled: rows of <paramref name="visible"/> in _raw.
+    /// </summary>
+    void ScoreLowBitAndResidual(int slot, ReadOnlySpan<float> q, int quantized, int residual, int visible)
+    {
+        int g = Options.GroupSize;
+        for (int first = 0; first < quantized; first += g)
+        {
+            KiviAttention.KeyScores(_format, q, _keyGroups[slot].AsSpan(first / g * _format.KeyGroupBytes, _format.KeyGroupBytes), _groupScores);
+            for (int j = 0; j < _group; j++)
+                _groupScores.AsSpan(j * g, g).CopyTo(_raw.AsSpan(j * visible + first, g));
+        }
+        for (int j = 0; j < _group; j++)
+        {
+            var qj = q.Slice(j * _headDim, _headDim);
+            var row = _raw.AsSpan(j * visible, visible);
+            for (int t = 0; t < residual; t++)
+                row[quantized + t] = TensorPrimitives.Dot(qj, _residualK[slot].AsSpan(t * _headDim, _headDim));
+            TensorPrimitives.Multiply(row[..(quantized + residual)], _scale, row[..(quantized + residual)]);
+        }
+    }
+
+    /// <summary>GQA aggregation: the softmax of each query head sharing the KV head, summed, over positions [0, candidates).</summary>
+    void Importance(int visible, int candidates)
+    {
+        var importance = _importance.AsSpan(0, candidates);
+        importance.Clear();
+        for (int j = 0; j < _group; j++)
+        {
+            var p = _probabilities.AsSpan(j * visible, visible);
+            _raw.AsSpan(j * visible, visible).CopyTo(p);
+            SoftMax(p);
+            TensorPrimitives.Add(importance, p[..candidates], importance);
+        }
+    }
+
+    /// <summary>The real row of a decode step for one KV head; returns how many top-k positions it attended in 16 bit (left in _exact/_selectedK/_selectedV).</summary>
+    int AttendRealRow(int layer, int h, ReadOnlySpan<float> q, Span<float> o, Staging staging)
+    {
+        int slot = layer * _kvHeads + h, d = _headDim;
+        int quantized = _quantized[layer], residual = _residual[layer];
+        int visible = quantized + residual;
+        ScoreLowBitAndResidual(slot, q, quantized, residual, visible);
+        Importance(visible, quantized);
+        int selected = TopK.Select(_importance.AsSpan(0, quantized), _k, _selected, _heap);
+        if (Options.MeasureRecall && selected > 0) MeasureRecall(slot, q, quantized, selected);
+
+        // Hits come from the staging pool; misses from the host tier now, or stay low-bit.
+        var staged = staging.Positions.AsSpan(h * _k, staging.Counts[h]);
+        int exact = 0;
+        long fetched = 0, fetchStart = 0;
+        for (int i = 0; i < selected; i++)
+        {
+            int position = _selected[i];
+            int at = staged.BinarySearch(position);
+            if (at >= 0)
+            {
+                Counters.PrefetchHits++;
+                staging.K.AsSpan((h * _k + at) * d, d).CopyTo(_selectedK.AsSpan(exact * d, d));
+                staging.V.AsSpan((h * _k + at) * d, d).CopyTo(_selectedV.AsSpan(exact * d, d));
+            }
+            else
+            {
+                Counters.Misses++;
+                if (Options.Miss == MissPolicy.LowBit)
+                {
+                    Counters.MissesServedLowBit++;
+                    continue;
+                }
+                if (fetched == 0) fetchStart = Stopwatch.GetTimestamp();
+                var pair = _host.Slice(HostOffset(slot, position), _pairBytes);
+                F16.DequantizeRow(pair[..(_pairBytes / 2)], _selectedK.AsSpan(exact * d, d));
+                F16.DequantizeRow(pair[(_pairBytes / 2)..], _selectedV.AsSpan(exact * d, d));
+                fetched += _pairBytes;
+            }
+            _exact[exact++] = position;
+        }
+        if (fetched > 0)
+        {
+            _link.WaitForTransfer(fetched, fetchStart);
+            Counters.OnDemandTicks += Stopwatch.GetTimestamp() - fetchStart;
+            Interlocked.Add(ref Counters.HostBytesRead, fetched);
+        }
+        Counters.TopKRequested += selected;
+        if (h == 0 && layer == 0) Counters.DecodeSteps++;
+        Counters.FastBytesRead += (long)quantized * (_format.KeyGroupBytes / Options.GroupSize + _format.ValueTokenBytes)
+            + (long)residual * 2 * d * sizeof(float) + (long)exact * 2 * d * sizeof(float);
+
+        MixedAttention(slot, q, o, quantized, residual, visible, exact, ownKey: default, ownValue: default);
+        return exact;
+    }
+
+    /// <summary>
+    /// The speculative row for one KV head: the same mixed attention, reusing the real row's 16-bit
+    /// pairs (no fetch), plus its own key and value; then its top-k over the positions that will be
+    /// in the low-bit copy next step goes into the prefetch half of the staging pool.
+    /// </summary>
+    void AttendSpeculativeRow(int layer, int h, ReadOnlySpan<float> q, Span<float> o, int exact, Staging next)
+    {
+        int slot = layer * _kvHeads + h;
+        int quantized = _quantized[layer], residual = _residual[layer];
+        int visible = quantized + residual + 1;
+        ScoreLowBitAndResidual(slot, q, quantized, residual, visible);
+        var ownKey = _specK.AsSpan(h * _headDim, _headDim);
+        for (int j = 0; j < _group; j++)
+            _raw[j * visible + visible - 1] = TensorPrimitives.Dot(q.Slice(j * _headDim, _headDim), ownKey) * _scale;
+
+        // Positions that will be low-bit when the next real token arrives: today's, plus the oldest
+        // group of the residual if that token's append folds it.
+        int nextQuantized = quantized + (residual + 1 == _residualMax ? Options.GroupSize : 0);
+        MixedAttention(slot, q, o, quantized, residual, visible, exact, ownKey, _specV.AsSpan(h * _headDim, _headDim));
+
+        // MixedAttention left the final probabilities in _probabilities: aggregate and select.
+        var importance = _importance.AsSpan(0, nextQuantized);
+        importance.Clear();
+        for (int j = 0; j < _group; j++)
+            TensorPrimitives.Add(importance, _probabilities.AsSpan(j * visible, nextQuantized), importance);
+        int count = TopK.Select(importance, _k, next.Positions.AsSpan(h * _k, _k), _heap);
+        next.Counts[h] = count;
+    }
+
+    /// <summary>
+    /// One softmax over the mixed cache and the weighted sum of values: 16-bit scores and values at
+    /// the <paramref name="exact"/> positions in _exact (pairs in _selectedK/_selectedV), residual in full
+    /// precision, the rest from the low-bit copy; plus an own key/value at the end for a speculative row.
+    /// Expects the low-bit and residual scores in _raw.
+    /// </summary>
+    void MixedAttention(int slot, ReadOnlySpan<float> q, Span<float> o, int quantized, int residual, int visible, int exact,
+        ReadOnlySpan<float> ownKey, ReadOnlySpan<float> ownValue)
+    {
+        int d = _headDim;
+        for (int j = 0; j < _group; j++)
+        {
+            var qj = q.Slice(j * d, d);
+            var row = _raw.AsSpan(j * visible, visible);
+            for (int e = 0; e < exact; e++)
+                row[_exact[e]] = TensorPrimitives.Dot(qj, _selectedK.AsSpan(e * d, d)) * _scale;
+            var p = _probabilities.AsSpan(j * visible, visible);
+            row.CopyTo(p);
+            SoftMax(p);
+            var low = _lowBitProbabilities.AsSpan(j * quantized, quantized);
+            p[..quantized].CopyTo(low);
+            for (int e = 0; e < exact; e++) low[_exact[e]] = 0;
+        }
+        o.Clear();
+        if (quantized > 0)
+            KiviAttention.AccumulateValues(_format, _lowBitProbabilities.AsSpan(0, _group * quantized),
+                _values[slot].AsSpan(0, quantized * _format.ValueTokenBytes), o);
+        for (int j = 0; j < _group; j++)
+        {
+            var oj = o.Slice(j * d, d);
+            var p = _probabilities.AsSpan(j * visible, visible);
+            for (int e = 0; e < exact; e++)
+                TensorPrimitives.MultiplyAdd(_selectedV.AsSpan(e * d, d), p[_exact[e]], oj, oj);
+            for (int t = 0; t < residual; t++)
+                TensorPrimitives.MultiplyAdd(_residualV[slot].AsSpan(t * d, d), p[quantized + t], oj, oj);
+            if (!ownValue.IsEmpty)
+                TensorPrimitives.MultiplyAdd(ownValue, p[visible - 1], oj, oj);
+        }
+    }
+
+    /// <summary>Top-k recall of the low-bit estimate: the exact top-k from the 16-bit keys, compared with <c>_selected</c>.</summary>
+    void MeasureRecall(int slot, ReadOnlySpan<float> q, int quantized, int selected)
+    {
+        int d = _headDim;
+        var keys = _hostRows.AsSpan(0, quantized * d);
+        for (int t = 0; t < quantized; t++)
+            F16.DequantizeRow(_host.Slice(HostOffset(slot, t), _pairBytes / 2), keys.Slice(t * d, d));
+        var truth = _importance.AsSpan(0, quantized);
+        truth.Clear();
+        var p = _hostRows.AsSpan(quantized * d, quantized);
+        for (int j = 0; j < _group; j++)
+        {
+            var qj = q.Slice(j * d, d);
+            for (int t = 0; t < quantized; t++) p[t] = TensorPrimitives.Dot(qj, keys.Slice(t * d, d)) * _scale;
+            SoftMax(p);
+            TensorPrimitives.Add(truth, p, truth);
+        }
+        int n = TopK.Select(truth, _k, _exactTruth, _heap);
+        int common = 0;
+        for (int i = 0; i < n; i++)
+            if (_selected.AsSpan(0, selected).BinarySearch(_exactTruth[i]) >= 0) common++;
+        Counters.RecallSum += (double)common / n;
+        Counters.RecallChecks++;
+    }
+
+    /// <summary>The background worker: copies each queued layer's speculative top-k from the host tier into the staging half being filled.</summary>
+    void PrefetchLoop()
+    {
+        foreach (int layer in _jobs.GetConsumingEnumerable())
+        {
+            long start = Stopwatch.GetTimestamp();
+            var next = _staging[layer][1 - _current[layer]];
+            long bytes = 0;
+            int d = _headDim;
+            for (int h = 0; h < _kvHeads; h++)
+            {
+                int slot = layer * _kvHeads + h;
+                for (int i = 0; i < next.Counts[h]; i++)
+                {
+                    var pair = _host.Slice(HostOffset(slot, next.Positions[h * _k + i]), _pairBytes);
+                    F16.DequantizeRow(pair[..(_pairBytes / 2)], next.K.AsSpan((h * _k + i) * d, d));
+                    F16.DequantizeRow(pair[(_pairBytes / 2)..], next.V.AsSpan((h * _k + i) * d, d));
+                }
+                bytes += (long)next.Counts[h] * _pairBytes;
+                Counters.PrefetchedPairs += next.Counts[h];
+            }
+            _link.WaitForTransfer(bytes, start);
+            Interlocked.Add(ref Counters.HostBytesRead, bytes);
+            Counters.PrefetchTicks += Stopwatch.GetTimestamp() - start;
+            _jobDone[layer].Set();
+        }
+    }
+
+    static void SoftMax(Span<float> x)
+    {
+        float max = TensorPrimitives.Max(x);
+        float sum = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float e = MathF.Exp(x[i] - max);
+            x[i] = e;
+            sum += e;
+        }
+        TensorPrimitives.Multiply(x, 1f / sum, x);
+    }
+
+    public void Commit(int count)
+    {
+        for (int l = 0; l < _layers; l++)
+        {
+            if (_pending[l] != count)
+                throw new InvalidOperationException($"commit of {count} tokens, but layer {l} holds {_pending[l]} uncommitted");
+            _pending[l] = 0;
+        }
+        Length += count;
+        _stepRows = _stepSpeculative = 0;
+    }
+
+    public void Clear()
+    {
+        for (int l = 0; l < _layers; l++)
+        {
+            if (_jobPending[l]) _jobDone[l].Wait();
+            _jobPending[l] = false;
+            Array.Clear(_staging[l][0].Counts);
+            Array.Clear(_staging[l][1].Counts);
+        }
+        Length = 0;
+        Array.Clear(_quantized);
+        Array.Clear(_residual);
+        Array.Clear(_pending);
+        _stepRows = _stepSpeculative = 0;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _jobs.CompleteAdding();
+        _worker.Join();
+        _jobs.Dispose();
+        foreach (var done in _jobDone) done.Dispose();
+        _host.Dispose();
+    }
+}
