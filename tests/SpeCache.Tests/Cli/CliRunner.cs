@@ -7,7 +7,7 @@ public sealed record CliResult(int ExitCode, string StdOut, string StdErr);
 /// <summary>Runs the real <c>specache</c> executable (built beside the tests) as a child process.</summary>
 public static class CliRunner
 {
-    static string CliDll
+    public static string CliDll
     {
         get
         {

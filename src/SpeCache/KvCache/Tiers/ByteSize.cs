@@ -10,6 +10,7 @@ public static class ByteSize
         string t = text.Trim();
         int unitAt = t.Length;
         while (unitAt > 0 && char.IsLetter(t[unitAt - 1])) unitAt--;
+        if (unitAt == 0) throw new FormatException($"'{text}' is not a size such as 512MiB or 2GB");
         string unit = t[unitAt..].ToUpperInvariant();
         double multiplier = unit switch
         {

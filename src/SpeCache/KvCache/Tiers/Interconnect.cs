@@ -63,6 +63,6 @@ public sealed record Interconnect(double BytesPerSecond = double.PositiveInfinit
             : (t, 1e-6);
         if (!double.TryParse(number, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double value) || value < 0 || double.IsInfinity(value))
             throw new FormatException($"latency '{text}' is not a duration such as 10us, 2ms or 0.5s");
-        return TimeSpan.FromSeconds(value * toSeconds);
+        return TimeSpan.FromTicks((long)Math.Round(value * toSeconds * TimeSpan.TicksPerSecond));
     }
 }

@@ -457,16 +457,13 @@ public sealed class SpeCacheKvCache : IKvCache
 
         // Positions that will be low-bit when the next real token arrives: today's, plus the oldest
         // group of the residual if that token's append folds it.
+        // Select with the estimate the next real row will use (low-bit scores, exact in the residual),
+        // not with this row's 16-bit pairs: the point is to predict that row's choice.
         int nextQuantized = quantized + (residual + 1 == _residualMax ? Options.GroupSize : 0);
-        MixedAttention(slot, q, o, quantized, residual, visible, exact, ownKey, _specV.AsSpan(h * _headDim, _headDim));
+        Importance(visible, nextQuantized);
+        next.Counts[h] = TopK.Select(_importance.AsSpan(0, nextQuantized), _k, next.Positions.AsSpan(h * _k, _k), _heap);
 
-        // MixedAttention left the final probabilities in _probabilities: aggregate and select.
-        var importance = _importance.AsSpan(0, nextQuantized);
-        importance.Clear();
-        for (int j = 0; j < _group; j++)
-            TensorPrimitives.Add(importance, _probabilities.AsSpan(j * visible, nextQuantized), importance);
-        int count = TopK.Select(importance, _k, next.Positions.AsSpan(h * _k, _k), _heap);
-        next.Counts[h] = count;
+        MixedAttention(slot, q, o, quantized, residual, visible, exact, ownKey, _specV.AsSpan(h * _headDim, _headDim));
     }
 
     /// <summary>
