@@ -36,7 +36,7 @@ namespace SpeCache.KvCache.Policies.SpeCache;
 /// <para>The residual holds floats rounded to F16, the values the host tier holds, so a top-k
 /// covering the whole context reproduces the 16-bit full cache.</para>
 /// </remarks>
-public sealed class SpeCacheKvCache : IKvCache
+public sealed partial class SpeCacheKvCache : IKvCache
 {
     readonly KiviFormat _format;
     readonly int _layers, _kvHeads, _headDim, _group, _residualMax, _maxGroups, _k;
@@ -63,11 +63,8 @@ public sealed class SpeCacheKvCache : IKvCache
     int _stepRows, _stepSpeculative;
     readonly float[] _specK, _specV;   // the speculative row's K and V, (kvHeads, headDim)
 
-    // Scratch for one KV head's attention (compute thread only).
-    readonly float[] _raw, _probabilities, _lowBitProbabilities, _importance, _heap, _groupScores;
-    readonly float[] _selectedK, _selectedV, _hostRows;
-    readonly int[] _selected, _exact, _exactTruth;
-    readonly byte[] _pairScratch;
+    readonly Scratch[] _scratch;       // one per attention worker
+    readonly int _workers;
     readonly float _scale;
 
     readonly Thread _worker;
@@ -140,22 +137,11 @@ public sealed class SpeCacheKvCache : IKvCache
         _specK = new float[_kvHeads * _headDim];
         _specV = new float[_kvHeads * _headDim];
 
-        int visibleMax = capacity + 1;
-        _raw = new float[_group * visibleMax];
-        _probabilities = new float[_group * visibleMax];
-        _lowBitProbabilities = new float[_group * capacity];
-        _importance = new float[visibleMax];
-        _heap = new float[_k];
-        _groupScores = new float[_group * options.GroupSize];
-        _selected = new int[_k];
-        _exact = new int[_k];
-        _exactTruth = new int[_k];
-        _selectedK = new float[_k * _headDim];
-        _selectedV = new float[_k * _headDim];
-        if (2L * capacity * _headDim > Array.MaxLength)
+        if (2L * _group * (capacity + 1) > Array.MaxLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"a context of {capacity} tokens is too long for one head's scratch");
-        _hostRows = new float[2 * capacity * _headDim];
-        _pairScratch = new byte[_pairBytes];
+        _workers = Math.Clamp(Environment.ProcessorCount, 1, _kvHeads);
+        _scratch = new Scratch[_workers];
+        for (int w = 0; w < _workers; w++) _scratch[w] = new Scratch(this);
         _scale = 1f / MathF.Sqrt(_headDim);
 
         _worker = new Thread(PrefetchLoop) { IsBackground = true, Name = "specache prefetch" };
@@ -269,268 +255,6 @@ public sealed class SpeCacheKvCache : IKvCache
         _residual[layer] -= g;
     }
 
-    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
-    {
-        if (count != _stepRows) throw new InvalidOperationException($"attend of {count} rows after an append of {_stepRows}");
-        int real = count - _stepSpeculative;
-        int qDim = _kvHeads * _group * _headDim;
-
-        // Whatever was prefetched for this layer becomes the half real rows read.
-        TakePrefetch(layer, waitIsOnCriticalPath: real == 1);
-
-        if (real > 1)
-        {
-            for (int h = 0; h < _kvHeads; h++)
-                AttendExactly(layer, h, queries, output, real, qDim);
-        }
-        var staging = _staging[layer];
-        for (int h = 0; h < _kvHeads; h++)
-        {
-            int exactCount = 0;
-            if (real == 1)
-            {
-                var q = queries.Slice(h * _group * _headDim, _group * _headDim);
-                var o = output.Slice(h * _group * _headDim, _group * _headDim);
-                exactCount = AttendRealRow(layer, h, q, o, staging[_current[layer]]);
-            }
-            if (_stepSpeculative == 1)
-            {
-                var q = queries.Slice(real * qDim + h * _group * _headDim, _group * _headDim);
-                var o = output.Slice(real * qDim + h * _group * _headDim, _group * _headDim);
-                AttendSpeculativeRow(layer, h, q, o, exactCount, staging[1 - _current[layer]]);
-            }
-        }
-        if (_stepSpeculative == 1 && !_disposed)
-        {
-            _jobDone[layer].Reset();
-            _jobPending[layer] = true;
-            _jobs.Add(layer);
-        }
-    }
-
-    void TakePrefetch(int layer, bool waitIsOnCriticalPath)
-    {
-        if (!_jobPending[layer]) return;
-        long start = Stopwatch.GetTimestamp();
-        _jobDone[layer].Wait();
-        if (waitIsOnCriticalPath) Counters.PrefetchWaitTicks += Stopwatch.GetTimestamp() - start;
-        _jobPending[layer] = false;
-        _current[layer] ^= 1;
-    }
-
-    /// <summary>Prefill rows: exact attention over the 16-bit host copy, as the full cache computes it.</summary>
-    void AttendExactly(int layer, int h, ReadOnlySpan<float> queries, Span<float> output, int rows, int qDim)
-    {
-        int slot = layer * _kvHeads + h, total = Length + rows, d = _headDim;
-        var keysF = _hostRows.AsSpan(0, total * d);
-        var valuesF = _hostRows.AsSpan(Capacity * d, total * d);
-        var arena = _host.Slice(HostOffset(slot, 0), total * _pairBytes);
-        for (int t = 0; t < total; t++)
-        {
-            var pair = arena.Slice(t * _pairBytes, _pairBytes);
-            F16.DequantizeRow(pair[..(_pairBytes / 2)], keysF.Slice(t * d, d));
-            F16.DequantizeRow(pair[(_pairBytes / 2)..], valuesF.Slice(t * d, d));
-        }
-        for (int i = 0; i < rows; i++)
-        {
-            int visible = Length + i + 1;
-            for (int j = 0; j < _group; j++)
-            {
-                var qj = queries.Slice(i * qDim + (h * _group + j) * d, d);
-                var oj = output.Slice(i * qDim + (h * _group + j) * d, d);
-                var row = _raw.AsSpan(0, visible);
-                for (int t = 0; t < visible; t++) row[t] = TensorPrimitives.Dot(qj, keysF.Slice(t * d, d)) * _scale;
-                SoftMax(row);
-                oj.Clear();
-                for (int t = 0; t < visible; t++) TensorPrimitives.MultiplyAdd(valuesF.Slice(t * d, d), row[t], oj, oj);
-            }
-        }
-    }
-
-    /// <summary>
-    /// Low-bit scores of every query head of KV head <paramref name="slot"/> against the quantized
-    /// positions, exact scores against the residual, all scaled: rows of <paramref name="visible"/> in _raw.
-    /// </summary>
-    void ScoreLowBitAndResidual(int slot, ReadOnlySpan<float> q, int quantized, int residual, int visible)
-    {
-        int g = Options.GroupSize;
-        for (int first = 0; first < quantized; first += g)
-        {
-            KiviAttention.KeyScores(_format, q, _keyGroups[slot].AsSpan(first / g * _format.KeyGroupBytes, _format.KeyGroupBytes), _groupScores);
-            for (int j = 0; j < _group; j++)
-                _groupScores.AsSpan(j * g, g).CopyTo(_raw.AsSpan(j * visible + first, g));
-        }
-        for (int j = 0; j < _group; j++)
-        {
-            var qj = q.Slice(j * _headDim, _headDim);
-            var row = _raw.AsSpan(j * visible, visible);
-            for (int t = 0; t < residual; t++)
-                row[quantized + t] = TensorPrimitives.Dot(qj, _residualK[slot].AsSpan(t * _headDim, _headDim));
-            TensorPrimitives.Multiply(row[..(quantized + residual)], _scale, row[..(quantized + residual)]);
-        }
-    }
-
-    /// <summary>GQA aggregation: the softmax of each query head sharing the KV head, summed, over positions [0, candidates).</summary>
-    void Importance(int visible, int candidates)
-    {
-        var importance = _importance.AsSpan(0, candidates);
-        importance.Clear();
-        for (int j = 0; j < _group; j++)
-        {
-            var p = _probabilities.AsSpan(j * visible, visible);
-            _raw.AsSpan(j * visible, visible).CopyTo(p);
-            SoftMax(p);
-            TensorPrimitives.Add(importance, p[..candidates], importance);
-        }
-    }
-
-    /// <summary>The real row of a decode step for one KV head; returns how many top-k positions it attended in 16 bit (left in _exact/_selectedK/_selectedV).</summary>
-    int AttendRealRow(int layer, int h, ReadOnlySpan<float> q, Span<float> o, Staging staging)
-    {
-        int slot = layer * _kvHeads + h, d = _headDim;
-        int quantized = _quantized[layer], residual = _residual[layer];
-        int visible = quantized + residual;
-        ScoreLowBitAndResidual(slot, q, quantized, residual, visible);
-        Importance(visible, quantized);
-        int selected = TopK.Select(_importance.AsSpan(0, quantized), _k, _selected, _heap);
-        if (Options.MeasureRecall && selected > 0) MeasureRecall(slot, q, quantized, selected);
-
-        // Hits come from the staging pool; misses from the host tier now, or stay low-bit.
-        var staged = staging.Positions.AsSpan(h * _k, staging.Counts[h]);
-        int exact = 0;
-        long fetched = 0, fetchStart = 0;
-        for (int i = 0; i < selected; i++)
-        {
-            int position = _selected[i];
-            int at = staged.BinarySearch(position);
-            if (at >= 0)
-            {
-                Counters.PrefetchHits++;
-                staging.K.AsSpan((h * _k + at) * d, d).CopyTo(_selectedK.AsSpan(exact * d, d));
-                staging.V.AsSpan((h * _k + at) * d, d).CopyTo(_selectedV.AsSpan(exact * d, d));
-            }
-            else
-            {
-                Counters.Misses++;
-                if (Options.Miss == MissPolicy.LowBit)
-                {
-                    Counters.MissesServedLowBit++;
-                    continue;
-                }
-                if (fetched == 0) fetchStart = Stopwatch.GetTimestamp();
-                var pair = _host.Slice(HostOffset(slot, position), _pairBytes);
-                F16.DequantizeRow(pair[..(_pairBytes / 2)], _selectedK.AsSpan(exact * d, d));
-                F16.DequantizeRow(pair[(_pairBytes / 2)..], _selectedV.AsSpan(exact * d, d));
-                fetched += _pairBytes;
-            }
-            _exact[exact++] = position;
-        }
-        if (fetched > 0)
-        {
-            _link.WaitForTransfer(fetched, fetchStart);
-            Counters.OnDemandTicks += Stopwatch.GetTimestamp() - fetchStart;
-            Interlocked.Add(ref Counters.HostBytesRead, fetched);
-        }
-        Counters.TopKRequested += selected;
-        if (h == 0 && layer == 0) Counters.DecodeSteps++;
-        Counters.FastBytesRead += (long)quantized * (_format.KeyGroupBytes / Options.GroupSize + _format.ValueTokenBytes)
-            + (long)residual * 2 * d * sizeof(float) + (long)exact * 2 * d * sizeof(float);
-
-        MixedAttention(slot, q, o, quantized, residual, visible, exact, ownKey: default, ownValue: default);
-        return exact;
-    }
-
-    /// <summary>
-    /// The speculative row for one KV head: the same mixed attention, reusing the real row's 16-bit
-    /// pairs (no fetch), plus its own key and value; then its top-k over the positions that will be
-    /// in the low-bit copy next step goes into the prefetch half of the staging pool.
-    /// </summary>
-    void AttendSpeculativeRow(int layer, int h, ReadOnlySpan<float> q, Span<float> o, int exact, Staging next)
-    {
-        int slot = layer * _kvHeads + h;
-        int quantized = _quantized[layer], residual = _residual[layer];
-        int visible = quantized + residual + 1;
-        ScoreLowBitAndResidual(slot, q, quantized, residual, visible);
-        var ownKey = _specK.AsSpan(h * _headDim, _headDim);
-        for (int j = 0; j < _group; j++)
-            _raw[j * visible + visible - 1] = TensorPrimitives.Dot(q.Slice(j * _headDim, _headDim), ownKey) * _scale;
-
-        // Positions that will be low-bit when the next real token arrives: today's, plus the oldest
-        // group of the residual if that token's append folds it.
-        // Select with the estimate the next real row will use (low-bit scores, exact in the residual),
-        // not with this row's 16-bit pairs: the point is to predict that row's choice.
-        int nextQuantized = quantized + (residual + 1 == _residualMax ? Options.GroupSize : 0);
-        Importance(visible, nextQuantized);
-        next.Counts[h] = TopK.Select(_importance.AsSpan(0, nextQuantized), _k, next.Positions.AsSpan(h * _k, _k), _heap);
-
-        MixedAttention(slot, q, o, quantized, residual, visible, exact, ownKey, _specV.AsSpan(h * _headDim, _headDim));
-    }
-
-    /// <summary>
-    /// One softmax over the mixed cache and the weighted sum of values: 16-bit scores and values at
-    /// the <paramref name="exact"/> positions in _exact (pairs in _selectedK/_selectedV), residual in full
-    /// precision, the rest from the low-bit copy; plus an own key/value at the end for a speculative row.
-    /// Expects the low-bit and residual scores in _raw.
-    /// </summary>
-    void MixedAttention(int slot, ReadOnlySpan<float> q, Span<float> o, int quantized, int residual, int visible, int exact,
-        ReadOnlySpan<float> ownKey, ReadOnlySpan<float> ownValue)
-    {
-        int d = _headDim;
-        for (int j = 0; j < _group; j++)
-        {
-            var qj = q.Slice(j * d, d);
-            var row = _raw.AsSpan(j * visible, visible);
-            for (int e = 0; e < exact; e++)
-                row[_exact[e]] = TensorPrimitives.Dot(qj, _selectedK.AsSpan(e * d, d)) * _scale;
-            var p = _probabilities.AsSpan(j * visible, visible);
-            row.CopyTo(p);
-            SoftMax(p);
-            var low = _lowBitProbabilities.AsSpan(j * quantized, quantized);
-            p[..quantized].CopyTo(low);
-            for (int e = 0; e < exact; e++) low[_exact[e]] = 0;
-        }
-        o.Clear();
-        if (quantized > 0)
-            KiviAttention.AccumulateValues(_format, _lowBitProbabilities.AsSpan(0, _group * quantized),
-                _values[slot].AsSpan(0, quantized * _format.ValueTokenBytes), o);
-        for (int j = 0; j < _group; j++)
-        {
-            var oj = o.Slice(j * d, d);
-            var p = _probabilities.AsSpan(j * visible, visible);
-            for (int e = 0; e < exact; e++)
-                TensorPrimitives.MultiplyAdd(_selectedV.AsSpan(e * d, d), p[_exact[e]], oj, oj);
-            for (int t = 0; t < residual; t++)
-                TensorPrimitives.MultiplyAdd(_residualV[slot].AsSpan(t * d, d), p[quantized + t], oj, oj);
-            if (!ownValue.IsEmpty)
-                TensorPrimitives.MultiplyAdd(ownValue, p[visible - 1], oj, oj);
-        }
-    }
-
-    /// <summary>Top-k recall of the low-bit estimate: the exact top-k from the 16-bit keys, compared with <c>_selected</c>.</summary>
-    void MeasureRecall(int slot, ReadOnlySpan<float> q, int quantized, int selected)
-    {
-        int d = _headDim;
-        var keys = _hostRows.AsSpan(0, quantized * d);
-        for (int t = 0; t < quantized; t++)
-            F16.DequantizeRow(_host.Slice(HostOffset(slot, t), _pairBytes / 2), keys.Slice(t * d, d));
-        var truth = _importance.AsSpan(0, quantized);
-        truth.Clear();
-        var p = _hostRows.AsSpan(quantized * d, quantized);
-        for (int j = 0; j < _group; j++)
-        {
-            var qj = q.Slice(j * d, d);
-            for (int t = 0; t < quantized; t++) p[t] = TensorPrimitives.Dot(qj, keys.Slice(t * d, d)) * _scale;
-            SoftMax(p);
-            TensorPrimitives.Add(truth, p, truth);
-        }
-        int n = TopK.Select(truth, _k, _exactTruth, _heap);
-        int common = 0;
-        for (int i = 0; i < n; i++)
-            if (_selected.AsSpan(0, selected).BinarySearch(_exactTruth[i]) >= 0) common++;
-        Counters.RecallSum += (double)common / n;
-        Counters.RecallChecks++;
-    }
-
     /// <summary>The background worker: copies each queued layer's speculative top-k from the host tier into the staging half being filled.</summary>
     void PrefetchLoop()
     {
@@ -557,19 +281,6 @@ public sealed class SpeCacheKvCache : IKvCache
             Counters.PrefetchTicks += Stopwatch.GetTimestamp() - start;
             _jobDone[layer].Set();
         }
-    }
-
-    static void SoftMax(Span<float> x)
-    {
-        float max = TensorPrimitives.Max(x);
-        float sum = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            float e = MathF.Exp(x[i] - max);
-            x[i] = e;
-            sum += e;
-        }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
     }
 
     public void Commit(int count)

@@ -1,0 +1,377 @@
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using SpeCache.KvCache.Quantization;
+using SpeCache.Quants;
+
+namespace SpeCache.KvCache.Policies.SpeCache;
+
+public sealed partial class SpeCacheKvCache
+{
+    /// <summary>Contexts from this many positions on spread a layer's KV heads over threads; below it the hand-off costs more than it saves.</summary>
+    const int ParallelFromPositions = 2048;
+
+    float[] _rowsIn = [], _rowsOut = [];
+
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
+    {
+        if (count != _stepRows) throw new InvalidOperationException($"attend of {count} rows after an append of {_stepRows}");
+        int real = count - _stepSpeculative;
+
+        // Whatever was prefetched for this layer becomes the half the real row reads.
+        TakePrefetch(layer, waitIsOnCriticalPath: real == 1);
+
+        var work = new LayerWork(layer, real, _stepSpeculative, _staging[layer][_current[layer]], _staging[layer][1 - _current[layer]]);
+        if (_workers == 1 || (_quantized[layer] + _residual[layer]) * (long)_kvHeads < ParallelFromPositions * 2L)
+        {
+            for (int h = 0; h < _kvHeads; h++) _scratch[0].AttendHead(work, h, queries, output);
+        }
+        else
+        {
+            // Spans cannot enter a lambda: the rows go through arrays the workers slice again.
+            if (_rowsIn.Length < queries.Length) (_rowsIn, _rowsOut) = (new float[queries.Length], new float[queries.Length]);
+            queries.CopyTo(_rowsIn);
+            float[] q = _rowsIn, o = _rowsOut;
+            int length = queries.Length;
+            Parallel.For(0, _workers, w =>
+            {
+                for (int h = w; h < _kvHeads; h += _workers) _scratch[w].AttendHead(work, h, q.AsSpan(0, length), o.AsSpan(0, length));
+            });
+            _rowsOut.AsSpan(0, output.Length).CopyTo(output);
+        }
+        for (int w = 0; w < _workers; w++) _scratch[w].MergeCountersInto(Counters);
+        if (real == 1) Counters.DecodeSteps += layer == 0 ? 1 : 0;
+
+        if (_stepSpeculative == 1 && !_disposed)
+        {
+            _jobDone[layer].Reset();
+            _jobPending[layer] = true;
+            _jobs.Add(layer);
+        }
+    }
+
+    void TakePrefetch(int layer, bool waitIsOnCriticalPath)
+    {
+        if (!_jobPending[layer]) return;
+        long start = Stopwatch.GetTimestamp();
+        _jobDone[layer].Wait();
+        if (waitIsOnCriticalPath) Counters.PrefetchWaitTicks += Stopwatch.GetTimestamp() - start;
+        _jobPending[layer] = false;
+        _current[layer] ^= 1;
+    }
+
+    /// <summary>One layer's step: which rows are real and speculative, and the staging halves to read and to fill.</summary>
+    sealed record LayerWork(int Layer, int Real, int Speculative, Staging Current, Staging Next);
+
+    /// <summary>
+    /// One worker's buffers and the per-KV-head attention. A decode step stacks the real row's and
+    /// the speculative row's query heads (2 x the GQA group), so the low-bit kernels expand each
+    /// group's codes once for both rows.
+    /// </summary>
+    sealed class Scratch
+    {
+        readonly SpeCacheKvCache _c;
+        readonly int _d, _group, _k;
+        readonly float[] _q, _out;                 // (rows x group, headDim) stacked queries and outputs
+        readonly float[] _raw, _probabilities;     // (rows x group, stride) scores, then probabilities
+        readonly float[] _lowBit;                  // (rows x group, quantized) probabilities of low-bit positions
+        readonly float[] _importance, _shifted, _heap, _groupScores;
+        readonly float[] _selectedK, _selectedV;   // (k, headDim) the 16-bit pairs attended this step
+        readonly float[] _hostKeys, _hostValues;   // (context, headDim) prefill and recall checks
+        readonly int[] _selected, _exact, _truth;
+        readonly KvCounters _counters = new();
+
+        public Scratch(SpeCacheKvCache cache)
+        {
+            _c = cache;
+            _d = cache._headDim;
+            _group = cache._group;
+            _k = cache._k;
+            int rows = 2 * _group, stride = cache.Capacity + 1;
+            _q = new float[rows * _d];
+            _out = new float[rows * _d];
+            _raw = new float[rows * stride];
+            _probabilities = new float[rows * stride];
+            _lowBit = new float[rows * cache.Capacity];
+            _importance = new float[stride];
+            _shifted = new float[stride];
+            _heap = new float[_k];
+            _groupScores = new float[rows * cache.Options.GroupSize];
+            _selectedK = new float[_k * _d];
+            _selectedV = new float[_k * _d];
+            _hostKeys = new float[(long)cache.Capacity * _d];
+            _hostValues = new float[(long)cache.Capacity * _d];
+            _selected = new int[_k];
+            _exact = new int[_k];
+            _truth = new int[_k];
+        }
+
+        public void MergeCountersInto(KvCounters total)
+        {
+            total.FastBytesRead += _counters.FastBytesRead;
+            Interlocked.Add(ref total.HostBytesRead, _counters.HostBytesRead); // the prefetch worker adds to it too
+            total.TopKRequested += _counters.TopKRequested;
+            total.PrefetchHits += _counters.PrefetchHits;
+            total.Misses += _counters.Misses;
+            total.MissesServedLowBit += _counters.MissesServedLowBit;
+            total.OnDemandTicks += _counters.OnDemandTicks;
+            total.RecallSum += _counters.RecallSum;
+            total.RecallChecks += _counters.RecallChecks;
+            _counters.Reset();
+        }
+
+        public void AttendHead(LayerWork work, int h, ReadOnlySpan<float> queries, Span<float> output)
+        {
+            int qDim = _c._kvHeads * _group * _d, rowDim = _group * _d;
+            if (work.Real > 1)
+            {
+                AttendExactly(work.Layer, h, queries, output, work.Real, qDim);
+                if (work.Speculative == 0) return;
+                // A speculative row after several real ones: decode it alone below.
+                queries = queries[(work.Real * qDim)..];
+                output = output[(work.Real * qDim)..];
+                work = work with { Real = 0 };
+            }
+            int rows = work.Real + work.Speculative;
+            for (int r = 0; r < rows; r++)
+                queries.Slice(r * qDim + h * rowDim, rowDim).CopyTo(_q.AsSpan(r * rowDim, rowDim));
+            Decode(work, h, rows);
+            for (int r = 0; r < rows; r++)
+                _out.AsSpan(r * rowDim, rowDim).CopyTo(output.Slice(r * qDim + h * rowDim, rowDim));
+        }
+
+        /// <summary>Prefill rows: exact attention over the 16-bit host copy, as the full cache computes it.</summary>
+        void AttendExactly(int layer, int h, ReadOnlySpan<float> queries, Span<float> output, int rows, int qDim)
+        {
+            int slot = layer * _c._kvHeads + h, total = _c.Length + rows, d = _d;
+            LoadHostPairs(slot, total);
+            for (int i = 0; i < rows; i++)
+            {
+                int visible = _c.Length + i + 1;
+                for (int j = 0; j < _group; j++)
+                {
+                    var qj = queries.Slice(i * qDim + (h * _group + j) * d, d);
+                    var oj = output.Slice(i * qDim + (h * _group + j) * d, d);
+                    var row = _raw.AsSpan(0, visible);
+                    for (int t = 0; t < visible; t++) row[t] = TensorPrimitives.Dot(qj, _hostKeys.AsSpan(t * d, d)) * _c._scale;
+                    SoftMax(row);
+                    oj.Clear();
+                    for (int t = 0; t < visible; t++) TensorPrimitives.MultiplyAdd(_hostValues.AsSpan(t * d, d), row[t], oj, oj);
+                }
+            }
+        }
+
+        void LoadHostPairs(int slot, int count)
+        {
+            int half = _c._pairBytes / 2;
+            var arena = _c._host.Slice(_c.HostOffset(slot, 0), count * _c._pairBytes);
+            for (int t = 0; t < count; t++)
+            {
+                var pair = arena.Slice(t * _c._pairBytes, _c._pairBytes);
+                F16.DequantizeRow(pair[..half], _hostKeys.AsSpan(t * _d, _d));
+                F16.DequantizeRow(pair[half..], _hostValues.AsSpan(t * _d, _d));
+            }
+        }
+
+        /// <summary>
+        /// The decode step for one KV head. Rows: the real token (if <c>work.Real</c> is 1), then the
+        /// speculative token (if any). Every row sees the low-bit copy and the residual; the real row
+        /// attends its top-k in 16 bit; the speculative row reuses those pairs, adds its own key and
+        /// value, and picks what to prefetch for the next step.
+        /// </summary>
+        void Decode(LayerWork work, int h, int rows)
+        {
+            var c = _c;
+            int slot = work.Layer * c._kvHeads + h, d = _d, g = c.Options.GroupSize;
+            int quantized = c._quantized[work.Layer], residual = c._residual[work.Layer];
+            int stride = quantized + residual + 1; // the speculative row's own position is the last
+            int heads = rows * _group;
+
+            // Scores against the low-bit keys: one kernel call per group for every row's query heads.
+            for (int first = 0; first < quantized; first += g)
+            {
+                KiviAttention.KeyScores(c._format, _q.AsSpan(0, heads * d), c._keyGroups[slot].AsSpan(first / g * c._format.KeyGroupBytes, c._format.KeyGroupBytes), _groupScores);
+                for (int i = 0; i < heads; i++)
+                    _groupScores.AsSpan(i * g, g).CopyTo(_raw.AsSpan(i * stride + first, g));
+            }
+            // Exact scores against the residual (and, for the speculative row, its own key).
+            for (int i = 0; i < heads; i++)
+            {
+                var qi = _q.AsSpan(i * d, d);
+                var row = _raw.AsSpan(i * stride, stride);
+                for (int t = 0; t < residual; t++)
+                    row[quantized + t] = TensorPrimitives.Dot(qi, c._residualK[slot].AsSpan(t * d, d));
+                bool speculative = i >= work.Real * _group;
+                if (speculative) row[stride - 1] = TensorPrimitives.Dot(qi, c._specK.AsSpan(h * d, d));
+                int visible = speculative ? stride : stride - 1;
+                TensorPrimitives.Multiply(row[..visible], c._scale, row[..visible]);
+            }
+
+            // The speculative row picks the next step's top-k first, from the same estimate the next
+            // real row will use (low-bit and residual scores, before any 16-bit pair replaces them),
+            // over the positions that will be low-bit then: today's, plus the residual's oldest group
+            // if the next token's append folds it.
+            if (work.Speculative == 1)
+            {
+                int nextQuantized = quantized + (residual + 1 == c._residualMax ? g : 0);
+                Importance(work.Real, stride, stride, nextQuantized);
+                work.Next.Counts[h] = TopK.Select(_importance.AsSpan(0, nextQuantized), _k, work.Next.Positions.AsSpan(h * _k, _k), _heap);
+            }
+
+            int exact = 0;
+            if (work.Real == 1)
+            {
+                Importance(0, stride, stride - 1, quantized);
+                int selected = TopK.Select(_importance.AsSpan(0, quantized), _k, _selected, _heap);
+                if (c.Options.MeasureRecall && selected > 0) MeasureRecall(slot, quantized, selected);
+                exact = GatherSelected(slot, h, selected, work.Current);
+                _counters.FastBytesRead += (long)quantized * (c._format.KeyGroupBytes / g + c._format.ValueTokenBytes)
+                    + (long)residual * 2 * d * sizeof(float) + (long)exact * 2 * d * sizeof(float);
+            }
+
+            // One softmax per query head over the mixed cache: 16-bit scores at the selected pairs.
+            for (int i = 0; i < heads; i++)
+            {
+                bool speculative = i >= work.Real * _group;
+                int visible = speculative ? stride : stride - 1;
+                var row = _raw.AsSpan(i * stride, visible);
+                var qi = _q.AsSpan(i * d, d);
+                for (int e = 0; e < exact; e++)
+                    row[_exact[e]] = TensorPrimitives.Dot(qi, _selectedK.AsSpan(e * d, d)) * c._scale;
+                var p = _probabilities.AsSpan(i * stride, visible);
+                row.CopyTo(p);
+                SoftMax(p);
+                var low = _lowBit.AsSpan(i * quantized, quantized);
+                p[..quantized].CopyTo(low);
+                for (int e = 0; e < exact; e++) low[_exact[e]] = 0;
+            }
+
+            // Values: the low-bit part for every row at once, then the 16-bit pairs, the residual, the own value.
+            var o = _out.AsSpan(0, heads * d);
+            o.Clear();
+            if (quantized > 0)
+                KiviAttention.AccumulateValues(c._format, _lowBit.AsSpan(0, heads * quantized), c._values[slot].AsSpan(0, quantized * c._format.ValueTokenBytes), o);
+            for (int i = 0; i < heads; i++)
+            {
+                var oi = o.Slice(i * d, d);
+                var p = _probabilities.AsSpan(i * stride, stride);
+                for (int e = 0; e < exact; e++)
+                    TensorPrimitives.MultiplyAdd(_selectedV.AsSpan(e * d, d), p[_exact[e]], oi, oi);
+                for (int t = 0; t < residual; t++)
+                    TensorPrimitives.MultiplyAdd(c._residualV[slot].AsSpan(t * d, d), p[quantized + t], oi, oi);
+                if (i >= work.Real * _group)
+                    TensorPrimitives.MultiplyAdd(c._specV.AsSpan(h * d, d), p[stride - 1], oi, oi);
+            }
+        }
+
+        /// <summary>
+        /// GQA aggregation of row <paramref name="row"/>'s query heads over positions [0, candidates):
+        /// the largest log-probability any head gives the position (each head's scores minus its max
+        /// over the <paramref name="visible"/> positions). Ranking a single head by this is ranking by
+        /// its softmax, and it needs no exponentials: top-k runs every step on every head.
+        /// </summary>
+        void Importance(int row, int stride, int visible, int candidates)
+        {
+            var importance = _importance.AsSpan(0, candidates);
+            for (int j = 0; j < _group; j++)
+            {
+                var scores = _raw.AsSpan((row * _group + j) * stride, visible);
+                float max = TensorPrimitives.Max(scores);
+                if (j == 0)
+                {
+                    TensorPrimitives.Subtract(scores[..candidates], max, importance);
+                    continue;
+                }
+                var shifted = _shifted.AsSpan(0, candidates);
+                TensorPrimitives.Subtract(scores[..candidates], max, shifted);
+                TensorPrimitives.Max(importance, shifted, importance);
+            }
+        }
+
+        /// <summary>
+        /// Brings the selected positions' 16-bit pairs into _selectedK/_selectedV: from the staging pool
+        /// when prefetched (a hit), else from the host tier now or not at all (served low-bit), as the
+        /// miss policy says. Returns how many pairs are 16-bit; their positions are in _exact.
+        /// </summary>
+        int GatherSelected(int slot, int h, int selected, Staging staging)
+        {
+            var c = _c;
+            int d = _d, half = c._pairBytes / 2;
+            var staged = staging.Positions.AsSpan(h * _k, staging.Counts[h]);
+            int exact = 0;
+            long fetched = 0, fetchStart = 0;
+            for (int i = 0; i < selected; i++)
+            {
+                int position = _selected[i];
+                int at = staged.BinarySearch(position);
+                if (at >= 0)
+                {
+                    _counters.PrefetchHits++;
+                    staging.K.AsSpan((h * _k + at) * d, d).CopyTo(_selectedK.AsSpan(exact * d, d));
+                    staging.V.AsSpan((h * _k + at) * d, d).CopyTo(_selectedV.AsSpan(exact * d, d));
+                }
+                else
+                {
+                    _counters.Misses++;
+                    if (c.Options.Miss == MissPolicy.LowBit)
+                    {
+                        _counters.MissesServedLowBit++;
+                        continue;
+                    }
+                    if (fetched == 0) fetchStart = Stopwatch.GetTimestamp();
+                    var pair = c._host.Slice(c.HostOffset(slot, position), c._pairBytes);
+                    F16.DequantizeRow(pair[..half], _selectedK.AsSpan(exact * d, d));
+                    F16.DequantizeRow(pair[half..], _selectedV.AsSpan(exact * d, d));
+                    fetched += c._pairBytes;
+                }
+                _exact[exact++] = position;
+            }
+            if (fetched > 0)
+            {
+                c._link.WaitForTransfer(fetched, fetchStart);
+                _counters.OnDemandTicks += Stopwatch.GetTimestamp() - fetchStart;
+                _counters.HostBytesRead += fetched;
+            }
+            _counters.TopKRequested += selected;
+            return exact;
+        }
+
+        /// <summary>Top-k recall of the low-bit estimate: the exact top-k from the 16-bit keys (same aggregation), compared with _selected.</summary>
+        void MeasureRecall(int slot, int quantized, int selected)
+        {
+            int d = _d;
+            LoadHostPairs(slot, quantized);
+            int residual = _c._residual[slot / _c._kvHeads];
+            var truth = _importance.AsSpan(0, quantized);
+            var scores = _shifted.AsSpan(0, quantized + residual);
+            for (int j = 0; j < _group; j++)
+            {
+                var qj = _q.AsSpan(j * d, d);
+                for (int t = 0; t < quantized; t++) scores[t] = TensorPrimitives.Dot(qj, _hostKeys.AsSpan(t * d, d));
+                for (int t = 0; t < residual; t++) scores[quantized + t] = TensorPrimitives.Dot(qj, _c._residualK[slot].AsSpan(t * d, d));
+                // Each head's max over everything it sees, as the estimate uses (scaling by 1/sqrt(d) ranks alike).
+                TensorPrimitives.Subtract(scores, TensorPrimitives.Max(scores), scores);
+                if (j == 0) scores[..quantized].CopyTo(truth);
+                else TensorPrimitives.Max(truth, scores[..quantized], truth);
+            }
+            int n = TopK.Select(truth, _k, _truth, _heap);
+            int common = 0;
+            for (int i = 0; i < n; i++)
+                if (_selected.AsSpan(0, selected).BinarySearch(_truth[i]) >= 0) common++;
+            _counters.RecallSum += (double)common / n;
+            _counters.RecallChecks++;
+        }
+    }
+
+    static void SoftMax(Span<float> x)
+    {
+        float max = TensorPrimitives.Max(x);
+        float sum = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float e = MathF.Exp(x[i] - max);
+            x[i] = e;
+            sum += e;
+        }
+        TensorPrimitives.Multiply(x, 1f / sum, x);
+    }
+}
