@@ -40,6 +40,8 @@ foreach (string name in policies)
         "kivi-1" => new KvCacheOptions { Policy = "kivi", Kivi = new KiviOptions(1, 64, 64) },
         "specache-2" => new KvCacheOptions { Policy = "specache", SpeCache = new SpeCacheOptions(2, 32, 64) },
         "specache-1" => new KvCacheOptions { Policy = "specache", SpeCache = new SpeCacheOptions(1, 64, 64) },
+        "specache-1-nospec" => new KvCacheOptions { Policy = "specache", SpeCache = new SpeCacheOptions(1, 64, 64, Speculative: false) },
+        "specache-1-lowbit" => new KvCacheOptions { Policy = "specache", SpeCache = new SpeCacheOptions(1, 64, 64, Miss: MissPolicy.LowBit) },
         _ => throw new ArgumentException($"unknown policy {name}"),
     };
     using var cache = KvCacheFactory.Create(options, config, config.ContextLength);

@@ -23,7 +23,7 @@ public static partial class KiviAttention
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> tokens, Span<float> output)
     {
         int heads = CheckAccumulateValues(format, probabilities, tokens, output);
-        if (!KiviCodes.VectorPath)
+        if (!KiviCodes.VectorPath || !format.Vectorizable)
         {
             AccumulateValuesScalar(format, probabilities, tokens, output);
             return;

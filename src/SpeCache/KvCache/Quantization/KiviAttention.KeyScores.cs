@@ -27,7 +27,7 @@ public static partial class KiviAttention
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores)
     {
         int heads = CheckKeyScores(format, queries, group, scores);
-        if (!KiviCodes.VectorPath)
+        if (!KiviCodes.VectorPath || !format.Vectorizable)
         {
             KeyScoresScalar(format, queries, group, scores);
             return;

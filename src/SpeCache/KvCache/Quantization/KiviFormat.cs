@@ -39,7 +39,17 @@ public readonly record struct KiviFormat
     /// <summary>Tokens (or channels) one vector of codes covers: 16 float lanes of a 512-bit register.</summary>
     public const int Lanes = 16;
 
-    /// <param name="headDim">Channels per head; a multiple of 16, at most <see cref="MaxHeadDim"/>.</param>
+    /// <summary>
+    /// Head sizes must be a multiple of this, so that a value token's 1-bit codes fill whole bytes.
+    /// Heads that are a multiple of <see cref="Lanes"/> take the vector kernels; others (llama2.c's
+    /// small models have heads of 8) take the scalar ones.
+    /// </summary>
+    public const int HeadDimMultiple = 8;
+
+    /// <summary>Whether the vector kernels can read this format (whole vectors of channels).</summary>
+    public bool Vectorizable => HeadDim % Lanes == 0;
+
+    /// <param name="headDim">Channels per head; a multiple of 8, at most <see cref="MaxHeadDim"/>.</param>
     /// <param name="groupSize">Tokens per key group (and channels per value group, capped at the
     /// head size); a power of two from 16 to 256. 16 is the floor because a vector of scores holds 16 tokens.</param>
     /// <param name="bits">Bits per code: 1, 2 or 4.</param>
@@ -49,8 +59,8 @@ public readonly record struct KiviFormat
             throw new ArgumentOutOfRangeException(nameof(bits), bits, "KIVI codes are 1, 2 or 4 bits");
         if (groupSize < 16 || groupSize > 256 || (groupSize & (groupSize - 1)) != 0)
             throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, "group size must be a power of two from 16 to 256");
-        if (headDim <= 0 || headDim > MaxHeadDim || headDim % Lanes != 0)
-            throw new ArgumentOutOfRangeException(nameof(headDim), headDim, $"head size must be a positive multiple of {Lanes} up to {MaxHeadDim}");
+        if (headDim <= 0 || headDim > MaxHeadDim || headDim % HeadDimMultiple != 0)
+            throw new ArgumentOutOfRangeException(nameof(headDim), headDim, $"head size must be a positive multiple of {HeadDimMultiple} up to {MaxHeadDim}");
         if (headDim % Math.Min(groupSize, headDim) != 0)
             throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, $"value groups of {groupSize} channels do not tile a head of {headDim}");
         HeadDim = headDim;

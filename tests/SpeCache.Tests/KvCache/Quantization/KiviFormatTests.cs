@@ -46,7 +46,7 @@ public class KiviFormatTests
     [InlineData(128, 8, 2)]   // below one vector of 16 tokens
     [InlineData(128, 48, 2)]  // not a power of two
     [InlineData(128, 512, 2)]
-    [InlineData(100, 32, 2)]  // not a multiple of 16
+    [InlineData(100, 32, 2)]  // not a multiple of 8
     [InlineData(80, 32, 2)]   // value groups of 32 do not tile 80 channels
     public void RejectsFormatsTheKernelsCannotRead(int headDim, int group, int bits) =>
         Assert.Throws<ArgumentOutOfRangeException>(() => new KiviFormat(headDim, group, bits));

@@ -14,8 +14,13 @@ static class KiviTestData
         return x;
     }
 
-    /// <summary>Channels that carry outliers in <see cref="WithOutlierChannels"/>: one in each 32-channel group of a head of 64 or 128.</summary>
-    public static int[] OutlierChannels(int headDim) => headDim == 64 ? [3, 40] : [3, 40, 77, 100];
+    /// <summary>Channels that carry outliers in <see cref="WithOutlierChannels"/>: one in each 32-channel group of a head of 64 or 128 (one in a smaller head).</summary>
+    public static int[] OutlierChannels(int headDim) => headDim switch
+    {
+        < 64 => [3],
+        64 => [3, 40],
+        _ => [3, 40, 77, 100],
+    };
 
     /// <summary>
     /// tokens × headDim keys, standard normal except a few channels 10-50x larger with an offset, as

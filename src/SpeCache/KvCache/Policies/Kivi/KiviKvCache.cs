@@ -43,8 +43,8 @@ public sealed class KiviKvCache : IKvCache
         options.Validate();
         if (capacity <= 0 || capacity > config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
-        if (config.HeadDim % KiviFormat.Lanes != 0)
-            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        if (config.HeadDim % KiviFormat.HeadDimMultiple != 0)
+            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} (this model's is {config.HeadDim})");
         Options = options;
         Capacity = capacity;
         _layers = config.LayerCount;
@@ -85,8 +85,8 @@ public sealed class KiviKvCache : IKvCache
     /// <summary>Fast-tier bytes per token of the low-bit part, over all layers (the residual is a constant on top).</summary>
     public static long BytesPerToken(ModelConfig config, KiviOptions options)
     {
-        if (config.HeadDim % KiviFormat.Lanes != 0)
-            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        if (config.HeadDim % KiviFormat.HeadDimMultiple != 0)
+            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} (this model's is {config.HeadDim})");
         var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
         return (long)config.LayerCount * config.KvHeadCount * (format.KeyGroupBytes / options.GroupSize + format.ValueTokenBytes);
     }
@@ -162,7 +162,7 @@ public sealed class KiviKvCache : IKvCache
                     for (int t = 0; t < fromResidual; t++)
                         row[fromCodes + t] = TensorPrimitives.Dot(qj, _residualK[slot].AsSpan(t * _headDim, _headDim));
                     TensorPrimitives.Multiply(row, _scale, row);
-                    SoftMax(row);
+                    AttentionMath.SoftMax(row);
                     _scores.AsSpan(j * visible, fromCodes).CopyTo(_probabilities.AsSpan(j * fromCodes, fromCodes));
                 }
 
@@ -179,19 +179,6 @@ public sealed class KiviKvCache : IKvCache
                 }
             }
         }
-    }
-
-    static void SoftMax(Span<float> x)
-    {
-        float max = TensorPrimitives.Max(x);
-        float sum = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            float e = MathF.Exp(x[i] - max);
-            x[i] = e;
-            sum += e;
-        }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
     }
 
     public void Commit(int count)

@@ -153,7 +153,7 @@ public sealed partial class SpeCacheKvCache
                     var oj = output.Slice(i * qDim + (h * _group + j) * d, d);
                     var row = _raw.AsSpan(0, visible);
                     for (int t = 0; t < visible; t++) row[t] = TensorPrimitives.Dot(qj, _hostKeys.AsSpan(t * d, d)) * _c._scale;
-                    SoftMax(row);
+                    AttentionMath.SoftMax(row);
                     oj.Clear();
                     for (int t = 0; t < visible; t++) TensorPrimitives.MultiplyAdd(_hostValues.AsSpan(t * d, d), row[t], oj, oj);
                 }
@@ -239,7 +239,7 @@ public sealed partial class SpeCacheKvCache
                     row[_exact[e]] = TensorPrimitives.Dot(qi, _selectedK.AsSpan(e * d, d)) * c._scale;
                 var p = _probabilities.AsSpan(i * stride, visible);
                 row.CopyTo(p);
-                SoftMax(p);
+                AttentionMath.SoftMax(p);
                 var low = _lowBit.AsSpan(i * quantized, quantized);
                 p[..quantized].CopyTo(low);
                 for (int e = 0; e < exact; e++) low[_exact[e]] = 0;
@@ -360,18 +360,5 @@ public sealed partial class SpeCacheKvCache
             _counters.RecallSum += (double)common / n;
             _counters.RecallChecks++;
         }
-    }
-
-    static void SoftMax(Span<float> x)
-    {
-        float max = TensorPrimitives.Max(x);
-        float sum = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            float e = MathF.Exp(x[i] - max);
-            x[i] = e;
-            sum += e;
-        }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
     }
 }

@@ -84,8 +84,8 @@ public sealed partial class SpeCacheKvCache : IKvCache
         options.Validate();
         if (capacity <= 0 || capacity > config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
-        if (config.HeadDim % KiviFormat.Lanes != 0)
-            throw new NotSupportedException($"the specache cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        if (config.HeadDim % KiviFormat.HeadDimMultiple != 0)
+            throw new NotSupportedException($"the specache cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} (this model's is {config.HeadDim})");
         Options = options;
         Capacity = capacity;
         _layers = config.LayerCount;
@@ -179,8 +179,8 @@ public sealed partial class SpeCacheKvCache : IKvCache
     /// <summary>Fast-tier bytes per token of the low-bit copy, over all layers (the residual and staging pool are a constant on top).</summary>
     public static long BytesPerToken(ModelConfig config, SpeCacheOptions options)
     {
-        if (config.HeadDim % KiviFormat.Lanes != 0)
-            throw new NotSupportedException($"the specache cache needs a head size that is a multiple of {KiviFormat.Lanes} (this model's is {config.HeadDim})");
+        if (config.HeadDim % KiviFormat.HeadDimMultiple != 0)
+            throw new NotSupportedException($"the specache cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} (this model's is {config.HeadDim})");
         var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
         return (long)config.LayerCount * config.KvHeadCount * (format.KeyGroupBytes / options.GroupSize + format.ValueTokenBytes);
     }
