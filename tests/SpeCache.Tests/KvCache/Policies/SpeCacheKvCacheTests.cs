@@ -232,6 +232,25 @@ public sealed class SpeCacheKvCacheTests : IDisposable
         Assert.Equal(SpeCacheKvCache.HostTierBytes(_model.Config, 512), fits.Memory.HostTierBytes);
     }
 
+    // Real model shapes: Llama-3.2-1B (16 layers, 8 KV heads of 64), Llama-3-8B (32 layers, 8 KV heads of 128).
+    [Theory]
+    [InlineData(16, 8, 64)]
+    [InlineData(32, 8, 128)]
+    public void OneBitFastTierIsATenthOfFullPerToken(int layers, int kvHeads, int headDim)
+    {
+        var config = new ModelConfig
+        {
+            Architecture = "llama", VocabSize = 16, Dim = 4 * kvHeads * headDim, HiddenDim = 16, LayerCount = layers,
+            HeadCount = 4 * kvHeads, KvHeadCount = kvHeads, HeadDim = headDim, RopeDim = headDim, ContextLength = 8192,
+        };
+        long full = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "full" }, config);
+        long oneBit = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "specache", SpeCache = new(Bits: 1, GroupSize: 64) }, config);
+        long twoBit = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "specache", SpeCache = new(Bits: 2, GroupSize: 32) }, config);
+        Assert.Equal(2L * layers * kvHeads * headDim * 2, full);
+        Assert.True(oneBit * 10 <= full, $"1-bit {oneBit} B/token vs full {full}");
+        Assert.True(twoBit * 5 <= full, $"2-bit {twoBit} B/token vs full {full}");
+    }
+
     [Fact]
     public void FactoryAppliesTheBudgetToEveryPolicy()
     {
