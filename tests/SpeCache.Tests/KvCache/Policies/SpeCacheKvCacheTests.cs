@@ -240,8 +240,16 @@ public sealed class SpeCacheKvCacheTests : IDisposable
     {
         var config = new ModelConfig
         {
-            Architecture = "llama", VocabSize = 16, Dim = 4 * kvHeads * headDim, HiddenDim = 16, LayerCount = layers,
-            HeadCount = 4 * kvHeads, KvHeadCount = kvHeads, HeadDim = headDim, RopeDim = headDim, ContextLength = 8192,
+            Architecture = "llama",
+            VocabSize = 16,
+            Dim = 4 * kvHeads * headDim,
+            HiddenDim = 16,
+            LayerCount = layers,
+            HeadCount = 4 * kvHeads,
+            KvHeadCount = kvHeads,
+            HeadDim = headDim,
+            RopeDim = headDim,
+            ContextLength = 8192,
         };
         long full = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "full" }, config);
         long oneBit = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "specache", SpeCache = new(Bits: 1, GroupSize: 64) }, config);

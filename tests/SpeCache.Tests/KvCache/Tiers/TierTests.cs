@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using SpeCache.KvCache;
+using SpeCache.KvCache.Policies.Full;
 using SpeCache.KvCache.Policies.SpeCache;
 using SpeCache.KvCache.Tiers;
 using SpeCache.Transformer;
@@ -216,5 +218,61 @@ public class LongContextTests
         Assert.Equal(config.ContextLength - 64 + 40, cache.Length);
         Assert.Equal(40, cache.Counters.DecodeSteps);
         Assert.True(cache.Counters.PrefetchHitRate > 0.5, $"hit rate {cache.Counters.PrefetchHitRate}");
+    }
+}
+
+/// <summary>Long enough contexts spread KV heads over threads; the result must not change.</summary>
+public class ParallelHeadsTests
+{
+    [Fact]
+    public void ThreadedDecodeEqualsFullWithTopKCoveringTheContext()
+    {
+        var config = new ModelConfig
+        {
+            Architecture = "llama",
+            VocabSize = 16,
+            Dim = 8 * 64,
+            HiddenDim = 16,
+            LayerCount = 2,
+            HeadCount = 8,
+            KvHeadCount = 4,
+            HeadDim = 64,
+            RopeDim = 64,
+            ContextLength = 3000,
+        };
+        using IKvCache full = new FullKvCache(config, 3000);
+        using var spe = new SpeCacheKvCache(config, 3000, new SpeCacheOptions(Bits: 2, GroupSize: 32, TopK: 4096));
+        var rnd = new Random(5);
+        float[] Random(int n) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(rnd.NextDouble() * 2 - 1); return a; }
+        var k = Random(2800 * config.KvDim);
+        var v = Random(2800 * config.KvDim);
+        foreach (var cache in new IKvCache[] { full, spe })
+        {
+            cache.BeginStep(2800, 0);
+            for (int l = 0; l < 2; l++) cache.Append(l, k, v, 2800);
+            cache.Commit(2800);
+        }
+        for (int step = 0; step < 5; step++)
+        {
+            var q = Random(2 * config.QDim);
+            var kk = Random(2 * config.KvDim);
+            var vv = Random(2 * config.KvDim);
+            for (int l = 0; l < 2; l++)
+            {
+                var expected = new float[config.QDim];
+                full.BeginStep(1, 0);
+                full.Append(l, kk.AsSpan(0, config.KvDim), vv.AsSpan(0, config.KvDim), 1);
+                full.Attend(l, q.AsSpan(0, config.QDim), expected, 1);
+                var actual = new float[2 * config.QDim];
+                spe.BeginStep(2, 1);
+                spe.Append(l, kk, vv, 2);
+                spe.Attend(l, q, actual, 2);
+                for (int i = 0; i < config.QDim; i++)
+                    Assert.True(MathF.Abs(expected[i] - actual[i]) < 1e-4f, $"step {step}, layer {l}, output {i}: {expected[i]} vs {actual[i]}");
+            }
+            full.Commit(1);
+            spe.Commit(1);
+        }
+        Assert.Equal(5, spe.Counters.DecodeSteps);
     }
 }

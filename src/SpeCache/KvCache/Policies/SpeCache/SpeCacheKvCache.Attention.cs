@@ -27,15 +27,13 @@ public sealed partial class SpeCacheKvCache
         }
         else
         {
-            // Spans cannot enter a lambda: the rows go through arrays the workers slice again.
+            // Spans cannot enter a lambda: the rows go through arrays the workers slice again, and
+            // the step's work through a field, so the loop body is one delegate made once.
             if (_rowsIn.Length < queries.Length) (_rowsIn, _rowsOut) = (new float[queries.Length], new float[queries.Length]);
             queries.CopyTo(_rowsIn);
-            float[] q = _rowsIn, o = _rowsOut;
-            int length = queries.Length;
-            Parallel.For(0, _workers, w =>
-            {
-                for (int h = w; h < _kvHeads; h += _workers) _scratch[w].AttendHead(work, h, q.AsSpan(0, length), o.AsSpan(0, length));
-            });
+            _rowsLength = queries.Length;
+            _work = work;
+            Parallel.For(0, _workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
             _rowsOut.AsSpan(0, output.Length).CopyTo(output);
         }
         for (int w = 0; w < _workers; w++) _scratch[w].MergeCountersInto(Counters);
@@ -49,6 +47,16 @@ public sealed partial class SpeCacheKvCache
         }
     }
 
+    LayerWork _work;
+    int _rowsLength;
+    Action<int>? _attendHeadsOfWorker;
+
+    void AttendHeadsOfWorker(int worker)
+    {
+        for (int h = worker; h < _kvHeads; h += _workers)
+            _scratch[worker].AttendHead(_work, h, _rowsIn.AsSpan(0, _rowsLength), _rowsOut.AsSpan(0, _rowsLength));
+    }
+
     void TakePrefetch(int layer, bool waitIsOnCriticalPath)
     {
         if (!_jobPending[layer]) return;
@@ -60,7 +68,7 @@ public sealed partial class SpeCacheKvCache
     }
 
     /// <summary>One layer's step: which rows are real and speculative, and the staging halves to read and to fill.</summary>
-    sealed record LayerWork(int Layer, int Real, int Speculative, Staging Current, Staging Next);
+    readonly record struct LayerWork(int Layer, int Real, int Speculative, Staging Current, Staging Next);
 
     /// <summary>
     /// One worker's buffers and the per-KV-head attention. A decode step stacks the real row's and
