@@ -36,6 +36,16 @@ public sealed partial class SpeCacheKvCache
             Parallel.For(0, _workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
             _rowsOut.AsSpan(0, output.Length).CopyTo(output);
         }
+        // Misses fetched on demand travel as one transfer per layer (one latency, as one DMA batch
+        // would), started at the first miss; the step waits for it here.
+        long fetched = 0, fetchStart = long.MaxValue;
+        for (int w = 0; w < _workers; w++) _scratch[w].TakeFetch(ref fetched, ref fetchStart);
+        if (fetched > 0)
+        {
+            _link.WaitForTransfer(fetched, fetchStart);
+            Counters.OnDemandTicks += Stopwatch.GetTimestamp() - fetchStart;
+            Interlocked.Add(ref Counters.HostBytesRead, fetched);
+        }
         for (int w = 0; w < _workers; w++) _scratch[w].MergeCountersInto(Counters);
         if (real == 1) Counters.DecodeSteps += layer == 0 ? 1 : 0;
 
@@ -113,15 +123,24 @@ public sealed partial class SpeCacheKvCache
             _truth = new int[_k];
         }
 
+        long _fetchedBytes, _fetchStart = long.MaxValue;
+
+        /// <summary>Hands over the bytes this worker fetched on demand this layer, and when the first fetch started.</summary>
+        public void TakeFetch(ref long bytes, ref long start)
+        {
+            bytes += _fetchedBytes;
+            start = Math.Min(start, _fetchStart);
+            _fetchedBytes = 0;
+            _fetchStart = long.MaxValue;
+        }
+
         public void MergeCountersInto(KvCounters total)
         {
             total.FastBytesRead += _counters.FastBytesRead;
-            Interlocked.Add(ref total.HostBytesRead, _counters.HostBytesRead); // the prefetch worker adds to it too
             total.TopKRequested += _counters.TopKRequested;
             total.PrefetchHits += _counters.PrefetchHits;
             total.Misses += _counters.Misses;
             total.MissesServedLowBit += _counters.MissesServedLowBit;
-            total.OnDemandTicks += _counters.OnDemandTicks;
             total.RecallSum += _counters.RecallSum;
             total.RecallChecks += _counters.RecallChecks;
             _counters.Reset();
@@ -335,9 +354,8 @@ public sealed partial class SpeCacheKvCache
             }
             if (fetched > 0)
             {
-                c._link.WaitForTransfer(fetched, fetchStart);
-                _counters.OnDemandTicks += Stopwatch.GetTimestamp() - fetchStart;
-                _counters.HostBytesRead += fetched;
+                _fetchedBytes += fetched;
+                _fetchStart = Math.Min(_fetchStart, fetchStart);
             }
             _counters.TopKRequested += selected;
             return exact;
