@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
 using SpeCache.KvCache;
@@ -77,10 +76,7 @@ public sealed class Generator
     {
         var sampler = new Sampler(options.Sampling, _model.Config.VocabSize);
         var state = _model.CreateState(Math.Min(64, Math.Max(prompt.Length, 2)));
-        int vocab = _model.Config.VocabSize;
-        bool speculate = cache.SpeculativeRows == 1;
-        int guess = -1;        // the speculative token decoded beside the last real one: our guess of the token sampled next
-        int nextGuess = -1;    // the speculative row's own prediction, the guess for the step after
+        var stepper = new DecodeStepper(_model, cache, state);
         var history = new List<int>(prompt.Length + options.MaxTokens);
         history.AddRange(prompt);
         var decoder = Encoding.UTF8.GetDecoder();
@@ -102,11 +98,7 @@ public sealed class Generator
         {
             cancellation.ThrowIfCancellationRequested();
             int token = sampler.Sample(logits, CollectionsMarshal.AsSpan(history));
-            if (guess >= 0 && cache.Counters is { } counters)
-            {
-                counters.SpeculativeGuesses++;
-                if (token == guess) counters.SpeculativeCorrect++;
-            }
+            stepper.Observe(token);
             if (!options.IgnoreEndOfGeneration && _tokenizer.IsEndOfGeneration(token))
             {
                 stats.FinishReason = FinishReason.EndOfGeneration;
@@ -140,23 +132,7 @@ public sealed class Generator
                 stats.FinishReason = FinishReason.ContextFull;
                 break;
             }
-            if (speculate && cache.Length + 2 <= cache.Capacity)
-            {
-                // SpeCache decodes a guess of the next token beside the real one, so that the guess's
-                // top-k can be prefetched for the next step; the first guess comes from a pre-decode
-                // step that runs the real token alone as a speculative row (nothing is stored).
-                if (nextGuess < 0)
-                    nextGuess = TensorPrimitives.IndexOfMax(_model.Forward([token], cache, state, speculativeRows: 1));
-                var rows = _model.Forward([token, nextGuess], cache, state, allLogits: true, speculativeRows: 1);
-                rows[..vocab].CopyTo(logits);
-                guess = nextGuess;
-                nextGuess = TensorPrimitives.IndexOfMax(rows.Slice(vocab, vocab));
-            }
-            else
-            {
-                _model.Forward([token], cache, state).CopyTo(logits);
-                guess = nextGuess = -1;
-            }
+            stepper.Step(token).CopyTo(logits);
         }
         stats.DecodeTime = clock.Elapsed;
         if (stats.FinishReason != FinishReason.Stop)

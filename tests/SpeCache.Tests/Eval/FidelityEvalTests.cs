@@ -1,0 +1,113 @@
+using System.Text.Json;
+using SpeCache.Eval;
+using SpeCache.KvCache.Policies.SpeCache;
+using SpeCache.ModelFiles;
+using SpeCache.Tensors;
+using SpeCache.Tests.Cli;
+using SpeCache.Transformer;
+
+namespace SpeCache.Tests.Eval;
+
+public class PolicySpecTests
+{
+    [Fact]
+    public void ParsesSettings()
+    {
+        var o = PolicySpec.Parse("specache:bits=1,group=64,k=8,miss=lowbit,spec=off,recall=on");
+        Assert.Equal("specache", o.Policy);
+        Assert.Equal(new SpeCacheOptions(1, 64, 64, 8, false, MissPolicy.LowBit, "ram", true), o.SpeCache);
+        Assert.Equal("specache 1-bit g64 k8 no-spec lowbit-miss", PolicySpec.Label(o));
+        Assert.Equal(2, PolicySpec.Parse("kivi:bits=2").Kivi.Bits);
+        Assert.Equal("full", PolicySpec.Parse("full").Policy);
+    }
+
+    [Theory]
+    [InlineData("magic", "unknown KV cache policy 'magic'")]
+    [InlineData("kivi:bits=3", "bits must be 1, 2 or 4")]
+    [InlineData("specache:k=lots", "needs a whole number")]
+    [InlineData("specache:colour=red", "unknown setting 'colour'")]
+    [InlineData("specache:k", "is not key=value")]
+    public void RejectsNonsenseWithAClearMessage(string spec, string message) =>
+        Assert.Contains(message, Assert.Throws<ArgumentException>(() => PolicySpec.Parse(spec)).Message);
+}
+
+public sealed class FidelityEvalTests : IDisposable
+{
+    readonly ModelFile _file = ModelLoader.Open(TestPaths.TinyStories656K);
+    readonly CpuBackend _backend = new(1);
+    readonly LlamaModel _model;
+    readonly int[] _text;
+
+    public FidelityEvalTests()
+    {
+        _model = new LlamaModel(_file, _backend);
+        var rnd = new Random(2);
+        _text = Enumerable.Range(0, 300).Select(i => i == 0 ? 1 : rnd.Next(3, _model.Config.VocabSize)).ToArray();
+    }
+
+    public void Dispose()
+    {
+        _backend.Dispose();
+        _file.Dispose();
+    }
+
+    [Fact]
+    public void ExactPoliciesScoreZeroKlAndFullAgreement()
+    {
+        var report = FidelityEval.Run(_model, "tinystories", _text, 100, 150, 512,
+            ["full", "kivi:bits=2,residual=512", "specache:bits=1,group=64,k=512", "specache:bits=1,group=64,k=4"]);
+        Assert.Equal(4, report.Policies.Count);
+        foreach (var exact in report.Policies.Take(3))
+        {
+            Assert.True(exact.MeanKl < 1e-6, $"{exact.Label}: mean KL {exact.MeanKl}");
+            Assert.Equal(1.0, exact.Top1Agreement);
+            Assert.True(Math.Abs(exact.Perplexity / report.ReferencePerplexity - 1) < 1e-4, $"{exact.Label}: perplexity {exact.Perplexity} vs {report.ReferencePerplexity}");
+        }
+        var lossy = report.Policies[3];
+        Assert.True(lossy.MeanKl > 1e-4, $"1-bit with k=4 should lose something: KL {lossy.MeanKl}");
+        Assert.Null(lossy.TopKRecall); // recall off
+        Assert.NotNull(lossy.PrefetchHitRate);
+        Assert.Equal(150, lossy.KlPerStep.Length);
+    }
+
+    [Fact]
+    public void ATextTooShortIsAClearError()
+    {
+        var e = Assert.Throws<ArgumentException>(() => FidelityEval.Run(_model, "m", _text, 200, 200, 512, ["full"]));
+        Assert.Contains("fewer than 200 prefill + 200 steps", e.Message);
+    }
+
+    [Fact]
+    public void TheKlOfADistributionWithItselfIsZeroAndPositiveOtherwise()
+    {
+        double[] p = [Math.Log(0.5), Math.Log(0.25), Math.Log(0.25)];
+        double[] q = [Math.Log(0.25), Math.Log(0.5), Math.Log(0.25)];
+        Assert.Equal(0, FidelityEval.Kl(p, p), 12);
+        Assert.Equal(0.25 * Math.Log(2), FidelityEval.Kl(p, q), 12);
+    }
+}
+
+public class EvalCliTests
+{
+    [Fact]
+    public void FidelityWritesReportsThatRoundTrip()
+    {
+        string dir = Path.Combine(TestPaths.Scratch("eval-cli"), Guid.NewGuid().ToString("N"));
+        var result = CliRunner.Run("eval", "fidelity", "-m", TestPaths.TinyStories656K, "--prefill", "100", "--steps", "120",
+            "--policy", "kivi:bits=2", "--policy", "specache:bits=1,group=64,k=8,recall=on", "--out", dir);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+        Assert.Contains("| specache 1-bit g64 k8 |", result.StdOut);
+        string json = File.ReadAllText(Path.Combine(dir, "fidelity.json"));
+        var report = JsonSerializer.Deserialize<FidelityReport>(json, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })!;
+        Assert.Equal(2, report.Policies.Count);
+        Assert.Equal(120, report.Policies[1].KlPerStep.Length);
+        Assert.NotNull(report.Policies[1].TopKRecall);
+        Assert.StartsWith("# Fidelity", File.ReadAllText(Path.Combine(dir, "fidelity.md")));
+        foreach (string png in new[] { "fidelity-kl.png", "fidelity-kl-vs-bytes.png" })
+            Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(Path.Combine(dir, png))[..4]);
+    }
+
+    [Fact]
+    public void ABadPolicyIsOneLine() =>
+        CliRunner.AssertOneLineError(CliRunner.Run("eval", "fidelity", "--policy", "specache:k=many"), "needs a whole number");
+}
