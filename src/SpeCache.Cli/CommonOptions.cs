@@ -70,9 +70,10 @@ sealed class CommonOptions
         return new KvCacheOptions { Policy = policy, Kivi = kivi, SpeCache = speCache, FastTierBudgetBytes = budget };
     }
 
-    public Engine LoadEngine(ParseResult result)
+    /// <param name="defaultModel">The model when --model is not given (else the embedded stories260K).</param>
+    public Engine LoadEngine(ParseResult result, string? defaultModel = null)
     {
-        string path = ModelPath(result);
+        string path = result.GetValue(Model) ?? defaultModel ?? DefaultModel.Path();
         var options = new EngineOptions
         {
             Threads = result.GetValue(Threads),

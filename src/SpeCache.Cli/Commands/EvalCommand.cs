@@ -15,6 +15,7 @@ static class EvalCommand
     {
         var command = new Command("eval", "Measure KV cache policies' accuracy against the full cache.");
         command.Subcommands.Add(Fidelity());
+        command.Subcommands.Add(Niah());
         return command;
     }
 
@@ -63,6 +64,95 @@ static class EvalCommand
             return 0;
         }));
         return command;
+    }
+
+    static Command Niah()
+    {
+        var common = new CommonOptions();
+        var lengths = new Option<string>("--lengths") { Description = "Context lengths, comma-separated.", DefaultValueFactory = _ => "1024,4096" };
+        var depths = new Option<string>("--depths") { Description = "Needle depths from 0 to 1, comma-separated.", DefaultValueFactory = _ => "0,0.25,0.5,0.75,1" };
+        var samples = new Option<int>("--samples") { Description = "Questions per length and depth.", DefaultValueFactory = _ => 4 };
+        var distractors = new Option<int>("--distractors") { Description = "Other key-value pairs in the haystack (multi-key retrieval).", DefaultValueFactory = _ => 32 };
+        var policies = new Option<string[]>("--policy") { Description = "A policy to compare (repeat; default: full, kivi and specache at 2 and 1 bit).", AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--out") { Description = "Folder for the reports and heatmaps.", DefaultValueFactory = _ => "eval-results" };
+        var command = new Command("niah", "Needle-in-a-haystack key-value retrieval per policy, on the constructed retrieval model (default) or --model.");
+        common.AddTo(command);
+        command.Options.Add(lengths);
+        command.Options.Add(depths);
+        command.Options.Add(samples);
+        command.Options.Add(distractors);
+        command.Options.Add(policies);
+        command.Options.Add(output);
+        command.SetAction(result => CliErrors.Run(() =>
+        {
+            int[] lengthList = ParseList(result.GetValue(lengths)!, int.Parse, "--lengths");
+            double[] depthList = ParseList(result.GetValue(depths)!, s => double.Parse(s, CultureInfo.InvariantCulture), "--depths");
+            string[] specs = result.GetValue(policies) is { Length: > 0 } given ? given : DefaultNiahPolicies;
+            foreach (string spec in specs) PolicySpec.Parse(spec);
+            if (result.GetValue(samples) < 1) throw new ArgumentException("--samples must be positive");
+            string? constructed = null;
+            if (result.GetValue(common.Model) == null)
+            {
+                // The constructed model, made on first use in the cache folder (never committed).
+                constructed = RetrievalModelPath();
+                if (!File.Exists(constructed)) Progress.Run("Writing the constructed retrieval model", () => { RetrievalModel.Write(constructed); return 0; });
+            }
+            using var engine = common.LoadEngine(result, constructed);
+            string modelName = Path.GetFileName(constructed ?? common.ModelPath(result));
+            var report = Progress.Bars(bar => RetrievalEval.Run(engine.Model, modelName, specs, lengthList, depthList,
+                result.GetValue(samples), result.GetValue(distractors), bar));
+            string outDir = result.GetValue(output)!;
+            Directory.CreateDirectory(outDir);
+            string json = Path.Combine(outDir, "niah.json"), markdown = Path.Combine(outDir, "niah.md");
+            File.WriteAllText(json, JsonSerializer.Serialize(report, ReportJson.Options) + "\n");
+            File.WriteAllText(markdown, NiahMarkdown(report));
+            var pngs = report.Policies.Select(p => Plots.NiahHeatmap(report, p, Path.Combine(outDir, $"niah-{Slug(p.Label)}.png"))).ToList();
+            Console.Out.Write(NiahMarkdown(report));
+            Console.Error.WriteLine($"wrote {json}, {markdown}, {string.Join(", ", pngs)}");
+            return 0;
+        }));
+        return command;
+    }
+
+    static readonly string[] DefaultNiahPolicies =
+    [
+        "full", "kivi:bits=2,group=32", "kivi:bits=1,group=64",
+        "specache:bits=2,group=32,k=64", "specache:bits=1,group=64,k=64",
+    ];
+
+    static string RetrievalModelPath()
+    {
+        string root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        string dir = Path.Combine(root, "specache", "models");
+        Directory.CreateDirectory(dir);
+        return Path.Combine(dir, "specache-retrieval-128k.gguf");
+    }
+
+    static T[] ParseList<T>(string text, Func<string, T> parse, string option)
+    {
+        try { return [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(parse)]; }
+        catch (FormatException) { throw new ArgumentException($"{option} must be a comma-separated list of numbers (got '{text}')"); }
+    }
+
+    static string Slug(string label) => string.Concat(label.Select(c => char.IsLetterOrDigit(c) ? c : '-'));
+
+    static string NiahMarkdown(RetrievalReport report)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        md.AppendLine(inv, $"# Needle retrieval: {report.Model}");
+        md.AppendLine();
+        md.AppendLine(inv, $"{report.SamplesPerCell} questions per cell, {report.Distractors} distractor pairs; accuracy in %, per context length (averaged over depths {string.Join(", ", report.Depths.Select(d => d.ToString(inv)))}).");
+        md.AppendLine();
+        md.AppendLine("| policy | fast tier | host tier | " + string.Join(" | ", report.Lengths.Select(l => l.ToString(inv))) + " | all |");
+        md.AppendLine("|---|---:|---:|" + string.Concat(report.Lengths.Select(_ => "---:|")) + "---:|");
+        foreach (var p in report.Policies)
+        {
+            var perLength = report.Lengths.Select(l => p.Cells.Where(c => c.Length == l).Average(c => c.Accuracy).ToString("F1", inv));
+            md.AppendLine(inv, $"| {p.Label} | {ByteSize.Format(p.FastTierBytes)} | {ByteSize.Format(p.HostTierBytes)} | {string.Join(" | ", perLength)} | {p.Accuracy:F1} |");
+        }
+        return md.ToString();
     }
 
     /// <summary>The comparison the paper makes, scaled to small models: KIVI and SpeCache at 2 and 1 bit, SpeCache at several k.</summary>
@@ -137,6 +227,26 @@ static class Plots
         plot.YLabel("log10 KL");
         plot.ShowLegend();
         plot.SavePng(path, 1000, 600);
+    }
+
+    /// <summary>Accuracy by depth (rows) and length (columns), one heatmap per policy.</summary>
+    public static string NiahHeatmap(RetrievalReport report, RetrievalPolicyResult policy, string path)
+    {
+        var grid = new double[report.Depths.Length, report.Lengths.Length];
+        foreach (var cell in policy.Cells)
+            grid[report.Depths.Length - 1 - Array.IndexOf(report.Depths, cell.Depth), Array.IndexOf(report.Lengths, cell.Length)] = cell.Accuracy;
+        var plot = new ScottPlot.Plot();
+        var map = plot.Add.Heatmap(grid);
+        map.Colormap = new ScottPlot.Colormaps.Viridis();
+        map.ManualRange = new ScottPlot.Range(0, 100);
+        plot.Add.ColorBar(map);
+        plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, report.Lengths.Length).Select(i => (double)i)], [.. report.Lengths.Select(l => l.ToString(CultureInfo.InvariantCulture))]);
+        plot.Axes.Left.SetTicks([.. Enumerable.Range(0, report.Depths.Length).Select(i => (double)i)], [.. report.Depths.Select(d => d.ToString("0.##", CultureInfo.InvariantCulture))]);
+        plot.Title($"{policy.Label}: retrieval accuracy (%)");
+        plot.XLabel("context length");
+        plot.YLabel("needle depth");
+        plot.SavePng(path, 700, 500);
+        return path;
     }
 
     public static void KlVersusBytes(FidelityReport report, string path)

@@ -85,7 +85,8 @@ public sealed class LlamaModel
         {
             int n = Math.Min(state.MaxTokens, tokens.Length - start);
             bool lastChunk = start + n == tokens.Length;
-            RunLayers(tokens.Slice(start, n), cache, state, speculativeRows);
+            // A chunk whose rows give no logits needs the last layer only for its keys and values.
+            RunLayers(tokens.Slice(start, n), cache, state, speculativeRows, rowsNeeded: allLogits || lastChunk);
             if (allLogits)
                 Classify(state, 0, n, state.AllLogits.AsSpan(start * vocab, n * vocab));
             else if (lastChunk)
@@ -94,7 +95,7 @@ public sealed class LlamaModel
         return allLogits ? state.AllLogits.AsSpan(0, tokens.Length * vocab) : state.Logits;
     }
 
-    void RunLayers(ReadOnlySpan<int> tokens, IKvCache cache, ForwardState s, int speculative)
+    void RunLayers(ReadOnlySpan<int> tokens, IKvCache cache, ForwardState s, int speculative, bool rowsNeeded)
     {
         var c = Config;
         int n = tokens.Length, dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, hidden = c.HiddenDim;
@@ -144,6 +145,7 @@ public sealed class LlamaModel
                 _rope.Apply(ki, c.KvHeadCount, position);
             }
             cache.Append(l, k, v, n);
+            if (!rowsNeeded && l == c.LayerCount - 1) break; // as llama.cpp does for rows without outputs
             cache.Attend(l, q, att, n);
             _backend.MatMul(w.Wo, att, xb, n);
             _backend.Add(x, xb);

@@ -1,0 +1,180 @@
+using System.Runtime.InteropServices;
+using SpeCache.ModelFiles.Gguf;
+using SpeCache.Quants;
+
+namespace SpeCache.Eval;
+
+/// <summary>
+/// A constructed Llama-architecture model that solves key-value retrieval by attention alone, with
+/// closed-form weights, so long-context accuracy can be measured where no trained long-context model
+/// can be downloaded. It is an ordinary GGUF file: our engine (and llama.cpp) run it like any other.
+/// </summary>
+/// <remarks>
+/// <para><b>Vocabulary.</b> <c>&lt;unk&gt; &lt;s&gt; &lt;/s&gt;</c>; 256 filler tokens (the haystack);
+/// a pair token P(k, v) for each of <see cref="Keys"/> keys and <see cref="Values"/> values (a needle:
+/// "key k holds value v"); a query token Q(k) per key; an answer token A(v) per value.</para>
+/// <para><b>Residual stream</b> (dim 256): dims 0-63 a unit key code c_k (random ±1/8, so two keys'
+/// codes overlap by 0 ± 0.125); 64-95 the value one-hot of a pair token; 96-127 where the answer is
+/// written; 128-191 a filler's random content; 254 a query flag; 255 a constant 1 every token has.</para>
+/// <para><b>One layer, two query heads sharing one KV head (GQA), head size 128.</b> Keys carry the key
+/// code in head dims 64-127, the slowest RoPE pairs (frequency ≤ θ^-1/2 = 1e-6 rad per token with
+/// θ = 1e12, so under 0.13 rad over 128K tokens): a query Q(k) scores ≈ 40 against P(k, ·) and
+/// 0 ± 5 against other keys and fillers, so full attention finds the needle among 128K tokens.
+/// Head dims 0-63 are realistic clutter, as KIVI reports real keys have: two outlier channels with a
+/// large constant (from dim 255) and filler-dependent content on the rest, which queries read
+/// weakly; values carry the value one-hot (pair tokens) or filler content. The attention output is
+/// written to the answer dims; the FFN is zero; the classifier reads the answer dims into A(v).</para>
+/// <para><b>Why it is a fair test.</b> Nothing in it knows about any KV policy: retrieval succeeds
+/// exactly when the attention of the last token puts its weight on the needle's key and reads back
+/// its value, which is what a low-bit copy, a top-k selection or an eviction policy can get wrong.
+/// Key codes are random, not chosen to quantize well; the clutter channels make per-channel and
+/// per-token quantization ranges wide, as in real models.</para>
+/// </remarks>
+public static class RetrievalModel
+{
+    public const int Keys = 256, Values = 32, Fillers = 256;
+    public const int Dim = 256, HeadDim = 128, Heads = 2, KvHeads = 1, Hidden = 64;
+    public const float RopeTheta = 1e12f;
+
+    public const int Unk = 0, Bos = 1, Eos = 2;
+    public static int Filler(int i) => 3 + i;
+    public static int Pair(int key, int value) => 3 + Fillers + key * Values + value;
+    public static int Query(int key) => 3 + Fillers + Keys * Values + key;
+    public static int Answer(int value) => 3 + Fillers + Keys * Values + Keys + value;
+    public static int VocabSize => 3 + Fillers + Keys * Values + Keys + Values;
+
+    const int CodeDims = 64, ValueAt = 64, AnswerAt = 96, FillerAt = 128, FillerDims = 64, QueryFlag = 254, Constant = 255;
+
+    /// <summary>Writes the model to <paramref name="path"/> (atomically) for a context of <paramref name="contextLength"/> tokens.</summary>
+    public static void Write(string path, int contextLength = 131072, int seed = 1234)
+    {
+        var rnd = new Random(seed);
+        int vocab = VocabSize;
+        var codes = new float[Keys, CodeDims];
+        for (int k = 0; k < Keys; k++)
+            for (int c = 0; c < CodeDims; c++) codes[k, c] = rnd.Next(2) == 0 ? -0.125f : 0.125f;
+
+        // Token embeddings (vocab, dim).
+        var embedding = new float[vocab * Dim];
+        Span<float> Row(int token) => embedding.AsSpan(token * Dim, Dim);
+        for (int t = 0; t < vocab; t++) Row(t)[Constant] = 1;
+        for (int i = 0; i < Fillers; i++)
+        {
+            var row = Row(Filler(i));
+            for (int c = 0; c < FillerDims; c++) row[FillerAt + c] = (float)Normal(rnd) / 8; // unit norm on average
+        }
+        for (int k = 0; k < Keys; k++)
+        {
+            for (int v = 0; v < Values; v++)
+            {
+                var row = Row(Pair(k, v));
+                for (int c = 0; c < CodeDims; c++) row[c] = codes[k, c];
+                row[ValueAt + v] = 1;
+            }
+            var query = Row(Query(k));
+            for (int c = 0; c < CodeDims; c++) query[c] = codes[k, c];
+            query[QueryFlag] = 1;
+        }
+
+        // Attention. RMSNorm scales a pair or query token by sqrt(256/3) ≈ 9.2, so with a = 2.3 on
+        // both sides the match logit is (9.2 * 2.3)^2 / sqrt(128) ≈ 40.
+        const float a = 2.3f;
+        var wq = new float[Heads * HeadDim * Dim];   // (heads * headDim, dim)
+        var wk = new float[KvHeads * HeadDim * Dim];
+        var wv = new float[KvHeads * HeadDim * Dim];
+        var wo = new float[Dim * Heads * HeadDim];   // (dim, heads * headDim)
+        for (int h = 0; h < Heads; h++)
+            for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + 64 + c) * Dim + c] = a;
+        for (int c = 0; c < CodeDims; c++) wk[(64 + c) * Dim + c] = a;
+        // Clutter in head dims 0-63: two outlier channels (a large constant), the rest filler content;
+        // queries read the clutter weakly, so it moves scores a little, as in real models.
+        wk[0 * Dim + Constant] = 3;
+        wk[1 * Dim + Constant] = -2;
+        for (int d = 2; d < 64; d++)
+            for (int c = 0; c < FillerDims; c++) wk[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
+        for (int h = 0; h < Heads; h++)
+            for (int d = 2; d < 64; d++)
+                for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + d) * Dim + c] = (float)Normal(rnd) * 0.05f;
+        for (int v = 0; v < Values; v++) wv[v * Dim + ValueAt + v] = 1;
+        for (int d = Values; d < HeadDim; d++)
+            for (int c = 0; c < FillerDims; c++) wv[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
+        // Both heads write what they read back to the answer dims (each half).
+        for (int h = 0; h < Heads; h++)
+            for (int v = 0; v < Values; v++) wo[(AnswerAt + v) * (Heads * HeadDim) + h * HeadDim + v] = 4;
+
+        // Classifier: A(v) reads answer dim v; every other token scores 0.
+        var output = new float[vocab * Dim];
+        for (int v = 0; v < Values; v++) output[Answer(v) * Dim + AnswerAt + v] = 10;
+
+        var ones = new float[Dim];
+        Array.Fill(ones, 1f);
+        var zeros = new float[Hidden * Dim];
+
+        using var writer = new GgufWriter(path);
+        writer.SetMetadata("general.architecture", "llama");
+        writer.SetMetadata("general.name", "specache-retrieval");
+        writer.SetMetadata("general.description", "Constructed key-value retrieval model (SpeCache evaluation); see SpeCache.Eval.RetrievalModel");
+        writer.SetMetadata("llama.vocab_size", (uint)vocab);
+        writer.SetMetadata("llama.context_length", (uint)contextLength);
+        writer.SetMetadata("llama.embedding_length", (uint)Dim);
+        writer.SetMetadata("llama.block_count", 1u);
+        writer.SetMetadata("llama.feed_forward_length", (uint)Hidden);
+        writer.SetMetadata("llama.attention.head_count", (uint)Heads);
+        writer.SetMetadata("llama.attention.head_count_kv", (uint)KvHeads);
+        writer.SetMetadata("llama.attention.key_length", (uint)HeadDim);
+        writer.SetMetadata("llama.attention.value_length", (uint)HeadDim);
+        writer.SetMetadata("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        writer.SetMetadata("llama.rope.freq_base", RopeTheta);
+        writer.SetMetadata("llama.rope.dimension_count", (uint)HeadDim);
+        writer.SetMetadata("general.file_type", 1u); // mostly F16
+        writer.SetMetadata("tokenizer.ggml.model", "llama");
+        writer.SetMetadata("tokenizer.ggml.tokens", TokenNames());
+        writer.SetMetadata("tokenizer.ggml.scores", new float[vocab]);
+        writer.SetMetadata("tokenizer.ggml.token_type", Enumerable.Range(0, vocab).Select(t => t < 3 ? (t == Unk ? 2 : 3) : 1).ToArray());
+        writer.SetMetadata("tokenizer.ggml.bos_token_id", (uint)Bos);
+        writer.SetMetadata("tokenizer.ggml.eos_token_id", (uint)Eos);
+        writer.SetMetadata("tokenizer.ggml.unknown_token_id", (uint)Unk);
+
+        var tensors = new (string Name, long[] Shape, float[] Data, bool Half)[]
+        {
+            ("token_embd.weight", [Dim, vocab], embedding, true),
+            ("blk.0.attn_norm.weight", [Dim], ones, false),
+            ("blk.0.attn_q.weight", [Dim, Heads * HeadDim], wq, true),
+            ("blk.0.attn_k.weight", [Dim, KvHeads * HeadDim], wk, true),
+            ("blk.0.attn_v.weight", [Dim, KvHeads * HeadDim], wv, true),
+            ("blk.0.attn_output.weight", [Heads * HeadDim, Dim], wo, true),
+            ("blk.0.ffn_norm.weight", [Dim], ones, false),
+            ("blk.0.ffn_gate.weight", [Dim, Hidden], zeros, true),
+            ("blk.0.ffn_up.weight", [Dim, Hidden], zeros, true),
+            ("blk.0.ffn_down.weight", [Hidden, Dim], new float[Dim * Hidden], true),
+            ("output_norm.weight", [Dim], ones, false),
+            ("output.weight", [Dim, vocab], output, true),
+        };
+        foreach (var t in tensors) writer.AddTensor(t.Name, t.Half ? GgmlType.F16 : GgmlType.F32, t.Shape);
+        foreach (var t in tensors)
+        {
+            if (!t.Half)
+            {
+                writer.WriteTensorData(MemoryMarshal.AsBytes(t.Data.AsSpan()));
+                continue;
+            }
+            var bytes = new byte[t.Data.Length * 2];
+            F16.QuantizeRow(t.Data, bytes);
+            writer.WriteTensorData(bytes);
+        }
+        writer.Finish();
+    }
+
+    static string[] TokenNames()
+    {
+        var names = new List<string> { "<unk>", "<s>", "</s>" };
+        for (int i = 0; i < Fillers; i++) names.Add($"▁f{i}");
+        for (int k = 0; k < Keys; k++)
+            for (int v = 0; v < Values; v++) names.Add($"▁k{k}=v{v}");
+        for (int k = 0; k < Keys; k++) names.Add($"▁k{k}?");
+        for (int v = 0; v < Values; v++) names.Add($"▁v{v}");
+        return [.. names];
+    }
+
+    static double Normal(Random rnd) => Math.Sqrt(-2 * Math.Log(1 - rnd.NextDouble())) * Math.Cos(2 * Math.PI * rnd.NextDouble());
+}
