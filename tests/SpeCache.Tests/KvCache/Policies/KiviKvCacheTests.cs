@@ -116,6 +116,38 @@ public class KiviKvCacheTests
     }
 
     [Fact]
+    public void ThreadedHeadsEqualTheReference()
+    {
+        // 4 KV heads and 1200+ tokens: the heads are spread over threads (on 2+ cores).
+        var c = Shape(kvHeads: 4, group: 2) with { ContextLength = 1300 };
+        var options = new KiviOptions(2, 32, 64);
+        using var cache = new KiviKvCache(c, 1300, options);
+        var rnd = new Random(9);
+        float[] Random(int n) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(rnd.NextDouble() * 2 - 1); return a; }
+        var allK = new List<float[]>();
+        var allV = new List<float[]>();
+        int total = 0;
+        foreach (int n in new[] { 1200, 1, 1 })
+        {
+            var k = Random(n * c.KvDim);
+            var v = Random(n * c.KvDim);
+            var q = Random(n * c.QDim);
+            for (int t = 0; t < n; t++) { allK.Add(k[(t * c.KvDim)..((t + 1) * c.KvDim)]); allV.Add(v[(t * c.KvDim)..((t + 1) * c.KvDim)]); }
+            cache.Append(0, k, v, n);
+            if (n == 1)
+            {
+                var output = new float[c.QDim];
+                cache.Attend(0, q, output, 1);
+                var expected = Reference(c, options, allK, allV, q, total, 1);
+                for (int i = 0; i < output.Length; i++)
+                    Assert.True(MathF.Abs(output[i] - expected[i]) < 2e-4f, $"token {total}, value {i}: {output[i]} vs {expected[i]}");
+            }
+            cache.Commit(n);
+            total += n;
+        }
+    }
+
+    [Fact]
     public void WithTheResidualCoveringTheContextKiviEqualsFull()
     {
         using var file = ModelLoader.Open(TestPaths.TinyStories656K);

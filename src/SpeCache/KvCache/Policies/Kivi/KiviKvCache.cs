@@ -35,8 +35,20 @@ public sealed class KiviKvCache : IKvCache
     readonly int[] _quantized;       // per layer: tokens in the low-bit part (a multiple of G)
     readonly int[] _residual;        // per layer: tokens in the residual
     readonly int[] _pending;         // per layer: tokens appended but not committed
-    readonly float[] _scores, _probabilities, _groupScores;
+    readonly Scratch[] _scratch;     // one per attention worker
+    readonly int _workers;
     readonly float _scale;
+
+    /// <summary>One worker's buffers for one KV head's attention.</summary>
+    sealed class Scratch(int group, int capacity, int groupSize)
+    {
+        public readonly float[] Scores = new float[group * capacity];
+        public readonly float[] Probabilities = new float[group * capacity];
+        public readonly float[] GroupScores = new float[group * groupSize];
+    }
+
+    /// <summary>Contexts from this many positions (over all KV heads) on spread the heads over threads.</summary>
+    const int ParallelFromPositions = 4096;
 
     public KiviKvCache(ModelConfig config, int capacity, KiviOptions options)
     {
@@ -69,9 +81,9 @@ public sealed class KiviKvCache : IKvCache
         _quantized = new int[_layers];
         _residual = new int[_layers];
         _pending = new int[_layers];
-        _scores = new float[_group * capacity];
-        _probabilities = new float[_group * capacity];
-        _groupScores = new float[_group * options.GroupSize];
+        _workers = Math.Clamp(Environment.ProcessorCount, 1, _kvHeads);
+        _scratch = new Scratch[_workers];
+        for (int w = 0; w < _workers; w++) _scratch[w] = new Scratch(_group, capacity, options.GroupSize);
         _scale = 1f / MathF.Sqrt(_headDim);
     }
 
@@ -135,48 +147,74 @@ public sealed class KiviKvCache : IKvCache
 
     public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
     {
-        int g = Options.GroupSize, qDim = _kvHeads * _group * _headDim, quantized = _quantized[layer];
-        for (int h = 0; h < _kvHeads; h++)
+        if (_workers == 1 || (long)(Length + count) * _kvHeads < ParallelFromPositions)
         {
-            int slot = layer * _kvHeads + h;
-            for (int i = 0; i < count; i++)
+            for (int h = 0; h < _kvHeads; h++) AttendHead(_scratch[0], layer, h, queries, output, count);
+            return;
+        }
+        // Spans cannot enter a lambda: the rows go through arrays, the call's shape through fields,
+        // so the loop body is one delegate made once.
+        if (_rowsIn.Length < queries.Length) (_rowsIn, _rowsOut) = (new float[queries.Length], new float[queries.Length]);
+        queries.CopyTo(_rowsIn);
+        (_callLayer, _callCount, _callLength) = (layer, count, queries.Length);
+        Parallel.For(0, _workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
+        _rowsOut.AsSpan(0, output.Length).CopyTo(output);
+    }
+
+    float[] _rowsIn = [], _rowsOut = [];
+    int _callLayer, _callCount, _callLength;
+    Action<int>? _attendHeadsOfWorker;
+
+    void AttendHeadsOfWorker(int worker)
+    {
+        for (int h = worker; h < _kvHeads; h += _workers)
+            AttendHead(_scratch[worker], _callLayer, h, _rowsIn.AsSpan(0, _callLength), _rowsOut.AsSpan(0, _callLength), _callCount);
+    }
+
+    void AttendHead(Scratch scratch, int layer, int h, ReadOnlySpan<float> queries, Span<float> output, int count)
+    {
+        int g = Options.GroupSize, qDim = _kvHeads * _group * _headDim, quantized = _quantized[layer];
+        int slot = layer * _kvHeads + h;
+        var scores = scratch.Scores;
+        var probabilities = scratch.Probabilities;
+        var groupScores = scratch.GroupScores;
+        for (int i = 0; i < count; i++)
+        {
+            int visible = Length + i + 1; // causal: positions 0 .. Length + i
+            int fromCodes = Math.Min(quantized, visible);
+            int fromResidual = visible - fromCodes;
+            var q = queries.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
+            var o = output.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
+
+            // Scores: packed key groups (all query heads of this KV head at once), then the residual.
+            for (int first = 0; first < fromCodes; first += g)
             {
-                int visible = Length + i + 1; // causal: positions 0 .. Length + i
-                int fromCodes = Math.Min(quantized, visible);
-                int fromResidual = visible - fromCodes;
-                var q = queries.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
-                var o = output.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
-
-                // Scores: packed key groups (all query heads of this KV head at once), then the residual.
-                for (int first = 0; first < fromCodes; first += g)
-                {
-                    KiviAttention.KeyScores(_format, q, _keyGroups[slot].AsSpan(first / g * _format.KeyGroupBytes, _format.KeyGroupBytes), _groupScores);
-                    int n = Math.Min(g, fromCodes - first);
-                    for (int j = 0; j < _group; j++)
-                        _groupScores.AsSpan(j * g, n).CopyTo(_scores.AsSpan(j * visible + first, n));
-                }
+                KiviAttention.KeyScores(_format, q, _keyGroups[slot].AsSpan(first / g * _format.KeyGroupBytes, _format.KeyGroupBytes), groupScores);
+                int n = Math.Min(g, fromCodes - first);
                 for (int j = 0; j < _group; j++)
-                {
-                    var qj = q.Slice(j * _headDim, _headDim);
-                    var row = _scores.AsSpan(j * visible, visible);
-                    for (int t = 0; t < fromResidual; t++)
-                        row[fromCodes + t] = TensorPrimitives.Dot(qj, _residualK[slot].AsSpan(t * _headDim, _headDim));
-                    TensorPrimitives.Multiply(row, _scale, row);
-                    AttentionMath.SoftMax(row);
-                    _scores.AsSpan(j * visible, fromCodes).CopyTo(_probabilities.AsSpan(j * fromCodes, fromCodes));
-                }
+                    groupScores.AsSpan(j * g, n).CopyTo(scores.AsSpan(j * visible + first, n));
+            }
+            for (int j = 0; j < _group; j++)
+            {
+                var qj = q.Slice(j * _headDim, _headDim);
+                var row = scores.AsSpan(j * visible, visible);
+                for (int t = 0; t < fromResidual; t++)
+                    row[fromCodes + t] = TensorPrimitives.Dot(qj, _residualK[slot].AsSpan(t * _headDim, _headDim));
+                TensorPrimitives.Multiply(row, _scale, row);
+                AttentionMath.SoftMax(row);
+                scores.AsSpan(j * visible, fromCodes).CopyTo(probabilities.AsSpan(j * fromCodes, fromCodes));
+            }
 
-                o.Clear();
-                if (fromCodes > 0)
-                    KiviAttention.AccumulateValues(_format, _probabilities.AsSpan(0, _group * fromCodes),
-                        _values[slot].AsSpan(0, fromCodes * _format.ValueTokenBytes), o);
-                for (int j = 0; j < _group; j++)
-                {
-                    var oj = o.Slice(j * _headDim, _headDim);
-                    var row = _scores.AsSpan(j * visible, visible);
-                    for (int t = 0; t < fromResidual; t++)
-                        TensorPrimitives.MultiplyAdd(_residualV[slot].AsSpan(t * _headDim, _headDim), row[fromCodes + t], oj, oj);
-                }
+            o.Clear();
+            if (fromCodes > 0)
+                KiviAttention.AccumulateValues(_format, probabilities.AsSpan(0, _group * fromCodes),
+                    _values[slot].AsSpan(0, fromCodes * _format.ValueTokenBytes), o);
+            for (int j = 0; j < _group; j++)
+            {
+                var oj = o.Slice(j * _headDim, _headDim);
+                var row = scores.AsSpan(j * visible, visible);
+                for (int t = 0; t < fromResidual; t++)
+                    TensorPrimitives.MultiplyAdd(_residualV[slot].AsSpan(t * _headDim, _headDim), row[fromCodes + t], oj, oj);
             }
         }
     }
