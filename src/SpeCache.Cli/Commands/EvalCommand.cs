@@ -75,6 +75,7 @@ static class EvalCommand
         var distractors = new Option<int>("--distractors") { Description = "Other key-value pairs in the haystack (multi-key retrieval).", DefaultValueFactory = _ => 32 };
         var policies = new Option<string[]>("--policy") { Description = "A policy to compare (repeat; default: full, kivi and specache at 2 and 1 bit).", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out") { Description = "Folder for the reports and heatmaps.", DefaultValueFactory = _ => "eval-results" };
+        var similarity = new Option<double>("--key-similarity") { Description = "Constructed model: how much its keys share, 0 to 0.9 (harder for every policy).", DefaultValueFactory = _ => 0 };
         var command = new Command("niah", "Needle-in-a-haystack key-value retrieval per policy, on the constructed retrieval model (default) or --model.");
         common.AddTo(command);
         command.Options.Add(lengths);
@@ -83,6 +84,7 @@ static class EvalCommand
         command.Options.Add(distractors);
         command.Options.Add(policies);
         command.Options.Add(output);
+        command.Options.Add(similarity);
         command.SetAction(result => CliErrors.Run(() =>
         {
             int[] lengthList = ParseList(result.GetValue(lengths)!, int.Parse, "--lengths");
@@ -94,8 +96,10 @@ static class EvalCommand
             if (result.GetValue(common.Model) == null)
             {
                 // The constructed model, made on first use in the cache folder (never committed).
-                constructed = RetrievalModelPath();
-                if (!File.Exists(constructed)) Progress.Run("Writing the constructed retrieval model", () => { RetrievalModel.Write(constructed); return 0; });
+                double s = result.GetValue(similarity);
+                if (s is < 0 or > 0.9) throw new ArgumentException("--key-similarity must be between 0 and 0.9");
+                constructed = RetrievalModelPath(s);
+                if (!File.Exists(constructed)) Progress.Run("Writing the constructed retrieval model", () => { RetrievalModel.Write(constructed, keySimilarity: s); return 0; });
             }
             using var engine = common.LoadEngine(result, constructed);
             string modelName = Path.GetFileName(constructed ?? common.ModelPath(result));
@@ -120,13 +124,14 @@ static class EvalCommand
         "specache:bits=2,group=32,k=64", "specache:bits=1,group=64,k=64",
     ];
 
-    static string RetrievalModelPath()
+    static string RetrievalModelPath(double similarity)
     {
         string root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
             : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
         string dir = Path.Combine(root, "specache", "models");
         Directory.CreateDirectory(dir);
-        return Path.Combine(dir, "specache-retrieval-128k.gguf");
+        string suffix = similarity == 0 ? "" : $"-s{similarity.ToString("0.##", CultureInfo.InvariantCulture)}";
+        return Path.Combine(dir, $"specache-retrieval-128k{suffix}.gguf");
     }
 
     static T[] ParseList<T>(string text, Func<string, T> parse, string option)

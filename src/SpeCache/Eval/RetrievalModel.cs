@@ -46,13 +46,29 @@ public static class RetrievalModel
     const int CodeDims = 64, ValueAt = 64, AnswerAt = 96, FillerAt = 128, FillerDims = 64, QueryFlag = 254, Constant = 255;
 
     /// <summary>Writes the model to <paramref name="path"/> (atomically) for a context of <paramref name="contextLength"/> tokens.</summary>
-    public static void Write(string path, int contextLength = 131072, int seed = 1234)
+    /// <param name="keySimilarity">How much all key codes share (0 to 0.9): each code is
+    /// sqrt(s)·common + sqrt(1-s)·own, so a wrong key scores s·40 against a right key's 40. Higher
+    /// values make retrieval harder for every policy alike, as similar keys (names, numbers) do in
+    /// real text; 0 gives independent keys.</param>
+    public static void Write(string path, int contextLength = 131072, int seed = 1234, double keySimilarity = 0)
     {
+        if (keySimilarity is < 0 or > 0.9) throw new ArgumentOutOfRangeException(nameof(keySimilarity), keySimilarity, "key similarity must be between 0 and 0.9");
         var rnd = new Random(seed);
         int vocab = VocabSize;
         var codes = new float[Keys, CodeDims];
+        var common = new float[CodeDims];
+        for (int c = 0; c < CodeDims; c++) common[c] = rnd.Next(2) == 0 ? -0.125f : 0.125f;
         for (int k = 0; k < Keys; k++)
-            for (int c = 0; c < CodeDims; c++) codes[k, c] = rnd.Next(2) == 0 ? -0.125f : 0.125f;
+        {
+            double norm = 0;
+            for (int c = 0; c < CodeDims; c++)
+            {
+                float own = rnd.Next(2) == 0 ? -0.125f : 0.125f;
+                codes[k, c] = (float)(Math.Sqrt(keySimilarity) * common[c] + Math.Sqrt(1 - keySimilarity) * own);
+                norm += codes[k, c] * codes[k, c];
+            }
+            for (int c = 0; c < CodeDims; c++) codes[k, c] /= (float)Math.Sqrt(norm);
+        }
 
         // Token embeddings (vocab, dim).
         var embedding = new float[vocab * Dim];

@@ -99,3 +99,35 @@ public class RetrievalModelTests(RetrievalModelFixture fixture) : IClassFixture<
         Assert.All(report.Policies, p => Assert.True(p.FastTierBytes > 0));
     }
 }
+
+public class HarderRetrievalModelTests
+{
+    [Fact]
+    public void SimilarKeysStillRetrieveUnderFullAndSpeCacheButNotUnderOneBitKivi()
+    {
+        // Keys that share 75% of their code: a wrong key scores 30 against the right key's 40.
+        string path = Path.Combine(TestPaths.Scratch("retrieval"), $"similar-{Guid.NewGuid():N}.gguf");
+        RetrievalModel.Write(path, contextLength: 4096, keySimilarity: 0.75);
+        try
+        {
+            using var file = ModelLoader.Open(path);
+            using var backend = new CpuBackend(0);
+            var model = new LlamaModel(file, backend);
+            var report = RetrievalEval.Run(model, "similar", ["full", "specache:bits=1,group=64,k=64", "kivi:bits=1,group=64"],
+                [4096], [0.2, 0.5, 0.8], samplesPerCell: 3, distractors: 100);
+            Assert.Equal(100, report.Policies[0].Accuracy);
+            Assert.Equal(100, report.Policies[1].Accuracy);
+            // Measured 65% with 4 samples at 5 depths: 1-bit scores cannot tell similar keys apart,
+            // the 16-bit top-k pairs can.
+            Assert.True(report.Policies[2].Accuracy < 100, $"1-bit kivi {report.Policies[2].Accuracy}%");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void SimilarityOutsideItsRangeIsRefused() =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => RetrievalModel.Write(Path.Combine(TestPaths.Scratch("retrieval"), "never.gguf"), keySimilarity: 0.95));
+}
