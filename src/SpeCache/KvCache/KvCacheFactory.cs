@@ -1,5 +1,8 @@
+using SpeCache.KvCache.Policies.Eviction;
 using SpeCache.KvCache.Policies.Full;
+using SpeCache.KvCache.Policies.H2o;
 using SpeCache.KvCache.Policies.Kivi;
+using SpeCache.KvCache.Policies.Streaming;
 using SpeCache.Transformer;
 
 namespace SpeCache.KvCache;
@@ -7,7 +10,7 @@ namespace SpeCache.KvCache;
 /// <summary>Which KV cache policy a sequence uses, and its options.</summary>
 public sealed record KvCacheOptions
 {
-    /// <summary>Policy name: full or kivi.</summary>
+    /// <summary>Policy name: full, kivi, streaming or h2o.</summary>
     public string Policy { get; init; } = "full";
     /// <summary>
     /// Most bytes the fast tier may hold for this sequence (null: no limit). A cache that would not
@@ -16,17 +19,23 @@ public sealed record KvCacheOptions
     public long? FastTierBudgetBytes { get; init; }
     /// <summary>Settings of the kivi policy.</summary>
     public KiviOptions Kivi { get; init; } = new();
+    /// <summary>Settings of the streaming (attention sinks + recent window) policy.</summary>
+    public StreamingOptions Streaming { get; init; } = new();
+    /// <summary>Settings of the h2o (heavy hitters + recent window) policy.</summary>
+    public H2oOptions H2o { get; init; } = new();
 }
 
 /// <summary>The registry of KV cache policies by name: adding a policy means adding its lines here.</summary>
 public static class KvCacheFactory
 {
-    public static IReadOnlyList<string> Policies { get; } = ["full", "kivi"];
+    public static IReadOnlyList<string> Policies { get; } = ["full", "kivi", "streaming", "h2o"];
 
     public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
     {
         "full" => new FullKvCache(config, contextLength),
         "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
+        "streaming" => new StreamingKvCache(config, contextLength, options.Streaming, options.FastTierBudgetBytes),
+        "h2o" => new H2oKvCache(config, contextLength, options.H2o, options.FastTierBudgetBytes),
         _ => throw Unknown(options.Policy),
     };
 
@@ -35,6 +44,8 @@ public static class KvCacheFactory
     {
         "full" => 2L * config.LayerCount * config.KvDim * sizeof(ushort),
         "kivi" => KiviKvCache.BytesPerToken(config, options.Kivi),
+        // Per kept token; eviction bounds the token count instead of shrinking each token.
+        "streaming" or "h2o" => SlotKvCache.SlotBytes(config),
         _ => throw Unknown(options.Policy),
     };
 
