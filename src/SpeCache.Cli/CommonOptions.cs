@@ -1,6 +1,8 @@
 using System.CommandLine;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Policies.H2o;
 using SpeCache.KvCache.Policies.Kivi;
+using SpeCache.KvCache.Policies.Streaming;
 
 namespace SpeCache.Cli;
 
@@ -15,6 +17,10 @@ sealed class CommonOptions
     public Option<int> KvBits { get; } = new("--kv-bits") { Description = "kivi: bits per key/value code (1, 2 or 4).", DefaultValueFactory = _ => 2 };
     public Option<int> KvGroup { get; } = new("--kv-group") { Description = "kivi: quantization group size (32 or 64).", DefaultValueFactory = _ => 32 };
     public Option<int> KvResidual { get; } = new("--kv-residual") { Description = "kivi: newest tokens kept in full precision (a multiple of the group).", DefaultValueFactory = _ => 64 };
+    public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Fast-tier KV bytes, e.g. 64MiB or 512KB; streaming/h2o size their window to it.", CustomParser = ByteSize.ParseArgument };
+    public Option<int> KvSinks { get; } = new("--kv-sinks") { Description = "streaming: first tokens always kept.", DefaultValueFactory = _ => 4 };
+    public Option<int?> KvWindow { get; } = new("--kv-window") { Description = "streaming/h2o: recent tokens kept (default 252 / 128)." };
+    public Option<int?> KvHeavy { get; } = new("--kv-heavy") { Description = "h2o: heavy-hitter tokens kept besides the window (default: the window)." };
 
     public void AddTo(Command command)
     {
@@ -26,6 +32,10 @@ sealed class CommonOptions
         command.Options.Add(KvBits);
         command.Options.Add(KvGroup);
         command.Options.Add(KvResidual);
+        command.Options.Add(KvBudget);
+        command.Options.Add(KvSinks);
+        command.Options.Add(KvWindow);
+        command.Options.Add(KvHeavy);
         Kv.AcceptOnlyFromAmong([.. KvCacheFactory.Policies]);
     }
 
@@ -36,6 +46,13 @@ sealed class CommonOptions
         string path = ModelPath(result);
         if (result.GetValue(Kv) == "kivi")
             new KiviOptions(result.GetValue(KvBits), result.GetValue(KvGroup), result.GetValue(KvResidual)).Validate();
+        var streaming = new StreamingOptions { Sinks = result.GetValue(KvSinks) };
+        if (result.GetValue(KvWindow) is int streamingWindow) streaming = streaming with { Window = streamingWindow };
+        var h2o = new H2oOptions();
+        if (result.GetValue(KvWindow) is int window) h2o = h2o with { Window = window, HeavyHitters = window };
+        if (result.GetValue(KvHeavy) is int heavy) h2o = h2o with { HeavyHitters = heavy };
+        if (result.GetValue(Kv) == "streaming") streaming.Validate();
+        if (result.GetValue(Kv) == "h2o") h2o.Validate();
         var options = new EngineOptions
         {
             Threads = result.GetValue(Threads),
@@ -45,6 +62,9 @@ sealed class CommonOptions
             {
                 Policy = result.GetValue(Kv)!,
                 Kivi = new KiviOptions(result.GetValue(KvBits), result.GetValue(KvGroup), result.GetValue(KvResidual)),
+                FastTierBudgetBytes = result.GetValue(KvBudget),
+                Streaming = streaming,
+                H2o = h2o,
             },
         };
         return Progress.Run($"Loading {Path.GetFileName(path.TrimEnd('/'))}", () => Engine.Load(path, options));
