@@ -1,8 +1,11 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Policies.H2o;
 using SpeCache.KvCache.Policies.Kivi;
 using SpeCache.KvCache.Policies.SpeCache;
 using SpeCache.KvCache.Tiers;
+using SpeCache.KvCache.Policies.Streaming;
 
 namespace SpeCache.Cli;
 
@@ -21,10 +24,25 @@ sealed class CommonOptions
     public Option<bool> KvNoSpeculation { get; } = new("--kv-no-speculation") { Description = "specache: no speculative row; fetch every top-k pair on demand." };
     public Option<string> KvMiss { get; } = new("--kv-miss") { Description = "specache: a top-k pair not prefetched is fetched now (fetch) or read low-bit (lowbit).", DefaultValueFactory = _ => "fetch" };
     public Option<bool> KvRecall { get; } = new("--kv-recall") { Description = "specache: also measure top-k recall against exact attention (slow)." };
-    public Option<string?> KvBudget { get; } = new("--kv-budget") { Description = "Most fast-tier bytes for the KV cache, e.g. 64MiB; a cache that cannot fit fails before work starts." };
+    public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Most fast-tier KV bytes, e.g. 64MiB or 512KB: a cache that cannot fit fails before work starts; streaming/h2o size their window to it.", CustomParser = ParseBudget };
+    public Option<int> KvSinks { get; } = new("--kv-sinks") { Description = "streaming: first tokens always kept.", DefaultValueFactory = _ => 4 };
+    public Option<int?> KvWindow { get; } = new("--kv-window") { Description = "streaming/h2o: recent tokens kept (default 252 / 128)." };
+    public Option<int?> KvHeavy { get; } = new("--kv-heavy") { Description = "h2o: heavy-hitter tokens kept besides the window (default: the window)." };
     public Option<string> HostTier { get; } = new("--host-tier") { Description = "specache: where the 16-bit cache lives: ram, or disk:<folder or file> (memory-mapped).", DefaultValueFactory = _ => "ram" };
     public Option<string?> HostBandwidth { get; } = new("--host-bandwidth") { Description = "specache: model the host link's bandwidth, e.g. 25GB/s (PCIe 4.0 x16)." };
     public Option<string?> HostLatency { get; } = new("--host-latency") { Description = "specache: model the host link's latency per transfer, e.g. 10us." };
+
+    /// <summary>A bad --kv-budget is a parse error: one line, exit code 2.</summary>
+    static long? ParseBudget(ArgumentResult result)
+    {
+        if (result.Tokens.Count == 0) return null;
+        try { return ByteSize.Parse(result.Tokens[0].Value); }
+        catch (FormatException e)
+        {
+            result.AddError($"--kv-budget: {e.Message}");
+            return null;
+        }
+    }
 
     public void AddTo(Command command)
     {
@@ -41,6 +59,9 @@ sealed class CommonOptions
         command.Options.Add(KvMiss);
         command.Options.Add(KvRecall);
         command.Options.Add(KvBudget);
+        command.Options.Add(KvSinks);
+        command.Options.Add(KvWindow);
+        command.Options.Add(KvHeavy);
         command.Options.Add(HostTier);
         command.Options.Add(HostBandwidth);
         command.Options.Add(HostLatency);
@@ -64,10 +85,27 @@ sealed class CommonOptions
         var speCache = new SpeCacheOptions(bits, group, residual, result.GetValue(KvTopK), !result.GetValue(KvNoSpeculation),
             result.GetValue(KvMiss) == "lowbit" ? MissPolicy.LowBit : MissPolicy.Fetch, result.GetValue(HostTier)!, result.GetValue(KvRecall))
         { Interconnect = link };
-        if (policy == "kivi") kivi.Validate();
-        if (policy == "specache") speCache.Validate();
-        long? budget = result.GetValue(KvBudget) is string text ? ByteSize.Parse(text) : null;
-        return new KvCacheOptions { Policy = policy, Kivi = kivi, SpeCache = speCache, FastTierBudgetBytes = budget };
+        var streaming = new StreamingOptions { Sinks = result.GetValue(KvSinks) };
+        if (result.GetValue(KvWindow) is int streamingWindow) streaming = streaming with { Window = streamingWindow };
+        var h2o = new H2oOptions();
+        if (result.GetValue(KvWindow) is int window) h2o = h2o with { Window = window, HeavyHitters = window };
+        if (result.GetValue(KvHeavy) is int heavy) h2o = h2o with { HeavyHitters = heavy };
+        switch (policy)
+        {
+            case "kivi": kivi.Validate(); break;
+            case "specache": speCache.Validate(); break;
+            case "streaming": streaming.Validate(); break;
+            case "h2o": h2o.Validate(); break;
+        }
+        return new KvCacheOptions
+        {
+            Policy = policy,
+            Kivi = kivi,
+            SpeCache = speCache,
+            Streaming = streaming,
+            H2o = h2o,
+            FastTierBudgetBytes = result.GetValue(KvBudget),
+        };
     }
 
     /// <param name="defaultModel">The model when --model is not given (else the embedded stories260K).</param>

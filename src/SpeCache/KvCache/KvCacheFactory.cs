@@ -1,7 +1,10 @@
+using SpeCache.KvCache.Policies.Eviction;
 using SpeCache.KvCache.Policies.Full;
+using SpeCache.KvCache.Policies.H2o;
 using SpeCache.KvCache.Policies.Kivi;
 using SpeCache.KvCache.Policies.SpeCache;
 using SpeCache.KvCache.Tiers;
+using SpeCache.KvCache.Policies.Streaming;
 using SpeCache.Transformer;
 
 namespace SpeCache.KvCache;
@@ -20,12 +23,16 @@ public sealed record KvCacheOptions
     public KiviOptions Kivi { get; init; } = new();
     /// <summary>Settings of the specache policy.</summary>
     public SpeCacheOptions SpeCache { get; init; } = new();
+    /// <summary>Settings of the streaming (attention sinks + recent window) policy.</summary>
+    public StreamingOptions Streaming { get; init; } = new();
+    /// <summary>Settings of the h2o (heavy hitters + recent window) policy.</summary>
+    public H2oOptions H2o { get; init; } = new();
 }
 
 /// <summary>The registry of KV cache policies by name: adding a policy means adding its lines here.</summary>
 public static class KvCacheFactory
 {
-    public static IReadOnlyList<string> Policies { get; } = ["full", "kivi", "specache"];
+    public static IReadOnlyList<string> Policies { get; } = ["full", "kivi", "specache", "streaming", "h2o"];
 
     public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength)
     {
@@ -44,6 +51,8 @@ public static class KvCacheFactory
         "full" => new FullKvCache(config, contextLength),
         "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
         "specache" => new SpeCacheKvCache(config, contextLength, options.SpeCache, options.FastTierBudgetBytes),
+        "streaming" => new StreamingKvCache(config, contextLength, options.Streaming, options.FastTierBudgetBytes),
+        "h2o" => new H2oKvCache(config, contextLength, options.H2o, options.FastTierBudgetBytes),
         _ => throw Unknown(options.Policy),
     };
 
@@ -53,6 +62,8 @@ public static class KvCacheFactory
         "full" => 2L * config.LayerCount * config.KvDim * sizeof(ushort),
         "kivi" => KiviKvCache.BytesPerToken(config, options.Kivi),
         "specache" => SpeCacheKvCache.BytesPerToken(config, options.SpeCache),
+        // Per kept token; eviction bounds the token count instead of shrinking each token.
+        "streaming" or "h2o" => SlotKvCache.SlotBytes(config),
         _ => throw Unknown(options.Policy),
     };
 

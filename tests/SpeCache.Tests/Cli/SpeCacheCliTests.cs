@@ -40,7 +40,7 @@ public class SpeCacheCliTests
 
     [Fact]
     public void ABudgetThatIsNotASizeIsOneLine() =>
-        CliRunner.AssertOneLineError(CliRunner.Run([.. Greedy, "--kv", "full", "--kv-budget", "plenty"]), "'plenty' is not a size");
+        CliRunner.AssertOneLineError(CliRunner.Run([.. Greedy, "--kv", "full", "--kv-budget", "plenty"]), "--kv-budget: 'plenty' is not a positive byte count");
 
     [Fact]
     public void AnUnknownHostTierIsOneLine() =>
