@@ -7,6 +7,9 @@ root.Subcommands.Add(ChatCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(MakeModelCommand.Create());
+// Our KV policies only; bench/Bench runs the same command with llama.cpp's rows added.
+root.Subcommands.Add(SpeCache.Bench.BenchCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -2,7 +2,7 @@ using Spectre.Console;
 
 namespace SpeCache.Cli;
 
-/// <summary>Spinners for long steps on an interactive terminal; silent when stderr is redirected.</summary>
+/// <summary>Spinners and progress bars for long steps on an interactive terminal; silent when stderr is redirected.</summary>
 static class Progress
 {
     static readonly IAnsiConsole ErrorConsole = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
@@ -37,5 +37,27 @@ static class Progress
                     task.Value = done + 1;
                 });
             });
+    }
+    /// <summary>Runs a step that reports its completed fraction (0 to 1), shown as a bar.</summary>
+    public static T RunWithBar<T>(string what, Func<IProgress<double>?, T> step)
+    {
+        if (!Interactive) return step(null);
+        return ErrorConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask(what, maxValue: 1);
+                // Spectre's task is thread-safe; reports may come from worker threads.
+                var result = step(new Progress<double>(fraction => task.Value = fraction));
+                task.Value = 1;
+                return result;
+            });
+    }
+
+    /// <summary>Runs a multi-part step that names what it does now (the text of the status line).</summary>
+    public static T RunWithStatus<T>(string what, Func<Action<string>, T> step)
+    {
+        if (!Interactive) return step(_ => { });
+        return ErrorConsole.Status().Spinner(Spinner.Known.Dots).Start(what, context => step(status => context.Status(Markup.Escape(status))));
     }
 }

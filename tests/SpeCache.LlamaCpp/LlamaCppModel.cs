@@ -185,12 +185,43 @@ public sealed unsafe class LlamaCppModel : IDisposable
     // --- evaluation ---
 
     /// <summary>Empties the KV cache (metadata and data).</summary>
-    public void ClearCache() => LlamaNative.llama_memory_clear(LlamaNative.llama_get_memory(Context), true);
+    public void ClearCache()
+    {
+        LlamaNative.llama_memory_clear(LlamaNative.llama_get_memory(Context), true);
+        Position = 0;
+    }
+
+    /// <summary>Tokens the KV cache holds: the position the next evaluated token gets.</summary>
+    public int Position { get; private set; }
+
+    /// <summary>
+    /// Evaluates <paramref name="tokens"/> after what the cache already holds (no clearing), e.g. to fill
+    /// the context to some depth before a measurement; returns the time llama.cpp took.
+    /// </summary>
+    public TimeSpan Append(ReadOnlySpan<int> tokens)
+    {
+        CheckSequence(tokens, Position);
+        var start = Stopwatch.GetTimestamp();
+        for (var offset = 0; offset < tokens.Length; offset += BatchCapacity)
+            DecodeChunk(tokens.Slice(offset, Math.Min(BatchCapacity, tokens.Length - offset)), Position, allLogits: false);
+        return Stopwatch.GetElapsedTime(start);
+    }
+
+    /// <summary>
+    /// Like <see cref="Decode"/>, but the prompt goes after what the cache already holds instead of into an
+    /// empty cache: prefill and decode speed at a context depth.
+    /// </summary>
+    public LlamaCppDecodeTiming DecodeAfter(ReadOnlySpan<int> prompt, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        var picks = Greedy(prompt, count, clear: false, out var prefill, out var decode);
+        return new LlamaCppDecodeTiming(prompt.Length, prefill, count, decode, picks[..count]);
+    }
 
     /// <summary>Logits (VocabSize floats) of the last position after evaluating <paramref name="tokens"/> from an empty cache.</summary>
     public float[] Logits(ReadOnlySpan<int> tokens)
     {
-        var lastIndex = Prefill(tokens, allLogits: false);
+        var lastIndex = Prefill(tokens, allLogits: false, clear: true);
         return CopyLogits(lastIndex);
     }
 
@@ -218,14 +249,14 @@ public sealed unsafe class LlamaCppModel : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         // The last pick comes from the logits of the step before it, so count picks take count - 1 steps.
-        return count == 0 ? [] : Greedy(prompt, count - 1, out _, out _);
+        return count == 0 ? [] : Greedy(prompt, count - 1, clear: true, out _, out _);
     }
 
     /// <summary>Time to evaluate <paramref name="tokens"/> from an empty cache up to the last position's logits.</summary>
     public TimeSpan TimePrefill(ReadOnlySpan<int> tokens)
     {
         var clock = Stopwatch.StartNew();
-        var lastIndex = Prefill(tokens, allLogits: false);
+        var lastIndex = Prefill(tokens, allLogits: false, clear: true);
         _ = LogitsAt(lastIndex);
         return clock.Elapsed;
     }
@@ -238,21 +269,23 @@ public sealed unsafe class LlamaCppModel : IDisposable
     public LlamaCppDecodeTiming Decode(ReadOnlySpan<int> prompt, int count)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
-        var picks = Greedy(prompt, count, out var prefill, out var decode);
+        var picks = Greedy(prompt, count, clear: true, out var prefill, out var decode);
         return new LlamaCppDecodeTiming(prompt.Length, prefill, count, decode, picks[..count]);
     }
 
     // Prefill, then `steps` single-token evaluations; returns the steps + 1 greedy picks (the fed tokens and
     // the pick from the last logits). The times exclude the argmax.
-    int[] Greedy(ReadOnlySpan<int> prompt, int steps, out TimeSpan prefill, out TimeSpan decode)
+    // Without `clear`, the prompt continues the sequence in the cache.
+    int[] Greedy(ReadOnlySpan<int> prompt, int steps, bool clear, out TimeSpan prefill, out TimeSpan decode)
     {
         if (prompt.IsEmpty)
             throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
-        CheckSequence(prompt, steps);
+        var first = clear ? 0 : Position;
+        CheckSequence(prompt, first + steps);
 
         var picks = new int[steps + 1];
         var start = Stopwatch.GetTimestamp();
-        var logits = LogitsAt(Prefill(prompt, allLogits: false));
+        var logits = LogitsAt(Prefill(prompt, allLogits: false, clear));
         prefill = Stopwatch.GetElapsedTime(start);
         picks[0] = ArgMax(logits);
 
@@ -260,7 +293,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
         for (var i = 0; i < steps; i++)
         {
             start = Stopwatch.GetTimestamp();
-            DecodeChunk([picks[i]], prompt.Length + i, allLogits: false);
+            DecodeChunk([picks[i]], first + prompt.Length + i, allLogits: false);
             logits = LogitsAt(0);
             decodeTicks += Stopwatch.GetTimestamp() - start;
             picks[i + 1] = ArgMax(logits);
@@ -279,18 +312,21 @@ public sealed unsafe class LlamaCppModel : IDisposable
         return best;
     }
 
-    // Evaluates tokens from an empty cache; returns the batch index of the last token's logits.
-    int Prefill(ReadOnlySpan<int> tokens, bool allLogits)
+    // Evaluates tokens from an empty cache (or after the cache's tokens without `clear`); returns the
+    // batch index of the last token's logits.
+    int Prefill(ReadOnlySpan<int> tokens, bool allLogits, bool clear)
     {
         if (tokens.IsEmpty)
             throw new ArgumentException("at least one token is needed", nameof(tokens));
-        CheckSequence(tokens, 0);
-        ClearCache();
+        if (clear)
+            ClearCache();
+        var first = Position;
+        CheckSequence(tokens, first);
         var last = 0;
         for (var start = 0; start < tokens.Length; start += BatchCapacity)
         {
             var chunk = tokens.Slice(start, Math.Min(BatchCapacity, tokens.Length - start));
-            DecodeChunk(chunk, start, allLogits);
+            DecodeChunk(chunk, first + start, allLogits);
             last = chunk.Length - 1;
         }
         return last;
@@ -315,6 +351,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
         var rc = LlamaNative.llama_decode(ctx, batch);
         if (rc != 0)
             throw LlamaCppRuntime.Failure($"llama_decode returned {rc} ({tokens.Length} tokens at position {firstPosition})", mark);
+        Position = firstPosition + tokens.Length;
     }
 
     Span<float> LogitsAt(int batchIndex)

@@ -132,6 +132,33 @@ public class LlamaCppModelTests
     }
 
     [Fact]
+    public void DecodeAfterContinuesTheSequenceInTheCache()
+    {
+        using var model = Load();
+        var prompt = model.Tokenize(Prompt);
+        int split = prompt.Length / 2;
+        var expected = model.Decode(prompt, 8).GeneratedTokens;
+
+        // The first half appended (in batches of whatever size), the second half as the prompt: the same
+        // sequence, so the same greedy tokens, as one prefill of the whole prompt.
+        model.ClearCache();
+        model.Append(prompt[..split]);
+        Assert.Equal(split, model.Position);
+        var timing = model.DecodeAfter(prompt[split..], 8);
+        Assert.Equal(expected, timing.GeneratedTokens);
+        Assert.Equal(prompt.Length + 8, model.Position);
+        Assert.Equal(prompt.Length - split, timing.PromptTokens);
+
+        // After clearing, DecodeAfter starts at position 0, like Decode.
+        model.ClearCache();
+        Assert.Equal(0, model.Position);
+        var fromEmpty = model.Decode(prompt[split..], 8).GeneratedTokens;
+        model.ClearCache();
+        Assert.Equal(fromEmpty, model.DecodeAfter(prompt[split..], 8).GeneratedTokens);
+        Assert.Throws<ArgumentException>(() => model.Append(new int[model.ContextLength]));
+    }
+
+    [Fact]
     public void AQuantizedCacheOnHeadsNarrowerThanABlockFailsWithLlamaCppsReason()
     {
         // This model's heads are 4 wide; a Q8_0 cache row needs a multiple of 32. llama.cpp refuses to

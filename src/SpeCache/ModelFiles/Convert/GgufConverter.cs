@@ -146,6 +146,17 @@ public static class GgufConverter
                 continue;
             writer.SetMetadata(key, value);
         }
+        WriteShapeMetadata(writer, c, arch, weightType);
+        foreach (var (key, value) in extra)
+            writer.SetMetadata(key, value);
+    }
+
+    /// <summary>
+    /// The <c>{arch}.*</c> shape keys, file type and quantization version of a file whose matrices are
+    /// <paramref name="weightType"/>; shared with the synthetic model writer.
+    /// </summary>
+    internal static void WriteShapeMetadata(GgufWriter writer, ModelConfig c, string arch, GgmlType weightType)
+    {
         // llama.cpp checks these keys' exact types: counts are u32, floats f32.
         writer.SetMetadata($"{arch}.vocab_size", (uint)c.VocabSize);
         writer.SetMetadata($"{arch}.context_length", (uint)c.ContextLength);
@@ -165,8 +176,6 @@ public static class GgufConverter
         if (FileType(weightType) is { } fileType)
             writer.SetMetadata("general.file_type", fileType);
         writer.SetMetadata("general.quantization_version", 2u);
-        foreach (var (key, value) in extra)
-            writer.SetMetadata(key, value);
     }
 
     /// <summary>llama.cpp's llama_ftype for a file whose matrices are all <paramref name="type"/> (informational only).</summary>

@@ -33,7 +33,8 @@ public sealed class GgufWriter : IDisposable
     public GgufWriter(string path)
     {
         _path = path;
-        _tempPath = path + ".partial";
+        // Unique per writer: two processes making the same file must not write into one temporary.
+        _tempPath = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial";
     }
 
     /// <summary>Sets (or replaces, keeping its place) a metadata value; throws for a type GGUF cannot hold.</summary>

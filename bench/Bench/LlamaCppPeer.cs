@@ -1,0 +1,53 @@
+using SpeCache.Bench;
+using SpeCache.LlamaCpp;
+using SpeCache.ModelFiles;
+
+/// <summary>llama.cpp (libllama from the peer, in this process) measured exactly as <see cref="EngineBench"/> measures us.</summary>
+sealed class LlamaCppPeer : IBenchPeer
+{
+    static readonly (string Name, LlamaCacheType Type, double BytesPerElement)[] CacheTypes =
+    [
+        ("f16", LlamaCacheType.F16, 2),
+        ("q8_0", LlamaCacheType.Q8_0, 34.0 / 32), // ggml blocks: 32 values in 34 bytes
+        ("q4_0", LlamaCacheType.Q4_0, 18.0 / 32), // and in 18 bytes
+    ];
+
+    public string Name => "llama.cpp";
+    public string? BaselineKv => "f16";
+
+    public List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status)
+    {
+        long weightBytes, kvElementsPerToken;
+        int vocab;
+        using (var file = ModelLoader.Open(settings.ModelPath))
+        {
+            weightBytes = EngineBench.WeightBytesPerToken(file);
+            kvElementsPerToken = 2L * file.Config.LayerCount * file.Config.KvDim;
+            vocab = file.Config.VocabSize;
+        }
+        var rows = new List<BenchRow>();
+        foreach (var (name, type, bytesPerElement) in CacheTypes)
+        {
+            status($"{Name} {name}: loading");
+            // Flash attention left to llama.cpp (Auto): its default, and what a quantized V cache needs.
+            using var model = LlamaCppModel.Load(settings.ModelPath, settings.Threads, settings.ContextLength, type);
+            // Warm-up outside the clock, as for our engine: llama.cpp sizes its compute graphs on first use.
+            model.DecodeAfter(new TokenSource(-1, vocab).Next(Math.Min(settings.PromptTokens, 16)), 2);
+            model.ClearCache();
+            var tokens = new TokenSource(settings.Seed, vocab);
+            foreach (var depth in settings.Depths.Order())
+            {
+                if (model.Position > depth) model.ClearCache();
+                status($"{Name} {name}: filling the context to {depth:N0} tokens");
+                if (depth > model.Position) model.Append(tokens.Next(depth - model.Position));
+
+                status($"{Name} {name} at depth {depth:N0}: prefill {settings.PromptTokens} tokens, decode {settings.DecodeTokens}");
+                var timing = model.DecodeAfter(tokens.Next(settings.PromptTokens), settings.DecodeTokens);
+                long kvBytes = (long)(kvElementsPerToken * bytesPerElement) * EngineBench.MeanDecodeContext(settings, depth);
+                rows.Add(new BenchRow(Name, name, depth, settings.PromptTokens, timing.PrefillTokensPerSecond, settings.DecodeTokens,
+                    timing.DecodeTokensPerSecond, weightBytes, kvBytes, timing.DecodeTokensPerSecond * (weightBytes + kvBytes) / bandwidth));
+            }
+        }
+        return rows;
+    }
+}

@@ -1,0 +1,7 @@
+// `specache bench` with llama.cpp beside us: the same options and report, plus llama.cpp's rows for its
+// f16, q8_0 and q4_0 KV caches on the same file, threads and depths, and every row's ratio to llama.cpp f16.
+// Usage: dotnet run -c Release --project bench/Bench -- [the options of specache bench]
+using SpeCache.Bench;
+
+var command = BenchCommand.Create(new LlamaCppPeer(), name: "bench");
+return command.Parse(args).Invoke();

@@ -1,0 +1,120 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using SpeCache.KvCache;
+using SpeCache.ModelFiles.Synthetic;
+
+namespace SpeCache.Bench;
+
+/// <summary>Another engine whose rows the bench adds beside ours (llama.cpp in bench/Bench; the product has none).</summary>
+public interface IBenchPeer
+{
+    string Name { get; }
+
+    /// <summary>The row every row is compared with, e.g. "llama.cpp f16"; null: no ratios.</summary>
+    string? BaselineKv { get; }
+
+    List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status);
+}
+
+/// <summary>
+/// The <c>bench</c> command: the same options and report for <c>specache bench</c> (our policies only) and
+/// for bench/Bench (which passes a llama.cpp peer, adding its rows and the ratios).
+/// </summary>
+public static class BenchCommand
+{
+    public static Command Create(IBenchPeer? peer = null, string name = "bench")
+    {
+        var model = new Option<string?>("--model", "-m") { Description = "GGUF model to measure (default: the synthetic llama-3.2-1b q8_0, made on first use)." };
+        var shape = new Option<string>("--shape") { Description = $"Without --model: the synthetic shape ({string.Join(", ", SyntheticShape.Names)}).", DefaultValueFactory = _ => "llama-3.2-1b" };
+        shape.AcceptOnlyFromAmong([.. SyntheticShape.Names]);
+        var type = new Option<string>("--type") { Description = $"Without --model: its weight type ({string.Join(", ", SyntheticModelSpec.Types.Keys)}).", DefaultValueFactory = _ => "q8_0" };
+        type.AcceptOnlyFromAmong([.. SyntheticModelSpec.Types.Keys]);
+        var layers = new Option<int?>("--layers") { Description = "Without --model: layer count instead of the shape's." };
+        var vocab = new Option<int?>("--vocab") { Description = "Without --model: vocabulary size instead of the shape's." };
+        var models = new Option<string?>("--models-dir") { Description = "Without --model: where synthetic models are kept (default: the user's cache folder)." };
+        var prompt = new Option<int>("--prompt", "-p") { Description = "Prompt tokens whose prefill is timed.", DefaultValueFactory = _ => 512 };
+        var decode = new Option<int>("--decode", "-n") { Description = "Decode steps timed.", DefaultValueFactory = _ => 32 };
+        var depths = new Option<string>("--depths") { Description = "Context depths, comma-separated (tokens already in the context).", DefaultValueFactory = _ => "0,4096,16384,32768" };
+        var kv = new Option<string?>("--kv") { Description = $"Our KV policies, comma-separated (default: all: {string.Join(", ", KvCacheFactory.Policies)})." };
+        var threads = new Option<int>("--threads", "-t") { Description = "Threads for every engine and the bandwidth test (default: all cores).", DefaultValueFactory = _ => 0 };
+        var output = new Option<string>("--out", "-o") { Description = "Folder for bench.md, bench.json and bench-decode.png.", DefaultValueFactory = _ => "bench-results" };
+        var seed = new Option<int>("--seed") { Description = "Seed of the random tokens.", DefaultValueFactory = _ => 0 };
+        var streamMib = new Option<int>("--stream-mib") { Description = "MiB of each STREAM array (make it far bigger than the last-level cache).", DefaultValueFactory = _ => 128 };
+
+        string what = peer == null ? "our KV policies" : $"our KV policies and {peer.Name}";
+        var command = new Command(name, $"Prefill and decode tokens/s at context depths for {what}, memory bandwidth and the roofline; writes Markdown, JSON and a PNG plot.");
+        foreach (var option in new Option[] { model, shape, type, layers, vocab, models, prompt, decode, depths, kv, threads, output, seed, streamMib })
+            command.Options.Add(option);
+        command.SetAction(result => BenchProgress.Run(() =>
+        {
+            int threadCount = result.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
+            string path = result.GetValue(model) ?? MakeModel(result.GetValue(shape)!, result.GetValue(type)!, result.GetValue(layers), result.GetValue(vocab), result.GetValue(models), threadCount);
+            var settings = new BenchSettings
+            {
+                ModelPath = path,
+                PromptTokens = Positive(result.GetValue(prompt), "--prompt"),
+                DecodeTokens = Positive(result.GetValue(decode), "--decode"),
+                Depths = ParseList(result.GetValue(depths)!, "--depths").Select(d => int.TryParse(d, out var v) && v >= 0 ? v : throw new ArgumentException($"--depths: '{d}' is not a token count")).Distinct().Order().ToArray(),
+                Policies = result.GetValue(kv) is { } list ? ParseList(list, "--kv") : KvCacheFactory.Policies,
+                Threads = threadCount,
+                Seed = result.GetValue(seed),
+                StreamArrayBytes = (long)Positive(result.GetValue(streamMib), "--stream-mib") << 20,
+            };
+            foreach (var policy in settings.Policies)
+                if (!KvCacheFactory.Policies.Contains(policy))
+                    throw new ArgumentException($"--kv: unknown policy '{policy}' (available: {string.Join(", ", KvCacheFactory.Policies)})");
+            var report = Run(settings, peer);
+            foreach (var file in ReportWriter.WriteAll(report, result.GetValue(output)!))
+                Console.Error.WriteLine($"wrote {file}");
+            Console.Write(ReportWriter.Markdown(report));
+            return 0;
+        }));
+        return command;
+    }
+
+    public static BenchReport Run(BenchSettings settings, IBenchPeer? peer)
+    {
+        double bandwidth = BenchProgress.Status($"Measuring memory bandwidth ({settings.Threads} threads)", _ => MemoryBandwidth.Triad(settings.Threads, settings.StreamArrayBytes));
+        var rows = BenchProgress.Status("SpeCache", status => EngineBench.Run(settings, bandwidth, status));
+        string? baseline = null;
+        if (peer != null)
+        {
+            rows.AddRange(BenchProgress.Status(peer.Name, status => peer.Run(settings, bandwidth, status)));
+            if (peer.BaselineKv is { } kv)
+            {
+                baseline = $"{peer.Name} {kv}";
+                rows = WithRatios(rows, peer.Name, kv);
+            }
+        }
+        var info = new FileInfo(settings.ModelPath);
+        return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length,
+            $"{RuntimeInformation.OSDescription.Trim()}, {Environment.ProcessorCount} logical CPUs, .NET {Environment.Version}",
+            settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline, rows);
+    }
+
+    /// <summary>Every row's speed over the baseline row's at the same depth.</summary>
+    static List<BenchRow> WithRatios(List<BenchRow> rows, string engine, string kv)
+    {
+        var baseline = rows.Where(r => r.Engine == engine && r.Kv == kv).ToDictionary(r => r.Depth);
+        return rows.Select(r => baseline.TryGetValue(r.Depth, out var b)
+            ? r with { DecodeRatio = r.DecodeTokensPerSecond / b.DecodeTokensPerSecond, PrefillRatio = r.PrefillTokensPerSecond / b.PrefillTokensPerSecond }
+            : r).ToList();
+    }
+
+    static string MakeModel(string shape, string type, int? layers, int? vocab, string? folder, int threads)
+    {
+        var spec = new SyntheticModelSpec(SyntheticShape.Find(shape), SyntheticModelSpec.Types[type], Seed: 0, layers, vocab);
+        spec.Validate();
+        folder ??= SyntheticModel.DefaultFolder();
+        if (SyntheticModel.IsMadeFrom(Path.Combine(folder, spec.FileName), spec)) return Path.Combine(folder, spec.FileName);
+        return BenchProgress.Bar($"Making {spec.FileName}", progress => SyntheticModel.Ensure(spec, folder, out _, progress, threads));
+    }
+
+    static string[] ParseList(string text, string option)
+    {
+        var items = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return items.Length > 0 ? items : throw new ArgumentException($"{option} needs at least one value");
+    }
+
+    static int Positive(int value, string option) => value > 0 ? value : throw new ArgumentException($"{option} must be positive");
+}

@@ -1,0 +1,50 @@
+namespace SpeCache.Bench;
+
+/// <summary>What one bench run measures; the options of <c>specache bench</c>.</summary>
+public sealed record BenchSettings
+{
+    public required string ModelPath { get; init; }
+    public int PromptTokens { get; init; } = 512;
+    public int DecodeTokens { get; init; } = 32;
+    public IReadOnlyList<int> Depths { get; init; } = [0, 4096, 16384, 32768];
+    /// <summary>Our KV policies to measure (default: every policy in KvCacheFactory.Policies).</summary>
+    public IReadOnlyList<string> Policies { get; init; } = [];
+    public int Threads { get; init; } = 1;
+    /// <summary>Seed of the random tokens that fill the context and make the prompt.</summary>
+    public int Seed { get; init; }
+    /// <summary>Bytes of each STREAM array.</summary>
+    public long StreamArrayBytes { get; init; } = 128L << 20;
+
+    /// <summary>Context every engine allocates: the deepest depth plus one measurement's tokens.</summary>
+    public int ContextLength => Depths.Max() + PromptTokens + DecodeTokens + 1;
+}
+
+/// <summary>One engine and KV cache at one depth.</summary>
+/// <param name="Engine">"SpeCache" or a peer's name.</param>
+/// <param name="Kv">Our policy name or the peer's cache type.</param>
+/// <param name="Depth">Tokens in the context before the prompt.</param>
+/// <param name="WeightBytesPerToken">Weight bytes a decode step reads (every matrix once; the embedding row is negligible).</param>
+/// <param name="KvBytesPerToken">
+/// Estimated KV bytes a decode step reads: the cache's fast-tier bytes per stored token times the mean
+/// context length during decode (depth + prompt + half the decoded tokens). An estimate: policies that
+/// read less than their whole fast tier per step (or more from the host tier) differ from it.
+/// </param>
+/// <param name="RooflineFraction">decode tokens/s × bytes per token ÷ the measured memory bandwidth.</param>
+/// <param name="DecodeRatio">Decode tokens/s ÷ the baseline row's (the peer's F16 cache at this depth); null without a peer.</param>
+/// <param name="PrefillRatio">The same for prefill.</param>
+public sealed record BenchRow(
+    string Engine, string Kv, int Depth, int PromptTokens, double PrefillTokensPerSecond,
+    int DecodeTokens, double DecodeTokensPerSecond, long WeightBytesPerToken, long KvBytesPerToken,
+    double RooflineFraction, double? DecodeRatio = null, double? PrefillRatio = null)
+{
+    public long BytesPerToken => WeightBytesPerToken + KvBytesPerToken;
+
+    /// <summary>Label of the row's line in the plot and table.</summary>
+    public string Series => $"{Engine} {Kv}";
+}
+
+/// <summary>A whole run: where, what, and every row.</summary>
+public sealed record BenchReport(
+    DateTimeOffset Date, string Model, string ModelFile, long ModelFileBytes, string Machine, int Threads,
+    int PromptTokens, int DecodeTokens, IReadOnlyList<int> Depths, double TriadBytesPerSecond,
+    string? Baseline, IReadOnlyList<BenchRow> Rows);

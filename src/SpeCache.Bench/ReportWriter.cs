@@ -1,0 +1,74 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace SpeCache.Bench;
+
+/// <summary>Writes a <see cref="BenchReport"/> as Markdown, JSON and a PNG plot of decode speed versus depth.</summary>
+public static class ReportWriter
+{
+    static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    /// <summary>Writes bench.md, bench.json and bench-decode.png into <paramref name="folder"/>; returns their paths.</summary>
+    public static IReadOnlyList<string> WriteAll(BenchReport report, string folder)
+    {
+        Directory.CreateDirectory(folder);
+        string md = Path.Combine(folder, "bench.md"), json = Path.Combine(folder, "bench.json"), png = Path.Combine(folder, "bench-decode.png");
+        File.WriteAllText(md, Markdown(report));
+        File.WriteAllText(json, JsonSerializer.Serialize(report, Json));
+        Plot(report, png);
+        return [md, json, png];
+    }
+
+    public static string Markdown(BenchReport r)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        md.AppendLine(inv, $"# Bench: {r.Model}");
+        md.AppendLine();
+        md.AppendLine(inv, $"{r.Date:yyyy-MM-dd HH:mm} UTC, {r.Machine}, {r.Threads} threads. Model file {r.ModelFile} ({r.ModelFileBytes / 1048576.0:F0} MiB).");
+        md.AppendLine(inv, $"Prefill of {r.PromptTokens} random tokens, then {r.DecodeTokens} greedy decode steps, after the context is filled to each depth with random tokens.");
+        md.AppendLine(inv, $"Memory bandwidth (STREAM triad, {r.Threads} threads, best of 5): {r.TriadBytesPerSecond / 1e9:F1} GB/s.");
+        md.AppendLine();
+        md.AppendLine("Bytes/token = weight bytes + KV bytes read per decoded token. The KV part is an estimate: the cache's bytes per stored token (for our policies KvCacheFactory.FastTierBytesPerToken; for llama.cpp its K and V element size) times the mean context during decode. Roofline = decode tokens/s × bytes/token ÷ bandwidth.");
+        if (r.Baseline != null)
+            md.AppendLine(inv, $"Ratios are tokens/s over {r.Baseline} at the same depth.");
+        md.AppendLine();
+        bool ratios = r.Rows.Any(x => x.DecodeRatio != null);
+        md.AppendLine("| engine | KV | depth | prefill tok/s | decode tok/s | MB/token (weights + KV) | roofline |" + (ratios ? " prefill ratio | decode ratio |" : ""));
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|" + (ratios ? "---:|---:|" : ""));
+        foreach (var x in r.Rows.OrderBy(x => x.Depth).ThenBy(x => x.Engine).ThenBy(x => x.Kv))
+        {
+            md.Append(inv, $"| {x.Engine} | {x.Kv} | {x.Depth} | {x.PrefillTokensPerSecond:F1} | {x.DecodeTokensPerSecond:F2} | {x.BytesPerToken / 1e6:F1} ({x.WeightBytesPerToken / 1e6:F1} + {x.KvBytesPerToken / 1e6:F1}) | {x.RooflineFraction:P0} |");
+            if (ratios) md.Append(inv, $" {Ratio(x.PrefillRatio)} | {Ratio(x.DecodeRatio)} |");
+            md.AppendLine();
+        }
+        return md.ToString();
+    }
+
+    static string Ratio(double? ratio) => ratio is { } v ? v.ToString("F2", CultureInfo.InvariantCulture) : "";
+
+    public static void Plot(BenchReport r, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        foreach (var series in r.Rows.GroupBy(x => x.Series))
+        {
+            var points = series.OrderBy(x => x.Depth).ToArray();
+            var line = plot.Add.Scatter(points.Select(x => (double)x.Depth).ToArray(), points.Select(x => x.DecodeTokensPerSecond).ToArray());
+            line.LegendText = series.Key;
+            line.MarkerSize = 7;
+        }
+        plot.Title($"{r.Model}: decode speed vs context depth ({r.Threads} threads)");
+        plot.XLabel("context depth (tokens)");
+        plot.YLabel("decode tokens/s");
+        plot.Axes.SetLimitsY(0, Math.Max(1e-9, r.Rows.Max(x => x.DecodeTokensPerSecond)) * 1.1);
+        plot.ShowLegend();
+        plot.SavePng(path, 900, 560);
+    }
+}

@@ -1,0 +1,92 @@
+using System.Text.Json;
+using SpeCache.KvCache;
+using SpeCache.Tests.Cli;
+
+namespace SpeCache.Tests.Bench;
+
+/// <summary><c>specache make-model</c> and <c>specache bench</c> as a user runs them, on tiny models.</summary>
+public class BenchCliTests
+{
+    static string Folder(string name)
+    {
+        string dir = TestPaths.Scratch(Path.Combine("bench-cli", name));
+        foreach (var file in Directory.GetFiles(dir)) File.Delete(file);
+        return dir;
+    }
+
+    [Fact]
+    public void MakeModelPrintsThePathAndReusesTheFile()
+    {
+        string dir = Folder("make-model");
+        var first = CliRunner.Run("make-model", "--shape", "tiny-llama", "--type", "q4_k", "--layers", "1", "--seed", "5", "--out", dir);
+        Assert.True(first.ExitCode == 0, first.StdErr);
+        string path = first.StdOut.Trim();
+        Assert.Equal(Path.Combine(dir, "tiny-llama-q4_k-seed5-l1.gguf"), path);
+        Assert.Equal("", first.StdErr); // no progress output when stderr is redirected
+        var written = File.GetLastWriteTimeUtc(path);
+
+        var second = CliRunner.Run("make-model", "--shape", "tiny-llama", "--type", "q4_k", "--layers", "1", "--seed", "5", "--out", dir);
+        Assert.Equal(path, second.StdOut.Trim());
+        Assert.Equal(written, File.GetLastWriteTimeUtc(path));
+        Assert.Equal([path], Directory.GetFiles(dir));
+
+        var info = CliRunner.Run("info", "-m", path);
+        Assert.Contains("layers 1", info.StdOut);
+        Assert.Contains("Q4_K", info.StdOut);
+    }
+
+    [Fact]
+    public void MakeModelRejectsAnUnknownShapeInOneLine()
+    {
+        var result = CliRunner.Run("make-model", "--shape", "gpt-5", "--out", Folder("unknown"));
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("gpt-5", result.StdErr);
+        Assert.Empty(Directory.GetFiles(Folder("unknown")));
+    }
+
+    [Fact]
+    public void BenchWritesMarkdownJsonAndAPngForEveryPolicyAndDepth()
+    {
+        string models = Folder("models"), output = Folder("results");
+        var result = CliRunner.Run("bench", "--shape", "tiny-llama", "--layers", "1", "--models-dir", models, "--depths", "64,0",
+            "--prompt", "8", "--decode", "4", "--threads", "1", "--stream-mib", "16", "--out", output);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "bench.json")));
+        var root = json.RootElement;
+        Assert.Equal("tiny-llama-q8_0-seed0-l1.gguf", root.GetProperty("modelFile").GetString());
+        Assert.True(root.GetProperty("triadBytesPerSecond").GetDouble() > 0);
+        var rows = root.GetProperty("rows").EnumerateArray().ToList();
+        var expected = KvCacheFactory.Policies.SelectMany(p => new[] { (p, 0), (p, 64) }).ToHashSet();
+        Assert.Equal(expected, rows.Select(r => (r.GetProperty("kv").GetString()!, r.GetProperty("depth").GetInt32())).ToHashSet());
+        foreach (var row in rows)
+        {
+            Assert.Equal("SpeCache", row.GetProperty("engine").GetString());
+            foreach (var name in new[] { "prefillTokensPerSecond", "decodeTokensPerSecond", "rooflineFraction" })
+                Assert.True(double.IsFinite(row.GetProperty(name).GetDouble()) && row.GetProperty(name).GetDouble() > 0, name);
+            Assert.True(row.GetProperty("weightBytesPerToken").GetInt64() > 0);
+            // The KV estimate grows with depth; at depth 0 the prompt's tokens are still in the cache.
+            Assert.True(row.GetProperty("kvBytesPerToken").GetInt64() > 0);
+        }
+        long Kv(string policy, int depth) => rows.Single(r => r.GetProperty("kv").GetString() == policy && r.GetProperty("depth").GetInt32() == depth).GetProperty("kvBytesPerToken").GetInt64();
+        Assert.True(Kv("full", 64) > Kv("full", 0));
+        Assert.True(Kv("kivi", 64) < Kv("full", 64));
+
+        string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
+        Assert.Contains("| engine | KV | depth |", markdown);
+        foreach (var (policy, depth) in expected)
+            Assert.Contains($"| SpeCache | {policy} | {depth} |", markdown);
+        Assert.Contains("| SpeCache | full | 0 |", result.StdOut); // the table is printed too
+
+        byte[] png = File.ReadAllBytes(Path.Combine(output, "bench-decode.png"));
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A }, png[..8]);
+        Assert.True(png.Length > 1000);
+    }
+
+    [Fact]
+    public void BenchRejectsAnUnknownPolicyInOneLine()
+    {
+        var result = CliRunner.Run("bench", "--model", TestPaths.Llama2TinyRandom, "--kv", "full,nonesuch", "--out", Folder("bad-kv"));
+        CliRunner.AssertOneLineError(result, "unknown policy 'nonesuch'");
+    }
+}
