@@ -26,11 +26,12 @@ public sealed record KiviOptions(int Bits = 2, int GroupSize = 32, int ResidualL
 /// </summary>
 public sealed class KiviKvCache : IKvCache
 {
+    readonly LowBitCopy _copy;
     readonly KiviFormat _format;
-    readonly int _layers, _kvHeads, _headDim, _group, _residualMax, _maxGroups;
-    readonly byte[][] _keyGroups;    // per layer and KV head: (maxGroups, KeyGroupBytes)
-    readonly byte[][] _values;       // per layer and KV head: (capacity, ValueTokenBytes)
-    readonly float[][] _residualK;   // per layer and KV head: (R + G, headDim), oldest first
+    readonly int _layers, _kvHeads, _headDim, _group;
+    readonly byte[][] _keyGroups;    // views of the copy's arrays, per layer and KV head
+    readonly byte[][] _values;
+    readonly float[][] _residualK;
     readonly float[][] _residualV;
     readonly int[] _quantized;       // per layer: tokens in the low-bit part (a multiple of G)
     readonly int[] _residual;        // per layer: tokens in the residual
@@ -55,31 +56,16 @@ public sealed class KiviKvCache : IKvCache
         options.Validate();
         if (capacity <= 0 || capacity > config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
-        if (config.HeadDim % KiviFormat.HeadDimMultiple != 0)
-            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} (this model's is {config.HeadDim})");
         Options = options;
         Capacity = capacity;
         _layers = config.LayerCount;
         _kvHeads = config.KvHeadCount;
         _headDim = config.HeadDim;
         _group = config.QueryGroupSize;
-        _format = new KiviFormat(_headDim, options.GroupSize, options.Bits);
-        _residualMax = options.ResidualLength + options.GroupSize;
-        _maxGroups = capacity / options.GroupSize + 1;
-        int slots = _layers * _kvHeads;
-        _keyGroups = new byte[slots][];
-        _values = new byte[slots][];
-        _residualK = new float[slots][];
-        _residualV = new float[slots][];
-        for (int s = 0; s < slots; s++)
-        {
-            _keyGroups[s] = new byte[_maxGroups * _format.KeyGroupBytes];
-            _values[s] = new byte[(long)capacity * _format.ValueTokenBytes];
-            _residualK[s] = new float[_residualMax * _headDim];
-            _residualV[s] = new float[_residualMax * _headDim];
-        }
-        _quantized = new int[_layers];
-        _residual = new int[_layers];
+        _copy = new LowBitCopy(config, capacity, options.Bits, options.GroupSize, options.ResidualLength);
+        _format = _copy.Format;
+        (_keyGroups, _values, _residualK, _residualV) = (_copy.KeyGroups, _copy.Values, _copy.ResidualK, _copy.ResidualV);
+        (_quantized, _residual) = (_copy.Quantized, _copy.Residual);
         _pending = new int[_layers];
         _workers = Math.Clamp(Environment.ProcessorCount, 1, _kvHeads);
         _scratch = new Scratch[_workers];
@@ -91,17 +77,11 @@ public sealed class KiviKvCache : IKvCache
     public int Length { get; private set; }
     public int Capacity { get; }
 
-    public KvMemory Memory => new((long)_layers * _kvHeads * (_maxGroups * (long)_format.KeyGroupBytes
-        + (long)Capacity * _format.ValueTokenBytes + 2L * _residualMax * _headDim * sizeof(float)), 0);
+    public KvMemory Memory => new(_copy.Bytes, 0);
 
     /// <summary>Fast-tier bytes per token of the low-bit part, over all layers (the residual is a constant on top).</summary>
-    public static long BytesPerToken(ModelConfig config, KiviOptions options)
-    {
-        if (config.HeadDim % KiviFormat.HeadDimMultiple != 0)
-            throw new NotSupportedException($"the kivi cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} (this model's is {config.HeadDim})");
-        var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
-        return (long)config.LayerCount * config.KvHeadCount * (format.KeyGroupBytes / options.GroupSize + format.ValueTokenBytes);
-    }
+    public static long BytesPerToken(ModelConfig config, KiviOptions options) =>
+        LowBitCopy.BytesPerToken(config, options.Bits, options.GroupSize);
 
     public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count)
     {
@@ -110,39 +90,8 @@ public sealed class KiviKvCache : IKvCache
         if (_pending[layer] != 0) throw new InvalidOperationException($"layer {layer} already has uncommitted tokens");
         int kvDim = _kvHeads * _headDim;
         for (int t = 0; t < count; t++)
-        {
-            int at = _residual[layer];
-            for (int h = 0; h < _kvHeads; h++)
-            {
-                int slot = layer * _kvHeads + h;
-                keys.Slice(t * kvDim + h * _headDim, _headDim).CopyTo(_residualK[slot].AsSpan(at * _headDim));
-                values.Slice(t * kvDim + h * _headDim, _headDim).CopyTo(_residualV[slot].AsSpan(at * _headDim));
-            }
-            _residual[layer]++;
-            if (_residual[layer] == _residualMax) Fold(layer);
-        }
+            _copy.Add(layer, keys.Slice(t * kvDim, kvDim), values.Slice(t * kvDim, kvDim));
         _pending[layer] = count;
-    }
-
-    /// <summary>Quantizes the residual's oldest group of G tokens and drops them from the residual.</summary>
-    void Fold(int layer)
-    {
-        int g = Options.GroupSize;
-        int groupIndex = _quantized[layer] / g;
-        for (int h = 0; h < _kvHeads; h++)
-        {
-            int slot = layer * _kvHeads + h;
-            KiviQuantizer.QuantizeKeyGroup(_format, _residualK[slot].AsSpan(0, g * _headDim), _headDim,
-                _keyGroups[slot].AsSpan(groupIndex * _format.KeyGroupBytes, _format.KeyGroupBytes));
-            for (int t = 0; t < g; t++)
-                KiviQuantizer.QuantizeValueToken(_format, _residualV[slot].AsSpan(t * _headDim, _headDim),
-                    _values[slot].AsSpan((_quantized[layer] + t) * _format.ValueTokenBytes, _format.ValueTokenBytes));
-            int keep = (_residual[layer] - g) * _headDim;
-            _residualK[slot].AsSpan(g * _headDim, keep).CopyTo(_residualK[slot]);
-            _residualV[slot].AsSpan(g * _headDim, keep).CopyTo(_residualV[slot]);
-        }
-        _quantized[layer] += g;
-        _residual[layer] -= g;
     }
 
     public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
@@ -233,8 +182,7 @@ public sealed class KiviKvCache : IKvCache
     public void Clear()
     {
         Length = 0;
-        Array.Clear(_quantized);
-        Array.Clear(_residual);
+        _copy.Clear();
         Array.Clear(_pending);
     }
 

@@ -39,15 +39,16 @@ namespace SpeCache.KvCache.Policies.SpeCache;
 public sealed partial class SpeCacheKvCache : IKvCache
 {
     readonly KiviFormat _format;
-    readonly int _layers, _kvHeads, _headDim, _group, _residualMax, _maxGroups, _k;
+    readonly int _layers, _kvHeads, _headDim, _group, _residualMax, _k;
     readonly int _pairBytes;           // one token's 16-bit K then V in the host tier
     readonly HostTier _host;
     readonly Interconnect _link;
 
-    // Fast tier: low-bit copy and residual (as the kivi policy), per layer and KV head.
-    readonly byte[][] _keyGroups;      // (maxGroups, KeyGroupBytes)
-    readonly byte[][] _values;         // (capacity, ValueTokenBytes)
-    readonly float[][] _residualK;     // (R + G, headDim), oldest first
+    // Fast tier: the low-bit copy and residual (as the kivi policy), views of its arrays per layer and KV head.
+    readonly LowBitCopy _copy;
+    readonly byte[][] _keyGroups;
+    readonly byte[][] _values;
+    readonly float[][] _residualK;
     readonly float[][] _residualV;
     readonly int[] _quantized;         // per layer: tokens in the low-bit part (a multiple of G)
     readonly int[] _residual;          // per layer: tokens in the residual
@@ -62,6 +63,7 @@ public sealed partial class SpeCacheKvCache : IKvCache
     // Per step.
     int _stepRows, _stepSpeculative;
     readonly float[] _specK, _specV;   // the speculative row's K and V, (kvHeads, headDim)
+    readonly float[] _rowK, _rowV;     // one real token's K and V rounded to F16, on their way into the residual
 
     readonly Scratch[] _scratch;       // one per attention worker
     readonly int _workers;
@@ -93,9 +95,6 @@ public sealed partial class SpeCacheKvCache : IKvCache
         _headDim = config.HeadDim;
         _group = config.QueryGroupSize;
         _k = options.TopK;
-        _format = new KiviFormat(_headDim, options.GroupSize, options.Bits);
-        _residualMax = options.ResidualLength + options.GroupSize;
-        _maxGroups = capacity / options.GroupSize + 1;
         _pairBytes = 2 * _headDim * sizeof(ushort);
         _link = options.Interconnect;
 
@@ -107,26 +106,19 @@ public sealed partial class SpeCacheKvCache : IKvCache
         _host = options.HostTier == "ram" ? HostTier.InRam(hostBytes) : HostTier.OnDiskAt(options.HostTier["disk:".Length..], hostBytes);
         try
         {
-            int slots = _layers * _kvHeads;
-            _keyGroups = new byte[slots][];
-            _values = new byte[slots][];
-            _residualK = new float[slots][];
-            _residualV = new float[slots][];
-            for (int s = 0; s < slots; s++)
-            {
-                _keyGroups[s] = new byte[_maxGroups * _format.KeyGroupBytes];
-                _values[s] = new byte[(long)capacity * _format.ValueTokenBytes];
-                _residualK[s] = new float[_residualMax * _headDim];
-                _residualV[s] = new float[_residualMax * _headDim];
-            }
+            _copy = new LowBitCopy(config, capacity, options.Bits, options.GroupSize, options.ResidualLength);
         }
         catch
         {
             _host.Dispose();
             throw;
         }
-        _quantized = new int[_layers];
-        _residual = new int[_layers];
+        _format = _copy.Format;
+        _residualMax = _copy.ResidualMax;
+        (_keyGroups, _values, _residualK, _residualV) = (_copy.KeyGroups, _copy.Values, _copy.ResidualK, _copy.ResidualV);
+        (_quantized, _residual) = (_copy.Quantized, _copy.Residual);
+        _rowK = new float[_kvHeads * _headDim];
+        _rowV = new float[_kvHeads * _headDim];
         _pending = new int[_layers];
         _staging = new Staging[_layers][];
         for (int l = 0; l < _layers; l++) _staging[l] = [new(_kvHeads, _k, _headDim), new(_kvHeads, _k, _headDim)];
@@ -159,31 +151,18 @@ public sealed partial class SpeCacheKvCache : IKvCache
 
     public KvMemory Memory => new(FastTierBytesFixed(), _host.Bytes);
 
-    long FastTierBytesFixed() => (long)_layers * _kvHeads * (_maxGroups * (long)_format.KeyGroupBytes
-        + (long)Capacity * _format.ValueTokenBytes
-        + 2L * _residualMax * _headDim * sizeof(float)
-        + 2L * _k * 2 * _headDim * sizeof(float));
+    long FastTierBytesFixed() => _copy.Bytes + StagingBytes(_layers, _kvHeads, _headDim, _k);
+
+    static long StagingBytes(int layers, int kvHeads, int headDim, int k) => (long)layers * kvHeads * 2L * k * 2 * headDim * sizeof(float);
 
     /// <summary>Exact fast-tier bytes a cache of <paramref name="capacity"/> tokens allocates: low-bit copy, residual, staging pool.</summary>
-    public static long FastTierBytes(ModelConfig config, int capacity, SpeCacheOptions options)
-    {
-        var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
-        long maxGroups = capacity / options.GroupSize + 1;
-        long residual = options.ResidualLength + options.GroupSize;
-        return (long)config.LayerCount * config.KvHeadCount * (maxGroups * format.KeyGroupBytes
-            + (long)capacity * format.ValueTokenBytes
-            + 2L * residual * config.HeadDim * sizeof(float)
-            + 2L * options.TopK * 2 * config.HeadDim * sizeof(float));
-    }
+    public static long FastTierBytes(ModelConfig config, int capacity, SpeCacheOptions options) =>
+        LowBitCopy.BytesFor(config, capacity, options.Bits, options.GroupSize, options.ResidualLength)
+        + StagingBytes(config.LayerCount, config.KvHeadCount, config.HeadDim, options.TopK);
 
     /// <summary>Fast-tier bytes per token of the low-bit copy, over all layers (the residual and staging pool are a constant on top).</summary>
-    public static long BytesPerToken(ModelConfig config, SpeCacheOptions options)
-    {
-        if (config.HeadDim % KiviFormat.HeadDimMultiple != 0)
-            throw new NotSupportedException($"the specache cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} (this model's is {config.HeadDim})");
-        var format = new KiviFormat(config.HeadDim, options.GroupSize, options.Bits);
-        return (long)config.LayerCount * config.KvHeadCount * (format.KeyGroupBytes / options.GroupSize + format.ValueTokenBytes);
-    }
+    public static long BytesPerToken(ModelConfig config, SpeCacheOptions options) =>
+        LowBitCopy.BytesPerToken(config, options.Bits, options.GroupSize);
 
     /// <summary>Host-tier bytes: the 16-bit K and V of every position.</summary>
     public static long HostTierBytes(ModelConfig config, int capacity) =>
@@ -207,24 +186,20 @@ public sealed partial class SpeCacheKvCache : IKvCache
             throw new InvalidOperationException($"KV cache full: {Length} + {real} tokens exceed its capacity of {Capacity}");
         if (_pending[layer] != 0) throw new InvalidOperationException($"layer {layer} already has uncommitted tokens");
         int kvDim = _kvHeads * _headDim;
+        int half = _pairBytes / 2;
         for (int t = 0; t < real; t++)
         {
-            int at = _residual[layer], position = Length + t;
             for (int h = 0; h < _kvHeads; h++)
             {
-                int slot = layer * _kvHeads + h;
-                var k = keys.Slice(t * kvDim + h * _headDim, _headDim);
-                var v = values.Slice(t * kvDim + h * _headDim, _headDim);
-                var pair = _host.Slice(HostOffset(slot, position), _pairBytes);
-                F16.QuantizeRow(k, pair[..(_pairBytes / 2)]);
-                F16.QuantizeRow(v, pair[(_pairBytes / 2)..]);
+                var pair = _host.Slice(HostOffset(layer * _kvHeads + h, Length + t), _pairBytes);
+                F16.QuantizeRow(keys.Slice(t * kvDim + h * _headDim, _headDim), pair[..half]);
+                F16.QuantizeRow(values.Slice(t * kvDim + h * _headDim, _headDim), pair[half..]);
                 // The residual keeps exactly what the host tier keeps (F16 values), see the remarks.
-                F16.DequantizeRow(pair[..(_pairBytes / 2)], _residualK[slot].AsSpan(at * _headDim, _headDim));
-                F16.DequantizeRow(pair[(_pairBytes / 2)..], _residualV[slot].AsSpan(at * _headDim, _headDim));
+                F16.DequantizeRow(pair[..half], _rowK.AsSpan(h * _headDim, _headDim));
+                F16.DequantizeRow(pair[half..], _rowV.AsSpan(h * _headDim, _headDim));
             }
             Counters.HostBytesWritten += (long)_kvHeads * _pairBytes;
-            _residual[layer]++;
-            if (_residual[layer] == _residualMax) Fold(layer);
+            _copy.Add(layer, _rowK, _rowV);
         }
         if (_stepSpeculative == 1)
         {
@@ -232,27 +207,6 @@ public sealed partial class SpeCacheKvCache : IKvCache
             values.Slice(real * kvDim, kvDim).CopyTo(_specV);
         }
         _pending[layer] = real;
-    }
-
-    /// <summary>Quantizes the residual's oldest group of G tokens into the low-bit copy and drops them from the residual.</summary>
-    void Fold(int layer)
-    {
-        int g = Options.GroupSize;
-        int groupIndex = _quantized[layer] / g;
-        for (int h = 0; h < _kvHeads; h++)
-        {
-            int slot = layer * _kvHeads + h;
-            KiviQuantizer.QuantizeKeyGroup(_format, _residualK[slot].AsSpan(0, g * _headDim), _headDim,
-                _keyGroups[slot].AsSpan(groupIndex * _format.KeyGroupBytes, _format.KeyGroupBytes));
-            for (int t = 0; t < g; t++)
-                KiviQuantizer.QuantizeValueToken(_format, _residualV[slot].AsSpan(t * _headDim, _headDim),
-                    _values[slot].AsSpan((_quantized[layer] + t) * _format.ValueTokenBytes, _format.ValueTokenBytes));
-            int keep = (_residual[layer] - g) * _headDim;
-            _residualK[slot].AsSpan(g * _headDim, keep).CopyTo(_residualK[slot]);
-            _residualV[slot].AsSpan(g * _headDim, keep).CopyTo(_residualV[slot]);
-        }
-        _quantized[layer] += g;
-        _residual[layer] -= g;
     }
 
     /// <summary>The background worker: copies each queued layer's speculative top-k from the host tier into the staging half being filled.</summary>
@@ -305,8 +259,7 @@ public sealed partial class SpeCacheKvCache : IKvCache
             Array.Clear(_staging[l][1].Counts);
         }
         Length = 0;
-        Array.Clear(_quantized);
-        Array.Clear(_residual);
+        _copy.Clear();
         Array.Clear(_pending);
         _stepRows = _stepSpeculative = 0;
     }
