@@ -53,11 +53,4 @@ static class Progress
                 return result;
             });
     }
-
-    /// <summary>Runs a multi-part step that names what it does now (the text of the status line).</summary>
-    public static T RunWithStatus<T>(string what, Func<Action<string>, T> step)
-    {
-        if (!Interactive) return step(_ => { });
-        return ErrorConsole.Status().Spinner(Spinner.Known.Dots).Start(what, context => step(status => context.Status(Markup.Escape(status))));
-    }
 }
