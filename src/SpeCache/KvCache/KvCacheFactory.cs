@@ -19,6 +19,8 @@ public sealed record KvCacheOptions
     public long? FastTierBudgetBytes { get; init; }
     /// <summary>Settings of the kivi policy.</summary>
     public KiviOptions Kivi { get; init; } = new();
+    /// <summary>Element type of the full policy's cache (llama.cpp's cache types: f16, bf16, q8_0, q4_0, f32).</summary>
+    public FullKvElement FullElement { get; init; } = FullKvElement.F16;
     /// <summary>Settings of the streaming (attention sinks + recent window) policy.</summary>
     public StreamingOptions Streaming { get; init; } = new();
     /// <summary>Settings of the h2o (heavy hitters + recent window) policy.</summary>
@@ -32,7 +34,7 @@ public static class KvCacheFactory
 
     public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
     {
-        "full" => new FullKvCache(config, contextLength),
+        "full" => new FullKvCache(config, contextLength, options.FullElement),
         "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
         "streaming" => new StreamingKvCache(config, contextLength, options.Streaming, options.FastTierBudgetBytes),
         "h2o" => new H2oKvCache(config, contextLength, options.H2o, options.FastTierBudgetBytes),
@@ -42,7 +44,7 @@ public static class KvCacheFactory
     /// <summary>Bytes one token's keys and values take in the fast tier, over all layers.</summary>
     public static long FastTierBytesPerToken(KvCacheOptions options, ModelConfig config) => options.Policy switch
     {
-        "full" => 2L * config.LayerCount * config.KvDim * sizeof(ushort),
+        "full" => 2L * config.LayerCount * FullKvCache.RowBytes(options.FullElement, config.KvDim),
         "kivi" => KiviKvCache.BytesPerToken(config, options.Kivi),
         // Per kept token; eviction bounds the token count instead of shrinking each token.
         "streaming" or "h2o" => SlotKvCache.SlotBytes(config),
