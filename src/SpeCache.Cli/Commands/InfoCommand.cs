@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Policies.Full;
 using SpeCache.ModelFiles;
 using SpeCache.Quants;
 
@@ -26,7 +27,9 @@ static class InfoCommand
                 .OrderBy(g => g.Key, StringComparer.Ordinal)
                 .ToDictionary(g => g.Key, g => new { tensors = g.Count(), bytes = g.Sum(t => t.ByteLength) });
             long parameters = file.Tensors.Values.Where(t => !ReferenceEquals(t, file.TryTensor("output.weight")) || !c.TiedEmbeddings).Sum(t => t.ElementCount);
-            var kv = KvCacheFactory.Policies.ToDictionary(p => p, p => KvBytesPerToken(p, c));
+            var kv = KvCacheFactory.Policies.ToDictionary(p => p, p => KvBytesPerToken(new KvCacheOptions { Policy = p }, c));
+            foreach (var element in Enum.GetValues<FullKvElement>().Where(e => e != FullKvElement.F16))
+                kv[$"full-{FullKvCache.Name(element)}"] = KvBytesPerToken(new KvCacheOptions { FullElement = element }, c);
             var info = new
             {
                 path,
@@ -65,16 +68,16 @@ static class InfoCommand
             foreach (var (policy, bytes) in kv)
                 Console.WriteLine(bytes is long b
                     ? $"kv {policy,-12} {b:N0} bytes per token ({b * (long)c.ContextLength / (1024.0 * 1024.0):F1} MiB at full context)"
-                    : $"kv {policy,-12} not available for this model's head size {c.HeadDim}");
+                    : $"kv {policy,-12} not available for this model's head size {c.HeadDim} ({c.KvHeadCount} KV heads)");
             return 0;
         }));
         return command;
     }
 
     /// <summary>Fast-tier bytes per token with a policy's default settings; null where the policy cannot run this shape.</summary>
-    static long? KvBytesPerToken(string policy, SpeCache.Transformer.ModelConfig config)
+    static long? KvBytesPerToken(KvCacheOptions options, SpeCache.Transformer.ModelConfig config)
     {
-        try { return KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = policy }, config); }
+        try { return KvCacheFactory.FastTierBytesPerToken(options, config); }
         catch (ArgumentException) { return null; }
         catch (NotSupportedException) { return null; }
     }
