@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Policies.Full;
 using SpeCache.KvCache.Policies.H2o;
 using SpeCache.KvCache.Policies.Kivi;
 using SpeCache.KvCache.Policies.SpeCache;
@@ -25,6 +26,7 @@ sealed class CommonOptions
     public Option<string> KvMiss { get; } = new("--kv-miss") { Description = "specache: a top-k pair not prefetched is fetched now (fetch) or read low-bit (lowbit).", DefaultValueFactory = _ => "fetch" };
     public Option<bool> KvRecall { get; } = new("--kv-recall") { Description = "specache: also measure top-k recall against exact attention (slow)." };
     public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Most fast-tier KV bytes, e.g. 64MiB or 512KB: a cache that cannot fit fails before work starts; streaming/h2o size their window to it.", CustomParser = ParseBudget };
+    public Option<string> KvType { get; } = new("--kv-type") { Description = "full: cache element type (f16, bf16, q8_0, q4_0, f32).", DefaultValueFactory = _ => "f16" };
     public Option<int> KvSinks { get; } = new("--kv-sinks") { Description = "streaming: first tokens always kept.", DefaultValueFactory = _ => 4 };
     public Option<int?> KvWindow { get; } = new("--kv-window") { Description = "streaming/h2o: recent tokens kept (default 252 / 128)." };
     public Option<int?> KvHeavy { get; } = new("--kv-heavy") { Description = "h2o: heavy-hitter tokens kept besides the window (default: the window)." };
@@ -58,6 +60,7 @@ sealed class CommonOptions
         command.Options.Add(KvNoSpeculation);
         command.Options.Add(KvMiss);
         command.Options.Add(KvRecall);
+        command.Options.Add(KvType);
         command.Options.Add(KvBudget);
         command.Options.Add(KvSinks);
         command.Options.Add(KvWindow);
@@ -67,6 +70,7 @@ sealed class CommonOptions
         command.Options.Add(HostLatency);
         KvMiss.AcceptOnlyFromAmong("fetch", "lowbit");
         Kv.AcceptOnlyFromAmong([.. KvCacheFactory.Policies]);
+        KvType.AcceptOnlyFromAmong([.. Enum.GetValues<FullKvElement>().Select(FullKvCache.Name)]);
     }
 
     public string ModelPath(ParseResult result) => result.GetValue(Model) ?? DefaultModel.Path();
@@ -90,6 +94,9 @@ sealed class CommonOptions
         var h2o = new H2oOptions();
         if (result.GetValue(KvWindow) is int window) h2o = h2o with { Window = window, HeavyHitters = window };
         if (result.GetValue(KvHeavy) is int heavy) h2o = h2o with { HeavyHitters = heavy };
+        var element = FullKvCache.Parse(result.GetValue(KvType)!);
+        if (element != FullKvElement.F16 && policy != "full")
+            throw new ArgumentException($"--kv-type {FullKvCache.Name(element)} applies to --kv full only");
         switch (policy)
         {
             case "kivi": kivi.Validate(); break;
@@ -104,6 +111,7 @@ sealed class CommonOptions
             SpeCache = speCache,
             Streaming = streaming,
             H2o = h2o,
+            FullElement = element,
             FastTierBudgetBytes = result.GetValue(KvBudget),
         };
     }

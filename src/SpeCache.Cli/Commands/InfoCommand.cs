@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Policies.Full;
 using SpeCache.ModelFiles;
 using SpeCache.Quants;
 
@@ -76,6 +77,8 @@ static class InfoCommand
     static IEnumerable<(string Label, KvCacheOptions Options)> KvVariants()
     {
         yield return ("full f16", new KvCacheOptions { Policy = "full" });
+        foreach (var element in Enum.GetValues<FullKvElement>().Where(e => e != FullKvElement.F16))
+            yield return ($"full {FullKvCache.Name(element)}", new KvCacheOptions { Policy = "full", FullElement = element });
         foreach (var policy in KvCacheFactory.Policies.Where(p => p != "full"))
         {
             var options = new KvCacheOptions { Policy = policy };

@@ -23,6 +23,8 @@ public sealed record KvCacheOptions
     public KiviOptions Kivi { get; init; } = new();
     /// <summary>Settings of the specache policy.</summary>
     public SpeCacheOptions SpeCache { get; init; } = new();
+    /// <summary>Element type of the full policy's cache (llama.cpp's cache types: f16, bf16, q8_0, q4_0, f32).</summary>
+    public FullKvElement FullElement { get; init; } = FullKvElement.F16;
     /// <summary>Settings of the streaming (attention sinks + recent window) policy.</summary>
     public StreamingOptions Streaming { get; init; } = new();
     /// <summary>Settings of the h2o (heavy hitters + recent window) policy.</summary>
@@ -48,7 +50,7 @@ public static class KvCacheFactory
 
     static IKvCache CreatePolicy(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
     {
-        "full" => new FullKvCache(config, contextLength),
+        "full" => new FullKvCache(config, contextLength, options.FullElement),
         "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
         "specache" => new SpeCacheKvCache(config, contextLength, options.SpeCache, options.FastTierBudgetBytes),
         "streaming" => new StreamingKvCache(config, contextLength, options.Streaming, options.FastTierBudgetBytes),
@@ -59,7 +61,7 @@ public static class KvCacheFactory
     /// <summary>Bytes one token's keys and values take in the fast tier, over all layers.</summary>
     public static long FastTierBytesPerToken(KvCacheOptions options, ModelConfig config) => options.Policy switch
     {
-        "full" => 2L * config.LayerCount * config.KvDim * sizeof(ushort),
+        "full" => 2L * config.LayerCount * FullKvCache.RowBytes(options.FullElement, config.KvDim),
         "kivi" => KiviKvCache.BytesPerToken(config, options.Kivi),
         "specache" => SpeCacheKvCache.BytesPerToken(config, options.SpeCache),
         // Per kept token; eviction bounds the token count instead of shrinking each token.

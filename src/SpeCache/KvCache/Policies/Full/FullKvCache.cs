@@ -1,34 +1,40 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using SpeCache.Quants;
 
 namespace SpeCache.KvCache.Policies.Full;
 
-/// <summary>Element type of the full-precision cache.</summary>
+/// <summary>Element type of the full cache, as llama.cpp's <c>--cache-type-k/-v</c>.</summary>
 public enum FullKvElement
 {
     /// <summary>16-bit floats, as llama.cpp's default f16 cache.</summary>
     F16,
     /// <summary>32-bit floats: exact, for comparisons with a reference (llama.cpp's f32 cache).</summary>
     F32,
+    /// <summary>bfloat16: the top half of a float (8 exponent bits, 8 significant bits).</summary>
+    BF16,
+    /// <summary>ggml's Q8_0 blocks of 32 values: an F16 scale and 32 signed bytes (34 bytes).</summary>
+    Q8_0,
+    /// <summary>ggml's Q4_0 blocks of 32 values: an F16 scale and 16 bytes of nibbles (18 bytes).</summary>
+    Q4_0,
 }
 
 /// <summary>
-/// The baseline: every key and value kept in the fast tier at full precision (16-bit by default,
-/// as llama.cpp's default f16 cache). Per layer, K and V are laid out [kvHead][position][headDim]
-/// so that one head's keys are contiguous and attention streams through them.
+/// The baseline: every key and value kept in the fast tier, 16-bit by default (llama.cpp's default
+/// f16 cache) or in another of llama.cpp's cache types. Per layer, K and V are one row per token of
+/// all KV heads ([position][kvHead * headDim]), encoded as a whole like llama.cpp's cache rows, so
+/// that a 32-value block may span heads narrower than 32 (the tiny models' heads are 8 and 16).
 /// </summary>
 public sealed class FullKvCache : IKvCache
 {
-    readonly int _layers, _kvHeads, _headDim, _groupSize;
+    readonly int _layers, _kvHeads, _headDim, _groupSize, _kvDim, _rowBytes;
     readonly FullKvElement _element;
-    readonly Half[][] _keys;   // per layer: (kvHeads, capacity, headDim), F16 cache
-    readonly Half[][] _values; // per layer: (kvHeads, capacity, headDim), F16 cache
-    readonly float[][] _keys32;   // the same, F32 cache
-    readonly float[][] _values32;
-    readonly float[] _valueRows; // (capacity, headDim) one head's values as floats
+    readonly byte[][] _keys;   // per layer: (capacity, rowBytes)
+    readonly byte[][] _values;
+    readonly float[] _keyRows;   // (capacity, kvDim) the visible keys decoded to floats
+    readonly float[] _valueRows;
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
     readonly float[] _scores;  // (groupSize, capacity)
-    readonly float[] _keyRows; // (capacity, headDim) one head's keys as floats
     readonly float _scale;
 
     public FullKvCache(Transformer.ModelConfig config, int capacity, FullKvElement element = FullKvElement.F16)
@@ -40,26 +46,84 @@ public sealed class FullKvCache : IKvCache
         _kvHeads = config.KvHeadCount;
         _headDim = config.HeadDim;
         _groupSize = config.QueryGroupSize;
+        _kvDim = config.KvDim;
         _element = element;
-        long perLayer = (long)_kvHeads * capacity * _headDim;
-        bool half = element == FullKvElement.F16;
-        _keys = half ? Enumerable.Range(0, _layers).Select(_ => new Half[perLayer]).ToArray() : [];
-        _values = half ? Enumerable.Range(0, _layers).Select(_ => new Half[perLayer]).ToArray() : [];
-        _keys32 = half ? [] : Enumerable.Range(0, _layers).Select(_ => new float[perLayer]).ToArray();
-        _values32 = half ? [] : Enumerable.Range(0, _layers).Select(_ => new float[perLayer]).ToArray();
-        _valueRows = new float[capacity * _headDim];
+        _rowBytes = RowBytes(element, _kvDim);
+        _keys = new byte[_layers][];
+        _values = new byte[_layers][];
+        for (int l = 0; l < _layers; l++)
+        {
+            _keys[l] = new byte[(long)capacity * _rowBytes];
+            _values[l] = new byte[(long)capacity * _rowBytes];
+        }
+        // An F32 cache is read in place; the others decode into these.
+        _keyRows = element == FullKvElement.F32 ? [] : new float[(long)capacity * _kvDim];
+        _valueRows = element == FullKvElement.F32 ? [] : new float[(long)capacity * _kvDim];
         _pending = new int[_layers];
         _scores = new float[_groupSize * capacity];
-        _keyRows = new float[capacity * _headDim];
         _scale = 1f / MathF.Sqrt(_headDim);
     }
+
+    /// <summary>Bytes of one token's keys (or values) for all KV heads of one layer.</summary>
+    public static int RowBytes(FullKvElement element, int kvDim) => element switch
+    {
+        FullKvElement.F32 => kvDim * sizeof(float),
+        FullKvElement.F16 or FullKvElement.BF16 => kvDim * sizeof(ushort),
+        FullKvElement.Q8_0 => Blocks(element, kvDim) * Q8_0.BlockBytes,
+        FullKvElement.Q4_0 => Blocks(element, kvDim) * Q4_0.BlockBytes,
+        _ => throw new ArgumentOutOfRangeException(nameof(element), $"unknown KV element type {element}"),
+    };
+
+    static int Blocks(FullKvElement element, int kvDim) => kvDim % Q8_0.BlockSize == 0 ? kvDim / Q8_0.BlockSize
+        : throw new NotSupportedException($"a {Name(element)} cache needs KV rows of a multiple of {Q8_0.BlockSize} values (this model's are {kvDim})");
+
+    /// <summary>The CLI's name of an element type, as llama.cpp spells it (f16, bf16, q8_0, q4_0, f32).</summary>
+    public static string Name(FullKvElement element) => element.ToString().ToLowerInvariant();
+
+    /// <summary>The element type named like llama.cpp's cache types, or an error listing them.</summary>
+    public static FullKvElement Parse(string name)
+    {
+        foreach (var e in Enum.GetValues<FullKvElement>())
+            if (string.Equals(Name(e), name, StringComparison.OrdinalIgnoreCase)) return e;
+        throw new ArgumentException($"unknown KV cache type '{name}' (available: {string.Join(", ", Enum.GetValues<FullKvElement>().Select(Name))})");
+    }
+
+    /// <summary>Encodes rows of floats (a whole number of KV rows) into the element type.</summary>
+    public static void Encode(FullKvElement element, ReadOnlySpan<float> source, Span<byte> destination)
+    {
+        switch (element)
+        {
+            case FullKvElement.F32: MemoryMarshal.AsBytes(source).CopyTo(destination); break;
+            case FullKvElement.F16: F16.QuantizeRow(source, destination); break;
+            case FullKvElement.BF16: BF16.QuantizeRow(source, destination); break;
+            case FullKvElement.Q8_0: Q8_0.QuantizeRow(source, destination); break;
+            case FullKvElement.Q4_0: Q4_0.QuantizeRow(source, destination); break;
+            default: throw new ArgumentOutOfRangeException(nameof(element));
+        }
+    }
+
+    /// <summary>Decodes encoded rows back to floats; <paramref name="destination"/>'s length says how many values.</summary>
+    public static void Decode(FullKvElement element, ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        switch (element)
+        {
+            case FullKvElement.F32: MemoryMarshal.Cast<byte, float>(source)[..destination.Length].CopyTo(destination); break;
+            case FullKvElement.F16: F16.DequantizeRow(source, destination); break;
+            case FullKvElement.BF16: BF16.DequantizeRow(source, destination); break;
+            case FullKvElement.Q8_0: Q8_0.DequantizeRow(source, destination); break;
+            case FullKvElement.Q4_0: Q4_0.DequantizeRow(source, destination); break;
+            default: throw new ArgumentOutOfRangeException(nameof(element));
+        }
+    }
+
+    public FullKvElement Element => _element;
 
     const float NegligibleWeight = 1e-30f;
 
     public int Length { get; private set; }
     public int Capacity { get; }
 
-    public KvMemory Memory => new(2L * _layers * _kvHeads * Capacity * _headDim * (_element == FullKvElement.F16 ? sizeof(ushort) : sizeof(float)), 0);
+    public KvMemory Memory => new(2L * _layers * Capacity * _rowBytes, 0);
 
     public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count)
     {
@@ -67,24 +131,10 @@ public sealed class FullKvCache : IKvCache
             throw new InvalidOperationException($"KV cache full: {Length} + {count} tokens exceed its capacity of {Capacity}");
         if (_pending[layer] != 0)
             throw new InvalidOperationException($"layer {layer} already has uncommitted tokens");
-        int kvDim = _kvHeads * _headDim;
-        for (int t = 0; t < count; t++)
-            for (int h = 0; h < _kvHeads; h++)
-            {
-                int at = (h * Capacity + Length + t) * _headDim;
-                var k = keys.Slice(t * kvDim + h * _headDim, _headDim);
-                var v = values.Slice(t * kvDim + h * _headDim, _headDim);
-                if (_element == FullKvElement.F16)
-                {
-                    TensorPrimitives.ConvertToHalf(k, _keys[layer].AsSpan(at, _headDim));
-                    TensorPrimitives.ConvertToHalf(v, _values[layer].AsSpan(at, _headDim));
-                }
-                else
-                {
-                    k.CopyTo(_keys32[layer].AsSpan(at, _headDim));
-                    v.CopyTo(_values32[layer].AsSpan(at, _headDim));
-                }
-            }
+        // Rows are contiguous on both sides, so the whole call encodes at once.
+        int at = Length * _rowBytes, bytes = count * _rowBytes, n = count * _kvDim;
+        Encode(_element, keys[..n], _keys[layer].AsSpan(at, bytes));
+        Encode(_element, values[..n], _values[layer].AsSpan(at, bytes));
         _pending[layer] = count;
     }
 
@@ -92,26 +142,25 @@ public sealed class FullKvCache : IKvCache
     {
         int qDim = _kvHeads * _groupSize * _headDim;
         int visibleMax = Length + count;
+        // Decode every visible row once, in bulk (vectorized for F16), for all heads and query rows.
+        ReadOnlySpan<float> keyRows, valueRows;
+        int span = visibleMax * _kvDim;
+        if (_element == FullKvElement.F32)
+        {
+            keyRows = MemoryMarshal.Cast<byte, float>(_keys[layer].AsSpan())[..span];
+            valueRows = MemoryMarshal.Cast<byte, float>(_values[layer].AsSpan())[..span];
+        }
+        else
+        {
+            Decode(_element, _keys[layer].AsSpan(0, visibleMax * _rowBytes), _keyRows.AsSpan(0, span));
+            Decode(_element, _values[layer].AsSpan(0, visibleMax * _rowBytes), _valueRows.AsSpan(0, span));
+            keyRows = _keyRows.AsSpan(0, span);
+            valueRows = _valueRows.AsSpan(0, span);
+        }
+
         for (int g = 0; g < _kvHeads; g++)
         {
-            int headBase = g * Capacity * _headDim;
-            // Convert this head's keys and values once, in bulk (vectorized), for every query row and
-            // query head of the group; a short row at a time would take .NET's scalar Half path.
-            int span = visibleMax * _headDim;
-            ReadOnlySpan<float> keyRows, valueRows;
-            if (_element == FullKvElement.F16)
-            {
-                F16.ToSingle(_keys[layer].AsSpan(headBase, span), _keyRows.AsSpan(0, span));
-                F16.ToSingle(_values[layer].AsSpan(headBase, span), _valueRows.AsSpan(0, span));
-                keyRows = _keyRows.AsSpan(0, span);
-                valueRows = _valueRows.AsSpan(0, span);
-            }
-            else
-            {
-                keyRows = _keys32[layer].AsSpan(headBase, span);
-                valueRows = _values32[layer].AsSpan(headBase, span);
-            }
-
+            int headOffset = g * _headDim;
             for (int i = 0; i < count; i++)
             {
                 int visible = Length + i + 1; // causal: positions 0 .. Length + i
@@ -121,7 +170,7 @@ public sealed class FullKvCache : IKvCache
                     var q = queries.Slice(i * qDim + head * _headDim, _headDim);
                     var scores = _scores.AsSpan(j * Capacity, visible);
                     for (int t = 0; t < visible; t++)
-                        scores[t] = Dot(q, keyRows.Slice(t * _headDim, _headDim)) * _scale;
+                        scores[t] = Dot(q, keyRows.Slice(t * _kvDim + headOffset, _headDim)) * _scale;
                     SoftMax(scores);
 
                     var o = output.Slice(i * qDim + head * _headDim, _headDim);
@@ -132,7 +181,7 @@ public sealed class FullKvCache : IKvCache
                         // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
                         float p = scores[t];
                         if (p < NegligibleWeight) continue;
-                        MultiplyAdd(valueRows.Slice(t * _headDim, _headDim), p, o);
+                        MultiplyAdd(valueRows.Slice(t * _kvDim + headOffset, _headDim), p, o);
                     }
                 }
             }
