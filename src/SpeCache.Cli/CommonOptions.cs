@@ -19,7 +19,7 @@ sealed class CommonOptions
     public Option<int> KvGroup { get; } = new("--kv-group") { Description = "kivi: quantization group size (32 or 64).", DefaultValueFactory = _ => 32 };
     public Option<int> KvResidual { get; } = new("--kv-residual") { Description = "kivi: newest tokens kept in full precision (a multiple of the group).", DefaultValueFactory = _ => 64 };
     public Option<string> KvType { get; } = new("--kv-type") { Description = "full: cache element type (f16, bf16, q8_0, q4_0, f32).", DefaultValueFactory = _ => "f16" };
-    public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Fast-tier KV bytes, e.g. 64MiB or 512KB; streaming/h2o size their window to it.", CustomParser = ByteSize.ParseArgument };
+    public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Fast-tier KV bytes, e.g. 64MiB or 512KB: streaming/h2o size to it, other policies must fit.", CustomParser = ByteSize.ParseArgument };
     public Option<int> KvSinks { get; } = new("--kv-sinks") { Description = "streaming: first tokens always kept.", DefaultValueFactory = _ => 4 };
     public Option<int?> KvWindow { get; } = new("--kv-window") { Description = "streaming/h2o: recent tokens kept (default 252 / 128)." };
     public Option<int?> KvHeavy { get; } = new("--kv-heavy") { Description = "h2o: heavy-hitter tokens kept besides the window (default: the window)." };

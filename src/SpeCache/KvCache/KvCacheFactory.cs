@@ -32,14 +32,26 @@ public static class KvCacheFactory
 {
     public static IReadOnlyList<string> Policies { get; } = ["full", "kivi", "streaming", "h2o"];
 
-    public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
+    public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength) => WithinBudget(options, contextLength, options.Policy switch
     {
         "full" => new FullKvCache(config, contextLength, options.FullElement),
         "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
         "streaming" => new StreamingKvCache(config, contextLength, options.Streaming, options.FastTierBudgetBytes),
         "h2o" => new H2oKvCache(config, contextLength, options.H2o, options.FastTierBudgetBytes),
         _ => throw Unknown(options.Policy),
-    };
+    });
+
+    /// <summary>Policies that do not size themselves to the budget must still fit it (arrays are not touched until used).</summary>
+    static IKvCache WithinBudget(KvCacheOptions options, int contextLength, IKvCache cache)
+    {
+        long bytes = cache.Memory.FastTierBytes;
+        if (options.FastTierBudgetBytes is long budget && bytes > budget)
+        {
+            cache.Dispose();
+            throw new ArgumentException($"the {options.Policy} KV cache needs {bytes:N0} bytes of fast tier for a context of {contextLength}, over the budget of {budget:N0} bytes");
+        }
+        return cache;
+    }
 
     /// <summary>Bytes one token's keys and values take in the fast tier, over all layers.</summary>
     public static long FastTierBytesPerToken(KvCacheOptions options, ModelConfig config) => options.Policy switch
