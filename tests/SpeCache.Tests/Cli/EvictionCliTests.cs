@@ -28,4 +28,9 @@ public class EvictionCliTests
     public void ABudgetTooSmallIsOneLine() =>
         CliRunner.AssertOneLineError(CliRunner.Run("generate", "-m", TestPaths.TinyStories656K, "--kv", "h2o", "--kv-budget", "1KB"),
             "a KV budget of 1,000 bytes holds 1 tokens of 576 bytes, but h2o needs 66");
+
+    [Fact]
+    public void AFullCacheOverTheBudgetIsOneLine() =>
+        CliRunner.AssertOneLineError(CliRunner.Run("generate", "-m", TestPaths.TinyStories656K, "--kv-budget", "10KB"),
+            "the full KV cache needs 256 KiB of fast tier for a context of 512 tokens, more than the budget of 9.77 KiB");
 }

@@ -197,6 +197,18 @@ public class EvictionKvCacheTests
         Assert.DoesNotContain('\n', e.Message);
     }
 
+    [Fact]
+    public void AFullCacheOverTheBudgetFailsAtCreation()
+    {
+        var c = Shape(kvHeads: 2, group: 2, layers: 2);
+        long bytes = 2L * 2 * 100 * c.KvDim * sizeof(ushort);
+        using var fits = KvCacheFactory.Create(new KvCacheOptions { FastTierBudgetBytes = bytes }, c, 100);
+        Assert.Equal(bytes, fits.Memory.FastTierBytes);
+        var e = Assert.Throws<ArgumentException>(() => KvCacheFactory.Create(new KvCacheOptions { FastTierBudgetBytes = bytes - 1 }, c, 100));
+        Assert.StartsWith("the full KV cache needs ", e.Message);
+        Assert.Contains("for a context of 100 tokens, more than the budget of", e.Message);
+    }
+
     [Theory]
     [InlineData("streaming")]
     [InlineData("h2o")]
