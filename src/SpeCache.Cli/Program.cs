@@ -6,6 +6,7 @@ root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(ChatCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
+root.Subcommands.Add(ServeCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

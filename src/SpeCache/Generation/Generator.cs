@@ -24,6 +24,8 @@ public sealed record GenerationOptions
     public int MaxTokens { get; init; } = 256;
     public SamplingOptions Sampling { get; init; } = new();
     public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>Keep going past end-of-generation tokens (llama-server's <c>ignore_eos</c>), e.g. to measure a fixed length.</summary>
+    public bool IgnoreEndOfGeneration { get; init; }
 }
 
 /// <summary>What one generation did and how fast; filled in as it runs.</summary>
@@ -95,7 +97,7 @@ public sealed class Generator
         {
             cancellation.ThrowIfCancellationRequested();
             int token = sampler.Sample(logits, CollectionsMarshal.AsSpan(history));
-            if (_tokenizer.IsEndOfGeneration(token))
+            if (!options.IgnoreEndOfGeneration && _tokenizer.IsEndOfGeneration(token))
             {
                 stats.FinishReason = FinishReason.EndOfGeneration;
                 break;
