@@ -10,6 +10,8 @@ namespace SpeCache.Server;
 sealed class GenerationRequest
 {
     public int? MaxTokens { get; private init; }
+    /// <summary>Which of max_completion_tokens and max_tokens the request used, to name it in errors.</summary>
+    string MaxTokensParam { get; init; } = "max_tokens";
     public required SamplingOptions Sampling { get; init; }
     public required IReadOnlyList<string> Stop { get; init; }
     public bool IgnoreEos { get; private init; }
@@ -47,11 +49,9 @@ sealed class GenerationRequest
 
         // max_completion_tokens is the newer name (the OpenAI client sends it); max_tokens the older one.
         int? maxTokens = OptionalInt(body, "max_completion_tokens") ?? OptionalInt(body, "max_tokens");
+        string maxTokensParam = OptionalInt(body, "max_completion_tokens") != null ? "max_completion_tokens" : "max_tokens";
         if (maxTokens < 0)
-        {
-            string param = body.TryGetProperty("max_completion_tokens", out var m) && m.ValueKind != JsonValueKind.Null ? "max_completion_tokens" : "max_tokens";
-            throw RequestException.BadValue(param, $"{maxTokens} is below the minimum of 0.");
-        }
+            throw RequestException.BadValue(maxTokensParam, $"{maxTokens} is below the minimum of 0.");
 
         int? n = OptionalInt(body, "n");
         if (n is not null and not 1)
@@ -83,6 +83,7 @@ sealed class GenerationRequest
         return new GenerationRequest
         {
             MaxTokens = maxTokens,
+            MaxTokensParam = maxTokensParam,
             Sampling = new SamplingOptions
             {
                 Temperature = temperature,
@@ -112,7 +113,7 @@ sealed class GenerationRequest
             throw new RequestException(400,
                 $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens " +
                 $"({promptTokens} in the {promptParam}, {requested ?? 1} in the completion). Please reduce the length of the {promptParam} or completion.",
-                MaxTokens != null ? "max_tokens" : promptParam, "context_length_exceeded");
+                MaxTokens != null ? MaxTokensParam : promptParam, "context_length_exceeded");
         return new GenerationOptions
         {
             MaxTokens = requested ?? context - promptTokens,

@@ -54,11 +54,12 @@ public sealed class TestServer : IAsyncDisposable
         return new TestServer(engine, queue, app, address);
     }
 
-    public Task<HttpResponseMessage> PostJsonAsync(string path, string json, string? apiKey = null, CancellationToken cancellation = default)
+    /// <summary>POSTs JSON; with <paramref name="streamed"/> it returns at the headers, so the body can be read as it comes.</summary>
+    public Task<HttpResponseMessage> PostJsonAsync(string path, string json, string? apiKey = null, bool streamed = false, CancellationToken cancellation = default)
     {
         var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(json, Encoding.UTF8, "application/json") };
         if (apiKey != null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
-        return Http.SendAsync(request, cancellation);
+        return Http.SendAsync(request, streamed ? HttpCompletionOption.ResponseHeadersRead : HttpCompletionOption.ResponseContentRead, cancellation);
     }
 
     public async Task<JsonElement> PostForJsonAsync(string path, string json)
