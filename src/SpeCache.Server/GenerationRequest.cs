@@ -108,20 +108,34 @@ sealed class GenerationRequest
     public GenerationOptions Options(int promptTokens, ServerState server, string promptParam)
     {
         int context = server.Queue.Engine.ContextLength;
-        int? requested = MaxTokens ?? server.Options.DefaultMaxTokens;
-        if (promptTokens + (requested ?? 1) > context)
-            throw new RequestException(400,
-                $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens " +
-                $"({promptTokens} in the {promptParam}, {requested ?? 1} in the completion). Please reduce the length of the {promptParam} or completion.",
-                MaxTokens != null ? MaxTokensParam : promptParam, "context_length_exceeded");
+        int maxTokens;
+        if (MaxTokens is int asked)
+        {
+            if (promptTokens + asked > context)
+                throw ContextExceeded(context, promptTokens, asked, promptParam, MaxTokensParam);
+            maxTokens = asked;
+        }
+        else
+        {
+            // Without max_tokens: the server's default, cut to the room the prompt leaves.
+            if (promptTokens >= context)
+                throw ContextExceeded(context, promptTokens, 1, promptParam, promptParam);
+            maxTokens = Math.Min(server.Options.DefaultMaxTokens ?? int.MaxValue, context - promptTokens);
+        }
         return new GenerationOptions
         {
-            MaxTokens = requested ?? context - promptTokens,
+            MaxTokens = maxTokens,
             Sampling = Sampling,
             StopStrings = Stop,
             IgnoreEndOfGeneration = IgnoreEos,
         };
     }
+
+    static RequestException ContextExceeded(int context, int promptTokens, int completionTokens, string promptParam, string param) =>
+        new(400,
+            $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + completionTokens} tokens " +
+            $"({promptTokens} in the {promptParam}, {completionTokens} in the completion). Please reduce the length of the {promptParam} or completion.",
+            param, "context_length_exceeded");
 
     static IReadOnlyList<string> ReadStop(JsonElement body)
     {

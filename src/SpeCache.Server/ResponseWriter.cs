@@ -55,7 +55,7 @@ static class ResponseWriter
                 await foreach (string piece in server.Queue.RunAsync(prompt, options, stats, cancellation))
                     await WriteEventAsync(response, shape.TextChunk(id, created, piece), cancellation);
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (e is not OperationCanceledException && !cancellation.IsCancellationRequested)
             {
                 // The status line is gone; the error travels as an event, as llama-server does.
                 await WriteEventAsync(response, ErrorBody(e), cancellation);
@@ -67,9 +67,10 @@ static class ResponseWriter
             await response.Body.FlushAsync(cancellation);
             return Results.Empty;
         }
-        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        catch (Exception) when (cancellation.IsCancellationRequested)
         {
-            // Nobody is listening any more; the queue has already stopped the generation.
+            // Nobody is listening any more (writing to the closed connection may have failed too);
+            // the queue has already stopped the generation.
             return Results.Empty;
         }
         catch (Exception e) when (!http.Response.HasStarted)

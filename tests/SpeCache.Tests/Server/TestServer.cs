@@ -36,7 +36,7 @@ public sealed class TestServer : IAsyncDisposable
     public HttpClient Http { get; }
     public string ModelId => Path.GetFileName(Engine.File.Path.TrimEnd('/', Path.DirectorySeparatorChar));
 
-    public static async Task<TestServer> StartAsync(string? model = null, bool chatTemplate = true, string? apiKey = null)
+    public static async Task<TestServer> StartAsync(string? model = null, bool chatTemplate = true, string? apiKey = null, int? defaultMaxTokens = null)
     {
         model ??= TestPaths.Stories260K;
         // One compute thread: test classes run in parallel on a 2-core machine.
@@ -48,6 +48,7 @@ public sealed class TestServer : IAsyncDisposable
             ApiKey = apiKey,
             ModelId = Path.GetFileName(model.TrimEnd('/', Path.DirectorySeparatorChar)),
             ChatTemplate = chatTemplate ? ChatTemplate.Parse(ChatMlTemplate) : null,
+            DefaultMaxTokens = defaultMaxTokens,
         };
         var app = SpeCacheServer.Create(queue, options);
         var address = await SpeCacheServer.Start(app);

@@ -171,4 +171,22 @@ public sealed class ApiKeyAndTemplateTests
         using var completion = await server.PostJsonAsync("/v1/completions", """{"prompt":"hi","max_tokens":2}""", cancellation: TestContext.Current.CancellationToken);
         Assert.Equal(HttpStatusCode.OK, completion.StatusCode);
     }
+
+    [Fact]
+    public async Task WithoutMaxTokensTheServerDefaultIsCutToTheRoomLeft()
+    {
+        await using var server = await TestServer.StartAsync(defaultMaxTokens: 8);
+        var shortPrompt = await server.PostForJsonAsync("/v1/completions", """{"prompt":"Once upon a time","ignore_eos":true}""");
+        Assert.Equal(8, shortPrompt.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        // 505 prompt tokens in a 512-token context leave room for 7, fewer than the default 8.
+        string prompt = string.Join(' ', Enumerable.Repeat("cat", 600));
+        int promptTokens = server.Engine.Encode(prompt).Length;
+        Assert.True(promptTokens > 512, $"{promptTokens}");
+        var ids = server.Engine.Encode(prompt)[..505];
+        var longPrompt = await server.PostForJsonAsync("/v1/completions", $$"""{"prompt":[{{string.Join(',', ids)}}],"ignore_eos":true}""");
+        Assert.Equal(505, longPrompt.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(7, longPrompt.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Equal("length", longPrompt.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+    }
 }
