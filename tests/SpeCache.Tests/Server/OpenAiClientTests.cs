@@ -113,6 +113,28 @@ public sealed class OpenAiClientTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task StreamedChatChunksAreShapedAsOpenAIs()
+    {
+        using var response = await _server.PostJsonAsync("/v1/chat/completions",
+            """{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":6,"temperature":0,"stream":true}""",
+            streamed: true, cancellation: TestContext.Current.CancellationToken);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        string raw = await response.Content.ReadAsStringAsync(TestContext.Current.CancellationToken);
+        var events = raw.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", events[^1]);
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement).ToList();
+        Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", c.GetProperty("object").GetString()));
+        Assert.All(chunks, c => Assert.StartsWith("chatcmpl-", c.GetProperty("id").GetString()));
+        var choices = chunks.Select(c => c.GetProperty("choices")[0]).ToList();
+        // The first chunk carries the role, the last an empty delta and the finish reason; text in between.
+        Assert.Equal("assistant", choices[0].GetProperty("delta").GetProperty("role").GetString());
+        Assert.Empty(choices[^1].GetProperty("delta").EnumerateObject());
+        Assert.Equal("length", choices[^1].GetProperty("finish_reason").GetString());
+        Assert.Equal(6, choices.Count(c => c.GetProperty("delta").TryGetProperty("content", out var t) && t.GetString()!.Length > 0));
+        Assert.All(choices[..^1], c => Assert.Equal(JsonValueKind.Null, c.GetProperty("finish_reason").ValueKind));
+    }
+
+    [Fact]
     public async Task StopStringsAndSeedsAreHonoured()
     {
         // A stop string ends the text before it, with finish_reason "stop".
