@@ -10,6 +10,7 @@ root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(MakeModelCommand.Create());
 // Our KV policies only; bench/Bench runs the same command with llama.cpp's rows added.
 root.Subcommands.Add(SpeCache.Bench.BenchCommand.Create());
+root.Subcommands.Add(ServeCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

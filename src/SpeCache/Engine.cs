@@ -5,6 +5,7 @@ using SpeCache.ModelFiles.Llama2c;
 using SpeCache.ModelFiles.Safetensors;
 using SpeCache.Tensors;
 using SpeCache.Tokenizers;
+using SpeCache.Tokenizers.ChatTemplates;
 using SpeCache.Transformer;
 
 namespace SpeCache;
@@ -69,6 +70,28 @@ public sealed class Engine : IDisposable
 
     /// <summary>Tokenizes a prompt the way the model expects (BOS if the vocabulary asks for it).</summary>
     public int[] Encode(string text, bool parseSpecial = false) => Tokenizer.Encode(text, Tokenizer.AddBos, parseSpecial);
+
+    /// <summary>
+    /// The chat template the model ships (GGUF <c>tokenizer.chat_template</c>, or tokenizer_config.json's
+    /// <c>chat_template</c>), parsed; null when it ships none. Parsed on each call, so that a model whose
+    /// template we cannot parse still loads for plain completion.
+    /// </summary>
+    public ChatTemplate? LoadChatTemplate() =>
+        File.Metadata.TryGetValue("tokenizer.chat_template", out var t) && t is string source ? ChatTemplate.Parse(source) : null;
+
+    /// <summary>
+    /// Renders a conversation with <paramref name="template"/> (asking for the assistant's reply) and
+    /// tokenizes it with special tokens recognised; BOS is added when the vocabulary wants it and the
+    /// template did not already write it.
+    /// </summary>
+    public int[] EncodeChat(ChatTemplate template, IReadOnlyList<ChatMessage> messages)
+    {
+        string bos = Tokenizer.BosToken >= 0 ? Tokenizer.TokenText(Tokenizer.BosToken) : "";
+        string eos = Tokenizer.EosToken >= 0 ? Tokenizer.TokenText(Tokenizer.EosToken) : "";
+        string rendered = template.Render(messages, addGenerationPrompt: true, bos, eos);
+        bool addBos = Tokenizer.AddBos && !(bos.Length > 0 && rendered.StartsWith(bos, StringComparison.Ordinal));
+        return Tokenizer.Encode(rendered, addBos, parseSpecial: true);
+    }
 
     static ITokenizer LoadTokenizer(ModelFile file, string? tokenizerPath)
     {

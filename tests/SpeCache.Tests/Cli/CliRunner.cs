@@ -18,7 +18,8 @@ public static class CliRunner
         }
     }
 
-    public static CliResult RunWithInput(string? stdin, params string[] args)
+    /// <summary>Starts <c>specache</c> with redirected streams and leaves it running (for <c>serve</c>); the caller ends it.</summary>
+    public static Process Start(params string[] args)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -32,7 +33,13 @@ public static class CliRunner
         // Keep the default model's extraction inside the test scratch area.
         start.Environment["XDG_CACHE_HOME"] = TestPaths.Scratch("cli-cache");
         start.Environment.Remove("SPECACHE_DEBUG");
-        using var process = Process.Start(start)!;
+        start.Environment.Remove("SPECACHE_API_KEY");
+        return Process.Start(start)!;
+    }
+
+    public static CliResult RunWithInput(string? stdin, params string[] args)
+    {
+        using var process = Start(args);
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         if (stdin != null) process.StandardInput.Write(stdin);

@@ -1,0 +1,94 @@
+using System.Net;
+using System.Text.Json;
+
+namespace SpeCache.Tests.Server;
+
+/// <summary>One engine, requests in turn; a client that goes away stops its generation and frees the engine.</summary>
+public sealed class QueueAndCancellationTests
+{
+    /// <summary>Polls /metrics until <paramref name="condition"/> holds; fails after a generous bound instead of hanging.</summary>
+    static async Task<Dictionary<string, double>> WaitForMetrics(TestServer server, Func<Dictionary<string, double>, bool> condition, string what)
+    {
+        for (int i = 0; i < 600; i++)
+        {
+            var metrics = await server.MetricsAsync();
+            if (condition(metrics)) return metrics;
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        }
+        throw new Xunit.Sdk.XunitException($"/metrics never showed {what}");
+    }
+
+    [Fact]
+    public async Task AbandonedStreamIsCancelledAndTheQueuedRequestThenRuns()
+    {
+        // llama-2-tiny-random has a 4096-token context and random weights: a 4000-token request
+        // (ignore_eos) runs for seconds, long enough to be abandoned mid-way.
+        await using var server = await TestServer.StartAsync(TestPaths.Llama2TinyRandom, chatTemplate: false);
+        const int longRequest = 4000;
+        using var abandon = new CancellationTokenSource();
+        var first = await server.PostJsonAsync("/v1/completions",
+            $$"""{"prompt":"Hello","max_tokens":{{longRequest}},"ignore_eos":true,"stream":true}""", streamed: true, cancellation: abandon.Token);
+        var stream = await first.Content.ReadAsStreamAsync(TestContext.Current.CancellationToken);
+        var reader = new StreamReader(stream);
+        string? firstEvent = await reader.ReadLineAsync(TestContext.Current.CancellationToken);
+        Assert.StartsWith("data: {", firstEvent);
+
+        // A second request arrives while the first generates: it waits its turn.
+        var second = server.PostJsonAsync("/v1/completions", """{"prompt":"Hello","max_tokens":8,"ignore_eos":true}""",
+            cancellation: TestContext.Current.CancellationToken);
+        await WaitForMetrics(server, m => m["specache_requests_queued"] == 1 && m["specache_requests_running"] == 1, "one request queued behind a running one");
+
+        // The first client goes away.
+        abandon.Cancel();
+        first.Dispose();
+
+        using var secondResponse = await second;
+        Assert.Equal(HttpStatusCode.OK, secondResponse.StatusCode);
+        var body = JsonDocument.Parse(await secondResponse.Content.ReadAsStringAsync(TestContext.Current.CancellationToken)).RootElement;
+        Assert.Equal(8, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        var metrics = await WaitForMetrics(server, m => m["specache_requests_running"] == 0, "the engine idle");
+        Assert.Equal(1, metrics["specache_requests_cancelled_total"]);
+        Assert.Equal(1, metrics["specache_requests_completed_total"]);
+        // The abandoned generation stopped early: far fewer tokens than it asked for were made.
+        Assert.True(metrics["specache_tokens_generated_total"] < longRequest, $"{metrics["specache_tokens_generated_total"]} tokens generated");
+    }
+
+    [Fact]
+    public async Task ConcurrentRequestsAreServedOneAtATimeWithTheSameResults()
+    {
+        await using var server = await TestServer.StartAsync();
+        string[] prompts = ["Once upon a time", "The cat", "Tom and Lily", "One day"];
+        async Task<string> Greedy(string prompt) => (await server.PostForJsonAsync("/v1/completions",
+            $$"""{"prompt":"{{prompt}}","max_tokens":16,"temperature":0}""")).GetProperty("choices")[0].GetProperty("text").GetString()!;
+
+        string[] together = await Task.WhenAll(prompts.Select(Greedy));
+        for (int i = 0; i < prompts.Length; i++)
+            Assert.Equal(TestServer.GreedyReference(TestPaths.Stories260K, engine => engine.Encode(prompts[i]), 16), together[i]);
+        var metrics = await server.MetricsAsync();
+        Assert.Equal(prompts.Length, metrics["specache_requests_completed_total"]);
+    }
+
+    [Fact]
+    public async Task MetricsAreValidPrometheusTextAndCountersMove()
+    {
+        await using var server = await TestServer.StartAsync();
+        var before = await server.MetricsAsync();
+        Assert.Equal(0, before["specache_requests_queued"]);
+        Assert.Equal(0, before["specache_requests_running"]);
+        Assert.Equal(0, before["specache_tokens_generated_total"]);
+        // A full 16-bit cache of stories260K: 2 (K, V) x 5 layers x 32 (4 KV heads of 8) x 512 positions x 2 bytes.
+        Assert.Equal(2 * 5 * 32 * 512 * 2, before["specache_kv_cache_bytes{tier=\"fast\"}"]);
+        Assert.Equal(0, before["specache_kv_cache_bytes{tier=\"host\"}"]);
+
+        var body = await server.PostForJsonAsync("/v1/completions", """{"prompt":"Once upon a time","max_tokens":20,"ignore_eos":true}""");
+        int generated = body.GetProperty("usage").GetProperty("completion_tokens").GetInt32();
+
+        var after = await server.MetricsAsync();
+        Assert.Equal(20, generated);
+        Assert.Equal(generated, after["specache_tokens_generated_total"]);
+        Assert.Equal(body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32(), after["specache_prompt_tokens_total"]);
+        Assert.Equal(1, after["specache_requests_completed_total"]);
+        Assert.True(after["specache_last_request_tokens_per_second"] > 0);
+    }
+}
