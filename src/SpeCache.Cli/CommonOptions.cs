@@ -22,7 +22,7 @@ sealed class CommonOptions
     public Option<int> KvGroup { get; } = new("--kv-group") { Description = "kivi: quantization group size (32 or 64).", DefaultValueFactory = _ => 32 };
     public Option<int> KvResidual { get; } = new("--kv-residual") { Description = "kivi, specache: newest tokens kept in full precision (a multiple of the group).", DefaultValueFactory = _ => 64 };
     public Option<int> KvTopK { get; } = new("--kv-topk") { Description = "specache: 16-bit pairs attended per layer and KV head each step.", DefaultValueFactory = _ => 64 };
-    public Option<bool> KvNoSpeculation { get; } = new("--kv-no-speculation") { Description = "specache: no speculative row; fetch every top-k pair on demand." };
+    public Option<string> KvSpeculation { get; } = new("--kv-speculation") { Description = "specache: decode a speculative row to prefetch the next step's pairs: on, off (fetch on demand), or auto (on when the host tier is slow: disk or a modelled link).", DefaultValueFactory = _ => "auto" };
     public Option<string> KvMiss { get; } = new("--kv-miss") { Description = "specache: a top-k pair not prefetched is fetched now (fetch) or read low-bit (lowbit).", DefaultValueFactory = _ => "fetch" };
     public Option<bool> KvRecall { get; } = new("--kv-recall") { Description = "specache: also measure top-k recall against exact attention (slow)." };
     public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Most fast-tier KV bytes, e.g. 64MiB or 512KB: a cache that cannot fit fails before work starts; streaming/h2o size their window to it.", CustomParser = ParseBudget };
@@ -57,7 +57,7 @@ sealed class CommonOptions
         command.Options.Add(KvGroup);
         command.Options.Add(KvResidual);
         command.Options.Add(KvTopK);
-        command.Options.Add(KvNoSpeculation);
+        command.Options.Add(KvSpeculation);
         command.Options.Add(KvMiss);
         command.Options.Add(KvRecall);
         command.Options.Add(KvType);
@@ -69,6 +69,7 @@ sealed class CommonOptions
         command.Options.Add(HostBandwidth);
         command.Options.Add(HostLatency);
         KvMiss.AcceptOnlyFromAmong("fetch", "lowbit");
+        KvSpeculation.AcceptOnlyFromAmong("auto", "on", "off");
         Kv.AcceptOnlyFromAmong([.. KvCacheFactory.Policies]);
         KvType.AcceptOnlyFromAmong([.. Enum.GetValues<FullKvElement>().Select(FullKvCache.Name)]);
     }
@@ -86,8 +87,15 @@ sealed class CommonOptions
             link = link with { BytesPerSecond = Interconnect.ParseBandwidth(bandwidth) };
         if (result.GetValue(HostLatency) is string latency)
             link = link with { Latency = Interconnect.ParseLatency(latency) };
-        var speCache = new SpeCacheOptions(bits, group, residual, result.GetValue(KvTopK), !result.GetValue(KvNoSpeculation),
-            result.GetValue(KvMiss) == "lowbit" ? MissPolicy.LowBit : MissPolicy.Fetch, result.GetValue(HostTier)!, result.GetValue(KvRecall))
+        string hostTier = result.GetValue(HostTier)!;
+        bool? speculate = result.GetValue(KvSpeculation) switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => null, // auto: see SpeCacheOptions.Speculative
+        };
+        var speCache = new SpeCacheOptions(bits, group, residual, result.GetValue(KvTopK), speculate,
+            result.GetValue(KvMiss) == "lowbit" ? MissPolicy.LowBit : MissPolicy.Fetch, hostTier, result.GetValue(KvRecall))
         { Interconnect = link };
         var streaming = new StreamingOptions { Sinks = result.GetValue(KvSinks) };
         if (result.GetValue(KvWindow) is int streamingWindow) streaming = streaming with { Window = streamingWindow };

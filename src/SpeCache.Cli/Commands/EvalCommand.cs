@@ -164,8 +164,8 @@ static class EvalCommand
     static readonly string[] DefaultPolicies =
     [
         "kivi:bits=2,group=32", "kivi:bits=1,group=64",
-        "specache:bits=2,group=32,k=8,recall=on", "specache:bits=1,group=64,k=8,recall=on",
-        "specache:bits=1,group=64,k=32,recall=on", "specache:bits=1,group=64,k=8,spec=off",
+        "specache:bits=2,group=32,k=8,recall=on,spec=on", "specache:bits=1,group=64,k=8,recall=on,spec=on",
+        "specache:bits=1,group=64,k=32,recall=on,spec=on", "specache:bits=1,group=64,k=8,spec=off",
     ];
 
     /// <summary>A text drawn from the model itself (temperature 1, seed 0): in distribution, and not the greedy path every policy would agree on.</summary>

@@ -8,7 +8,7 @@ namespace SpeCache.Eval;
 /// <summary>
 /// A KV cache policy and its settings written on one line, so one evaluation run can compare many:
 /// <c>full</c>, <c>kivi:bits=2,group=32</c>, <c>specache:bits=1,group=64,k=8,miss=lowbit,spec=off</c>.
-/// Keys: bits, group, residual, k, miss (fetch|lowbit), spec (on|off), recall (on|off); for the
+/// Keys: bits, group, residual, k, miss (fetch|lowbit), spec (on|off|auto), recall (on|off); for the
 /// eviction baselines sinks, window and heavy; budget (bytes, e.g. 64KiB) for any policy.
 /// </summary>
 public static class PolicySpec
@@ -40,7 +40,7 @@ public static class PolicySpec
                 case "residual": kivi = kivi with { ResidualLength = Int(value, pair) }; spe = spe with { ResidualLength = Int(value, pair) }; break;
                 case "k": spe = spe with { TopK = Int(value, pair) }; break;
                 case "miss": spe = spe with { Miss = value == "lowbit" ? MissPolicy.LowBit : value == "fetch" ? MissPolicy.Fetch : throw new ArgumentException($"miss must be fetch or lowbit in '{text}'") }; break;
-                case "spec": spe = spe with { Speculative = OnOff(value, pair) }; break;
+                case "spec": spe = spe with { Speculative = value == "auto" ? null : OnOff(value, pair) }; break;
                 case "recall": spe = spe with { MeasureRecall = OnOff(value, pair) }; break;
                 case "sinks": streaming = streaming with { Sinks = Int(value, pair) }; break;
                 case "window": streaming = streaming with { Window = Int(value, pair) }; h2o = h2o with { Window = Int(value, pair) }; break;
@@ -64,7 +64,7 @@ public static class PolicySpec
     {
         "kivi" => $"kivi {options.Kivi.Bits}-bit g{options.Kivi.GroupSize} r{options.Kivi.ResidualLength}",
         "specache" => $"specache {options.SpeCache.Bits}-bit g{options.SpeCache.GroupSize} k{options.SpeCache.TopK}"
-            + (options.SpeCache.Speculative ? "" : " no-spec") + (options.SpeCache.Miss == MissPolicy.LowBit ? " lowbit-miss" : ""),
+            + (options.SpeCache.Speculative switch { true => " spec", false => " no-spec", null => "" }) + (options.SpeCache.Miss == MissPolicy.LowBit ? " lowbit-miss" : ""),
         "streaming" => options.FastTierBudgetBytes is long b ? $"streaming {ByteSize.Format(b)}" : $"streaming s{options.Streaming.Sinks} w{options.Streaming.Window}",
         "h2o" => options.FastTierBudgetBytes is long b ? $"h2o {ByteSize.Format(b)}" : $"h2o w{options.H2o.Window} h{options.H2o.HeavyHitters}",
         _ => options.Policy,

@@ -12,7 +12,7 @@ public class SpeCacheCliTests
     {
         string json = Path.Combine(TestPaths.Scratch("cli-stats"), $"{Guid.NewGuid():N}.json");
         // 200 tokens: past the residual window, so top-k has low-bit positions to choose from.
-        var result = CliRunner.Run([.. Greedy[..^3], "-n", "200", "--ignore-eos", "--kv", "specache", "--kv-topk", "8", "--stats", "--stats-json", json]);
+        var result = CliRunner.Run([.. Greedy[..^3], "-n", "200", "--ignore-eos", "--kv", "specache", "--kv-topk", "8", "--kv-speculation", "on", "--stats", "--stats-json", json]);
         Assert.Equal(0, result.ExitCode);
         Assert.Contains("kv cache specache:", result.StdErr);
         Assert.Contains("prefetch_hit_rate", result.StdErr);
@@ -32,6 +32,20 @@ public class SpeCacheCliTests
         Assert.Equal(0, full.ExitCode);
         Assert.Equal(0, spe.ExitCode);
         Assert.Equal(full.StdOut, spe.StdOut);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AutomaticSpeculationFollowsTheHostTier(bool slowLink)
+    {
+        string json = Path.Combine(TestPaths.Scratch("cli-stats"), $"{Guid.NewGuid():N}.json");
+        string[] link = slowLink ? ["--host-latency", "5us"] : [];
+        var result = CliRunner.Run([.. Greedy, "--kv", "specache", .. link, "--stats-json", json]);
+        Assert.Equal(0, result.ExitCode);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        long guesses = doc.RootElement.GetProperty("speculative_tokens").GetInt64();
+        Assert.Equal(slowLink, guesses > 0);
     }
 
     [Fact]
@@ -63,8 +77,8 @@ public class SpeCacheCliTests
     [Fact]
     public void AThrottledLinkStillGivesTheSameText()
     {
-        var free = CliRunner.Run([.. Greedy, "--kv", "specache", "--kv-topk", "8"]);
-        var slow = CliRunner.Run([.. Greedy, "--kv", "specache", "--kv-topk", "8", "--host-bandwidth", "1GB/s", "--host-latency", "20us"]);
+        var free = CliRunner.Run([.. Greedy, "--kv", "specache", "--kv-topk", "8", "--kv-speculation", "on"]);
+        var slow = CliRunner.Run([.. Greedy, "--kv", "specache", "--kv-topk", "8", "--kv-speculation", "on", "--host-bandwidth", "1GB/s", "--host-latency", "20us"]);
         Assert.Equal(0, slow.ExitCode);
         Assert.Equal(free.StdOut, slow.StdOut);
     }
@@ -73,7 +87,7 @@ public class SpeCacheCliTests
     public void AKilledRunOnADiskTierLeavesNothingARestartTripsOver()
     {
         string file = Path.Combine(TestPaths.Scratch("cli-disk-tier"), $"{Guid.NewGuid():N}.kv");
-        string[] args = [.. Greedy[..^3], "-n", "400", "--ignore-eos", "--kv", "specache", "--host-tier", "disk:" + file];
+        string[] args = [.. Greedy[..^3], "-n", "400", "--ignore-eos", "--kv", "specache", "--kv-speculation", "on", "--host-tier", "disk:" + file];
 
         // Start a run and kill it as soon as its host tier file exists (mid-prefill or mid-decode).
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };

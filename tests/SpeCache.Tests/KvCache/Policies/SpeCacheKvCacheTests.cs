@@ -141,6 +141,18 @@ public sealed class SpeCacheKvCacheTests : IDisposable
     }
 
     [Fact]
+    public void AutomaticSpeculationRunsOnlyWhenTheHostTierIsSlow()
+    {
+        Assert.False(new SpeCacheOptions().SpeculativeRowEnabled);
+        Assert.True(new SpeCacheOptions { Interconnect = global::SpeCache.KvCache.Tiers.Interconnect.Pcie4 }.SpeculativeRowEnabled);
+        Assert.True(new SpeCacheOptions(HostTier: "disk:/somewhere").SpeculativeRowEnabled);
+        Assert.True(new SpeCacheOptions(Speculative: true).SpeculativeRowEnabled);
+        Assert.False(new SpeCacheOptions(HostTier: "disk:/somewhere", Speculative: false).SpeculativeRowEnabled);
+        using var cache = new SpeCacheKvCache(_model.Config, 512, new SpeCacheOptions());
+        Assert.Equal(0, cache.SpeculativeRows);
+    }
+
+    [Fact]
     public void PreDecodeStoresNothing()
     {
         using var cache = new SpeCacheKvCache(_model.Config, 512, new SpeCacheOptions());
@@ -210,7 +222,7 @@ public sealed class SpeCacheKvCacheTests : IDisposable
             return stats.Tokens;
         }
         using var full = new FullKvCache(engine.Config, 512);
-        using var spe = new SpeCacheKvCache(engine.Config, 512, new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 64, TopK: 64));
+        using var spe = new SpeCacheKvCache(engine.Config, 512, new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 64, TopK: 64, Speculative: true));
         var expected = Run(full);
         var actual = Run(spe);
         int prefix = 0;

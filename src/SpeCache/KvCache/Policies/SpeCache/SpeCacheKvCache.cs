@@ -143,7 +143,7 @@ public sealed partial class SpeCacheKvCache : IKvCache
     public SpeCacheOptions Options { get; }
     public int Length { get; private set; }
     public int Capacity { get; }
-    public int SpeculativeRows => Options.Speculative ? 1 : 0;
+    public int SpeculativeRows => Options.SpeculativeRowEnabled ? 1 : 0;
     public KvCounters Counters { get; } = new();
 
     /// <summary>The host tier's backing file while visible (disk tier given a file path), for tests and diagnostics.</summary>
