@@ -35,4 +35,27 @@ public static class AttentionMath
         }
         TensorPrimitives.Multiply(x, 1f / sum, x);
     }
+
+    /// <summary>Heads as narrow as the tiny models' (8 values) cost more in TensorPrimitives' call overhead than in arithmetic; plain loops win below this.</summary>
+    const int ShortRow = 32;
+
+    /// <summary>a·b, with a plain loop for short rows.</summary>
+    public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        if (a.Length >= ShortRow) return TensorPrimitives.Dot(a, b);
+        float sum = 0;
+        for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>accumulator += x · scale, with a plain loop for short rows.</summary>
+    public static void MultiplyAdd(ReadOnlySpan<float> x, float scale, Span<float> accumulator)
+    {
+        if (x.Length >= ShortRow)
+        {
+            TensorPrimitives.MultiplyAdd(x, scale, accumulator, accumulator);
+            return;
+        }
+        for (int i = 0; i < x.Length; i++) accumulator[i] += x[i] * scale;
+    }
 }

@@ -142,8 +142,8 @@ public abstract class SlotKvCache : IKvCache
                     var q = queries.Slice(i * qDim + head * HeadDim, HeadDim);
                     var scores = _scores.AsSpan(j * SlotsPerHead, visible);
                     for (int t = 0; t < visible; t++)
-                        scores[t] = Dot(q, _keyRows.AsSpan(t * HeadDim, HeadDim)) * _scale;
-                    SoftMax(scores);
+                        scores[t] = AttentionMath.Dot(q, _keyRows.AsSpan(t * HeadDim, HeadDim)) * _scale;
+                    AttentionMath.SoftMax(scores);
 
                     var o = output.Slice(i * qDim + head * HeadDim, HeadDim);
                     o.Clear();
@@ -152,7 +152,7 @@ public abstract class SlotKvCache : IKvCache
                         // Skipping weights this small changes no output bit and avoids subnormal products.
                         float p = scores[t];
                         if (p < NegligibleWeight) continue;
-                        MultiplyAdd(_valueRows.AsSpan(t * HeadDim, HeadDim), p, o);
+                        AttentionMath.MultiplyAdd(_valueRows.AsSpan(t * HeadDim, HeadDim), p, o);
                     }
                     if (!accumulator.IsEmpty)
                     {
@@ -201,39 +201,5 @@ public abstract class SlotKvCache : IKvCache
         if (from == to) return;
         _keys[layer].AsSpan(SlotOffset(kvHead, from), HeadDim).CopyTo(_keys[layer].AsSpan(SlotOffset(kvHead, to), HeadDim));
         _values[layer].AsSpan(SlotOffset(kvHead, from), HeadDim).CopyTo(_values[layer].AsSpan(SlotOffset(kvHead, to), HeadDim));
-    }
-
-    // Heads as narrow as the tiny models' cost more in TensorPrimitives' call overhead than in arithmetic.
-    const int ShortRow = 32;
-
-    static void SoftMax(Span<float> x)
-    {
-        float max = TensorPrimitives.Max(x);
-        float sum = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            float e = MathF.Exp(x[i] - max);
-            x[i] = e;
-            sum += e;
-        }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
-    }
-
-    static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        if (a.Length >= ShortRow) return TensorPrimitives.Dot(a, b);
-        float sum = 0;
-        for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
-        return sum;
-    }
-
-    static void MultiplyAdd(ReadOnlySpan<float> x, float scale, Span<float> accumulator)
-    {
-        if (x.Length >= ShortRow)
-        {
-            TensorPrimitives.MultiplyAdd(x, scale, accumulator, accumulator);
-            return;
-        }
-        for (int i = 0; i < x.Length; i++) accumulator[i] += x[i] * scale;
     }
 }

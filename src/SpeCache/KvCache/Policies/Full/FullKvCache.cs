@@ -170,8 +170,8 @@ public sealed class FullKvCache : IKvCache
                     var q = queries.Slice(i * qDim + head * _headDim, _headDim);
                     var scores = _scores.AsSpan(j * Capacity, visible);
                     for (int t = 0; t < visible; t++)
-                        scores[t] = Dot(q, keyRows.Slice(t * _kvDim + headOffset, _headDim)) * _scale;
-                    SoftMax(scores);
+                        scores[t] = AttentionMath.Dot(q, keyRows.Slice(t * _kvDim + headOffset, _headDim)) * _scale;
+                    AttentionMath.SoftMax(scores);
 
                     var o = output.Slice(i * qDim + head * _headDim, _headDim);
                     o.Clear();
@@ -181,47 +181,11 @@ public sealed class FullKvCache : IKvCache
                         // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
                         float p = scores[t];
                         if (p < NegligibleWeight) continue;
-                        MultiplyAdd(valueRows.Slice(t * _kvDim + headOffset, _headDim), p, o);
+                        AttentionMath.MultiplyAdd(valueRows.Slice(t * _kvDim + headOffset, _headDim), p, o);
                     }
                 }
             }
         }
-    }
-
-    // Heads as narrow as the tiny models' (8 values) cost more in TensorPrimitives' call overhead
-    // than in arithmetic; plain loops win below a couple of vectors.
-    const int ShortRow = 32;
-
-    /// <summary>In place. TensorPrimitives.SoftMax measured 4.6x slower than this on 200 values.</summary>
-    static void SoftMax(Span<float> x)
-    {
-        float max = TensorPrimitives.Max(x);
-        float sum = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            float e = MathF.Exp(x[i] - max);
-            x[i] = e;
-            sum += e;
-        }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
-    }
-
-    static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        if (a.Length >= ShortRow) return TensorPrimitives.Dot(a, b);
-        float sum = 0;
-        for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
-        return sum;
-    }
-
-    static void MultiplyAdd(ReadOnlySpan<float> x, float scale, Span<float> accumulator)
-    {
-        if (x.Length >= ShortRow)
-        {
-            TensorPrimitives.MultiplyAdd(x, scale, accumulator, accumulator);
-            return;
-        }
-        for (int i = 0; i < x.Length; i++) accumulator[i] += x[i] * scale;
     }
 
     public void Commit(int count)
