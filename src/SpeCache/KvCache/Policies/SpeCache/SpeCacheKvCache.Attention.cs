@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
 using SpeCache.KvCache.Quantization;
-using SpeCache.Quants;
 
 namespace SpeCache.KvCache.Policies.SpeCache;
 
@@ -189,14 +188,8 @@ public sealed partial class SpeCacheKvCache
 
         void LoadHostPairs(int slot, int count)
         {
-            int half = _c._pairBytes / 2;
-            var arena = _c._host.Slice(_c.HostOffset(slot, 0), count * _c._pairBytes);
             for (int t = 0; t < count; t++)
-            {
-                var pair = arena.Slice(t * _c._pairBytes, _c._pairBytes);
-                F16.DequantizeRow(pair[..half], _hostKeys.AsSpan(t * _d, _d));
-                F16.DequantizeRow(pair[half..], _hostValues.AsSpan(t * _d, _d));
-            }
+                _c.ReadPair(slot, t, _hostKeys.AsSpan(t * _d, _d), _hostValues.AsSpan(t * _d, _d));
         }
 
         /// <summary>
@@ -322,7 +315,7 @@ public sealed partial class SpeCacheKvCache
         int GatherSelected(int slot, int h, int selected, Staging staging)
         {
             var c = _c;
-            int d = _d, half = c._pairBytes / 2;
+            int d = _d;
             var staged = staging.Positions.AsSpan(h * _k, staging.Counts[h]);
             int exact = 0;
             long fetched = 0, fetchStart = 0;
@@ -345,9 +338,7 @@ public sealed partial class SpeCacheKvCache
                         continue;
                     }
                     if (fetched == 0) fetchStart = Stopwatch.GetTimestamp();
-                    var pair = c._host.Slice(c.HostOffset(slot, position), c._pairBytes);
-                    F16.DequantizeRow(pair[..half], _selectedK.AsSpan(exact * d, d));
-                    F16.DequantizeRow(pair[half..], _selectedV.AsSpan(exact * d, d));
+                    c.ReadPair(slot, position, _selectedK.AsSpan(exact * d, d), _selectedV.AsSpan(exact * d, d));
                     fetched += c._pairBytes;
                 }
                 _exact[exact++] = position;

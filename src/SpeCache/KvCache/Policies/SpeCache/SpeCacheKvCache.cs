@@ -170,6 +170,14 @@ public sealed partial class SpeCacheKvCache : IKvCache
 
     long HostOffset(int slot, int position) => ((long)slot * Capacity + position) * _pairBytes;
 
+    /// <summary>Copies one position's 16-bit pair from the host tier into floats: every host-tier read goes through here.</summary>
+    void ReadPair(int slot, int position, Span<float> key, Span<float> value)
+    {
+        var pair = _host.Slice(HostOffset(slot, position), _pairBytes);
+        F16.DequantizeRow(pair[..(_pairBytes / 2)], key);
+        F16.DequantizeRow(pair[(_pairBytes / 2)..], value);
+    }
+
     public void BeginStep(int count, int speculative)
     {
         if (speculative < 0 || speculative > 1 || speculative > count)
@@ -222,11 +230,7 @@ public sealed partial class SpeCacheKvCache : IKvCache
             {
                 int slot = layer * _kvHeads + h;
                 for (int i = 0; i < next.Counts[h]; i++)
-                {
-                    var pair = _host.Slice(HostOffset(slot, next.Positions[h * _k + i]), _pairBytes);
-                    F16.DequantizeRow(pair[..(_pairBytes / 2)], next.K.AsSpan((h * _k + i) * d, d));
-                    F16.DequantizeRow(pair[(_pairBytes / 2)..], next.V.AsSpan((h * _k + i) * d, d));
-                }
+                    ReadPair(slot, next.Positions[h * _k + i], next.K.AsSpan((h * _k + i) * d, d), next.V.AsSpan((h * _k + i) * d, d));
                 bytes += (long)next.Counts[h] * _pairBytes;
                 Counters.PrefetchedPairs += next.Counts[h];
             }
