@@ -25,7 +25,7 @@ sealed class CommonOptions
     public Option<string> KvSpeculation { get; } = new("--kv-speculation") { Description = "specache: decode a speculative row to prefetch the next step's pairs: on, off (fetch on demand), or auto (on when the host tier is slow: disk or a modelled link).", DefaultValueFactory = _ => "auto" };
     public Option<string> KvMiss { get; } = new("--kv-miss") { Description = "specache: a top-k pair not prefetched is fetched now (fetch) or read low-bit (lowbit).", DefaultValueFactory = _ => "fetch" };
     public Option<bool> KvRecall { get; } = new("--kv-recall") { Description = "specache: also measure top-k recall against exact attention (slow)." };
-    public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Most fast-tier KV bytes, e.g. 64MiB or 512KB: a cache that cannot fit fails before work starts; streaming/h2o size their window to it.", CustomParser = ParseBudget };
+    public Option<long?> KvBudget { get; } = new("--kv-budget") { Description = "Most fast-tier KV bytes per sequence, e.g. 64MiB or 512KB: a cache that cannot fit fails before work starts; streaming/h2o size their window to it.", CustomParser = ParseBytes };
     public Option<string> KvType { get; } = new("--kv-type") { Description = "full: cache element type (f16, bf16, q8_0, q4_0, f32).", DefaultValueFactory = _ => "f16" };
     public Option<int> KvSinks { get; } = new("--kv-sinks") { Description = "streaming: first tokens always kept.", DefaultValueFactory = _ => 4 };
     public Option<int?> KvWindow { get; } = new("--kv-window") { Description = "streaming/h2o: recent tokens kept (default 252 / 128)." };
@@ -34,14 +34,14 @@ sealed class CommonOptions
     public Option<string?> HostBandwidth { get; } = new("--host-bandwidth") { Description = "specache: model the host link's bandwidth, e.g. 25GB/s (PCIe 4.0 x16)." };
     public Option<string?> HostLatency { get; } = new("--host-latency") { Description = "specache: model the host link's latency per transfer, e.g. 10us." };
 
-    /// <summary>A bad --kv-budget is a parse error: one line, exit code 2.</summary>
-    static long? ParseBudget(ArgumentResult result)
+    /// <summary>A bad byte size (--kv-budget, --batch-budget) is a parse error: one line, exit code 2.</summary>
+    public static long? ParseBytes(ArgumentResult result)
     {
         if (result.Tokens.Count == 0) return null;
         try { return ByteSize.Parse(result.Tokens[0].Value); }
         catch (FormatException e)
         {
-            result.AddError($"--kv-budget: {e.Message}");
+            result.AddError($"{(result.Parent as OptionResult)?.Option.Name ?? "size"}: {e.Message}");
             return null;
         }
     }

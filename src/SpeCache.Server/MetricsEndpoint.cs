@@ -12,9 +12,13 @@ static class MetricsEndpoint
         var memory = queue.CacheMemory;
         var text = new StringBuilder();
         Metric(text, "specache_requests_queued", "gauge", "Generation requests waiting for the engine.", queue.Queued);
-        Metric(text, "specache_requests_running", "gauge", "Generation requests running on the engine (one at a time).", queue.Running);
+        Metric(text, "specache_requests_running", "gauge", "Generation requests admitted to the batch (prefilling or decoding).", queue.Running);
+        Metric(text, "specache_batch_size", "gauge", "Sequences in the last forward step.", queue.LastBatchSize);
+        Metric(text, "specache_batch_max", "gauge", "Most sequences decoded together.", queue.Batch.MaxBatch);
+        Metric(text, "specache_tokens_per_second", "gauge", "Tokens per second the whole batch generates (smoothed; 0 when idle).", queue.Throughput);
         Metric(text, "specache_requests_completed_total", "counter", "Generation requests that ran to a finish reason.", queue.Completed);
         Metric(text, "specache_requests_cancelled_total", "counter", "Generation requests whose client went away first.", queue.Cancelled);
+        Metric(text, "specache_requests_refused_total", "counter", "Requests refused because their KV cache could never fit the fast-tier budget.", queue.Refused);
         Metric(text, "specache_prompt_tokens_total", "counter", "Prompt tokens prefilled.", queue.PromptTokens);
         Metric(text, "specache_tokens_generated_total", "counter", "Tokens generated, cancelled requests included.", queue.GeneratedTokens);
         Metric(text, "specache_last_request_tokens_per_second", "gauge", "Decode speed of the last completed request.", queue.LastTokensPerSecond);
@@ -23,6 +27,9 @@ static class MetricsEndpoint
         text.Append("# TYPE specache_kv_cache_bytes gauge\n");
         text.Append(CultureInfo.InvariantCulture, $"specache_kv_cache_bytes{{tier=\"fast\"}} {memory.FastTierBytes}\n");
         text.Append(CultureInfo.InvariantCulture, $"specache_kv_cache_bytes{{tier=\"host\"}} {memory.HostTierBytes}\n");
+        Metric(text, "specache_kv_cache_fast_tier_peak_bytes", "gauge", "The most fast-tier bytes the running requests' KV caches held at once.", queue.PeakFastTierBytes);
+        if (queue.Batch.FastTierBudgetBytes is long budget)
+            Metric(text, "specache_kv_cache_fast_tier_budget_bytes", "gauge", "Fast-tier bytes all running requests may hold together.", budget);
         return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
     }
 

@@ -43,6 +43,8 @@ static class ResponseWriter
                 return Results.Json(shape.Response(id, created, text.ToString(), ServerState.FinishReason(stats), ServerState.Usage(stats)), Json.Options);
             }
 
+            // Queued before the status line goes out, so that a request the queue refuses gets a 4xx.
+            var pieces = server.Queue.RunAsync(prompt, options, stats, cancellation);
             var response = http.Response;
             response.StatusCode = StatusCodes.Status200OK;
             response.ContentType = "text/event-stream";
@@ -52,7 +54,7 @@ static class ResponseWriter
             if (shape.FirstChunk(id, created) is { } first) await WriteEventAsync(response, first, cancellation);
             try
             {
-                await foreach (string piece in server.Queue.RunAsync(prompt, options, stats, cancellation))
+                await foreach (string piece in pieces)
                     await WriteEventAsync(response, shape.TextChunk(id, created, piece), cancellation);
             }
             catch (Exception e) when (e is not OperationCanceledException && !cancellation.IsCancellationRequested)
@@ -95,6 +97,7 @@ static class ResponseWriter
 
     static IResult ErrorResult(Exception e) => e switch
     {
+        KvBudgetExceededException => OpenAiError.Result(400, e.Message, "max_tokens", "kv_budget_exceeded"),
         ArgumentException or PromptTooLongException => OpenAiError.Result(400, e.Message, null, "invalid_value"),
         _ => OpenAiError.Result(500, $"The server failed while generating: {e.Message}", null, null, "server_error"),
     };

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Microsoft.Extensions.Hosting;
 using SpeCache.Generation;
+using SpeCache.KvCache.Tiers;
 using SpeCache.Server;
 using SpeCache.Tokenizers.ChatTemplates;
 
@@ -17,6 +18,8 @@ static class ServeCommand
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every endpoint but /health (default: the SPECACHE_API_KEY environment variable, else none)." };
         var template = new Option<string?>("--chat-template") { Description = "A Jinja chat template file to use instead of the model's." };
         var maxTokens = new Option<int?>("--max-tokens", "-n") { Description = "Tokens per request when it sets no max_tokens (default: up to the end of the context)." };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Most requests decoded together in one forward pass (continuous batching).", DefaultValueFactory = _ => 8 };
+        var batchBudget = new Option<long?>("--batch-budget") { Description = "Most fast-tier KV bytes all running requests may hold together, e.g. 1GiB: a request waits until its cache fits, and one that never could is refused.", CustomParser = CommonOptions.ParseBytes };
         var sampling = new SamplingCliOptions();
         var command = new Command("serve", "Serve the model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics).");
         common.AddTo(command);
@@ -25,19 +28,24 @@ static class ServeCommand
         command.Options.Add(apiKey);
         command.Options.Add(template);
         command.Options.Add(maxTokens);
+        command.Options.Add(maxBatch);
+        command.Options.Add(batchBudget);
         sampling.AddTo(command);
 
         command.SetAction(result => CliErrors.Run(() =>
         {
             if (result.GetValue(port) is < 0 or > 65535) throw new ArgumentException("--port must be between 0 and 65535");
             if (result.GetValue(maxTokens) < 0) throw new ArgumentException("--max-tokens must not be negative");
+            if (result.GetValue(maxBatch) < 1) throw new ArgumentException("--max-batch must be at least 1");
             var defaults = sampling.Read(result);
             defaults.Validate();
             // Parse the template before loading the model, so a broken file fails at once.
             var chatTemplate = result.GetValue(template) is { } path ? ChatTemplate.Parse(File.ReadAllText(path)) : null;
             string modelPath = common.ModelPath(result);
             using var engine = common.LoadEngine(result);
-            using var queue = new GenerationQueue(engine);
+            var batch = new BatchOptions { MaxBatch = result.GetValue(maxBatch), FastTierBudgetBytes = result.GetValue(batchBudget) };
+            batch.Validate();
+            using var queue = new GenerationQueue(engine, batch);
             var options = new ServerOptions
             {
                 Host = result.GetValue(host)!,
@@ -50,7 +58,7 @@ static class ServeCommand
             };
             using var app = SpeCacheServer.Create(queue, options);
             Uri address = SpeCacheServer.Start(app).GetAwaiter().GetResult();
-            Console.Error.WriteLine($"specache: serving {options.ModelId} at {address} (context {engine.ContextLength}, KV {engine.Options.KvCache.Policy}{(options.ApiKey != null ? ", API key required" : "")}); Ctrl+C stops");
+            Console.Error.WriteLine($"specache: serving {options.ModelId} at {address} (context {engine.ContextLength}, KV {engine.Options.KvCache.Policy}, batch up to {batch.MaxBatch}{(batch.FastTierBudgetBytes is long b ? $" within {ByteSize.Format(b)} of fast tier" : "")}{(options.ApiKey != null ? ", API key required" : "")}); Ctrl+C stops");
             app.WaitForShutdownAsync().GetAwaiter().GetResult();
             return 0;
         }));

@@ -1,45 +1,108 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Tiers;
+using SpeCache.Transformer;
 
 namespace SpeCache.Generation;
 
+/// <summary>How a <see cref="GenerationQueue"/> batches the sequences it runs.</summary>
+public sealed record BatchOptions
+{
+    /// <summary>Most sequences decoding together in one forward pass.</summary>
+    public int MaxBatch { get; init; } = 8;
+
+    /// <summary>
+    /// Most fast-tier bytes the KV caches of all running sequences may hold together (null: no limit
+    /// but <see cref="MaxBatch"/>). A request is admitted only when its cache fits beside the running
+    /// ones; until then it waits, and one that could never fit is refused.
+    /// </summary>
+    public long? FastTierBudgetBytes { get; init; }
+
+    /// <summary>Most prompt tokens prefilled per step, over all joining sequences, beside the decode rows.</summary>
+    public int PrefillChunk { get; init; } = 64;
+
+    public void Validate()
+    {
+        if (MaxBatch < 1) throw new ArgumentException($"the batch size must be at least 1 (got {MaxBatch})");
+        if (FastTierBudgetBytes is <= 0) throw new ArgumentException($"the batch's fast-tier budget must be positive (got {FastTierBudgetBytes})");
+        if (PrefillChunk < 1) throw new ArgumentException($"the prefill chunk must be at least 1 token (got {PrefillChunk})");
+    }
+}
+
+/// <summary>A request whose KV cache alone is larger than the batch's fast-tier budget: it could never run.</summary>
+public sealed class KvBudgetExceededException(string message) : ArgumentException(message);
+
 /// <summary>
-/// Runs generations on one engine one at a time, in arrival order, for callers that arrive
-/// concurrently (HTTP requests, an <c>IChatClient</c> shared by several tasks). It owns one KV cache,
-/// cleared for each generation, so memory does not grow with the number of requests.
+/// Runs the generations of concurrent callers (HTTP requests, an <c>IChatClient</c> shared by
+/// several tasks) on one engine with continuous batching: every step is one forward pass over the
+/// next token of each running sequence, so the weights are read once for the whole batch, plus a
+/// chunk of the prompts of sequences that are joining (prefill shares the step instead of stalling
+/// the others). Sequences join and leave between steps. Each has its own KV cache in the engine's
+/// policy (or the request's), sized to its prompt and token limit; a request is admitted, in arrival
+/// order, once that cache fits the batch's fast-tier budget beside the running ones, and its cache is
+/// freed the step after it finishes or its caller goes away.
 /// <para>
-/// One sequence at a time: the forward pass, its scratch state and the compute thread pool serve a
-/// single sequence. Batched decoding (several sequences per forward pass) is not done here; a
-/// batching scheduler would replace this queue.
+/// A batched sequence computes exactly what it would alone: each output of a matrix product is one
+/// dot product whatever the batch, and each sequence attends only over its own cache.
 /// </para>
 /// </summary>
 public sealed class GenerationQueue : IDisposable
 {
-    // A SemaphoreSlim grants waiters in FIFO order closely enough for a queue of requests, and a
-    // waiter whose caller goes away leaves the queue through its cancellation token.
-    readonly SemaphoreSlim _turn = new(1, 1);
-    readonly IKvCache _cache;
-    int _queued;
-    int _running;
+    readonly LlamaModel _model;
+    readonly BatchOptions _batch;
+    readonly ForwardState _state;
+    readonly int[] _tokens;                // the rows of one step
+    readonly SequenceRows[] _sequences;    // which sequence each run of rows belongs to
+    readonly Request[] _owners;
+    readonly Thread _loop;
+    readonly object _gate = new();
+    readonly LinkedList<Request> _waiting = new();   // guarded by _gate
+    readonly List<Request> _running = new();         // loop thread only
+    readonly SemaphoreSlim _wake = new(0);
+    bool _disposed;                                  // guarded by _gate
+
+    long _reservedFastBytes;   // fast-tier bytes of the running sequences' caches
+    long _peakFastBytes;
+    long _hostBytes;
+    int _runningCount;
+    int _lastBatch;
     long _generatedTokens;
     long _promptTokens;
     long _completed;
     long _cancelled;
+    long _refused;
+    long _failed;
+    long _steps;
     double _lastTokensPerSecond;
+    double _throughput;
 
-    public GenerationQueue(Engine engine)
+    public GenerationQueue(Engine engine, BatchOptions? batch = null)
     {
+        batch ??= new BatchOptions();
+        batch.Validate();
         Engine = engine;
-        _cache = engine.CreateCache();
+        _model = engine.Model;
+        _batch = batch;
+        // Room for every running sequence's decode rows (a real and a speculative one each) and a prefill chunk.
+        _state = _model.CreateState(DecodeStepper.MaxRows * batch.MaxBatch + batch.PrefillChunk);
+        _tokens = new int[_state.MaxTokens];
+        _sequences = new SequenceRows[batch.MaxBatch];
+        _owners = new Request[batch.MaxBatch];
+        _loop = new Thread(Loop) { IsBackground = true, Name = "SpeCache batch" };
+        _loop.Start();
     }
 
     public Engine Engine { get; }
+    public BatchOptions Batch => _batch;
 
-    /// <summary>Generations waiting for their turn.</summary>
-    public int Queued => Volatile.Read(ref _queued);
-    /// <summary>Generations running now (0 or 1).</summary>
-    public int Running => Volatile.Read(ref _running);
+    /// <summary>Generations waiting to be admitted.</summary>
+    public int Queued { get { lock (_gate) return _waiting.Count; } }
+    /// <summary>Generations admitted and not yet finished (prefilling or decoding).</summary>
+    public int Running => Volatile.Read(ref _runningCount);
+    /// <summary>Sequences in the last forward step.</summary>
+    public int LastBatchSize => Volatile.Read(ref _lastBatch);
     /// <summary>Tokens generated by every generation so far, including cancelled ones.</summary>
     public long GeneratedTokens => Interlocked.Read(ref _generatedTokens);
     /// <summary>Prompt tokens prefilled so far.</summary>
@@ -48,87 +111,308 @@ public sealed class GenerationQueue : IDisposable
     public long Completed => Interlocked.Read(ref _completed);
     /// <summary>Generations stopped by their caller's cancellation, waiting or running.</summary>
     public long Cancelled => Interlocked.Read(ref _cancelled);
+    /// <summary>Requests refused because their KV cache could never fit the budget.</summary>
+    public long Refused => Interlocked.Read(ref _refused);
+    /// <summary>Generations that failed inside the engine.</summary>
+    public long Failed => Interlocked.Read(ref _failed);
+    /// <summary>Forward steps run so far.</summary>
+    public long Steps => Interlocked.Read(ref _steps);
     /// <summary>Decode speed of the last generation that completed, in tokens per second (0 before any).</summary>
     public double LastTokensPerSecond => Volatile.Read(ref _lastTokensPerSecond);
-    /// <summary>Bytes the queue's KV cache holds per tier.</summary>
-    public KvMemory CacheMemory => _cache.Memory;
+    /// <summary>Tokens per second the whole batch generates, smoothed over recent steps (0 when idle).</summary>
+    public double Throughput => Running == 0 ? 0 : Volatile.Read(ref _throughput);
+    /// <summary>Bytes the running sequences' KV caches hold per tier.</summary>
+    public KvMemory CacheMemory => new(Interlocked.Read(ref _reservedFastBytes), Interlocked.Read(ref _hostBytes));
+    /// <summary>The most fast-tier bytes the running caches ever held at once.</summary>
+    public long PeakFastTierBytes => Interlocked.Read(ref _peakFastBytes);
 
     /// <summary>
-    /// Waits for this generation's turn, then generates after <paramref name="prompt"/> from an empty
-    /// cache and yields text as it becomes final; <paramref name="stats"/> is filled in as it runs.
-    /// Cancelling <paramref name="cancellation"/> (or abandoning the enumeration) leaves the queue or
-    /// stops the generation at the next token; the next caller starts only once it has stopped.
+    /// Queues a generation after <paramref name="prompt"/> and returns its text as it becomes final;
+    /// <paramref name="stats"/> is filled in as it runs. Checks the request at once (and throws,
+    /// before anything is queued) when it is invalid or its KV cache could never fit the budget.
+    /// Cancelling <paramref name="cancellation"/> (or abandoning the enumeration) takes the request
+    /// out of the queue, or out of the batch at the next step, and frees its cache.
     /// </summary>
-    public async IAsyncEnumerable<string> RunAsync(int[] prompt, GenerationOptions options, GenerationStats stats,
-        [EnumeratorCancellation] CancellationToken cancellation = default)
+    /// <param name="kvCache">The request's own KV cache policy; the engine's when null.</param>
+    public IAsyncEnumerable<string> RunAsync(int[] prompt, GenerationOptions options, GenerationStats stats,
+        CancellationToken cancellation = default, KvCacheOptions? kvCache = null)
     {
-        Interlocked.Increment(ref _queued);
-        try
-        {
-            await _turn.WaitAsync(cancellation).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            Interlocked.Increment(ref _cancelled);
-            throw;
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _queued);
-        }
+        var request = Prepare(prompt, options, stats, kvCache ?? Engine.Options.KvCache);
+        return Read(request, cancellation);
+    }
 
-        Interlocked.Increment(ref _running);
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-        var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        // The decode loop is synchronous, compute-bound work: it runs on its own thread and hands text
-        // over through the channel, so an awaiting caller (an HTTP request) never blocks a pool thread.
-        var producer = Task.Factory.StartNew(() =>
+    Request Prepare(int[] prompt, GenerationOptions options, GenerationStats stats, KvCacheOptions kv)
+    {
+        if (prompt.Length == 0) throw new ArgumentException("the prompt has no tokens");
+        if (options.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(options), "max tokens must not be negative");
+        options.Sampling.Validate();
+        int context = Engine.ContextLength;
+        if (prompt.Length > context) throw new PromptTooLongException(prompt.Length, context);
+        // The cache holds the prompt and every generated token but the last, which is never fed back.
+        int capacity = (int)Math.Min(context, (long)prompt.Length + Math.Max(options.MaxTokens, 1));
+        long fastBytes = KvCacheFactory.FastTierBytes(kv, Engine.Config, capacity);
+        if (kv.FastTierBudgetBytes is long perSequence && fastBytes > perSequence)
+            throw new KvBudgetExceededException($"the {kv.Policy} KV cache of {capacity} tokens needs {ByteSize.Format(fastBytes)} of fast tier, more than the budget of {ByteSize.Format(perSequence)} per sequence");
+        if (_batch.FastTierBudgetBytes is long budget && fastBytes > budget)
         {
-            try
-            {
-                _cache.Clear();
-                foreach (string piece in Engine.Generator.Generate(prompt, options, _cache, stats, stop.Token))
-                    pieces.Writer.TryWrite(piece);
-                pieces.Writer.TryComplete();
-            }
-            catch (Exception e)
-            {
-                pieces.Writer.TryComplete(e);
-            }
-        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            Interlocked.Increment(ref _refused);
+            throw new KvBudgetExceededException($"the {kv.Policy} KV cache of {capacity} tokens (prompt and max tokens) needs {ByteSize.Format(fastBytes)} of fast tier, more than the server's whole budget of {ByteSize.Format(budget)}; ask for fewer tokens");
+        }
+        return new Request(prompt, options, stats, kv, capacity, fastBytes);
+    }
 
+    async IAsyncEnumerable<string> Read(Request request, [EnumeratorCancellation] CancellationToken cancellation)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _waiting.AddLast(request);
+        }
+        _wake.Release();
+        using var wakeOnCancel = cancellation.Register(() => _wake.Release());
+        request.Cancellation = cancellation;
         bool finished = false;
         try
         {
-            await foreach (string piece in pieces.Reader.ReadAllAsync(cancellation).ConfigureAwait(false))
+            await foreach (string piece in request.Text.Reader.ReadAllAsync(cancellation).ConfigureAwait(false))
                 yield return piece;
             finished = true;
         }
         finally
         {
-            // Whether the caller cancelled, failed, or stopped reading: stop the decode loop and wait
-            // for it, so that the engine is idle before the next generation gets its turn.
-            stop.Cancel();
-            await producer.ConfigureAwait(false);
-            Interlocked.Add(ref _generatedTokens, stats.GeneratedTokens);
-            Interlocked.Add(ref _promptTokens, stats.PromptTokens);
-            if (finished)
+            if (!finished)
             {
-                Interlocked.Increment(ref _completed);
-                Volatile.Write(ref _lastTokensPerSecond, stats.DecodeTokensPerSecond);
+                // The caller cancelled, failed or stopped reading: the loop drops the request at the next step.
+                request.Abandon();
+                _wake.Release();
             }
-            else if (cancellation.IsCancellationRequested)
-            {
-                Interlocked.Increment(ref _cancelled);
-            }
-            Interlocked.Decrement(ref _running);
-            _turn.Release();
         }
+    }
+
+    void Loop()
+    {
+        while (true)
+        {
+            try
+            {
+                if (!AdmitAndDrop()) return;
+                if (_running.Count == 0)
+                {
+                    _wake.Wait();
+                    continue;
+                }
+                Step();
+            }
+            catch (Exception e)
+            {
+                // A failed step leaves its sequences' caches in an unknown state: end them all with the error.
+                foreach (var request in _running) End(request, e);
+                _running.Clear();
+            }
+        }
+    }
+
+    /// <summary>Drops abandoned requests and admits waiting ones that fit; false once disposed.</summary>
+    bool AdmitAndDrop()
+    {
+        for (int i = _running.Count - 1; i >= 0; i--)
+        {
+            if (!_running[i].Abandoned) continue;
+            End(_running[i], null);
+            _running.RemoveAt(i);
+        }
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                foreach (var request in _running) End(request, new ObjectDisposedException(nameof(GenerationQueue)));
+                _running.Clear();
+                foreach (var request in _waiting) request.Text.Writer.TryComplete(new ObjectDisposedException(nameof(GenerationQueue)));
+                _waiting.Clear();
+                return false;
+            }
+            for (var node = _waiting.First; node != null;)
+            {
+                var next = node.Next;
+                if (node.Value.Abandoned)
+                {
+                    Interlocked.Increment(ref _cancelled);
+                    node.Value.Text.Writer.TryComplete();
+                    _waiting.Remove(node);
+                }
+                node = next;
+            }
+            // In arrival order: a request that does not fit yet holds back the ones behind it, so a big
+            // request is not starved by a stream of small ones.
+            while (_waiting.First is { } first && _running.Count < _batch.MaxBatch
+                && (_batch.FastTierBudgetBytes is not long budget || Interlocked.Read(ref _reservedFastBytes) + first.Value.FastBytes <= budget))
+            {
+                _waiting.RemoveFirst();
+                Start(first.Value);
+            }
+        }
+        return true;
+    }
+
+    void Start(Request request)
+    {
+        try
+        {
+            request.Cache = KvCacheFactory.Create(request.Kv, Engine.Config, request.Capacity);
+        }
+        catch (Exception e)
+        {
+            Interlocked.Increment(ref _failed);
+            request.Text.Writer.TryComplete(e);
+            return;
+        }
+        request.Output = new SequenceOutput(Engine.Tokenizer, Engine.Config.VocabSize, request.Prompt, request.Options, request.Cache, request.Stats);
+        request.Stepper = new DecodeStepper(_model, request.Cache, _state);
+        long fast = Interlocked.Add(ref _reservedFastBytes, request.FastBytes);
+        Interlocked.Add(ref _hostBytes, request.Cache.Memory.HostTierBytes);
+        long peak;
+        while (fast > (peak = Interlocked.Read(ref _peakFastBytes)) && Interlocked.CompareExchange(ref _peakFastBytes, fast, peak) != peak) { }
+        _running.Add(request);
+        Interlocked.Increment(ref _runningCount);
+        request.Clock.Start();
+    }
+
+    /// <summary>One forward pass: each decoding sequence's next token, then prompt chunks of joining ones.</summary>
+    void Step()
+    {
+        var clock = Stopwatch.StartNew();
+        int rows = 0, count = 0;
+        foreach (var request in _running)
+        {
+            if (request.Prefilling) continue;
+            _owners[count] = request;
+            _sequences[count++] = request.Stepper!.PrepareRows(request.Output!.LastToken, _tokens.AsSpan(rows));
+            rows += _sequences[count - 1].Count;
+        }
+        bool decoding = count > 0;
+        int prefillRoom = Math.Min(_batch.PrefillChunk, _tokens.Length - rows);
+        foreach (var request in _running)
+        {
+            if (!request.Prefilling) continue;
+            if (prefillRoom == 0) break;
+            int chunk = Math.Min(prefillRoom, request.Prompt.Length - request.Prefilled);
+            request.Prompt.AsSpan(request.Prefilled, chunk).CopyTo(_tokens.AsSpan(rows));
+            bool last = request.Prefilled + chunk == request.Prompt.Length;
+            _owners[count] = request;
+            _sequences[count++] = new SequenceRows(request.Cache!, chunk, OutputRows: last ? 1 : 0);
+            rows += chunk;
+            prefillRoom -= chunk;
+        }
+
+        var logits = _model.ForwardBatch(_tokens.AsSpan(0, rows), _sequences.AsSpan(0, count), _state);
+        int vocab = Engine.Config.VocabSize, outputRow = 0, generated = 0;
+        for (int i = 0; i < count; i++)
+        {
+            var request = _owners[i];
+            var rowLogits = logits.Slice(outputRow * vocab, _sequences[i].OutputRows * vocab);
+            outputRow += _sequences[i].OutputRows;
+            var output = request.Output!;
+            if (request.Prefilling)
+            {
+                request.Prefilled += _sequences[i].Count;
+                Interlocked.Add(ref _promptTokens, _sequences[i].Count);
+                if (request.Prefilling) continue;
+                request.Stats.PrefillTime = request.Clock.Elapsed;
+                request.Clock.Restart();
+                if (output.FinishIfNothingToGenerate()) continue;
+            }
+            else
+            {
+                rowLogits = request.Stepper!.Accept(rowLogits);
+            }
+            int before = request.Stats.GeneratedTokens;
+            string text = output.Next(rowLogits, request.Stepper);
+            generated += request.Stats.GeneratedTokens - before;
+            if (text.Length > 0) request.Text.Writer.TryWrite(text);
+        }
+        // Hold no cache or request past the step, so a finished sequence's memory can go.
+        Array.Clear(_sequences, 0, count);
+        Array.Clear(_owners, 0, count);
+
+        for (int i = _running.Count - 1; i >= 0; i--)
+        {
+            if (_running[i].Output is not { Finished: true }) continue;
+            End(_running[i], null);
+            _running.RemoveAt(i);
+        }
+        Interlocked.Increment(ref _steps);
+        Volatile.Write(ref _lastBatch, count);
+        double seconds = clock.Elapsed.TotalSeconds;
+        if (decoding && seconds > 0)
+            Volatile.Write(ref _throughput, _throughput == 0 ? generated / seconds : 0.8 * _throughput + 0.2 * generated / seconds);
+    }
+
+    /// <summary>Ends a running request (finished, abandoned or failed) and frees its cache at once.</summary>
+    void End(Request request, Exception? error)
+    {
+        var stats = request.Stats;
+        if (!request.Prefilling) stats.DecodeTime = request.Clock.Elapsed;
+        Interlocked.Add(ref _generatedTokens, stats.GeneratedTokens);
+        if (error != null)
+        {
+            Interlocked.Increment(ref _failed);
+            request.Text.Writer.TryComplete(error);
+        }
+        else if (request.Output is { Finished: true })
+        {
+            Interlocked.Increment(ref _completed);
+            Volatile.Write(ref _lastTokensPerSecond, stats.DecodeTokensPerSecond);
+            request.Text.Writer.TryComplete();
+        }
+        else
+        {
+            Interlocked.Increment(ref _cancelled);
+            request.Text.Writer.TryComplete();
+        }
+        if (request.Cache != null)
+        {
+            Interlocked.Add(ref _hostBytes, -request.Cache.Memory.HostTierBytes);
+            request.Cache.Dispose();
+            request.Cache = null;
+            Interlocked.Add(ref _reservedFastBytes, -request.FastBytes);
+        }
+        Interlocked.Decrement(ref _runningCount);
     }
 
     public void Dispose()
     {
-        _cache.Dispose();
-        _turn.Dispose();
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
+        _wake.Release();
+        _loop.Join();
+        _wake.Dispose();
+    }
+
+    /// <summary>One generation, from its arrival to its end.</summary>
+    sealed class Request(int[] prompt, GenerationOptions options, GenerationStats stats, KvCacheOptions kv, int capacity, long fastBytes)
+    {
+        public readonly int[] Prompt = prompt;
+        public readonly GenerationOptions Options = options;
+        public readonly GenerationStats Stats = stats;
+        public readonly KvCacheOptions Kv = kv;
+        public readonly int Capacity = capacity;
+        public readonly long FastBytes = fastBytes;
+        public readonly Channel<string> Text = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        public readonly Stopwatch Clock = new();
+        public CancellationToken Cancellation;
+        int _abandoned;
+
+        // Loop thread only, from admission on.
+        public IKvCache? Cache;
+        public SequenceOutput? Output;
+        public DecodeStepper? Stepper;
+        public int Prefilled;
+
+        public bool Prefilling => Prefilled < Prompt.Length;
+        public bool Abandoned => Volatile.Read(ref _abandoned) != 0 || Cancellation.IsCancellationRequested;
+        public void Abandon() => Volatile.Write(ref _abandoned, 1);
     }
 }

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
-using System.Text;
 using SpeCache.KvCache;
 using SpeCache.Tokenizers;
 using SpeCache.Transformer;
@@ -74,72 +72,26 @@ public sealed class Generator
 
     IEnumerable<string> Run(int[] prompt, GenerationOptions options, IKvCache cache, GenerationStats stats, CancellationToken cancellation)
     {
-        var sampler = new Sampler(options.Sampling, _model.Config.VocabSize);
-        var state = _model.CreateState(Math.Min(64, Math.Max(prompt.Length, 2)));
+        var output = new SequenceOutput(_tokenizer, _model.Config.VocabSize, prompt, options, cache, stats);
+        var state = _model.CreateState(Math.Min(64, Math.Max(prompt.Length, DecodeStepper.MaxRows)));
         var stepper = new DecodeStepper(_model, cache, state);
-        var history = new List<int>(prompt.Length + options.MaxTokens);
-        history.AddRange(prompt);
-        var decoder = Encoding.UTF8.GetDecoder();
-        var chars = new char[64];
-        var stop = new StopStringMatcher(options.StopStrings);
-        stats.PromptTokens = prompt.Length;
 
         var clock = Stopwatch.StartNew();
-        var logits = _model.Forward(prompt, cache, state).ToArray();
+        // A copy: the forward state's logits are overwritten by the next step, and an iterator keeps no span across a yield.
+        float[] logits = _model.Forward(prompt, cache, state).ToArray();
         stats.PrefillTime = clock.Elapsed;
         clock.Restart();
-        if (options.MaxTokens == 0)
-        {
-            stats.FinishReason = FinishReason.Length;
-            yield break;
-        }
+        if (output.FinishIfNothingToGenerate()) yield break;
 
         while (true)
         {
             cancellation.ThrowIfCancellationRequested();
-            int token = sampler.Sample(logits, CollectionsMarshal.AsSpan(history));
-            stepper.Observe(token);
-            if (!options.IgnoreEndOfGeneration && _tokenizer.IsEndOfGeneration(token))
-            {
-                stats.FinishReason = FinishReason.EndOfGeneration;
-                break;
-            }
-            history.Add(token);
-            stats.Tokens.Add(token);
-            stats.GeneratedTokens++;
-
-            var bytes = _tokenizer.TokenBytes(token);
-            // Right after BOS, SentencePiece's prefix space belongs to no word: drop it, as llama2.c does.
-            if (stats.GeneratedTokens == 1 && prompt[^1] == _tokenizer.BosToken && _tokenizer.AddsSpacePrefix && bytes.Length > 0 && bytes[0] == (byte)' ')
-                bytes = bytes[1..];
-            int needed = decoder.GetCharCount(bytes, flush: false);
-            if (needed > chars.Length) chars = new char[needed * 2];
-            int written = decoder.GetChars(bytes, chars, flush: false);
-            string release = stop.Push(new string(chars, 0, written));
-            if (release.Length > 0) yield return release;
-            if (stop.Stopped)
-            {
-                stats.FinishReason = FinishReason.Stop;
-                break;
-            }
-            if (stats.GeneratedTokens >= options.MaxTokens)
-            {
-                stats.FinishReason = FinishReason.Length;
-                break;
-            }
-            if (cache.Length >= cache.Capacity)
-            {
-                stats.FinishReason = FinishReason.ContextFull;
-                break;
-            }
-            stepper.Step(token).CopyTo(logits);
+            string text = output.Next(logits, stepper);
+            if (text.Length > 0) yield return text;
+            if (output.Finished) break;
+            stepper.Step(output.LastToken).CopyTo(logits);
         }
         stats.DecodeTime = clock.Elapsed;
-        if (stats.FinishReason != FinishReason.Stop)
-        {
-            string rest = stop.Flush();
-            if (rest.Length > 0) yield return rest;
-        }
     }
 }
 

@@ -3,6 +3,7 @@ using SpeCache.KvCache.Policies.Full;
 using SpeCache.KvCache.Policies.H2o;
 using SpeCache.KvCache.Policies.Kivi;
 using SpeCache.KvCache.Policies.SpeCache;
+using SpeCache.KvCache.Quantization;
 using SpeCache.KvCache.Tiers;
 using SpeCache.KvCache.Policies.Streaming;
 using SpeCache.Transformer;
@@ -55,6 +56,21 @@ public static class KvCacheFactory
         "specache" => new SpeCacheKvCache(config, contextLength, options.SpeCache, options.FastTierBudgetBytes),
         "streaming" => new StreamingKvCache(config, contextLength, options.Streaming, options.FastTierBudgetBytes),
         "h2o" => new H2oKvCache(config, contextLength, options.H2o, options.FastTierBudgetBytes),
+        _ => throw Unknown(options.Policy),
+    };
+
+    /// <summary>
+    /// Exact fast-tier bytes a cache of <paramref name="capacity"/> tokens in this policy takes
+    /// (its <see cref="IKvCache.Memory"/>), worked out without allocating it, so that a request can
+    /// be admitted or refused before its memory exists.
+    /// </summary>
+    public static long FastTierBytes(KvCacheOptions options, ModelConfig config, int capacity) => options.Policy switch
+    {
+        "full" => FullKvCache.FastTierBytes(config, capacity, options.FullElement),
+        "kivi" => LowBitCopy.BytesFor(config, capacity, options.Kivi.Bits, options.Kivi.GroupSize, options.Kivi.ResidualLength),
+        "specache" => SpeCacheKvCache.FastTierBytes(config, capacity, options.SpeCache),
+        "streaming" => StreamingKvCache.FastTierBytes(config, capacity, options.Streaming, options.FastTierBudgetBytes),
+        "h2o" => H2oKvCache.FastTierBytes(config, capacity, options.H2o, options.FastTierBudgetBytes),
         _ => throw Unknown(options.Policy),
     };
 

@@ -35,7 +35,16 @@ public sealed class ForwardState
     public float[] Up { get; }         // (tokens, hidden)
     public float[] Logits { get; }     // (vocab) of the last token
     internal float[]? AllLogits;       // (tokens, vocab) when asked for every position
+    internal readonly SequenceAttention SequenceAttention = new();
 }
+
+/// <summary>
+/// One sequence's rows in a batched forward call: <paramref name="Count"/> consecutive rows whose
+/// keys and values go to <paramref name="Cache"/>; the last <paramref name="SpeculativeRows"/> of them
+/// are speculative (see <see cref="IKvCache.BeginStep"/>), and the last <paramref name="OutputRows"/>
+/// give logits (a chunk in the middle of a prompt needs none).
+/// </summary>
+public readonly record struct SequenceRows(IKvCache Cache, int Count, int SpeculativeRows = 0, int OutputRows = 0);
 
 /// <summary>
 /// The Llama-family forward pass (llama, mistral, qwen2, qwen3), read top to bottom like the paper:
@@ -75,18 +84,17 @@ public sealed class LlamaModel
         if (tokens.IsEmpty) throw new ArgumentException("no tokens to run", nameof(tokens));
         if (speculativeRows < 0 || speculativeRows > tokens.Length || (speculativeRows > 0 && tokens.Length > state.MaxTokens))
             throw new ArgumentOutOfRangeException(nameof(speculativeRows), $"{speculativeRows} speculative rows do not fit a step of {tokens.Length} tokens");
-        if (cache.Length + tokens.Length > cache.Capacity)
-            throw new InvalidOperationException($"context overflow: {cache.Length} + {tokens.Length} tokens exceed the context of {cache.Capacity}");
+        CheckRoom(cache, tokens.Length);
         int vocab = Config.VocabSize;
-        if (allLogits && (state.AllLogits == null || state.AllLogits.Length < tokens.Length * vocab))
-            state.AllLogits = new float[tokens.Length * vocab];
+        if (allLogits) EnsureAllLogits(state, tokens.Length);
 
         for (int start = 0; start < tokens.Length; start += state.MaxTokens)
         {
             int n = Math.Min(state.MaxTokens, tokens.Length - start);
             bool lastChunk = start + n == tokens.Length;
+            ReadOnlySpan<SequenceRows> sequence = [new(cache, n, speculativeRows)];
             // A chunk whose rows give no logits needs the last layer only for its keys and values.
-            RunLayers(tokens.Slice(start, n), cache, state, speculativeRows, rowsNeeded: allLogits || lastChunk);
+            RunLayers(tokens.Slice(start, n), sequence, state, rowsNeeded: allLogits || lastChunk);
             if (allLogits)
                 Classify(state, 0, n, state.AllLogits.AsSpan(start * vocab, n * vocab));
             else if (lastChunk)
@@ -95,7 +103,58 @@ public sealed class LlamaModel
         return allLogits ? state.AllLogits.AsSpan(0, tokens.Length * vocab) : state.Logits;
     }
 
-    void RunLayers(ReadOnlySpan<int> tokens, IKvCache cache, ForwardState s, int speculative, bool rowsNeeded)
+    /// <summary>
+    /// One forward call for several sequences at once (batched decoding): <paramref name="tokens"/>
+    /// holds each sequence's rows in the order of <paramref name="sequences"/>, each at the positions
+    /// that follow its own cache. The weights are read once for all rows; each sequence attends only
+    /// to its own cache. Returns the logits of each sequence's output rows, one row after another in
+    /// the same order. The rows must fit one call (the state's <see cref="ForwardState.MaxTokens"/>).
+    /// </summary>
+    public ReadOnlySpan<float> ForwardBatch(ReadOnlySpan<int> tokens, ReadOnlySpan<SequenceRows> sequences, ForwardState state)
+    {
+        if (sequences.IsEmpty) throw new ArgumentException("no sequences to run", nameof(sequences));
+        if (tokens.Length > state.MaxTokens)
+            throw new ArgumentException($"{tokens.Length} rows do not fit a forward state of {state.MaxTokens}", nameof(tokens));
+        int rows = 0, outputs = 0;
+        foreach (var sequence in sequences)
+        {
+            if (sequence.Count < 1 || sequence.SpeculativeRows < 0 || sequence.SpeculativeRows > sequence.Count || sequence.OutputRows < 0 || sequence.OutputRows > sequence.Count)
+                throw new ArgumentOutOfRangeException(nameof(sequences), $"a sequence of {sequence.Count} rows cannot have {sequence.SpeculativeRows} speculative and {sequence.OutputRows} output rows");
+            CheckRoom(sequence.Cache, sequence.Count);
+            rows += sequence.Count;
+            outputs += sequence.OutputRows;
+        }
+        if (rows != tokens.Length) throw new ArgumentException($"the sequences have {rows} rows in all, the tokens {tokens.Length}", nameof(tokens));
+        RunLayers(tokens, sequences, state, rowsNeeded: true);
+
+        // Gather the output rows to the front of the residual stream, in order (each moves down or stays).
+        int dim = Config.Dim, row = 0, packed = 0;
+        foreach (var sequence in sequences)
+        {
+            row += sequence.Count;
+            for (int r = row - sequence.OutputRows; r < row; r++, packed++)
+                if (r != packed) state.X.AsSpan(r * dim, dim).CopyTo(state.X.AsSpan(packed * dim, dim));
+        }
+        if (outputs == 0) return [];
+        EnsureAllLogits(state, outputs);
+        var logits = state.AllLogits.AsSpan(0, outputs * Config.VocabSize);
+        Classify(state, 0, outputs, logits);
+        return logits;
+    }
+
+    static void CheckRoom(IKvCache cache, int tokens)
+    {
+        if (cache.Length + tokens > cache.Capacity)
+            throw new InvalidOperationException($"context overflow: {cache.Length} + {tokens} tokens exceed the context of {cache.Capacity}");
+    }
+
+    void EnsureAllLogits(ForwardState state, int rows)
+    {
+        if (state.AllLogits == null || state.AllLogits.Length < rows * Config.VocabSize)
+            state.AllLogits = new float[rows * Config.VocabSize];
+    }
+
+    void RunLayers(ReadOnlySpan<int> tokens, ReadOnlySpan<SequenceRows> sequences, ForwardState s, bool rowsNeeded)
     {
         var c = Config;
         int n = tokens.Length, dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, hidden = c.HiddenDim;
@@ -115,7 +174,8 @@ public sealed class LlamaModel
             _backend.GetRow(Weights.TokenEmbedding, tokens[i], x.Slice(i * dim, dim));
         }
 
-        cache.BeginStep(n, speculative);
+        var attention = s.SequenceAttention;
+        attention.Begin(sequences, s, qDim, kvDim);
         for (int l = 0; l < c.LayerCount; l++)
         {
             var w = Weights.Layers[l];
@@ -125,28 +185,32 @@ public sealed class LlamaModel
             _backend.MatMul(w.Wq, xb, q, n);
             _backend.MatMul(w.Wk, xb, k, n);
             _backend.MatMul(w.Wv, xb, v, n);
-            for (int i = 0; i < n; i++)
+            int row = 0;
+            foreach (var sequence in sequences)
             {
-                var qi = q.Slice(i * qDim, qDim);
-                var ki = k.Slice(i * kvDim, kvDim);
-                if (w.Bq != null)
+                for (int i = 0; i < sequence.Count; i++, row++)
                 {
-                    _backend.Add(qi, w.Bq);
-                    _backend.Add(ki, w.Bk!);
-                    _backend.Add(v.Slice(i * kvDim, kvDim), w.Bv!);
+                    var qi = q.Slice(row * qDim, qDim);
+                    var ki = k.Slice(row * kvDim, kvDim);
+                    if (w.Bq != null)
+                    {
+                        _backend.Add(qi, w.Bq);
+                        _backend.Add(ki, w.Bk!);
+                        _backend.Add(v.Slice(row * kvDim, kvDim), w.Bv!);
+                    }
+                    if (w.QNorm != null)
+                    {
+                        _backend.RmsNorm(qi, w.QNorm, qi, c.HeadDim, c.RmsNormEps);
+                        _backend.RmsNorm(ki, w.KNorm!, ki, c.HeadDim, c.RmsNormEps);
+                    }
+                    int position = sequence.Cache.Length + i;
+                    _rope.Apply(qi, c.HeadCount, position);
+                    _rope.Apply(ki, c.KvHeadCount, position);
                 }
-                if (w.QNorm != null)
-                {
-                    _backend.RmsNorm(qi, w.QNorm, qi, c.HeadDim, c.RmsNormEps);
-                    _backend.RmsNorm(ki, w.KNorm!, ki, c.HeadDim, c.RmsNormEps);
-                }
-                int position = cache.Length + i;
-                _rope.Apply(qi, c.HeadCount, position);
-                _rope.Apply(ki, c.KvHeadCount, position);
             }
-            cache.Append(l, k, v, n);
-            if (!rowsNeeded && l == c.LayerCount - 1) break; // as llama.cpp does for rows without outputs
-            cache.Attend(l, q, att, n);
+            bool attend = rowsNeeded || l < c.LayerCount - 1; // as llama.cpp does for rows without outputs
+            attention.Run(l, attend);
+            if (!attend) break;
             _backend.MatMul(w.Wo, att, xb, n);
             _backend.Add(x, xb);
 
@@ -158,7 +222,7 @@ public sealed class LlamaModel
             _backend.MatMul(w.Down, gate, xb, n);
             _backend.Add(x, xb);
         }
-        cache.Commit(n - speculative);
+        attention.End();
     }
 
     /// <summary>Final norm and classifier for rows <paramref name="first"/> .. first + count of the last chunk.</summary>

@@ -1,9 +1,10 @@
+using SpeCache.Generation;
 using System.Net;
 using System.Text.Json;
 
 namespace SpeCache.Tests.Server;
 
-/// <summary>One engine, requests in turn; a client that goes away stops its generation and frees the engine.</summary>
+/// <summary>One engine, requests batched or queued; a client that goes away stops its generation and frees its KV cache.</summary>
 public sealed class QueueAndCancellationTests
 {
     /// <summary>Polls /metrics until <paramref name="condition"/> holds; fails after a generous bound instead of hanging.</summary>
@@ -23,7 +24,8 @@ public sealed class QueueAndCancellationTests
     {
         // llama-2-tiny-random has a 4096-token context and random weights: a 4000-token request
         // (ignore_eos) runs for seconds, long enough to be abandoned mid-way.
-        await using var server = await TestServer.StartAsync(TestPaths.Llama2TinyRandom, chatTemplate: false);
+        // A batch of one: the second request must wait for the first.
+        await using var server = await TestServer.StartAsync(TestPaths.Llama2TinyRandom, chatTemplate: false, batch: new BatchOptions { MaxBatch = 1 });
         const int longRequest = 4000;
         using var abandon = new CancellationTokenSource();
         var first = await server.PostJsonAsync("/v1/completions",
@@ -48,6 +50,7 @@ public sealed class QueueAndCancellationTests
         Assert.Equal(8, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
 
         var metrics = await WaitForMetrics(server, m => m["specache_requests_running"] == 0, "the engine idle");
+        Assert.Equal(0, metrics["specache_kv_cache_bytes{tier=\"fast\"}"]); // every cache freed
         Assert.Equal(1, metrics["specache_requests_cancelled_total"]);
         Assert.Equal(1, metrics["specache_requests_completed_total"]);
         // The abandoned generation stopped early: far fewer tokens than it asked for were made.
@@ -55,7 +58,7 @@ public sealed class QueueAndCancellationTests
     }
 
     [Fact]
-    public async Task ConcurrentRequestsAreServedOneAtATimeWithTheSameResults()
+    public async Task ConcurrentRequestsAreBatchedWithTheSameResults()
     {
         await using var server = await TestServer.StartAsync();
         string[] prompts = ["Once upon a time", "The cat", "Tom and Lily", "One day"];
@@ -67,6 +70,7 @@ public sealed class QueueAndCancellationTests
             Assert.Equal(TestServer.GreedyReference(TestPaths.Stories260K, engine => engine.Encode(prompts[i]), 16), together[i]);
         var metrics = await server.MetricsAsync();
         Assert.Equal(prompts.Length, metrics["specache_requests_completed_total"]);
+        Assert.True(server.Queue.Steps < prompts.Length * 16, $"{server.Queue.Steps} steps: the requests were not batched");
     }
 
     [Fact]
@@ -77,8 +81,8 @@ public sealed class QueueAndCancellationTests
         Assert.Equal(0, before["specache_requests_queued"]);
         Assert.Equal(0, before["specache_requests_running"]);
         Assert.Equal(0, before["specache_tokens_generated_total"]);
-        // A full 16-bit cache of stories260K: 2 (K, V) x 5 layers x 32 (4 KV heads of 8) x 512 positions x 2 bytes.
-        Assert.Equal(2 * 5 * 32 * 512 * 2, before["specache_kv_cache_bytes{tier=\"fast\"}"]);
+        // No request, no cache.
+        Assert.Equal(0, before["specache_kv_cache_bytes{tier=\"fast\"}"]);
         Assert.Equal(0, before["specache_kv_cache_bytes{tier=\"host\"}"]);
 
         var body = await server.PostForJsonAsync("/v1/completions", """{"prompt":"Once upon a time","max_tokens":20,"ignore_eos":true}""");
@@ -90,5 +94,9 @@ public sealed class QueueAndCancellationTests
         Assert.Equal(body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32(), after["specache_prompt_tokens_total"]);
         Assert.Equal(1, after["specache_requests_completed_total"]);
         Assert.True(after["specache_last_request_tokens_per_second"] > 0);
+        // The request's full 16-bit cache, sized to its prompt and max_tokens: 2 (K, V) x 5 layers x 32
+        // (4 KV heads of 8) x (prompt + 20) positions x 2 bytes, held while it ran and freed after.
+        Assert.Equal(2 * 5 * 32 * (body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() + 20) * 2, after["specache_kv_cache_fast_tier_peak_bytes"]);
+        Assert.Equal(0, after["specache_kv_cache_bytes{tier=\"fast\"}"]);
     }
 }

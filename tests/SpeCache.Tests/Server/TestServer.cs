@@ -36,12 +36,13 @@ public sealed class TestServer : IAsyncDisposable
     public HttpClient Http { get; }
     public string ModelId => Path.GetFileName(Engine.File.Path.TrimEnd('/', Path.DirectorySeparatorChar));
 
-    public static async Task<TestServer> StartAsync(string? model = null, bool chatTemplate = true, string? apiKey = null, int? defaultMaxTokens = null)
+    public static async Task<TestServer> StartAsync(string? model = null, bool chatTemplate = true, string? apiKey = null, int? defaultMaxTokens = null,
+        BatchOptions? batch = null, SpeCache.KvCache.KvCacheOptions? kvCache = null)
     {
         model ??= TestPaths.Stories260K;
         // One compute thread: test classes run in parallel on a 2-core machine.
-        var engine = Engine.Load(model, new EngineOptions { Threads = 1 });
-        var queue = new GenerationQueue(engine);
+        var engine = Engine.Load(model, new EngineOptions { Threads = 1, KvCache = kvCache ?? new() });
+        var queue = new GenerationQueue(engine, batch);
         var options = new ServerOptions
         {
             Port = 0,

@@ -60,7 +60,7 @@ public abstract class SlotKvCache : IKvCache
     }
 
     /// <summary>Bytes one slot takes over all layers and KV heads: an F16 key and value.</summary>
-    public static long SlotBytes(ModelConfig config) => 2L * config.LayerCount * config.KvDim * sizeof(ushort);
+    public static long SlotBytes(ModelConfig config) => SlotBytes(config.LayerCount, config.KvDim);
 
     /// <summary>Most tokens kept between calls (per layer and KV head).</summary>
     public int KeptSlots { get; }
@@ -75,7 +75,9 @@ public abstract class SlotKvCache : IKvCache
     public int KeptTokens => Kept[0];
 
     /// <summary>The F16 slots (kept and staging) plus whatever per-slot state the policy adds.</summary>
-    public KvMemory Memory => new(2L * Layers * KvHeads * SlotsPerHead * HeadDim * sizeof(ushort) + MetadataBytes, 0);
+    public KvMemory Memory => new((long)SlotsPerHead * SlotBytes(Layers, KvHeads * HeadDim) + MetadataBytes, 0);
+
+    static long SlotBytes(int layers, int kvDim) => 2L * layers * kvDim * sizeof(ushort);
 
     /// <summary>Fast-tier bytes of per-slot bookkeeping (h2o's scores and positions).</summary>
     protected virtual long MetadataBytes => 0;

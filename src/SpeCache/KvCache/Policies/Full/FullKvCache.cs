@@ -123,7 +123,13 @@ public sealed class FullKvCache : IKvCache
     public int Length { get; private set; }
     public int Capacity { get; }
 
-    public KvMemory Memory => new(2L * _layers * Capacity * _rowBytes, 0);
+    public KvMemory Memory => new(FastTierBytes(_layers, Capacity, _rowBytes), 0);
+
+    /// <summary>Fast-tier bytes of a cache of <paramref name="capacity"/> tokens: every layer's K and V rows.</summary>
+    public static long FastTierBytes(Transformer.ModelConfig config, int capacity, FullKvElement element) =>
+        FastTierBytes(config.LayerCount, capacity, RowBytes(element, config.KvDim));
+
+    static long FastTierBytes(int layers, int capacity, int rowBytes) => 2L * layers * capacity * rowBytes;
 
     public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int count)
     {

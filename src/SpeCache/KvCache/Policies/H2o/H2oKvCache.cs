@@ -52,6 +52,10 @@ public sealed class H2oKvCache : SlotKvCache
     public static long SlotBytesWithScores(ModelConfig config) =>
         SlotBytes(config) + (long)config.LayerCount * config.KvHeadCount * (sizeof(float) + sizeof(int));
 
+    /// <summary>Fast-tier bytes of a cache of <paramref name="capacity"/> tokens: its kept and staging slots with their scores.</summary>
+    public static long FastTierBytes(ModelConfig config, int capacity, H2oOptions options, long? budgetBytes) =>
+        (KeptSlotsFor(config, capacity, options, budgetBytes) + Math.Min(options.StagingRows, capacity)) * SlotBytesWithScores(config);
+
     /// <summary>Kept tokens: window + heavy hitters, or what the budget holds; never more than the context.</summary>
     public static int KeptSlotsFor(ModelConfig config, int capacity, H2oOptions options, long? budgetBytes)
     {

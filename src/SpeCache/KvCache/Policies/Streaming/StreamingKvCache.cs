@@ -40,6 +40,10 @@ public sealed class StreamingKvCache : SlotKvCache
     public int Sinks => _sinks;
     public int Window => _window;
 
+    /// <summary>Fast-tier bytes of a cache of <paramref name="capacity"/> tokens: its kept and staging slots.</summary>
+    public static long FastTierBytes(ModelConfig config, int capacity, StreamingOptions options, long? budgetBytes) =>
+        (KeptSlotsFor(config, capacity, options, budgetBytes) + Math.Min(options.StagingRows, capacity)) * SlotBytes(config);
+
     /// <summary>Kept tokens: sinks + window, or what the budget holds; never more than the context.</summary>
     public static int KeptSlotsFor(ModelConfig config, int capacity, StreamingOptions options, long? budgetBytes)
     {
