@@ -99,4 +99,23 @@ public sealed class QueueAndCancellationTests
         Assert.Equal(2 * 5 * 32 * (body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() + 20) * 2, after["specache_kv_cache_fast_tier_peak_bytes"]);
         Assert.Equal(0, after["specache_kv_cache_bytes{tier=\"fast\"}"]);
     }
+
+    [Fact]
+    public async Task ARequestWhoseCacheCouldNeverFitTheBudgetIsA400()
+    {
+        // A budget for a full 16-bit cache of 100 tokens (2 x 5 layers x 32 x 2 bytes each).
+        await using var server = await TestServer.StartAsync(batch: new BatchOptions { FastTierBudgetBytes = 100 * 640 });
+        foreach (bool stream in new[] { false, true })
+        {
+            using var refused = await server.PostJsonAsync("/v1/completions", $$"""{"prompt":"Once upon a time","max_tokens":200,"stream":{{(stream ? "true" : "false")}}}""",
+                cancellation: TestContext.Current.CancellationToken);
+            var error = await ValidationTests.AssertError(refused, HttpStatusCode.BadRequest, "max_tokens", "kv_budget_exceeded");
+            Assert.Contains("budget", error.GetProperty("message").GetString());
+        }
+        var body = await server.PostForJsonAsync("/v1/completions", """{"prompt":"Once upon a time","max_tokens":20}""");
+        Assert.InRange(body.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), 1, 20); // a request that fits is served
+        var metrics = await server.MetricsAsync();
+        Assert.Equal(2, metrics["specache_requests_refused_total"]);
+        Assert.Equal(100 * 640, metrics["specache_kv_cache_fast_tier_budget_bytes"]);
+    }
 }
