@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
+using SpeCache.Eval;
 using SpeCache.KvCache;
+using SpeCache.KvCache.Tiers;
 using SpeCache.ModelFiles.Synthetic;
 
 namespace SpeCache.Bench;
@@ -39,15 +41,41 @@ public static class BenchCommand
         var threads = new Option<int>("--threads", "-t") { Description = "Threads for every engine and the bandwidth test (default: all cores).", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out", "-o") { Description = "Folder for bench.md, bench.json and bench-decode.png.", DefaultValueFactory = _ => "bench-results" };
         var seed = new Option<int>("--seed") { Description = "Seed of the random tokens.", DefaultValueFactory = _ => 0 };
+        var batch = new Option<bool>("--batch") { Description = "Measure throughput at a fixed fast-tier budget instead: per policy, the largest batch that fits and its tokens/s (writes batch.md, batch.json, batch-throughput.png)." };
+        var batchBudget = new Option<string>("--batch-budget") { Description = "With --batch: fast-tier bytes all sequences' KV caches share.", DefaultValueFactory = _ => "1GiB" };
+        var batchContext = new Option<int>("--context") { Description = "With --batch: tokens in each sequence's context.", DefaultValueFactory = _ => 8192 };
+        var maxBatch = new Option<int>("--max-batch") { Description = "With --batch: largest batch tried.", DefaultValueFactory = _ => 64 };
+        var policies = new Option<string[]>("--policy") { Description = $"With --batch: a policy to measure, e.g. specache:bits=1,group=64 (repeat; default: {string.Join(", ", BatchBench.DefaultPolicies)}).", AllowMultipleArgumentsPerToken = true };
         var streamMib = new Option<int>("--stream-mib") { Description = "MiB of each STREAM array (make it far bigger than the last-level cache).", DefaultValueFactory = _ => 128 };
 
         string what = peer == null ? "our KV policies" : $"our KV policies and {peer.Name}";
         var command = new Command(name, $"Prefill and decode tokens/s at context depths for {what}, memory bandwidth and the roofline; writes Markdown, JSON and a PNG plot.");
-        foreach (var option in new Option[] { model, shape, type, layers, vocab, models, prompt, decode, depths, kv, threads, output, seed, streamMib })
+        foreach (var option in new Option[] { model, shape, type, layers, vocab, models, prompt, decode, depths, kv, threads, output, seed, streamMib, batch, batchBudget, batchContext, maxBatch, policies })
             command.Options.Add(option);
         command.SetAction(result => BenchProgress.Run(() =>
         {
             int threadCount = result.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
+            if (result.GetValue(batch))
+            {
+                var batchSettings = new BatchBenchSettings
+                {
+                    ModelPath = "",
+                    Context = Positive(result.GetValue(batchContext), "--context"),
+                    DecodeTokens = Positive(result.GetValue(decode), "--decode"),
+                    FastTierBudgetBytes = ParseBytes(result.GetValue(batchBudget)!, "--batch-budget"),
+                    MaxBatch = Positive(result.GetValue(maxBatch), "--max-batch"),
+                    Policies = result.GetValue(policies) is { Length: > 0 } given ? given : BatchBench.DefaultPolicies,
+                    Threads = threadCount,
+                    Seed = result.GetValue(seed),
+                };
+                foreach (string policy in batchSettings.Policies) PolicySpec.Parse(policy); // before making a model
+                batchSettings = batchSettings with { ModelPath = result.GetValue(model) ?? MakeModel(result.GetValue(shape)!, result.GetValue(type)!, result.GetValue(layers), result.GetValue(vocab), result.GetValue(models), threadCount) };
+                var batchReport = BenchProgress.Status("SpeCache batch", status => BatchBench.Run(batchSettings, status));
+                foreach (var file in ReportWriter.WriteAll(batchReport, result.GetValue(output)!))
+                    Console.Error.WriteLine($"wrote {file}");
+                Console.Write(ReportWriter.Markdown(batchReport));
+                return 0;
+            }
             string path = result.GetValue(model) ?? MakeModel(result.GetValue(shape)!, result.GetValue(type)!, result.GetValue(layers), result.GetValue(vocab), result.GetValue(models), threadCount);
             var settings = new BenchSettings
             {
@@ -87,10 +115,12 @@ public static class BenchCommand
             }
         }
         var info = new FileInfo(settings.ModelPath);
-        return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length,
-            $"{RuntimeInformation.OSDescription.Trim()}, {Environment.ProcessorCount} logical CPUs, .NET {Environment.Version}",
+        return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length, MachineDescription(),
             settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline, rows);
     }
+
+    public static string MachineDescription() =>
+        $"{RuntimeInformation.OSDescription.Trim()}, {Environment.ProcessorCount} logical CPUs, .NET {Environment.Version}";
 
     /// <summary>Every row's speed over the baseline row's at the same depth.</summary>
     static List<BenchRow> WithRatios(List<BenchRow> rows, string engine, string kv)
@@ -114,6 +144,12 @@ public static class BenchCommand
     {
         var items = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         return items.Length > 0 ? items : throw new ArgumentException($"{option} needs at least one value");
+    }
+
+    static long ParseBytes(string text, string option)
+    {
+        try { return ByteSize.Parse(text); }
+        catch (FormatException e) { throw new ArgumentException($"{option}: {e.Message}"); }
     }
 
     static int Positive(int value, string option) => value > 0 ? value : throw new ArgumentException($"{option} must be positive");

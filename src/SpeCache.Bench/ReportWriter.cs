@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using SpeCache.KvCache.Tiers;
 
 namespace SpeCache.Bench;
 
@@ -68,6 +69,50 @@ public static class ReportWriter
         plot.XLabel("context depth (tokens)");
         plot.YLabel("decode tokens/s");
         plot.Axes.SetLimitsY(0, Math.Max(1e-9, r.Rows.Max(x => x.DecodeTokensPerSecond)) * 1.1);
+        plot.ShowLegend();
+        plot.SavePng(path, 900, 560);
+    }
+
+    /// <summary>Writes batch.md, batch.json and batch-throughput.png into <paramref name="folder"/>; returns their paths.</summary>
+    public static IReadOnlyList<string> WriteAll(BatchReport report, string folder)
+    {
+        Directory.CreateDirectory(folder);
+        string md = Path.Combine(folder, "batch.md"), json = Path.Combine(folder, "batch.json"), png = Path.Combine(folder, "batch-throughput.png");
+        File.WriteAllText(md, Markdown(report));
+        File.WriteAllText(json, JsonSerializer.Serialize(report, Json));
+        Plot(report, png);
+        return [md, json, png];
+    }
+
+    public static string Markdown(BatchReport r)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        md.AppendLine(inv, $"# Batch throughput: {r.Model}");
+        md.AppendLine();
+        md.AppendLine(inv, $"{r.Date:yyyy-MM-dd HH:mm} UTC, {r.Machine}, {r.Threads} threads.");
+        md.AppendLine(inv, $"Fast-tier budget {ByteSize.Format(r.FastTierBudgetBytes)} shared by every sequence's KV cache; each sequence holds a {r.Context:N0}-token context and decodes {r.DecodeTokens} greedy tokens; all sequences of a batch decode together, one forward pass per step.");
+        md.AppendLine();
+        md.AppendLine("| KV policy | fast tier / sequence | host tier / sequence | max batch | tokens/s | step ms | ratio to full |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+        foreach (var x in r.Rows)
+            md.AppendLine(inv, $"| {x.Policy} | {ByteSize.Format(x.FastTierBytesPerSequence)} | {ByteSize.Format(x.HostTierBytesPerSequence)} | {x.MaxBatch} | {x.TokensPerSecond:F2} | {x.StepMilliseconds:F0} | {Ratio(x.RatioToFull)} |");
+        return md.ToString();
+    }
+
+    public static void Plot(BatchReport r, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        for (int i = 0; i < r.Rows.Count; i++)
+        {
+            var bar = plot.Add.Bar(i, r.Rows[i].TokensPerSecond);
+            bar.LegendText = $"{r.Rows[i].Policy} (batch {r.Rows[i].MaxBatch})";
+            bar.Color = ScottPlot.Palette.Default.GetColor(i);
+        }
+        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, r.Rows.Count).Select(i => (double)i).ToArray(), r.Rows.Select(x => x.Policy).ToArray());
+        plot.Title($"{r.Model}: tokens/s at a {ByteSize.Format(r.FastTierBudgetBytes)} fast-tier budget, {r.Context:N0}-token context");
+        plot.YLabel("tokens/s (whole batch)");
+        plot.Axes.SetLimitsY(0, Math.Max(1e-9, r.Rows.Max(x => x.TokensPerSecond)) * 1.15);
         plot.ShowLegend();
         plot.SavePng(path, 900, 560);
     }

@@ -89,4 +89,38 @@ public class BenchCliTests
         var result = CliRunner.Run("bench", "--model", TestPaths.Llama2TinyRandom, "--kv", "full,nonesuch", "--out", Folder("bad-kv"));
         CliRunner.AssertOneLineError(result, "unknown policy 'nonesuch'");
     }
+
+    [Fact]
+    public void BatchBenchFitsAsManySequencesAsTheBudgetHoldsAndDecodesThemTogether()
+    {
+        string models = Folder("batch-models"), output = Folder("batch-results");
+        var result = CliRunner.Run("bench", "--batch", "--shape", "tiny-llama", "--layers", "1", "--models-dir", models, "--context", "500",
+            "--decode", "3", "--threads", "1", "--batch-budget", "1MiB", "--max-batch", "12",
+            "--policy", "full", "--policy", "kivi:bits=2,residual=32", "--policy", "specache:bits=1,group=32,k=8,residual=32", "--out", output);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "batch.json")));
+        var rows = json.RootElement.GetProperty("rows").EnumerateArray().ToList();
+        Assert.Equal(["full", "kivi:bits=2,residual=32", "specache:bits=1,group=32,k=8,residual=32"], rows.Select(r => r.GetProperty("policy").GetString()));
+        foreach (var row in rows)
+        {
+            long perSequence = row.GetProperty("fastTierBytesPerSequence").GetInt64();
+            int batch = row.GetProperty("maxBatch").GetInt32();
+            Assert.Equal((int)Math.Min(12, (1L << 20) / perSequence), batch);
+            Assert.True(row.GetProperty("tokensPerSecond").GetDouble() > 0);
+        }
+        Assert.Equal(1.0, rows[0].GetProperty("ratioToFull").GetDouble());
+        Assert.True(rows[0].GetProperty("maxBatch").GetInt32() < rows[1].GetProperty("maxBatch").GetInt32(), "the low-bit cache fits more sequences");
+        Assert.True(rows[2].GetProperty("hostTierBytesPerSequence").GetInt64() > 0);
+        Assert.Contains("| KV policy | fast tier / sequence |", File.ReadAllText(Path.Combine(output, "batch.md")));
+        byte[] png = File.ReadAllBytes(Path.Combine(output, "batch-throughput.png"));
+        Assert.Equal(0x89, png[0]);
+    }
+
+    [Fact]
+    public void BatchBenchRejectsABadPolicyOrBudgetInOneLine()
+    {
+        CliRunner.AssertOneLineError(CliRunner.Run("bench", "--batch", "--model", TestPaths.Llama2TinyRandom, "--policy", "specache:bits=3", "--out", Folder("bad-batch")), "bits");
+        CliRunner.AssertOneLineError(CliRunner.Run("bench", "--batch", "--model", TestPaths.Llama2TinyRandom, "--batch-budget", "lots", "--out", Folder("bad-batch")), "--batch-budget");
+    }
 }
