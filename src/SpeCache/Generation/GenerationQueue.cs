@@ -182,9 +182,11 @@ public sealed class GenerationQueue : IDisposable
         {
             if (!finished)
             {
-                // The caller cancelled, failed or stopped reading: the loop drops the request at the next step.
+                // The caller cancelled, failed or stopped reading: the loop drops the request at the next
+                // step; wait for that, so that its cache is free when the caller goes on.
                 request.Abandon();
                 _wake.Release();
+                await request.Ended.ConfigureAwait(false);
             }
         }
     }
@@ -227,7 +229,7 @@ public sealed class GenerationQueue : IDisposable
             {
                 foreach (var request in _running) End(request, new ObjectDisposedException(nameof(GenerationQueue)));
                 _running.Clear();
-                foreach (var request in _waiting) request.Text.Writer.TryComplete(new ObjectDisposedException(nameof(GenerationQueue)));
+                foreach (var request in _waiting) request.Finish(new ObjectDisposedException(nameof(GenerationQueue)));
                 _waiting.Clear();
                 return false;
             }
@@ -237,8 +239,8 @@ public sealed class GenerationQueue : IDisposable
                 if (node.Value.Abandoned)
                 {
                     Interlocked.Increment(ref _cancelled);
-                    node.Value.Text.Writer.TryComplete();
                     _waiting.Remove(node);
+                    node.Value.Finish(null);
                 }
                 node = next;
             }
@@ -263,7 +265,7 @@ public sealed class GenerationQueue : IDisposable
         catch (Exception e)
         {
             Interlocked.Increment(ref _failed);
-            request.Text.Writer.TryComplete(e);
+            request.Finish(e);
             return;
         }
         request.Output = new SequenceOutput(Engine.Tokenizer, Engine.Config.VocabSize, request.Prompt, request.Options, request.Cache, request.Stats);
@@ -347,28 +349,14 @@ public sealed class GenerationQueue : IDisposable
             Volatile.Write(ref _throughput, _throughput == 0 ? generated / seconds : 0.8 * _throughput + 0.2 * generated / seconds);
     }
 
-    /// <summary>Ends a running request (finished, abandoned or failed) and frees its cache at once.</summary>
+    /// <summary>
+    /// Ends a running request (finished, abandoned or failed): frees its cache at once, then counts it,
+    /// then lets its caller go, so that a caller who sees the end sees the memory already free.
+    /// </summary>
     void End(Request request, Exception? error)
     {
         var stats = request.Stats;
         if (!request.Prefilling) stats.DecodeTime = request.Clock.Elapsed;
-        Interlocked.Add(ref _generatedTokens, stats.GeneratedTokens);
-        if (error != null)
-        {
-            Interlocked.Increment(ref _failed);
-            request.Text.Writer.TryComplete(error);
-        }
-        else if (request.Output is { Finished: true })
-        {
-            Interlocked.Increment(ref _completed);
-            Volatile.Write(ref _lastTokensPerSecond, stats.DecodeTokensPerSecond);
-            request.Text.Writer.TryComplete();
-        }
-        else
-        {
-            Interlocked.Increment(ref _cancelled);
-            request.Text.Writer.TryComplete();
-        }
         if (request.Cache != null)
         {
             Interlocked.Add(ref _hostBytes, -request.Cache.Memory.HostTierBytes);
@@ -376,7 +364,18 @@ public sealed class GenerationQueue : IDisposable
             request.Cache = null;
             Interlocked.Add(ref _reservedFastBytes, -request.FastBytes);
         }
+        Interlocked.Add(ref _generatedTokens, stats.GeneratedTokens);
+        if (error != null)
+            Interlocked.Increment(ref _failed);
+        else if (request.Output is { Finished: true })
+        {
+            Interlocked.Increment(ref _completed);
+            Volatile.Write(ref _lastTokensPerSecond, stats.DecodeTokensPerSecond);
+        }
+        else
+            Interlocked.Increment(ref _cancelled);
         Interlocked.Decrement(ref _runningCount);
+        request.Finish(error);
     }
 
     public void Dispose()
@@ -410,6 +409,17 @@ public sealed class GenerationQueue : IDisposable
         public SequenceOutput? Output;
         public DecodeStepper? Stepper;
         public int Prefilled;
+
+        readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Completes once the request is out of the queue and the batch, its cache freed.</summary>
+        public Task Ended => _ended.Task;
+
+        public void Finish(Exception? error)
+        {
+            Text.Writer.TryComplete(error);
+            _ended.TrySetResult();
+        }
 
         public bool Prefilling => Prefilled < Prompt.Length;
         public bool Abandoned => Volatile.Read(ref _abandoned) != 0 || Cancellation.IsCancellationRequested;

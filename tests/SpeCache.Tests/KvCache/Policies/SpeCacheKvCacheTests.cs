@@ -105,7 +105,7 @@ public sealed class SpeCacheKvCacheTests : IDisposable
         // its logits must be bit for bit the same whatever the speculative token is. A real row that
         // attended to the speculative row (or a speculative K/V that got stored) would change them.
         int[] prompt = PromptTokens();
-        var options = new SpeCacheOptions(Bits: 1, GroupSize: 32, ResidualLength: 32, TopK: 8);
+        var options = new SpeCacheOptions(Bits: 1, GroupSize: 32, ResidualLength: 32, TopK: 8, Speculative: true);
         using var a = new SpeCacheKvCache(_model.Config, 512, options);
         using var b = new SpeCacheKvCache(_model.Config, 512, options);
         int[] forced = new int[40];
@@ -125,7 +125,7 @@ public sealed class SpeCacheKvCacheTests : IDisposable
     public void OnlyRealTokensAreStored()
     {
         int[] prompt = PromptTokens();
-        var options = new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 32, TopK: 8);
+        var options = new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 32, TopK: 8, Speculative: true);
         using var speculative = new SpeCacheKvCache(_model.Config, 512, options);
         using var plain = new SpeCacheKvCache(_model.Config, 512, options with { Speculative = false });
         var withRows = DecodeSpeculatively(speculative, prompt, 50, Greedy);
@@ -169,7 +169,7 @@ public sealed class SpeCacheKvCacheTests : IDisposable
     public void TheSpeculativeRowPrefetchesWhatTheNextStepNeeds()
     {
         int[] prompt = PromptTokens();
-        var options = new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 32, TopK: 8);
+        var options = new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 32, TopK: 8, Speculative: true);
         using var speculative = new SpeCacheKvCache(_model.Config, 512, options);
         using var plain = new SpeCacheKvCache(_model.Config, 512, options with { Speculative = false });
         DecodeSpeculatively(speculative, prompt, 100, Greedy);
@@ -199,7 +199,7 @@ public sealed class SpeCacheKvCacheTests : IDisposable
     [Fact]
     public void RecallIsMeasuredOnRequest()
     {
-        var options = new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 32, TopK: 8, MeasureRecall: true);
+        var options = new SpeCacheOptions(Bits: 2, GroupSize: 32, ResidualLength: 32, TopK: 8, MeasureRecall: true, Speculative: true);
         using var cache = new SpeCacheKvCache(_model.Config, 512, options);
         DecodeSpeculatively(cache, PromptTokens(), 20, Greedy);
         Assert.True(cache.Counters.RecallChecks > 0);

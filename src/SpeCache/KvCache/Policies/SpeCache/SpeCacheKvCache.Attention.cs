@@ -48,7 +48,7 @@ public sealed partial class SpeCacheKvCache
         for (int w = 0; w < _workers; w++) _scratch[w].MergeCountersInto(Counters);
         if (real == 1) Counters.DecodeSteps += layer == 0 ? 1 : 0;
 
-        if (_stepSpeculative == 1 && !_disposed)
+        if (_stepSpeculative == 1 && work.Next.Positions.Length > 0 && !_disposed)
         {
             _jobDone[layer].Reset();
             _jobPending[layer] = true;
@@ -230,7 +230,8 @@ public sealed partial class SpeCacheKvCache
             // real row will use (low-bit and residual scores, before any 16-bit pair replaces them),
             // over the positions that will be low-bit then: today's, plus the residual's oldest group
             // if the next token's append folds it.
-            if (work.Speculative == 1)
+            // (A cache made without the speculative row has no pool: its speculative rows prefetch nothing.)
+            if (work.Speculative == 1 && work.Next.Positions.Length > 0)
             {
                 int nextQuantized = quantized + (residual + 1 == c._residualMax ? g : 0);
                 Importance(work.Real, stride, stride, nextQuantized);
@@ -316,7 +317,8 @@ public sealed partial class SpeCacheKvCache
         {
             var c = _c;
             int d = _d;
-            var staged = staging.Positions.AsSpan(h * _k, staging.Counts[h]);
+            // Empty when nothing was prefetched (and the pool has no room at all without the speculative row).
+            var staged = staging.Counts[h] == 0 ? [] : staging.Positions.AsSpan(h * _k, staging.Counts[h]);
             int exact = 0;
             long fetched = 0, fetchStart = 0;
             for (int i = 0; i < selected; i++)

@@ -121,7 +121,9 @@ public sealed partial class SpeCacheKvCache : IKvCache
         _rowV = new float[_kvHeads * _headDim];
         _pending = new int[_layers];
         _staging = new Staging[_layers][];
-        for (int l = 0; l < _layers; l++) _staging[l] = [new(_kvHeads, _k, _headDim), new(_kvHeads, _k, _headDim)];
+        // Without the speculative row nothing is prefetched: the pool is never filled, so it takes no memory.
+        int staged = options.SpeculativeRowEnabled ? _k : 0;
+        for (int l = 0; l < _layers; l++) _staging[l] = [new(_kvHeads, staged, _headDim), new(_kvHeads, staged, _headDim)];
         _current = new int[_layers];
         _jobPending = new bool[_layers];
         _jobDone = new ManualResetEventSlim[_layers];
@@ -151,14 +153,20 @@ public sealed partial class SpeCacheKvCache : IKvCache
 
     public KvMemory Memory => new(FastTierBytesFixed(), _host.Bytes);
 
-    long FastTierBytesFixed() => _copy.Bytes + StagingBytes(_layers, _kvHeads, _headDim, _k);
+    long FastTierBytesFixed() => _copy.Bytes + StagingBytes(_layers, _kvHeads, _headDim, _k, Options.SpeculativeRowEnabled);
 
-    static long StagingBytes(int layers, int kvHeads, int headDim, int k) => (long)layers * kvHeads * 2L * k * 2 * headDim * sizeof(float);
+    /// <summary>
+    /// Where 16-bit pairs land in the fast tier. With the speculative row: the staging pool, two halves
+    /// (being read, being filled) of k pairs per layer and KV head. Without it, pairs are fetched on
+    /// demand into the attention workers' buffers, at most one layer's k pairs per KV head at a time.
+    /// </summary>
+    static long StagingBytes(int layers, int kvHeads, int headDim, int k, bool speculative) =>
+        (speculative ? layers * 2L : 1L) * kvHeads * k * 2 * headDim * sizeof(float);
 
-    /// <summary>Exact fast-tier bytes a cache of <paramref name="capacity"/> tokens allocates: low-bit copy, residual, staging pool.</summary>
+    /// <summary>Exact fast-tier bytes a cache of <paramref name="capacity"/> tokens holds: low-bit copy, residual, staging pool.</summary>
     public static long FastTierBytes(ModelConfig config, int capacity, SpeCacheOptions options) =>
         LowBitCopy.BytesFor(config, capacity, options.Bits, options.GroupSize, options.ResidualLength)
-        + StagingBytes(config.LayerCount, config.KvHeadCount, config.HeadDim, options.TopK);
+        + StagingBytes(config.LayerCount, config.KvHeadCount, config.HeadDim, options.TopK, options.SpeculativeRowEnabled);
 
     /// <summary>Fast-tier bytes per token of the low-bit copy, over all layers (the residual and staging pool are a constant on top).</summary>
     public static long BytesPerToken(ModelConfig config, SpeCacheOptions options) =>
