@@ -18,6 +18,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
 
     readonly WorkerPool _pool;
     readonly MatMulJob _matMul = new();
+    readonly TiledMatMulJob _tiled = new();
     readonly QuantizeJob _quantize = new();
     byte[] _activations = [];
 
@@ -41,25 +42,31 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         fixed (float* px = x)
         fixed (float* py = y)
         {
-            byte* activations;
+            if (traits.Tiles is { } tiles)
+            {
+                int packedRowBytes = tiles.PackedRowBytes(cols);
+                byte* packed = Quantize(tiles.Pack, px, cols, packedRowBytes, n);
+                var tiled = _tiled;
+                tiled.Kernel = tiles;
+                tiled.Weights = w.Data;
+                tiled.WeightRowBytes = w.RowBytes;
+                tiled.Activations = packed;
+                tiled.PackedRowBytes = packedRowBytes;
+                tiled.Output = py;
+                tiled.Rows = rows;
+                tiled.Cols = cols;
+                tiled.N = n;
+                _pool.Run(tiled, rows, RowGrain);
+                tiled.Activations = null;
+                tiled.Output = null;
+                return;
+            }
+
             int activationRowBytes = checked((int)GgmlTypeInfo.RowBytes(traits.ActivationType, cols));
-            if (traits.ActivationType == GgmlType.F32)
-            {
-                activations = (byte*)px; // float weights read the float activations as they are
-            }
-            else
-            {
-                long need = (long)activationRowBytes * n;
-                if (_activations.Length < need)
-                    _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
-                activations = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations));
-                _quantize.Quantize = traits.QuantizeActivation;
-                _quantize.Source = px;
-                _quantize.Destination = activations;
-                _quantize.Cols = cols;
-                _quantize.RowBytes = activationRowBytes;
-                _pool.Run(_quantize, n, grain: 4);
-            }
+            // Float weights read the float activations as they are.
+            byte* activations = traits.ActivationType == GgmlType.F32
+                ? (byte*)px
+                : Quantize(traits.QuantizeActivation, px, cols, activationRowBytes, n);
 
             var job = _matMul;
             job.Dot = traits.Dot;
@@ -76,6 +83,23 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
             job.Activations = null;
             job.Output = null;
         }
+    }
+
+    /// <summary>Quantizes <paramref name="n"/> activation rows into the shared scratch buffer, split over the pool.</summary>
+    byte* Quantize(QuantizeRowFn quantize, float* x, int cols, int rowBytes, int n)
+    {
+        long need = (long)rowBytes * n;
+        if (_activations.Length < need)
+            _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
+        byte* activations = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations));
+        _quantize.Quantize = quantize;
+        _quantize.Source = x;
+        _quantize.Destination = activations;
+        _quantize.Cols = cols;
+        _quantize.RowBytes = rowBytes;
+        _pool.Run(_quantize, n, grain: 4);
+        _quantize.Source = null;
+        return activations;
     }
 
     public void GetRow(WeightTensor w, long row, Span<float> destination)
