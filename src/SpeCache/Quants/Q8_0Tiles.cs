@@ -107,8 +107,12 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
                 byte* wt = w + r0 * weightRowBytes;
                 // Half scales to float once per weight tile; every activation tile below reuses them.
                 for (int i = 0; i < m; i++)
-                    for (int b = 0; b < nb; b++)
-                        wd[i * nb + b] = QuantMath.ToFloat(*(ushort*)(wt + i * weightRowBytes + (long)b * TW.BlockBytes));
+                {
+                    byte* row = wt + i * weightRowBytes;
+                    int b = 0;
+                    for (; b + 8 <= nb; b += 8) QuantMath.Scales8(row + (long)b * TW.BlockBytes, TW.BlockBytes).Store(wd + i * nb + b);
+                    for (; b < nb; b++) wd[i * nb + b] = QuantMath.ToFloat(*(ushort*)(row + (long)b * TW.BlockBytes));
+                }
                 for (int i0 = 0; i0 < n; i0 += 4)
                 {
                     byte* at = a + (long)i0 * packedRowBytes;
