@@ -88,10 +88,11 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
     /// <summary>Quantizes <paramref name="n"/> activation rows into the shared scratch buffer, split over the pool.</summary>
     byte* Quantize(QuantizeRowFn quantize, float* x, int cols, int rowBytes, int n)
     {
-        long need = (long)rowBytes * n;
+        // Rows start on cache lines (packed row sizes are whole lines), so wide loads never straddle two.
+        long need = (long)rowBytes * n + 64;
         if (_activations.Length < need)
             _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
-        byte* activations = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations));
+        byte* activations = (byte*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations)) + 63) & ~(nint)63);
         _quantize.Quantize = quantize;
         _quantize.Source = x;
         _quantize.Destination = activations;
