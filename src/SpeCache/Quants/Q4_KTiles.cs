@@ -77,19 +77,15 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 byte* wt = w + r0 * weightRowBytes;
                 for (int i = 0; i < m; i++)
                     UnpackMeta(wt + i * weightRowBytes, meta + i * nb * MetaBytes, nb);
-                for (int i0 = 0; i0 < n; i0 += 4)
-                {
-                    byte* at = a + (long)i0 * packedRowBytes;
-                    float* yt = y + i0 * yStride + r0;
-                    switch (Math.Min(4, n - i0))
-                    {
-                        case 4: Rows<Extent4>(m, wt, weightRowBytes, meta, nb, at, packedRowBytes, yt, yStride); break;
-                        case 3: Rows<Extent3>(m, wt, weightRowBytes, meta, nb, at, packedRowBytes, yt, yStride); break;
-                        case 2: Rows<Extent2>(m, wt, weightRowBytes, meta, nb, at, packedRowBytes, yt, yStride); break;
-                        default: Rows<Extent1>(m, wt, weightRowBytes, meta, nb, at, packedRowBytes, yt, yStride); break;
-                    }
-                }
+                Tiles<Body>(m, n, wt, weightRowBytes, meta, nb, a, packedRowBytes, y + r0, yStride);
             }
+    }
+
+    struct Body : ITileBody
+    {
+        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
+            Q4_KTiles.Tile<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
     }
 
     /// <summary>One weight row's table: the scales as words, the mins as ints, d and dmin as floats (eight blocks per conversion).</summary>
@@ -118,17 +114,6 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         {
             *(float*)(meta + c * MetaBytes + 48) = QuantMath.ToFloat(*(ushort*)(row + (long)c * Q4_K.BlockBytes));
             *(float*)(meta + c * MetaBytes + 52) = QuantMath.ToFloat(*(ushort*)(row + (long)c * Q4_K.BlockBytes + 2));
-        }
-    }
-
-    static void Rows<TN>(int m, byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
-    {
-        switch (m)
-        {
-            case 4: Tile<Extent4, TN>(w, ws, meta, nb, a, aStride, y, yStride); break;
-            case 3: Tile<Extent3, TN>(w, ws, meta, nb, a, aStride, y, yStride); break;
-            case 2: Tile<Extent2, TN>(w, ws, meta, nb, a, aStride, y, yStride); break;
-            default: Tile<Extent1, TN>(w, ws, meta, nb, a, aStride, y, yStride); break;
         }
     }
 

@@ -113,30 +113,15 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
                     for (; b + 8 <= nb; b += 8) QuantMath.Scales8(row + (long)b * TW.BlockBytes, TW.BlockBytes).Store(wd + i * nb + b);
                     for (; b < nb; b++) wd[i * nb + b] = QuantMath.ToFloat(*(ushort*)(row + (long)b * TW.BlockBytes));
                 }
-                for (int i0 = 0; i0 < n; i0 += 4)
-                {
-                    byte* at = a + (long)i0 * packedRowBytes;
-                    float* yt = y + i0 * yStride + r0;
-                    switch (Math.Min(4, n - i0))
-                    {
-                        case 4: Rows<Extent4>(m, wt, weightRowBytes, wd, nb, at, packedRowBytes, yt, yStride); break;
-                        case 3: Rows<Extent3>(m, wt, weightRowBytes, wd, nb, at, packedRowBytes, yt, yStride); break;
-                        case 2: Rows<Extent2>(m, wt, weightRowBytes, wd, nb, at, packedRowBytes, yt, yStride); break;
-                        default: Rows<Extent1>(m, wt, weightRowBytes, wd, nb, at, packedRowBytes, yt, yStride); break;
-                    }
-                }
+                Tiles<Body>(m, n, wt, weightRowBytes, (byte*)wd, nb, a, packedRowBytes, y + r0, yStride);
             }
     }
 
-    static void Rows<TN>(int m, byte* w, long ws, float* wd, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
+    struct Body : ITileBody
     {
-        switch (m)
-        {
-            case 4: Tile<Extent4, TN>(w, ws, wd, nb, a, aStride, y, yStride); break;
-            case 3: Tile<Extent3, TN>(w, ws, wd, nb, a, aStride, y, yStride); break;
-            case 2: Tile<Extent2, TN>(w, ws, wd, nb, a, aStride, y, yStride); break;
-            default: Tile<Extent1, TN>(w, ws, wd, nb, a, aStride, y, yStride); break;
-        }
+        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
+            Q8_0Tiles<TW>.Tile<TM, TN>(w, ws, (float*)table, nb, a, aStride, y, yStride);
     }
 
     /// <summary>

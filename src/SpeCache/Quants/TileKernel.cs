@@ -58,8 +58,49 @@ internal abstract unsafe class TileKernel
     public static float HorizontalSum(ReadOnlySpan<float> l) =>
         ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 
+    /// <summary>
+    /// Runs <typeparamref name="TBody"/>'s tile over <paramref name="m"/> (≤ 4) weight rows and
+    /// all <paramref name="n"/> activation rows, four at a time, with the tile shape as type
+    /// arguments. <paramref name="table"/> is what the kernel unpacked from the weight tile.
+    /// </summary>
+    protected static void Tiles<TBody>(int m, int n, byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+        where TBody : ITileBody
+    {
+        for (int i0 = 0; i0 < n; i0 += 4)
+        {
+            byte* at = a + (long)i0 * aStride;
+            float* yt = y + i0 * yStride;
+            switch (Math.Min(4, n - i0))
+            {
+                case 4: Rows<TBody, Extent4>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+                case 3: Rows<TBody, Extent3>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+                case 2: Rows<TBody, Extent2>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+                default: Rows<TBody, Extent1>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+            }
+        }
+    }
+
+    static void Rows<TBody, TN>(int m, byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+        where TBody : ITileBody where TN : struct, ITileExtent
+    {
+        switch (m)
+        {
+            case 4: TBody.Tile<Extent4, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+            case 3: TBody.Tile<Extent3, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+            case 2: TBody.Tile<Extent2, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+            default: TBody.Tile<Extent1, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+        }
+    }
+
     /// <summary>Rounds a packed row size up to whole cache lines.</summary>
     protected static int CacheLines(long bytes) => checked((int)((bytes + 63) & ~63L));
+}
+
+/// <summary>A kernel's tile: TM weight rows × TN activation rows, outputs to <c>y[j * yStride + i]</c>.</summary>
+internal unsafe interface ITileBody
+{
+    static abstract void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+        where TM : struct, ITileExtent where TN : struct, ITileExtent;
 }
 
 /// <summary>Tile extents as type parameters, so the JIT compiles one specialized, branch-free body per tile shape.</summary>

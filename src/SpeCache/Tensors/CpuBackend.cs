@@ -42,43 +42,26 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         fixed (float* px = x)
         fixed (float* py = y)
         {
+            MatMulJobBase job;
             if (traits.Tiles is { } tiles)
             {
                 int packedRowBytes = tiles.PackedRowBytes(cols);
-                byte* packed = Quantize(tiles.Pack, px, cols, packedRowBytes, n);
-                var tiled = _tiled;
-                tiled.Kernel = tiles;
-                tiled.Weights = w.Data;
-                tiled.WeightRowBytes = w.RowBytes;
-                tiled.Activations = packed;
-                tiled.PackedRowBytes = packedRowBytes;
-                tiled.Output = py;
-                tiled.Rows = rows;
-                tiled.Cols = cols;
-                tiled.N = n;
-                _pool.Run(tiled, rows, RowGrain);
-                tiled.Activations = null;
-                tiled.Output = null;
-                return;
+                _tiled.Kernel = tiles;
+                _tiled.Set(w, Quantize(tiles.Pack, px, cols, packedRowBytes, n), packedRowBytes, py, n);
+                job = _tiled;
             }
-
-            int activationRowBytes = checked((int)GgmlTypeInfo.RowBytes(traits.ActivationType, cols));
-            // Float weights read the float activations as they are.
-            byte* activations = traits.ActivationType == GgmlType.F32
-                ? (byte*)px
-                : Quantize(traits.QuantizeActivation, px, cols, activationRowBytes, n);
-
-            var job = _matMul;
-            job.Dot = traits.Dot;
-            job.Dot2 = traits.Dot2;
-            job.Weights = w.Data;
-            job.WeightRowBytes = w.RowBytes;
-            job.Activations = activations;
-            job.ActivationRowBytes = activationRowBytes;
-            job.Output = py;
-            job.Rows = rows;
-            job.Cols = cols;
-            job.N = n;
+            else
+            {
+                int activationRowBytes = checked((int)GgmlTypeInfo.RowBytes(traits.ActivationType, cols));
+                // Float weights read the float activations as they are.
+                byte* activations = traits.ActivationType == GgmlType.F32
+                    ? (byte*)px
+                    : Quantize(traits.QuantizeActivation, px, cols, activationRowBytes, n);
+                _matMul.Dot = traits.Dot;
+                _matMul.Dot2 = traits.Dot2;
+                _matMul.Set(w, activations, activationRowBytes, py, n);
+                job = _matMul;
+            }
             _pool.Run(job, rows, RowGrain);
             job.Activations = null;
             job.Output = null;
