@@ -8,7 +8,15 @@ using SpeCache.Tensors;
 // memory bandwidth measured the same way (read: vector sum; copy: counted as read + write).
 // "hot" reuses one matrix (which may sit in L3), "cold" cycles through enough copies to exceed
 // any L3, as a model's layers do. Arguments: [seconds per figure] [types, e.g. Q8_0,Q4_K] [nomem].
+// With "gemm" first: matrix-matrix throughput instead, GOPS (2 x multiply-adds) of one
+// 8192x2048 weight (Llama-3.2-1B's FFN up) against n activation rows, n from 1 to 512.
 const int Dim = 4096;
+if (args.Length > 0 && args[0] == "gemm")
+{
+    Gemm(args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1.0,
+        args.Length > 2 ? args[2].Split(',').Select(Enum.Parse<GgmlType>).ToArray() : [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q4_0]);
+    return;
+}
 double seconds = args.Length > 0 ? double.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 1.0;
 var types = args.Length > 1 ? args[1].Split(',').Select(Enum.Parse<GgmlType>).ToArray() : [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16];
 bool memory = args.Length <= 2 || args[2] != "nomem";
@@ -82,6 +90,41 @@ unsafe
             Console.WriteLine($"matmul {type,-5} threads {threads}: hot {hot,6:F1} GB/s   cold {cold,6:F1} GB/s ({us:F0} µs per 4096x4096, {bytes / 1e6:F1} MB)   n=2 cold {two,6:F1} GB/s   load {LoadAverage()}");
         }
         foreach (var t in tensors) NativeMemory.AlignedFree(t.Data);
+    }
+}
+
+static unsafe void Gemm(double seconds, GgmlType[] types)
+{
+    const int rows = 8192, cols = 2048, maxN = 512;
+    Console.WriteLine($"{Environment.ProcessorCount} processors, AvxVnni {System.Runtime.Intrinsics.X86.AvxVnni.IsSupported}, load average {LoadAverage()}");
+    var rng = new Random(2);
+    var x = new float[maxN * cols];
+    for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+    var y = new float[maxN * rows];
+    var row = new float[cols];
+    foreach (var type in types)
+    {
+        long rowBytes = GgmlTypeInfo.RowBytes(type, cols);
+        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)(rowBytes * rows), 64);
+        for (int r = 0; r < rows; r++)
+        {
+            for (int i = 0; i < cols; i++) row[i] = (float)(rng.NextDouble() * 2 - 1) * 0.05f;
+            WeightFormats.QuantizeRow(type, row, new Span<byte>(data + r * rowBytes, (int)rowBytes));
+        }
+        var w = new WeightTensor("w", type, [cols, rows], data, rowBytes * rows);
+        foreach (int threads in new[] { 1, 2 })
+        {
+            using var backend = new CpuBackend(threads);
+            var line = new System.Text.StringBuilder($"gemm {type,-5} threads {threads}:");
+            foreach (int n in new[] { 1, 2, 4, 8, 16, 64, 512 })
+            {
+                // Measure counts "bytes" per run; pass operations and read GOPS.
+                double gops = Measure(() => backend.MatMul(w, x.AsSpan(0, n * cols), y, n), 2L * rows * cols * n, seconds);
+                line.Append($"  n={n} {gops,6:F1}");
+            }
+            Console.WriteLine($"{line} GOPS   load {LoadAverage()}");
+        }
+        NativeMemory.AlignedFree(data);
     }
 }
 

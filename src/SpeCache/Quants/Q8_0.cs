@@ -69,28 +69,33 @@ public static unsafe class Q8_0
             if (destination.Length < nb * BlockBytes) throw new ArgumentException("destination too short");
             for (int b = 0; b < nb; b++)
             {
-                float* x = xs + b * BlockSize;
                 byte* y = ys + b * BlockBytes;
-                var v0 = Vector256.Load(x);
-                var v1 = Vector256.Load(x + 8);
-                var v2 = Vector256.Load(x + 16);
-                var v3 = Vector256.Load(x + 24);
-                var m = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
-                float amax = m.GetElement(0);
-                for (int k = 1; k < 8; k++) amax = MathF.Max(amax, m.GetElement(k));
-                float d = amax / 127;
-                float id = d != 0 ? 1.0f / d : 0.0f;
-                *(ushort*)y = QuantMath.ToHalfBits(d);
-                var vid = Vector256.Create(id);
-                var i0 = Vector256.ConvertToInt32(QuantMath.RoundAway(v0 * vid));
-                var i1 = Vector256.ConvertToInt32(QuantMath.RoundAway(v1 * vid));
-                var i2 = Vector256.ConvertToInt32(QuantMath.RoundAway(v2 * vid));
-                var i3 = Vector256.ConvertToInt32(QuantMath.RoundAway(v3 * vid));
-                // Narrowing keeps lane order (Vector256.Narrow is order-preserving, unlike packssdw).
-                var s = Vector256.Narrow(Vector256.Narrow(i0, i1), Vector256.Narrow(i2, i3));
-                s.AsByte().Store(y + 2);
+                *(ushort*)y = QuantizeBlock256(xs + b * BlockSize, (sbyte*)(y + 2));
             }
         }
+    }
+
+    /// <summary>One block of <see cref="QuantizeActivationRow"/> (needs AVX2): writes 32 values, returns the half scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ushort QuantizeBlock256(float* x, sbyte* q)
+    {
+        var v0 = Vector256.Load(x);
+        var v1 = Vector256.Load(x + 8);
+        var v2 = Vector256.Load(x + 16);
+        var v3 = Vector256.Load(x + 24);
+        var m = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
+        float amax = m.GetElement(0);
+        for (int k = 1; k < 8; k++) amax = MathF.Max(amax, m.GetElement(k));
+        float d = amax / 127;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        var vid = Vector256.Create(id);
+        var i0 = Vector256.ConvertToInt32(QuantMath.RoundAway(v0 * vid));
+        var i1 = Vector256.ConvertToInt32(QuantMath.RoundAway(v1 * vid));
+        var i2 = Vector256.ConvertToInt32(QuantMath.RoundAway(v2 * vid));
+        var i3 = Vector256.ConvertToInt32(QuantMath.RoundAway(v3 * vid));
+        // Narrowing keeps lane order (Vector256.Narrow is order-preserving, unlike packssdw).
+        Vector256.Narrow(Vector256.Narrow(i0, i1), Vector256.Narrow(i2, i3)).Store(q);
+        return QuantMath.ToHalfBits(d);
     }
 
     /// <summary>Dot of a Q8_0 weight row with a Q8_0 activation row of <paramref name="cols"/> values.</summary>

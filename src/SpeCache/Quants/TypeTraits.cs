@@ -30,6 +30,13 @@ public sealed record TypeTraits(
 {
     static readonly TypeTraits?[] Table = Build();
 
+    /// <summary>
+    /// The register-tiled matrix multiply, where this CPU runs one for the format; it then
+    /// replaces <see cref="Dot"/> for every row count, so that results never depend on how many
+    /// rows a matmul has.
+    /// </summary>
+    internal TileKernel? Tiles { get; init; }
+
     /// <summary>The traits of <paramref name="type"/>; throws for formats we cannot compute with.</summary>
     public static TypeTraits Of(GgmlType type) =>
         (uint)type < (uint)Table.Length && Table[(int)type] is { } t
@@ -45,9 +52,12 @@ public sealed record TypeTraits(
             GgmlType.F32, floats, static (w, x, n) => TensorPrimitives.Dot(MemoryMarshal.Cast<byte, float>(w)[..n], MemoryMarshal.Cast<byte, float>(x)[..n])));
         Add(new(GgmlType.F16, F16.DequantizeRow, F16.QuantizeRow, GgmlType.F32, floats, F16.Dot));
         Add(new(GgmlType.BF16, BF16.DequantizeRow, BF16.QuantizeRow, GgmlType.F32, floats, BF16.Dot));
-        Add(new(GgmlType.Q8_0, Q8_0.DequantizeRow, Q8_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q8_0.Dot));
-        Add(new(GgmlType.Q4_0, Q4_0.DequantizeRow, Q4_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q4_0.Dot));
-        Add(new(GgmlType.Q4_K, Q4_K.DequantizeRow, Q4_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q4_K.Dot, Q4_K.Dot2));
+        Add(new(GgmlType.Q8_0, Q8_0.DequantizeRow, Q8_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q8_0.Dot)
+        { Tiles = TileKernel.IsSupported ? Q8_0Tiles<Q8_0Weights>.Instance : null });
+        Add(new(GgmlType.Q4_0, Q4_0.DequantizeRow, Q4_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q4_0.Dot)
+        { Tiles = TileKernel.IsSupported ? Q8_0Tiles<Q4_0Weights>.Instance : null });
+        Add(new(GgmlType.Q4_K, Q4_K.DequantizeRow, Q4_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q4_K.Dot, Q4_K.Dot2)
+        { Tiles = Q4_KTiles.Supported ? Q4_KTiles.Instance : null });
         Add(new(GgmlType.Q6_K, Q6_K.DequantizeRow, Q6_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q6_K.Dot, Q6_K.Dot2));
         return table;
     }

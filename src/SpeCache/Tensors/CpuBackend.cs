@@ -18,6 +18,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
 
     readonly WorkerPool _pool;
     readonly MatMulJob _matMul = new();
+    readonly TiledMatMulJob _tiled = new();
     readonly QuantizeJob _quantize = new();
     byte[] _activations = [];
 
@@ -41,41 +42,48 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         fixed (float* px = x)
         fixed (float* py = y)
         {
-            byte* activations;
-            int activationRowBytes = checked((int)GgmlTypeInfo.RowBytes(traits.ActivationType, cols));
-            if (traits.ActivationType == GgmlType.F32)
+            MatMulJobBase job;
+            if (traits.Tiles is { } tiles)
             {
-                activations = (byte*)px; // float weights read the float activations as they are
+                int packedRowBytes = tiles.PackedRowBytes(cols);
+                _tiled.Kernel = tiles;
+                _tiled.Set(w, Quantize(tiles.Pack, px, cols, packedRowBytes, n), packedRowBytes, py, n);
+                job = _tiled;
             }
             else
             {
-                long need = (long)activationRowBytes * n;
-                if (_activations.Length < need)
-                    _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
-                activations = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations));
-                _quantize.Quantize = traits.QuantizeActivation;
-                _quantize.Source = px;
-                _quantize.Destination = activations;
-                _quantize.Cols = cols;
-                _quantize.RowBytes = activationRowBytes;
-                _pool.Run(_quantize, n, grain: 4);
+                int activationRowBytes = checked((int)GgmlTypeInfo.RowBytes(traits.ActivationType, cols));
+                // Float weights read the float activations as they are.
+                byte* activations = traits.ActivationType == GgmlType.F32
+                    ? (byte*)px
+                    : Quantize(traits.QuantizeActivation, px, cols, activationRowBytes, n);
+                _matMul.Dot = traits.Dot;
+                _matMul.Dot2 = traits.Dot2;
+                _matMul.Set(w, activations, activationRowBytes, py, n);
+                job = _matMul;
             }
-
-            var job = _matMul;
-            job.Dot = traits.Dot;
-            job.Dot2 = traits.Dot2;
-            job.Weights = w.Data;
-            job.WeightRowBytes = w.RowBytes;
-            job.Activations = activations;
-            job.ActivationRowBytes = activationRowBytes;
-            job.Output = py;
-            job.Rows = rows;
-            job.Cols = cols;
-            job.N = n;
             _pool.Run(job, rows, RowGrain);
             job.Activations = null;
             job.Output = null;
         }
+    }
+
+    /// <summary>Quantizes <paramref name="n"/> activation rows into the shared scratch buffer, split over the pool.</summary>
+    byte* Quantize(QuantizeRowFn quantize, float* x, int cols, int rowBytes, int n)
+    {
+        // Rows start on cache lines (packed row sizes are whole lines), so wide loads never straddle two.
+        long need = (long)rowBytes * n + 64;
+        if (_activations.Length < need)
+            _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
+        byte* activations = (byte*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations)) + 63) & ~(nint)63);
+        _quantize.Quantize = quantize;
+        _quantize.Source = x;
+        _quantize.Destination = activations;
+        _quantize.Cols = cols;
+        _quantize.RowBytes = rowBytes;
+        _pool.Run(_quantize, n, grain: 4);
+        _quantize.Source = null;
+        return activations;
     }
 
     public void GetRow(WeightTensor w, long row, Span<float> destination)

@@ -105,6 +105,37 @@ public class CpuBackendTests
         }
     }
 
+    /// <summary>
+    /// A row's outputs do not depend on how many rows share the matmul, nor on the thread split:
+    /// a one-row decode, the two-row speculative decode, batched decode and prefill all give the
+    /// same logits for the same input row. Every n from 1 to 70 (tile remainders 0..3 and more
+    /// than one 64-row panel), 3 threads against 1.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.F16)]
+    public void RowResultsDoNotDependOnRowCountOrThreads(GgmlType type)
+    {
+        const int rows = 38;
+        int cols = ColsFor(type);
+        using var weights = new TestWeights(type, rows, cols, seed: 8);
+        var x = TestRows.WithOutliers(70 * cols, 9);
+        var alone = new float[70 * rows];
+        using var single = new CpuBackend(1);
+        for (int i = 0; i < 70; i++)
+            single.MatMul(weights.Tensor, x.AsSpan(i * cols, cols), alone.AsSpan(i * rows, rows), 1);
+        using var threaded = new CpuBackend(3);
+        for (int n = 1; n <= 70; n++)
+        {
+            var y = new float[n * rows];
+            threaded.MatMul(weights.Tensor, x.AsSpan(0, n * cols), y, n);
+            Assert.True(alone.AsSpan(0, n * rows).SequenceEqual(y), $"{type}: n = {n} differs from one row at a time");
+        }
+    }
+
     [Fact]
     public void MatMulRejectsShortBuffers()
     {

@@ -1,0 +1,270 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace SpeCache.Quants;
+
+/// <summary>
+/// Q4_K weights against Q8_K activations, on 512-bit registers (AVX512-BW; .NET exposes no
+/// 512-bit VNNI, and u8×s8 pair sums then a word multiply-add by the scale do the same work).
+/// One register holds two 32-value sub-blocks: the low (or high) nibbles of 64 stored bytes,
+/// i.e. sub-blocks (0,2), (1,3), (4,6), (5,7). Packed activation blocks store their quants in
+/// that order, so each is one load. Per output and 256-value block: for each register, pair
+/// sums (at most 2·15·127, no saturation), then multiplied by each half's 6-bit scale and
+/// added into 16 exact 32-bit lanes; the lanes go to float with one multiply-add by
+/// (d × activation scale). Mins take a second, 8-lane float accumulator fed from the
+/// activation's group sums. A weight tile's scales, mins and super-block scales are unpacked
+/// once per tile into a small table that the activation tiles passing over it reuse.
+/// </summary>
+internal sealed unsafe class Q4_KTiles : TileKernel
+{
+    public static readonly Q4_KTiles Instance = new();
+
+    public static readonly bool Supported = IsSupported && Avx512BW.IsSupported;
+
+    /// <summary>Bytes per weight block in the unpacked table: 8 int mins, 8 short scales, d, dmin.</summary>
+    const int MetaBytes = 64;
+    const int MaxStackMeta = 64 * 1024;
+
+    /// <summary>Packed block: float d, 16 group sums, padding to a cache line, 256 reordered quants.</summary>
+    const int PackedBlockBytes = 320;
+    const int QuantsAt = 64;
+
+    public override int PackedRowBytes(int cols) => cols / Q8_K.BlockSize * PackedBlockBytes;
+
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed)
+    {
+        int nb = x.Length / Q8_K.BlockSize;
+        if (packed.Length < nb * PackedBlockBytes) throw new ArgumentException("packed row too short");
+        Span<byte> block = stackalloc byte[Q8_K.BlockBytes];
+        for (int b = 0; b < nb; b++)
+        {
+            Q8_K.QuantizeActivationRow(x.Slice(b * Q8_K.BlockSize, Q8_K.BlockSize), block);
+            var dst = packed.Slice(b * PackedBlockBytes, PackedBlockBytes);
+            block[..4].CopyTo(dst);
+            block.Slice(260, 32).CopyTo(dst[4..]);
+            for (int sub = 0; sub < 8; sub++)
+                block.Slice(4 + 32 * sub, 32).CopyTo(dst.Slice(QuantsAt + 32 * Slot(sub)));
+        }
+    }
+
+    /// <summary>Where sub-block <paramref name="sub"/> sits among the packed quants: order 0, 2, 1, 3, 4, 6, 5, 7.</summary>
+    static int Slot(int sub) => (sub & 4) | ((sub & 1) << 1) | ((sub >> 1) & 1);
+
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols)
+    {
+        var x = new float[cols];
+        for (int b = 0; b < cols / Q8_K.BlockSize; b++)
+        {
+            var block = packed.Slice(b * PackedBlockBytes, PackedBlockBytes);
+            float d = BitConverter.ToSingle(block);
+            for (int v = 0; v < Q8_K.BlockSize; v++)
+                x[b * Q8_K.BlockSize + v] = d * (sbyte)block[QuantsAt + 32 * Slot(v / 32) + v % 32];
+        }
+        return x;
+    }
+
+    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
+    {
+        int nb = cols / Q4_K.BlockSize;
+        int metaBytes = 4 * nb * MetaBytes;
+        byte[]? heap = metaBytes > MaxStackMeta ? new byte[metaBytes] : null;
+        Span<byte> metaSpan = heap ?? stackalloc byte[metaBytes];
+        fixed (byte* meta = metaSpan)
+            for (int r0 = 0; r0 < rows; r0 += 4)
+            {
+                int m = Math.Min(4, rows - r0);
+                byte* wt = w + r0 * weightRowBytes;
+                for (int i = 0; i < m; i++)
+                    UnpackMeta(wt + i * weightRowBytes, meta + i * nb * MetaBytes, nb);
+                Tiles<Body>(m, n, wt, weightRowBytes, meta, nb, a, packedRowBytes, y + r0, yStride);
+            }
+    }
+
+    struct Body : ITileBody
+    {
+        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
+            Q4_KTiles.Tile<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
+    }
+
+    /// <summary>One weight row's table: the scales as words, the mins as ints, d and dmin as floats (eight blocks per conversion).</summary>
+    static void UnpackMeta(byte* row, byte* meta, int nb)
+    {
+        for (int b = 0; b < nb; b++)
+        {
+            byte* block = row + (long)b * Q4_K.BlockBytes;
+            byte* mb = meta + b * MetaBytes;
+            Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
+            Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()).Store((int*)mb);
+            Sse41.ConvertToVector128Int16(Vector128.CreateScalar(sc).AsByte()).Store((short*)(mb + 32));
+        }
+        int c = 0;
+        for (; c + 8 <= nb; c += 8)
+        {
+            var d = QuantMath.Scales8(row + (long)c * Q4_K.BlockBytes, Q4_K.BlockBytes);
+            var dmin = QuantMath.Scales8(row + (long)c * Q4_K.BlockBytes + 2, Q4_K.BlockBytes);
+            for (int k = 0; k < 8; k++)
+            {
+                *(float*)(meta + (c + k) * MetaBytes + 48) = d.GetElement(k);
+                *(float*)(meta + (c + k) * MetaBytes + 52) = dmin.GetElement(k);
+            }
+        }
+        for (; c < nb; c++)
+        {
+            *(float*)(meta + c * MetaBytes + 48) = QuantMath.ToFloat(*(ushort*)(row + (long)c * Q4_K.BlockBytes));
+            *(float*)(meta + c * MetaBytes + 52) = QuantMath.ToFloat(*(ushort*)(row + (long)c * Q4_K.BlockBytes + 2));
+        }
+    }
+
+    /// <summary>
+    /// TM weight rows × TN activation rows. The integer accumulators sIJ (weight row I,
+    /// activation row J) live for one block in registers; the float ones, touched once per
+    /// block, live in a small stack table.
+    /// </summary>
+    static void Tile<TM, TN>(byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
+        where TM : struct, ITileExtent where TN : struct, ITileExtent
+    {
+        var acc = stackalloc Vector512<float>[16]; // [I * 4 + J]
+        var minAcc = stackalloc Vector256<float>[16];
+        for (int k = 0; k < 16; k++)
+        {
+            acc[k] = default;
+            minAcc[k] = default;
+        }
+        long metaRow = (long)nb * MetaBytes;
+        var mask = Vector512.Create((byte)0x0F);
+        // Scale index per 16-bit lane of each register: its two halves' sub-blocks.
+        var pick0 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
+        var pick1 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
+        var pick2 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
+        var pick3 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
+        for (int b = 0; b < nb; b++)
+        {
+            Vector512<int> s00 = default, s10 = default, s20 = default, s30 = default;
+            Vector512<int> s01 = default, s11 = default, s21 = default, s31 = default;
+            Vector512<int> s02 = default, s12 = default, s22 = default, s32 = default;
+            Vector512<int> s03 = default, s13 = default, s23 = default, s33 = default;
+            byte* qs = w + (long)b * Q4_K.BlockBytes + 16;
+            byte* mb = meta + b * MetaBytes;
+            byte* x = a + (long)b * PackedBlockBytes + QuantsAt;
+            for (int half = 0; half < 2; half++)
+            {
+                var v0 = Vector512.Load(qs + 64 * half);
+                var v1 = TM.Value > 1 ? Vector512.Load(qs + ws + 64 * half) : default;
+                var v2 = TM.Value > 2 ? Vector512.Load(qs + 2 * ws + 64 * half) : default;
+                var v3 = TM.Value > 3 ? Vector512.Load(qs + 3 * ws + 64 * half) : default;
+                var sc0 = Vector512.Create(Vector128.Load((short*)(mb + 32)));
+                var sc1 = TM.Value > 1 ? Vector512.Create(Vector128.Load((short*)(mb + metaRow + 32))) : default;
+                var sc2 = TM.Value > 2 ? Vector512.Create(Vector128.Load((short*)(mb + 2 * metaRow + 32))) : default;
+                var sc3 = TM.Value > 3 ? Vector512.Create(Vector128.Load((short*)(mb + 3 * metaRow + 32))) : default;
+                for (int nibble = 0; nibble < 2; nibble++)
+                {
+                    var pick = half == 0 ? (nibble == 0 ? pick0 : pick1) : (nibble == 0 ? pick2 : pick3);
+                    var n0 = v0 & mask;
+                    var n1 = TM.Value > 1 ? v1 & mask : default;
+                    var n2 = TM.Value > 2 ? v2 & mask : default;
+                    var n3 = TM.Value > 3 ? v3 & mask : default;
+                    var k0 = Avx512BW.PermuteVar32x16(sc0, pick);
+                    var k1 = TM.Value > 1 ? Avx512BW.PermuteVar32x16(sc1, pick) : default;
+                    var k2 = TM.Value > 2 ? Avx512BW.PermuteVar32x16(sc2, pick) : default;
+                    var k3 = TM.Value > 3 ? Avx512BW.PermuteVar32x16(sc3, pick) : default;
+                    int offset = 128 * half + 64 * nibble;
+                    Pair<TM>(x + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s00, ref s10, ref s20, ref s30);
+                    if (TN.Value > 1) Pair<TM>(x + aStride + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s01, ref s11, ref s21, ref s31);
+                    if (TN.Value > 2) Pair<TM>(x + 2 * aStride + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s02, ref s12, ref s22, ref s32);
+                    if (TN.Value > 3) Pair<TM>(x + 3 * aStride + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s03, ref s13, ref s23, ref s33);
+                    v0 = Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte();
+                    if (TM.Value > 1) v1 = Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte();
+                    if (TM.Value > 2) v2 = Vector512.ShiftRightLogical(v2.AsUInt16(), 4).AsByte();
+                    if (TM.Value > 3) v3 = Vector512.ShiftRightLogical(v3.AsUInt16(), 4).AsByte();
+                }
+            }
+            byte* xb = a + (long)b * PackedBlockBytes;
+            Finish<TM>(xb, mb, metaRow, acc, minAcc, s00, s10, s20, s30);
+            if (TN.Value > 1) Finish<TM>(xb + aStride, mb, metaRow, acc + 1, minAcc + 1, s01, s11, s21, s31);
+            if (TN.Value > 2) Finish<TM>(xb + 2 * aStride, mb, metaRow, acc + 2, minAcc + 2, s02, s12, s22, s32);
+            if (TN.Value > 3) Finish<TM>(xb + 3 * aStride, mb, metaRow, acc + 3, minAcc + 3, s03, s13, s23, s33);
+        }
+        for (int j = 0; j < TN.Value; j++)
+            for (int i = 0; i < TM.Value; i++)
+                y[j * yStride + i] = HorizontalSum(acc[i * 4 + j].GetLower() + acc[i * 4 + j].GetUpper()) - HorizontalSum(minAcc[i * 4 + j]);
+    }
+
+    /// <summary>One register of activations (two sub-blocks at <paramref name="x"/>) against the tile's nibbles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Pair<TM>(byte* x, Vector512<byte> n0, Vector512<byte> n1, Vector512<byte> n2, Vector512<byte> n3,
+        Vector512<short> k0, Vector512<short> k1, Vector512<short> k2, Vector512<short> k3,
+        ref Vector512<int> s0, ref Vector512<int> s1, ref Vector512<int> s2, ref Vector512<int> s3) where TM : struct, ITileExtent
+    {
+        var q = Vector512.Load((sbyte*)x);
+        s0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n0, q), k0);
+        if (TM.Value > 1) s1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n1, q), k1);
+        if (TM.Value > 2) s2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n2, q), k2);
+        if (TM.Value > 3) s3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n3, q), k3);
+    }
+
+    /// <summary>End of a block for one activation row (its packed block at <paramref name="x"/>): scale the integer sums and add the mins.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Finish<TM>(byte* x, byte* meta, long metaRow, Vector512<float>* acc, Vector256<float>* minAcc,
+        Vector512<int> s0, Vector512<int> s1, Vector512<int> s2, Vector512<int> s3) where TM : struct, ITileExtent
+    {
+        float dx = *(float*)x;
+        // Sums of each 32 activations, from the 16-value group sums.
+        var groups = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + 4)), Vector256<short>.One);
+        Row(acc, minAcc, meta, dx, groups, s0);
+        if (TM.Value > 1) Row(acc + 4, minAcc + 4, meta + metaRow, dx, groups, s1);
+        if (TM.Value > 2) Row(acc + 8, minAcc + 8, meta + 2 * metaRow, dx, groups, s2);
+        if (TM.Value > 3) Row(acc + 12, minAcc + 12, meta + 3 * metaRow, dx, groups, s3);
+
+        static void Row(Vector512<float>* acc, Vector256<float>* minAcc, byte* meta, float dx, Vector256<int> groups, Vector512<int> s)
+        {
+            *acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(*(float*)(meta + 48) * dx), *acc);
+            var mins = Vector256.Load((int*)meta) * groups;
+            *minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(mins), Vector256.Create(*(float*)(meta + 52) * dx), *minAcc);
+        }
+    }
+
+    public override float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols)
+    {
+        int nb = cols / Q4_K.BlockSize;
+        Span<float> acc = stackalloc float[16];
+        Span<float> minAcc = stackalloc float[8];
+        acc.Clear();
+        minAcc.Clear();
+        fixed (byte* w = weightRow)
+        fixed (byte* x = packedRow)
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = w + b * Q4_K.BlockBytes;
+                byte* xb = x + b * PackedBlockBytes;
+                float dx = *(float*)xb;
+                short* groups = (short*)(xb + 4);
+                sbyte* q8 = (sbyte*)(xb + QuantsAt);
+                float d = QuantMath.ToFloat(*(ushort*)wb) * dx, dmin = QuantMath.ToFloat(*(ushort*)(wb + 2)) * dx;
+                for (int lane = 0; lane < 16; lane++)
+                {
+                    // Lane 4l..4l+3 of register r holds values 4l.. of sub-block (0,1,4,5)[r] + 2 * (lane / 8).
+                    int sum = 0;
+                    for (int r = 0; r < 4; r++)
+                    {
+                        int sub = (r & 1) + 4 * (r >> 1) + 2 * (lane / 8);
+                        Q4_K.ScaleMin(sub, wb + 4, out int sc, out _);
+                        int part = 0;
+                        for (int v = 32 * sub + 4 * (lane % 8); v < 32 * sub + 4 * (lane % 8) + 4; v++)
+                            part += ((wb[16 + 32 * (sub / 2) + v % 32] >> (4 * (sub & 1))) & 0xF) * q8[32 * Slot(sub) + v % 32];
+                        sum += sc * part;
+                    }
+                    acc[lane] = MathF.FusedMultiplyAdd(sum, d, acc[lane]);
+                }
+                for (int l = 0; l < 8; l++)
+                {
+                    Q4_K.ScaleMin(l, wb + 4, out _, out int m);
+                    minAcc[l] = MathF.FusedMultiplyAdd(m * (groups[2 * l] + groups[2 * l + 1]), dmin, minAcc[l]);
+                }
+            }
+        Span<float> folded = stackalloc float[8];
+        for (int l = 0; l < 8; l++) folded[l] = acc[l] + acc[l + 8];
+        return HorizontalSum(folded) - HorizontalSum(minAcc);
+    }
+}

@@ -1,0 +1,208 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace SpeCache.Quants;
+
+/// <summary>How a weight format with 32-value blocks and a half scale first (Q8_0, Q4_0) feeds <see cref="Q8_0Tiles{TW}"/>.</summary>
+internal unsafe interface IBlock32Weights
+{
+    static abstract int BlockBytes { get; }
+
+    /// <summary>
+    /// log2 of the offset the loaded bytes carry: VNNI multiplies unsigned by signed bytes, so
+    /// the weights are loaded as q + offset (≥ 0) and offset * sum(x) is subtracted again.
+    /// </summary>
+    static abstract int OffsetShift { get; }
+
+    /// <summary>The block's 32 values as unsigned bytes, q + offset, in value order.</summary>
+    static abstract Vector256<byte> Load(byte* block);
+
+    /// <summary>Value <paramref name="k"/> of the block (q, without the offset).</summary>
+    static abstract int Value(byte* block, int k);
+}
+
+internal unsafe struct Q8_0Weights : IBlock32Weights
+{
+    public static int BlockBytes => Q8_0.BlockBytes;
+    public static int OffsetShift => 7;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Load(byte* block) => Vector256.Load(block + 2) ^ Vector256.Create((byte)0x80);
+
+    public static int Value(byte* block, int k) => ((sbyte*)(block + 2))[k];
+}
+
+internal unsafe struct Q4_0Weights : IBlock32Weights
+{
+    public static int BlockBytes => Q4_0.BlockBytes;
+    public static int OffsetShift => 3; // nibbles are stored as q + 8 already
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Load(byte* block)
+    {
+        // Low nibbles are values 0..15, high nibbles 16..31: the two halves line up with the activations.
+        var packed = Vector128.Load(block + 2);
+        return Vector256.Create(packed, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+    }
+
+    public static int Value(byte* block, int k) => (k < 16 ? block[2 + k] & 0xF : block[2 + k - 16] >> 4) - 8;
+}
+
+/// <summary>
+/// Q8_0 and Q4_0 weights against Q8_0 activations. A packed activation row holds, per 32-value
+/// block, the same 32 bytes as <see cref="Q8_0.QuantizeActivationRow"/> (plane 1), the negated
+/// sums of each four of them (plane 2, the offset correction's input, so it costs one shift per
+/// block and tile instead of work per output) and the half scale as a float (plane 3).
+/// Per output and block: eight exact lane sums of four products, converted to float and
+/// multiply-added with (weight scale × activation scale) into eight lanes.
+/// </summary>
+internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBlock32Weights
+{
+    public static readonly Q8_0Tiles<TW> Instance = new();
+
+    const int MaxStackScales = 16384;
+
+    public override int PackedRowBytes(int cols) => CacheLines((long)cols / 32 * 68);
+
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed)
+    {
+        int nb = x.Length / 32;
+        if (packed.Length < nb * 68) throw new ArgumentException("packed row too short");
+        fixed (float* xs = x)
+        fixed (byte* p = packed)
+        {
+            sbyte* qs = (sbyte*)p;
+            int* sums = (int*)(p + nb * 32);
+            float* scales = (float*)(p + nb * 64);
+            var ones = Vector256.Create((byte)1);
+            for (int b = 0; b < nb; b++)
+            {
+                scales[b] = QuantMath.ToFloat(Q8_0.QuantizeBlock256(xs + b * 32, qs + b * 32));
+                var sum4 = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ones, Vector256.Load(qs + b * 32));
+                (-sum4).Store(sums + b * 8);
+            }
+        }
+    }
+
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols)
+    {
+        int nb = cols / 32;
+        var x = new float[cols];
+        fixed (byte* p = packed)
+            for (int k = 0; k < cols; k++) x[k] = ((float*)(p + nb * 64))[k / 32] * ((sbyte*)p)[k];
+        return x;
+    }
+
+    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
+    {
+        int nb = cols / 32;
+        int scaleCount = 4 * nb;
+        float[]? heap = scaleCount > MaxStackScales ? new float[scaleCount] : null;
+        Span<float> scaleSpan = heap ?? stackalloc float[scaleCount];
+        fixed (float* wd = scaleSpan)
+            for (int r0 = 0; r0 < rows; r0 += 4)
+            {
+                int m = Math.Min(4, rows - r0);
+                byte* wt = w + r0 * weightRowBytes;
+                // Half scales to float once per weight tile; every activation tile below reuses them.
+                for (int i = 0; i < m; i++)
+                {
+                    byte* row = wt + i * weightRowBytes;
+                    int b = 0;
+                    for (; b + 8 <= nb; b += 8) QuantMath.Scales8(row + (long)b * TW.BlockBytes, TW.BlockBytes).Store(wd + i * nb + b);
+                    for (; b < nb; b++) wd[i * nb + b] = QuantMath.ToFloat(*(ushort*)(row + (long)b * TW.BlockBytes));
+                }
+                Tiles<Body>(m, n, wt, weightRowBytes, (byte*)wd, nb, a, packedRowBytes, y + r0, yStride);
+            }
+    }
+
+    struct Body : ITileBody
+    {
+        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
+            Q8_0Tiles<TW>.Tile<TM, TN>(w, ws, (float*)table, nb, a, aStride, y, yStride);
+    }
+
+    /// <summary>
+    /// TM weight rows × TN activation rows. Accumulator cIJ is weight row I, activation row J;
+    /// the extents are constants in each instantiation, so unused rows compile away.
+    /// </summary>
+    static void Tile<TM, TN>(byte* w, long ws, float* wd, int nb, byte* a, int aStride, float* y, long yStride)
+        where TM : struct, ITileExtent where TN : struct, ITileExtent
+    {
+        Vector256<float> c00 = default, c10 = default, c20 = default, c30 = default;
+        Vector256<float> c01 = default, c11 = default, c21 = default, c31 = default;
+        Vector256<float> c02 = default, c12 = default, c22 = default, c32 = default;
+        Vector256<float> c03 = default, c13 = default, c23 = default, c33 = default;
+        for (int b = 0; b < nb; b++)
+        {
+            byte* wb = w + (long)b * TW.BlockBytes;
+            var w0 = TW.Load(wb);
+            var w1 = TM.Value > 1 ? TW.Load(wb + ws) : default;
+            var w2 = TM.Value > 2 ? TW.Load(wb + 2 * ws) : default;
+            var w3 = TM.Value > 3 ? TW.Load(wb + 3 * ws) : default;
+            float* d = wd + b;
+            Column<TM>(a, b, nb, d, w0, w1, w2, w3, ref c00, ref c10, ref c20, ref c30);
+            if (TN.Value > 1) Column<TM>(a + aStride, b, nb, d, w0, w1, w2, w3, ref c01, ref c11, ref c21, ref c31);
+            if (TN.Value > 2) Column<TM>(a + 2 * aStride, b, nb, d, w0, w1, w2, w3, ref c02, ref c12, ref c22, ref c32);
+            if (TN.Value > 3) Column<TM>(a + 3 * aStride, b, nb, d, w0, w1, w2, w3, ref c03, ref c13, ref c23, ref c33);
+        }
+        Store<TM>(y, c00, c10, c20, c30);
+        if (TN.Value > 1) Store<TM>(y + yStride, c01, c11, c21, c31);
+        if (TN.Value > 2) Store<TM>(y + 2 * yStride, c02, c12, c22, c32);
+        if (TN.Value > 3) Store<TM>(y + 3 * yStride, c03, c13, c23, c33);
+    }
+
+    /// <summary>One activation block against the tile's (up to) four weight blocks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Column<TM>(byte* x, int b, int nb, float* wd, Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
+        ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3) where TM : struct, ITileExtent
+    {
+        var q = Vector256.Load((sbyte*)x + b * 32);
+        var offset = Vector256.Load((int*)(x + nb * 32) + b * 8) << TW.OffsetShift;
+        var dx = Vector256.Create(((float*)(x + nb * 64))[b]);
+        c0 = Step(c0, w0, q, offset, Vector256.Create(wd[0]) * dx);
+        if (TM.Value > 1) c1 = Step(c1, w1, q, offset, Vector256.Create(wd[nb]) * dx);
+        if (TM.Value > 2) c2 = Step(c2, w2, q, offset, Vector256.Create(wd[2 * nb]) * dx);
+        if (TM.Value > 3) c3 = Step(c3, w3, q, offset, Vector256.Create(wd[3 * nb]) * dx);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Step(Vector256<float> acc, Vector256<byte> w, Vector256<sbyte> x, Vector256<int> offset, Vector256<float> scale) =>
+        Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(offset, w, x)), scale, acc);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store<TM>(float* y, Vector256<float> c0, Vector256<float> c1, Vector256<float> c2, Vector256<float> c3) where TM : struct, ITileExtent
+    {
+        y[0] = HorizontalSum(c0);
+        if (TM.Value > 1) y[1] = HorizontalSum(c1);
+        if (TM.Value > 2) y[2] = HorizontalSum(c2);
+        if (TM.Value > 3) y[3] = HorizontalSum(c3);
+    }
+
+    public override float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols)
+    {
+        int nb = cols / 32;
+        Span<float> acc = stackalloc float[8];
+        acc.Clear();
+        fixed (byte* w = weightRow)
+        fixed (byte* x = packedRow)
+        {
+            sbyte* qs = (sbyte*)x;
+            float* scales = (float*)(x + nb * 64);
+            for (int b = 0; b < nb; b++)
+            {
+                byte* wb = w + b * TW.BlockBytes;
+                float scale = QuantMath.ToFloat(*(ushort*)wb) * scales[b];
+                for (int l = 0; l < 8; l++)
+                {
+                    int sum = 0;
+                    for (int k = 4 * l; k < 4 * l + 4; k++) sum += TW.Value(wb, k) * qs[b * 32 + k];
+                    acc[l] = MathF.FusedMultiplyAdd(sum, scale, acc[l]);
+                }
+            }
+        }
+        return HorizontalSum(acc);
+    }
+}

@@ -1,0 +1,115 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace SpeCache.Quants;
+
+/// <summary>
+/// A register-tiled matrix multiply for one weight format: up to four weight rows times up to
+/// four activation rows are accumulated in registers across the whole row, so each weight block
+/// is loaded and decoded once per tile instead of once per activation row (llamafile's tinyBLAS
+/// does the same in C++). Activations are first packed into a layout of the kernel's choosing.
+/// <para>
+/// Every output is computed by the same sequence of operations whatever the tile, the number of
+/// activation rows or the thread split: lane-wise exact integer partial sums per block, one
+/// float multiply-add per block and lane, and <see cref="HorizontalSum"/> at the end. So a
+/// sequence's logits do not depend on which other rows share its matmul (one-row decode,
+/// two-row speculative decode, batched decode and prefill all agree), and
+/// <see cref="ReferenceDot"/> reproduces each output bit for bit in scalar code.
+/// </para>
+/// </summary>
+internal abstract unsafe class TileKernel
+{
+    /// <summary>The tiled kernels use 256-bit VNNI (AVX-VNNI or AVX512-VNNI's VEX form); other CPUs take the row dots.</summary>
+    public static readonly bool IsSupported = AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Bytes of one packed activation row of <paramref name="cols"/> values (a multiple of 64, so rows stay aligned).</summary>
+    public abstract int PackedRowBytes(int cols);
+
+    /// <summary>Quantizes one float activation row into the kernel's packed layout.</summary>
+    public abstract void Pack(ReadOnlySpan<float> x, Span<byte> packed);
+
+    /// <summary>The values a packed row stands for (scale × quant), for tests.</summary>
+    public abstract float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols);
+
+    /// <summary>
+    /// <c>y[i * yStride + r] = dot(W[r], a[i])</c> for <paramref name="rows"/> weight rows
+    /// starting at <paramref name="w"/> (<paramref name="weightRowBytes"/> apart) and
+    /// <paramref name="n"/> packed activation rows starting at <paramref name="a"/>.
+    /// </summary>
+    public abstract void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride);
+
+    /// <summary>One output in scalar code, with exactly the kernel's arithmetic (tests compare bits).</summary>
+    public abstract float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols);
+
+    /// <summary>
+    /// The fixed reduction of eight lanes: (l0+l4 + l2+l6) + (l1+l5 + l3+l7). Written out rather
+    /// than <c>Vector256.Sum</c>, whose order is not specified, so the scalar reference can mirror it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalSum(Vector256<float> v)
+    {
+        var s = v.GetLower() + v.GetUpper();
+        var t = s + Vector128.Shuffle(s, Vector128.Create(2, 3, 0, 1));
+        return t.ToScalar() + t.GetElement(1);
+    }
+
+    /// <summary>Scalar mirror of <see cref="HorizontalSum"/>.</summary>
+    public static float HorizontalSum(ReadOnlySpan<float> l) =>
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+
+    /// <summary>
+    /// Runs <typeparamref name="TBody"/>'s tile over <paramref name="m"/> (≤ 4) weight rows and
+    /// all <paramref name="n"/> activation rows, four at a time, with the tile shape as type
+    /// arguments. <paramref name="table"/> is what the kernel unpacked from the weight tile.
+    /// </summary>
+    protected static void Tiles<TBody>(int m, int n, byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+        where TBody : ITileBody
+    {
+        for (int i0 = 0; i0 < n; i0 += 4)
+        {
+            byte* at = a + (long)i0 * aStride;
+            float* yt = y + i0 * yStride;
+            switch (Math.Min(4, n - i0))
+            {
+                case 4: Rows<TBody, Extent4>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+                case 3: Rows<TBody, Extent3>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+                case 2: Rows<TBody, Extent2>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+                default: Rows<TBody, Extent1>(m, w, ws, table, nb, at, aStride, yt, yStride); break;
+            }
+        }
+    }
+
+    static void Rows<TBody, TN>(int m, byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+        where TBody : ITileBody where TN : struct, ITileExtent
+    {
+        switch (m)
+        {
+            case 4: TBody.Tile<Extent4, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+            case 3: TBody.Tile<Extent3, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+            case 2: TBody.Tile<Extent2, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+            default: TBody.Tile<Extent1, TN>(w, ws, table, nb, a, aStride, y, yStride); break;
+        }
+    }
+
+    /// <summary>Rounds a packed row size up to whole cache lines.</summary>
+    protected static int CacheLines(long bytes) => checked((int)((bytes + 63) & ~63L));
+}
+
+/// <summary>A kernel's tile: TM weight rows × TN activation rows, outputs to <c>y[j * yStride + i]</c>.</summary>
+internal unsafe interface ITileBody
+{
+    static abstract void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
+        where TM : struct, ITileExtent where TN : struct, ITileExtent;
+}
+
+/// <summary>Tile extents as type parameters, so the JIT compiles one specialized, branch-free body per tile shape.</summary>
+internal interface ITileExtent
+{
+    static abstract int Value { get; }
+}
+
+internal struct Extent1 : ITileExtent { public static int Value => 1; }
+internal struct Extent2 : ITileExtent { public static int Value => 2; }
+internal struct Extent3 : ITileExtent { public static int Value => 3; }
+internal struct Extent4 : ITileExtent { public static int Value => 4; }

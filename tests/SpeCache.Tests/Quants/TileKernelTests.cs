@@ -1,0 +1,210 @@
+using SpeCache.Quants;
+using SpeCache.Tensors;
+
+namespace SpeCache.Tests.Quants;
+
+public unsafe class TileKernelTests
+{
+    public static TheoryData<GgmlType> TiledTypes() => new(GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K);
+
+    static TileKernel KernelOf(GgmlType type)
+    {
+        Assert.SkipUnless(TileKernel.IsSupported, "this CPU has no 256-bit VNNI; the row dots run instead");
+        return TypeTraits.Of(type).Tiles ?? throw new InvalidOperationException($"{type} has no tile kernel");
+    }
+
+    static int BlockOf(GgmlType type) => GgmlTypeInfo.Geometry(type).BlockSize;
+
+    /// <summary>Packs <paramref name="n"/> activation rows the way <see cref="CpuBackend"/> does.</summary>
+    static byte[] Pack(TileKernel kernel, float[] x, int n, int cols)
+    {
+        int rowBytes = kernel.PackedRowBytes(cols);
+        var packed = new byte[rowBytes * n];
+        for (int i = 0; i < n; i++) kernel.Pack(x.AsSpan(i * cols, cols), packed.AsSpan(i * rowBytes, rowBytes));
+        return packed;
+    }
+
+    static float[] Compute(TileKernel kernel, TestWeightRows w, byte[] packed, int n, int cols)
+    {
+        var y = new float[n * w.Rows];
+        fixed (byte* pw = w.Bytes)
+        fixed (byte* pa = packed)
+        fixed (float* py = y)
+            kernel.Compute(pw, w.RowBytes, w.Rows, pa, kernel.PackedRowBytes(cols), n, cols, py, w.Rows);
+        return y;
+    }
+
+    /// <summary>
+    /// Every output of every tile shape equals the scalar mirror of the kernel's arithmetic bit
+    /// for bit: weight rows 1..9 (full tiles of 4, and 1..3 left over), activation rows 1..70.
+    /// Real weight scales (~1e-2, subnormal half sub-scales for K-quants) and outliers.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TiledTypes))]
+    public void EveryOutputEqualsScalarReferenceBitForBit(GgmlType type)
+    {
+        var kernel = KernelOf(type);
+        int cols = BlockOf(type) == 32 ? 32 * 7 : 256 * 3;
+        foreach (int rows in new[] { 1, 2, 3, 4, 5, 6, 7, 9 })
+        {
+            var w = new TestWeightRows(type, rows, cols, seed: rows, scale: 0.02f);
+            int n = rows == 9 ? 70 : rows + 2;
+            var x = TestRows.WithOutliers(n * cols, 40 + rows);
+            var packed = Pack(kernel, x, n, cols);
+            var y = Compute(kernel, w, packed, n, cols);
+            int rowBytes = kernel.PackedRowBytes(cols);
+            for (int i = 0; i < n; i++)
+                for (int r = 0; r < rows; r++)
+                {
+                    float expected = kernel.ReferenceDot(w.Row(r), packed.AsSpan(i * rowBytes, rowBytes), cols);
+                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[i * rows + r]),
+                        $"{type} rows {rows} n {n}: y[{i},{r}] = {y[i * rows + r]}, reference {expected}");
+                }
+        }
+    }
+
+    /// <summary>
+    /// An output does not depend on how many activation rows share the call (n = 1..70) nor on
+    /// where its row falls in a tile: the last row computed alone equals it computed with the rest.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TiledTypes))]
+    public void OutputsDoNotDependOnRowCount(GgmlType type)
+    {
+        var kernel = KernelOf(type);
+        int cols = BlockOf(type) == 32 ? 32 * 5 : 256 * 2;
+        const int rows = 11;
+        var w = new TestWeightRows(type, rows, cols, seed: 5, scale: 0.02f);
+        var x = TestRows.Gaussian(70 * cols, 6);
+        var all = Compute(kernel, w, Pack(kernel, x, 70, cols), 70, cols);
+        for (int n = 1; n <= 70; n++)
+        {
+            var y = Compute(kernel, w, Pack(kernel, x, n, cols), n, cols);
+            Assert.Equal(all.AsSpan(0, n * rows).ToArray(), y);
+        }
+    }
+
+    /// <summary>
+    /// With unit scales every partial sum is an integer below 2^24, so the kernel, its scalar
+    /// mirror and the format's scalar row dot must all give the exact dot of the integers.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TiledTypes))]
+    public void UnitScalesGiveTheExactIntegerDot(GgmlType type)
+    {
+        var kernel = KernelOf(type);
+        int cols = BlockOf(type) == 32 ? 32 * 9 : 256 * 3;
+        const int rows = 6, n = 5;
+        var rng = new Random((int)type + 7);
+        var w = TestWeightRows.UnitScaled(type, rows, cols, rng);
+        // Activations that quantize with scale exactly 1: integers in [-127, 127] with a ±127 in every block.
+        var x = new float[n * cols];
+        for (int k = 0; k < x.Length; k++) x[k] = rng.Next(-127, 128);
+        for (int k = 0; k < x.Length; k += 32) x[k] = (k / 32 % 2 == 0) ? 127 : -127;
+        var packed = Pack(kernel, x, n, cols);
+        var y = Compute(kernel, w, packed, n, cols);
+        var traits = TypeTraits.Of(type);
+        int rowBytes = kernel.PackedRowBytes(cols);
+        for (int i = 0; i < n; i++)
+        {
+            var activation = TestRows.Activation(type, x.AsSpan(i * cols, cols).ToArray());
+            for (int r = 0; r < rows; r++)
+            {
+                var wr = TestRows.Dequantize(type, w.Row(r).ToArray(), cols);
+                double exact = 0;
+                for (int k = 0; k < cols; k++) exact += (double)wr[k] * x[i * cols + k];
+                Assert.Equal((float)exact, y[i * rows + r]);
+                Assert.Equal((float)exact, kernel.ReferenceDot(w.Row(r), packed.AsSpan(i * rowBytes, rowBytes), cols));
+                Assert.Equal((float)exact, traits.Dot(w.Row(r), activation, cols));
+            }
+        }
+    }
+
+    /// <summary>With real scales the tiled result and the row dot differ only in float summation order.</summary>
+    [Theory]
+    [MemberData(nameof(TiledTypes))]
+    public void AgreesWithRowDot(GgmlType type)
+    {
+        var kernel = KernelOf(type);
+        int cols = BlockOf(type) == 32 ? 32 * 33 : 256 * 5;
+        const int rows = 7, n = 6;
+        var w = new TestWeightRows(type, rows, cols, seed: 9, scale: 0.02f);
+        var x = TestRows.WithOutliers(n * cols, 10);
+        var y = Compute(kernel, w, Pack(kernel, x, n, cols), n, cols);
+        var traits = TypeTraits.Of(type);
+        for (int i = 0; i < n; i++)
+        {
+            var activation = TestRows.Activation(type, x.AsSpan(i * cols, cols).ToArray());
+            var xf = TestRows.DequantizeActivation(type, activation, cols);
+            for (int r = 0; r < rows; r++)
+            {
+                var wf = TestRows.Dequantize(type, w.Row(r).ToArray(), cols);
+                double magnitude = 0;
+                for (int k = 0; k < cols; k++) magnitude += Math.Abs((double)wf[k] * xf[k]);
+                float dot = traits.Dot(w.Row(r), activation, cols);
+                Assert.True(Math.Abs(dot - y[i * rows + r]) <= 1e-6 * magnitude, $"{type} y[{i},{r}] = {y[i * rows + r]}, row dot {dot}");
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(TiledTypes))]
+    public void PackedActivationsHoldTheRowDotsQuantizedValues(GgmlType type)
+    {
+        var kernel = KernelOf(type);
+        int cols = BlockOf(type) == 32 ? 32 * 4 : 256 * 2;
+        var x = TestRows.WithOutliers(cols, 11);
+        var packed = Pack(kernel, x, 1, cols);
+        var activation = TestRows.Activation(type, x);
+        var expected = TestRows.DequantizeActivation(type, activation, cols);
+        Assert.Equal(expected, kernel.UnpackActivation(packed, cols));
+    }
+}
+
+/// <summary>Quantized weight rows in a managed array (the tile kernels take pointers; tests pin it).</summary>
+public sealed class TestWeightRows
+{
+    public TestWeightRows(GgmlType type, int rows, int cols, int seed, float scale)
+    {
+        Type = type;
+        Rows = rows;
+        RowBytes = (int)GgmlTypeInfo.RowBytes(type, cols);
+        Bytes = new byte[RowBytes * rows];
+        for (int r = 0; r < rows; r++)
+        {
+            var values = TestRows.WithOutliers(cols, seed * 1000 + r);
+            for (int k = 0; k < cols; k++) values[k] *= scale;
+            WeightFormats.QuantizeRow(type, values, Row(r));
+        }
+    }
+
+    TestWeightRows(GgmlType type, int rows, int rowBytes)
+    {
+        Type = type;
+        Rows = rows;
+        RowBytes = rowBytes;
+        Bytes = new byte[rowBytes * rows];
+    }
+
+    public GgmlType Type { get; }
+    public int Rows { get; }
+    public int RowBytes { get; }
+    public byte[] Bytes { get; }
+
+    public Span<byte> Row(int r) => Bytes.AsSpan(r * RowBytes, RowBytes);
+
+    /// <summary>Random bytes with every (super-)block scale 1, so dots are exact integers.</summary>
+    public static TestWeightRows UnitScaled(GgmlType type, int rows, int cols, Random rng)
+    {
+        var w = new TestWeightRows(type, rows, (int)GgmlTypeInfo.RowBytes(type, cols));
+        rng.NextBytes(w.Bytes);
+        var geometry = GgmlTypeInfo.Geometry(type);
+        ushort one = BitConverter.HalfToUInt16Bits((Half)1);
+        for (int b = 0; b < w.Bytes.Length; b += geometry.TypeSize)
+        {
+            BitConverter.TryWriteBytes(w.Bytes.AsSpan(b), one);
+            if (type == GgmlType.Q4_K) BitConverter.TryWriteBytes(w.Bytes.AsSpan(b + 2), one);
+        }
+        return w;
+    }
+}
