@@ -1,5 +1,7 @@
 using System.Text.Json;
+using SpeCache.Eval;
 using SpeCache.Generation;
+using SpeCache.KvCache;
 
 namespace SpeCache.Server;
 
@@ -18,6 +20,8 @@ sealed class GenerationRequest
     public bool Stream { get; private init; }
     /// <summary>stream_options.include_usage: one more chunk with the usage before [DONE].</summary>
     public bool IncludeUsage { get; private init; }
+    /// <summary>kv_cache: this request's KV cache policy instead of the server's (null: the server's).</summary>
+    public KvCacheOptions? KvCache { get; private init; }
 
     /// <summary>Reads the body of a POST as one JSON object; a wrong content type or broken JSON is a 4xx.</summary>
     public static async Task<JsonElement> ReadBodyAsync(HttpRequest request, CancellationToken cancellation)
@@ -79,6 +83,8 @@ sealed class GenerationRequest
         long? seed = OptionalLong(body, "seed");
         // frequency_penalty, presence_penalty, logit_bias, user and the like are accepted and not applied.
 
+        var kvCache = ReadKvCache(body, server);
+
         var streamOptions = body.TryGetProperty("stream_options", out var so) && so.ValueKind == JsonValueKind.Object ? so : default;
         return new GenerationRequest
         {
@@ -97,6 +103,7 @@ sealed class GenerationRequest
             Stop = ReadStop(body),
             IgnoreEos = OptionalBool(body, "ignore_eos") ?? false,
             Stream = OptionalBool(body, "stream") ?? false,
+            KvCache = kvCache,
             IncludeUsage = streamOptions.ValueKind == JsonValueKind.Object && (OptionalBool(streamOptions, "include_usage", "stream_options.include_usage") ?? false),
         };
     }
@@ -128,6 +135,31 @@ sealed class GenerationRequest
             Sampling = Sampling,
             StopStrings = Stop,
             IgnoreEndOfGeneration = IgnoreEos,
+        };
+    }
+
+    /// <summary>
+    /// kv_cache (our extension): a policy in <see cref="PolicySpec"/> syntax, e.g. "specache:bits=1,k=32".
+    /// Where the host tier lives and how its link is modelled stay the server's: a request picks how
+    /// its cache is kept, not where on the server's disks.
+    /// </summary>
+    static KvCacheOptions? ReadKvCache(JsonElement body, ServerState server)
+    {
+        if (OptionalString(body, "kv_cache") is not { } text) return null;
+        KvCacheOptions asked;
+        try
+        {
+            asked = PolicySpec.Parse(text);
+        }
+        catch (ArgumentException e)
+        {
+            throw RequestException.BadValue("kv_cache", e.Message);
+        }
+        var own = server.Queue.Engine.Options.KvCache;
+        return asked with
+        {
+            SpeCache = asked.SpeCache with { HostTier = own.SpeCache.HostTier, Interconnect = own.SpeCache.Interconnect },
+            FullElement = asked.Policy == own.Policy ? own.FullElement : asked.FullElement,
         };
     }
 

@@ -38,13 +38,13 @@ static class ResponseWriter
             if (!request.Stream)
             {
                 var text = new StringBuilder();
-                await foreach (string piece in server.Queue.RunAsync(prompt, options, stats, cancellation))
+                await foreach (string piece in server.Queue.RunAsync(prompt, options, stats, cancellation, request.KvCache))
                     text.Append(piece);
                 return Results.Json(shape.Response(id, created, text.ToString(), ServerState.FinishReason(stats), ServerState.Usage(stats)), Json.Options);
             }
 
             // Queued before the status line goes out, so that a request the queue refuses gets a 4xx.
-            var pieces = server.Queue.RunAsync(prompt, options, stats, cancellation);
+            var pieces = server.Queue.RunAsync(prompt, options, stats, cancellation, request.KvCache);
             var response = http.Response;
             response.StatusCode = StatusCodes.Status200OK;
             response.ContentType = "text/event-stream";

@@ -118,4 +118,23 @@ public sealed class QueueAndCancellationTests
         Assert.Equal(2, metrics["specache_requests_refused_total"]);
         Assert.Equal(100 * 640, metrics["specache_kv_cache_fast_tier_budget_bytes"]);
     }
+
+    [Fact]
+    public async Task ARequestCanChooseItsOwnKvCachePolicy()
+    {
+        await using var server = await TestServer.StartAsync();
+        var body = await server.PostForJsonAsync("/v1/completions", """{"prompt":"Once upon a time","max_tokens":120,"temperature":0,"ignore_eos":true,"kv_cache":"kivi:bits=1,group=32,residual=32"}""");
+        string text = body.GetProperty("choices")[0].GetProperty("text").GetString()!;
+
+        string Alone(string policy)
+        {
+            using var engine = Engine.Load(TestPaths.Stories260K, new EngineOptions { Threads = 1, KvCache = SpeCache.Eval.PolicySpec.Parse(policy) });
+            using var cache = engine.CreateCache();
+            var options = new GenerationOptions { MaxTokens = 120, Sampling = new SamplingOptions { Temperature = 0 }, IgnoreEndOfGeneration = true };
+            return string.Concat(engine.Generator.Generate(engine.Encode("Once upon a time"), options, cache, new GenerationStats(), TestContext.Current.CancellationToken));
+        }
+        Assert.Equal(Alone("kivi:bits=1,group=32,residual=32"), text);
+        // 1-bit codes past the residual window change the story: the request really ran its own policy.
+        Assert.NotEqual(Alone("full"), text);
+    }
 }
