@@ -25,7 +25,7 @@ static partial class EvalPlots
         plot.Title($"KL(full || policy) per decode step, {report.Model}");
         plot.XLabel("position");
         plot.YLabel("log10 KL");
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Right);
         return Save(plot, path, 1000, 600);
     }
 
@@ -37,7 +37,7 @@ static partial class EvalPlots
         plot.Title($"mean KL versus fast-tier memory, {report.Model}");
         plot.XLabel("fast tier (KiB)");
         plot.YLabel("log10 mean KL");
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Right);
         return Save(plot, path, 1000, 600);
     }
 
@@ -52,10 +52,12 @@ static partial class EvalPlots
             line.LegendText = r.Label;
             line.MarkerSize = 7;
         }
+        int layerCount = report.Policies.Count == 0 ? 0 : report.Policies[0].AttentionErrorPerLayer.Length;
+        plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, layerCount).Select(l => (double)l)], [.. Enumerable.Range(0, layerCount).Select(l => l.ToString(CultureInfo.InvariantCulture))]);
         plot.Title($"attention-output relative error per layer, {report.Model}");
         plot.XLabel("layer");
         plot.YLabel("log10 mean ||out - out_full|| / ||out_full||");
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Right);
         return Save(plot, path, 1000, 600);
     }
 
@@ -80,11 +82,12 @@ static partial class EvalPlots
             line.LegendText = curve.Key;
             line.MarkerSize = 7;
         }
-        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { LabelFormatter = x => x.ToString("0", CultureInfo.InvariantCulture) };
+        var allK = curves.SelectMany(c => c.Select(p => p.Options.SpeCache.TopK)).Distinct().Order().ToList();
+        plot.Axes.Bottom.SetTicks([.. allK.Select(k => (double)k)], [.. allK.Select(k => k.ToString(CultureInfo.InvariantCulture))]);
         plot.Title($"mean KL versus k (16-bit pairs per step), {report.Model}");
         plot.XLabel("k");
         plot.YLabel("log10 mean KL");
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Right);
         return Save(plot, path, 1000, 600);
     }
 
@@ -121,7 +124,7 @@ static partial class EvalPlots
         plot.Title($"{report.Task}: accuracy versus fast-tier memory, {report.Model}");
         plot.XLabel("fast tier (KiB)");
         plot.YLabel("accuracy (%)");
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Right);
         return Save(plot, path, 1000, 600);
     }
 

@@ -22,6 +22,10 @@ public static class RetrievalEval
     public static RetrievalReport Run(LlamaModel model, string modelName, IReadOnlyList<string> policySpecs, int[] lengths, double[] depths,
         int samplesPerCell, RetrievalTask task, Action<string, int, int>? progress = null)
     {
+        // The questions are token ids of the constructed model's vocabulary (pairs, queries,
+        // answers); another vocabulary would read them as unrelated tokens and score noise.
+        if (model.Config.VocabSize != RetrievalModel.VocabSize)
+            throw new ArgumentException($"retrieval questions are written in the constructed retrieval model's vocabulary of {RetrievalModel.VocabSize} tokens; this model has {model.Config.VocabSize}");
         int longest = lengths.Max();
         if (longest > model.Config.ContextLength)
             throw new ArgumentException($"length {longest} exceeds the model's context of {model.Config.ContextLength}");

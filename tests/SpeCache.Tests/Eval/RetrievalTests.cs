@@ -243,6 +243,11 @@ public class NiahCliTests(RetrievalModelFixture fixture) : IClassFixture<Retriev
         Assert.Contains("## multivalue", result.StdOut);
     }
 
+    [Fact]
+    public void AModelWithAnotherVocabularyIsOneLine() =>
+        Cli.CliRunner.AssertOneLineError(Cli.CliRunner.Run("eval", "niah", "-m", TestPaths.TinyStories656K, "--lengths", "256", "--samples", "1"),
+            "constructed retrieval model's vocabulary");
+
     [Theory]
     [InlineData("vt", "one attention layer per hop")]
     [InlineData("multivalue --values 1", "2 to 32 values")]
