@@ -22,11 +22,7 @@ static partial class EvalPlots
             var line = plot.Add.ScatterLine(xs, kl);
             line.LegendText = r.Label;
         }
-        plot.Title($"KL(full || policy) per decode step, {report.Model}");
-        plot.XLabel("position");
-        plot.YLabel("log10 KL");
-        plot.ShowLegend(ScottPlot.Edge.Right);
-        return Save(plot, path, 1000, 600);
+        return Finish(plot, $"KL(full || policy) per decode step, {report.Model}", "position", "log10 KL", path);
     }
 
     public static string KlVersusBytes(FidelityReport report, string path)
@@ -34,11 +30,7 @@ static partial class EvalPlots
         var plot = new ScottPlot.Plot();
         foreach (var r in report.Policies)
             Point(plot, r.FastTierBytes / 1024.0, Log(r.MeanKl), r.Label);
-        plot.Title($"mean KL versus fast-tier memory, {report.Model}");
-        plot.XLabel("fast tier (KiB)");
-        plot.YLabel("log10 mean KL");
-        plot.ShowLegend(ScottPlot.Edge.Right);
-        return Save(plot, path, 1000, 600);
+        return Finish(plot, $"mean KL versus fast-tier memory, {report.Model}", "fast tier (KiB)", "log10 mean KL", path);
     }
 
     /// <summary>Mean attention-output relative error against layer, one line per policy.</summary>
@@ -54,11 +46,7 @@ static partial class EvalPlots
         }
         int layerCount = report.Policies.Count == 0 ? 0 : report.Policies[0].AttentionErrorPerLayer.Length;
         plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, layerCount).Select(l => (double)l)], [.. Enumerable.Range(0, layerCount).Select(l => l.ToString(CultureInfo.InvariantCulture))]);
-        plot.Title($"attention-output relative error per layer, {report.Model}");
-        plot.XLabel("layer");
-        plot.YLabel("log10 mean ||out - out_full|| / ||out_full||");
-        plot.ShowLegend(ScottPlot.Edge.Right);
-        return Save(plot, path, 1000, 600);
+        return Finish(plot, $"attention-output relative error per layer, {report.Model}", "layer", "log10 mean ||out - out_full|| / ||out_full||", path);
     }
 
     /// <summary>
@@ -84,11 +72,7 @@ static partial class EvalPlots
         }
         var allK = curves.SelectMany(c => c.Select(p => p.Options.SpeCache.TopK)).Distinct().Order().ToList();
         plot.Axes.Bottom.SetTicks([.. allK.Select(k => (double)k)], [.. allK.Select(k => k.ToString(CultureInfo.InvariantCulture))]);
-        plot.Title($"mean KL versus k (16-bit pairs per step), {report.Model}");
-        plot.XLabel("k");
-        plot.YLabel("log10 mean KL");
-        plot.ShowLegend(ScottPlot.Edge.Right);
-        return Save(plot, path, 1000, 600);
+        return Finish(plot, $"mean KL versus k (16-bit pairs per step), {report.Model}", "k", "log10 mean KL", path);
     }
 
     /// <summary>A policy label without its " k8" part: the name of its KL-versus-k curve.</summary>
@@ -111,7 +95,8 @@ static partial class EvalPlots
         plot.Title($"{report.Task}, {policy.Label}: retrieval accuracy (%)");
         plot.XLabel("context length");
         plot.YLabel("needle depth");
-        return Save(plot, path, 700, 500);
+        plot.SavePng(path, 700, 500);
+        return path;
     }
 
     /// <summary>Accuracy over the whole task against the fast-tier bytes each policy held, one point per policy.</summary>
@@ -121,11 +106,7 @@ static partial class EvalPlots
         foreach (var p in report.Policies)
             Point(plot, p.FastTierBytes / 1024.0, p.Accuracy, p.Label);
         plot.Axes.SetLimitsY(-5, 105);
-        plot.Title($"{report.Task}: accuracy versus fast-tier memory, {report.Model}");
-        plot.XLabel("fast tier (KiB)");
-        plot.YLabel("accuracy (%)");
-        plot.ShowLegend(ScottPlot.Edge.Right);
-        return Save(plot, path, 1000, 600);
+        return Finish(plot, $"{report.Task}: accuracy versus fast-tier memory, {report.Model}", "fast tier (KiB)", "accuracy (%)", path);
     }
 
     static void Point(ScottPlot.Plot plot, double x, double y, string label)
@@ -135,9 +116,14 @@ static partial class EvalPlots
         point.MarkerSize = 10;
     }
 
-    static string Save(ScottPlot.Plot plot, string path, int width, int height)
+    /// <summary>Titles, axis labels, the legend beside the plot (many policies would hide the data), and the PNG.</summary>
+    static string Finish(ScottPlot.Plot plot, string title, string xLabel, string yLabel, string path)
     {
-        plot.SavePng(path, width, height);
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        plot.ShowLegend(ScottPlot.Edge.Right);
+        plot.SavePng(path, 1000, 600);
         return path;
     }
 }

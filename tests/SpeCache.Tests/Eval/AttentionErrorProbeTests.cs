@@ -9,19 +9,8 @@ namespace SpeCache.Tests.Eval;
 
 public class AttentionErrorProbeUnitTests
 {
-    static readonly ModelConfig Config = new()
-    {
-        Architecture = "llama",
-        VocabSize = 16,
-        Dim = 256,
-        HiddenDim = 16,
-        LayerCount = 2,
-        HeadCount = 4,
-        KvHeadCount = 2,
-        HeadDim = 64,
-        RopeDim = 64,
-        ContextLength = 256,
-    };
+    // Two layers, two KV heads shared by two query heads each.
+    static readonly ModelConfig Config = SpeCache.Tests.KvCache.Policies.EvictionTestShapes.Shape(kvHeads: 2, group: 2, layers: 2);
 
     [Fact]
     public void ErrorPerLayerIsTheRelativeDistanceOfTheTwoCachesOutputs()
@@ -84,63 +73,5 @@ public class AttentionErrorProbeUnitTests
         used.Commit(1);
         using var other = KvCacheFactory.Create(new KvCacheOptions(), Config, 16);
         Assert.Throws<ArgumentException>(() => new AttentionErrorProbe(used, other, Config));
-    }
-}
-
-public sealed class AttentionErrorProbeModelTests : IDisposable
-{
-    readonly ModelFile _file = ModelLoader.Open(TestPaths.TinyStories656K);
-    readonly CpuBackend _backend = new(1);
-    readonly LlamaModel _model;
-    readonly int[] _text;
-
-    public AttentionErrorProbeModelTests()
-    {
-        _model = new LlamaModel(_file, _backend);
-        var rnd = new Random(3);
-        _text = [.. Enumerable.Range(0, 200).Select(i => i == 0 ? 1 : rnd.Next(3, _model.Config.VocabSize))];
-    }
-
-    public void Dispose()
-    {
-        _backend.Dispose();
-        _file.Dispose();
-    }
-
-    /// <summary>Logits of every decode step, prefill of 80 then 100 steps, through the decode path generation uses.</summary>
-    float[][] Run(IKvCache cache)
-    {
-        var state = _model.CreateState(64);
-        var logits = new List<float[]> { _model.Forward(_text.AsSpan(0, 80), cache, state).ToArray() };
-        if (cache is AttentionErrorProbe probe) probe.Measuring = true;
-        var stepper = new DecodeStepper(_model, cache, state);
-        for (int t = 80; t < 180; t++) logits.Add(stepper.Step(_text[t]).ToArray());
-        return [.. logits];
-    }
-
-    [Fact]
-    public void ALossyPolicyBehindTheProbeLeavesTheForwardPassExact()
-    {
-        // Teacher forcing through the layers: whatever the policy gets wrong, the hidden states (and
-        // so the logits) are the full cache's, so each layer's error is its own, not inherited. The
-        // policy decodes a speculative row each step, which the reference never sees.
-        using var full = KvCacheFactory.Create(new KvCacheOptions(), _model.Config, 512);
-        var expected = Run(full);
-        var lossy = PolicySpec.Parse("specache:bits=1,group=64,k=4,spec=on");
-        using var probe = new AttentionErrorProbe(KvCacheFactory.Create(new KvCacheOptions(), _model.Config, 512),
-            KvCacheFactory.Create(lossy, _model.Config, 512), _model.Config);
-        Assert.Equal(1, probe.SpeculativeRows);
-        var actual = Run(probe);
-        for (int s = 0; s < expected.Length; s++) Assert.Equal(expected[s], actual[s]);
-        Assert.All(probe.MeanErrorPerLayer(), e => Assert.InRange(e, 1e-3, 1));
-    }
-
-    [Fact]
-    public void AnExactPolicyHasNoError()
-    {
-        using var probe = new AttentionErrorProbe(KvCacheFactory.Create(new KvCacheOptions(), _model.Config, 512),
-            KvCacheFactory.Create(PolicySpec.Parse("specache:bits=1,group=64,k=512,spec=on"), _model.Config, 512), _model.Config);
-        Run(probe);
-        Assert.All(probe.MaxErrorPerLayer(), e => Assert.True(e < 1e-5, $"error {e}"));
     }
 }

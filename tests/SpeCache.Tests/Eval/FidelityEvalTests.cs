@@ -1,5 +1,7 @@
 using System.Text.Json;
 using SpeCache.Eval;
+using SpeCache.Generation;
+using SpeCache.KvCache;
 using SpeCache.KvCache.Policies.SpeCache;
 using SpeCache.ModelFiles;
 using SpeCache.Tensors;
@@ -74,6 +76,43 @@ public sealed class FidelityEvalTests : IDisposable
         Assert.Equal(150, lossy.KlPerStep.Length);
         Assert.All(lossy.AttentionErrorPerLayer, e => Assert.InRange(e, 1e-3, 1));
         Assert.All(lossy.AttentionErrorPerLayer.Zip(lossy.MaxAttentionErrorPerLayer), p => Assert.True(p.First <= p.Second));
+    }
+
+    /// <summary>Logits of every decode step, prefill of 80 then 100 steps, through the decode path generation uses.</summary>
+    float[][] Run(IKvCache cache)
+    {
+        var state = _model.CreateState(64);
+        var logits = new List<float[]> { _model.Forward(_text.AsSpan(0, 80), cache, state).ToArray() };
+        if (cache is AttentionErrorProbe probe) probe.Measuring = true;
+        var stepper = new DecodeStepper(_model, cache, state);
+        for (int t = 80; t < 180; t++) logits.Add(stepper.Step(_text[t]).ToArray());
+        return [.. logits];
+    }
+
+    [Fact]
+    public void ALossyPolicyBehindTheProbeLeavesTheForwardPassExact()
+    {
+        // Teacher forcing through the layers: whatever the policy gets wrong, the hidden states (and
+        // so the logits) are the full cache's, so each layer's error is its own, not inherited. The
+        // policy decodes a speculative row each step, which the reference never sees.
+        using var full = KvCacheFactory.Create(new KvCacheOptions(), _model.Config, 512);
+        var expected = Run(full);
+        var lossy = PolicySpec.Parse("specache:bits=1,group=64,k=4,spec=on");
+        using var probe = new AttentionErrorProbe(KvCacheFactory.Create(new KvCacheOptions(), _model.Config, 512),
+            KvCacheFactory.Create(lossy, _model.Config, 512), _model.Config);
+        Assert.Equal(1, probe.SpeculativeRows);
+        var actual = Run(probe);
+        for (int s = 0; s < expected.Length; s++) Assert.Equal(expected[s], actual[s]);
+        Assert.All(probe.MeanErrorPerLayer(), e => Assert.InRange(e, 1e-3, 1));
+    }
+
+    [Fact]
+    public void AnExactPolicyHasNoError()
+    {
+        using var probe = new AttentionErrorProbe(KvCacheFactory.Create(new KvCacheOptions(), _model.Config, 512),
+            KvCacheFactory.Create(PolicySpec.Parse("specache:bits=1,group=64,k=512,spec=on"), _model.Config, 512), _model.Config);
+        Run(probe);
+        Assert.All(probe.MaxErrorPerLayer(), e => Assert.True(e < 1e-5, $"error {e}"));
     }
 
     [Fact]
