@@ -1,10 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using SpeCache.Eval;
 using SpeCache.Generation;
-using SpeCache.KvCache.Tiers;
 
 namespace SpeCache.Cli.Commands;
 
@@ -25,10 +23,10 @@ static class EvalCommand
         var text = new Option<string?>("--text") { Description = "Text file to evaluate on (default: a text sampled from the model itself with seed 0)." };
         var prefill = new Option<int>("--prefill") { Description = "Tokens of the text prefilled before decoding starts.", DefaultValueFactory = _ => 128 };
         var steps = new Option<int>("--steps") { Description = "Decode steps compared (teacher-forced on the text).", DefaultValueFactory = _ => 256 };
-        var policies = new Option<string[]>("--policy") { Description = "A policy to compare, e.g. kivi:bits=2 or specache:bits=1,group=64,k=8 (repeat; default: a standard set).", AllowMultipleArgumentsPerToken = true };
+        var policies = new Option<string[]>("--policy") { Description = "A policy to compare, e.g. kivi:bits=2 or specache:bits=1,group=64,k=8 (repeat; default: kivi, specache at 1 and 2 bits and k = 4, 8, 32, and streaming/h2o with specache 1-bit's fast-tier bytes).", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out") { Description = "Folder for the JSON and Markdown reports and the PNG plots.", DefaultValueFactory = _ => "eval-results" };
 
-        var command = new Command("fidelity", "Per decode step KL divergence, top-1 agreement and perplexity of each policy against the full cache.");
+        var command = new Command("fidelity", "Per decode step KL divergence, top-1 agreement, perplexity and per-layer attention-output error of each policy against the full cache.");
         common.AddTo(command);
         command.Options.Add(text);
         command.Options.Add(prefill);
@@ -39,11 +37,12 @@ static class EvalCommand
         {
             int p = result.GetValue(prefill), n = result.GetValue(steps);
             if (p < 1 || n < 1) throw new ArgumentException("--prefill and --steps must be positive");
-            string[] specs = result.GetValue(policies) is { Length: > 0 } given ? given : DefaultPolicies;
-            foreach (string spec in specs) PolicySpec.Parse(spec); // bad specs fail before the model loads
+            string[]? given = result.GetValue(policies) is { Length: > 0 } g ? g : null;
+            foreach (string spec in given ?? []) PolicySpec.Parse(spec); // bad specs fail before the model loads
             string outDir = result.GetValue(output)!;
 
             using var engine = common.LoadEngine(result);
+            var specs = given ?? EvalPolicies.Fidelity(engine.Config, engine.ContextLength);
             int[] tokens = result.GetValue(text) is string path
                 ? engine.Encode(File.ReadAllText(path))
                 : SampleText(engine, p + n);
@@ -51,16 +50,15 @@ static class EvalCommand
             var report = Progress.Bars(bar => FidelityEval.Run(engine.Model, modelName, tokens, p, n, engine.ContextLength, specs, bar));
 
             Directory.CreateDirectory(outDir);
-            string json = Path.Combine(outDir, "fidelity.json");
-            File.WriteAllText(json, JsonSerializer.Serialize(report, ReportJson.Options) + "\n");
-            string markdown = Path.Combine(outDir, "fidelity.md");
-            File.WriteAllText(markdown, ToMarkdown(report));
-            string klPlot = Path.Combine(outDir, "fidelity-kl.png");
-            string bytesPlot = Path.Combine(outDir, "fidelity-kl-vs-bytes.png");
-            Plots.KlPerStep(report, klPlot);
-            Plots.KlVersusBytes(report, bytesPlot);
-            Console.Out.Write(ToMarkdown(report));
-            Console.Error.WriteLine($"wrote {json}, {markdown}, {klPlot}, {bytesPlot}");
+            var written = new List<string> { Path.Combine(outDir, "fidelity.json"), Path.Combine(outDir, "fidelity.md") };
+            File.WriteAllText(written[0], JsonSerializer.Serialize(report, EvalReports.Json) + "\n");
+            File.WriteAllText(written[1], EvalReports.Markdown(report));
+            written.Add(EvalPlots.KlPerStep(report, Path.Combine(outDir, "fidelity-kl.png")));
+            written.Add(EvalPlots.KlVersusBytes(report, Path.Combine(outDir, "fidelity-kl-vs-bytes.png")));
+            written.Add(EvalPlots.AttentionErrorPerLayer(report, Path.Combine(outDir, "fidelity-attention-error.png")));
+            if (EvalPlots.KlVersusK(report, Path.Combine(outDir, "fidelity-kl-vs-k.png")) is string klVersusK) written.Add(klVersusK);
+            Console.Out.Write(EvalReports.Markdown(report));
+            Console.Error.WriteLine($"wrote {string.Join(", ", written)}");
             return 0;
         }));
         return command;
@@ -69,19 +67,23 @@ static class EvalCommand
     static Command Niah()
     {
         var common = new CommonOptions();
+        var tasks = new Option<string>("--tasks") { Description = "Retrieval tasks, comma-separated: single (one needle), multikey (the needle among --distractors pairs of other keys), multivalue (one key with --values values, all must be returned).", DefaultValueFactory = _ => "single,multikey,multivalue" };
         var lengths = new Option<string>("--lengths") { Description = "Context lengths, comma-separated.", DefaultValueFactory = _ => "1024,4096" };
         var depths = new Option<string>("--depths") { Description = "Needle depths from 0 to 1, comma-separated.", DefaultValueFactory = _ => "0,0.25,0.5,0.75,1" };
         var samples = new Option<int>("--samples") { Description = "Questions per length and depth.", DefaultValueFactory = _ => 4 };
-        var distractors = new Option<int>("--distractors") { Description = "Other key-value pairs in the haystack (multi-key retrieval).", DefaultValueFactory = _ => 32 };
-        var policies = new Option<string[]>("--policy") { Description = "A policy to compare (repeat; default: full, kivi and specache at 2 and 1 bit).", AllowMultipleArgumentsPerToken = true };
-        var output = new Option<string>("--out") { Description = "Folder for the reports and heatmaps.", DefaultValueFactory = _ => "eval-results" };
+        var distractors = new Option<int>("--distractors") { Description = "multikey, multivalue: other key-value pairs in the haystack.", DefaultValueFactory = _ => 32 };
+        var values = new Option<int>("--values") { Description = "multivalue: values the asked key holds.", DefaultValueFactory = _ => 4 };
+        var policies = new Option<string[]>("--policy") { Description = "A policy to compare (repeat; default: full, kivi and specache k=64 at 2 and 1 bit, streaming/h2o with specache 1-bit's fast-tier bytes).", AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--out") { Description = "Folder for the reports and plots.", DefaultValueFactory = _ => "eval-results" };
         var similarity = new Option<double>("--key-similarity") { Description = "Constructed model: how much its keys share, 0 to 0.9 (harder for every policy).", DefaultValueFactory = _ => 0 };
-        var command = new Command("niah", "Needle-in-a-haystack key-value retrieval per policy, on the constructed retrieval model (default) or --model.");
+        var command = new Command("niah", "RULER-style key-value retrieval (single, multi-key, multi-value needles) per policy, on the constructed retrieval model (default) or --model.");
         common.AddTo(command);
+        command.Options.Add(tasks);
         command.Options.Add(lengths);
         command.Options.Add(depths);
         command.Options.Add(samples);
         command.Options.Add(distractors);
+        command.Options.Add(values);
         command.Options.Add(policies);
         command.Options.Add(output);
         command.Options.Add(similarity);
@@ -89,8 +91,15 @@ static class EvalCommand
         {
             int[] lengthList = ParseList(result.GetValue(lengths)!, int.Parse, "--lengths");
             double[] depthList = ParseList(result.GetValue(depths)!, s => double.Parse(s, CultureInfo.InvariantCulture), "--depths");
-            string[] specs = result.GetValue(policies) is { Length: > 0 } given ? given : DefaultNiahPolicies;
-            foreach (string spec in specs) PolicySpec.Parse(spec);
+            var taskList = result.GetValue(tasks)!.Split(',', StringSplitOptions.RemoveEmptyEntries)
+                .Select(t => RetrievalTask.Parse(t, result.GetValue(distractors), result.GetValue(values))).ToList();
+            if (taskList.Count == 0) throw new ArgumentException("--tasks names no task");
+            // Every question is made once up front, so a length, depth or count that cannot work fails before the model loads.
+            foreach (var task in taskList)
+                foreach (int length in lengthList)
+                    foreach (double depth in depthList) task.Make(length, depth, seed: 0);
+            string[]? given = result.GetValue(policies) is { Length: > 0 } g ? g : null;
+            foreach (string spec in given ?? []) PolicySpec.Parse(spec);
             if (result.GetValue(samples) < 1) throw new ArgumentException("--samples must be positive");
             string? constructed = null;
             if (result.GetValue(common.Model) == null)
@@ -102,27 +111,28 @@ static class EvalCommand
                 if (!File.Exists(constructed)) Progress.Run("Writing the constructed retrieval model", () => { RetrievalModel.Write(constructed, keySimilarity: s); return 0; });
             }
             using var engine = common.LoadEngine(result, constructed);
+            var specs = given ?? EvalPolicies.Retrieval(engine.Config, lengthList.Max());
             string modelName = Path.GetFileName(constructed ?? common.ModelPath(result));
-            var report = Progress.Bars(bar => RetrievalEval.Run(engine.Model, modelName, specs, lengthList, depthList,
-                result.GetValue(samples), result.GetValue(distractors), bar));
+            var suite = new RetrievalSuite(modelName, Progress.Bars(bar => taskList.Select(task =>
+                RetrievalEval.Run(engine.Model, modelName, specs, lengthList, depthList, result.GetValue(samples), task, bar)).ToList()));
+
             string outDir = result.GetValue(output)!;
             Directory.CreateDirectory(outDir);
-            string json = Path.Combine(outDir, "niah.json"), markdown = Path.Combine(outDir, "niah.md");
-            File.WriteAllText(json, JsonSerializer.Serialize(report, ReportJson.Options) + "\n");
-            File.WriteAllText(markdown, NiahMarkdown(report));
-            var pngs = report.Policies.Select(p => Plots.NiahHeatmap(report, p, Path.Combine(outDir, $"niah-{Slug(p.Label)}.png"))).ToList();
-            Console.Out.Write(NiahMarkdown(report));
-            Console.Error.WriteLine($"wrote {json}, {markdown}, {string.Join(", ", pngs)}");
+            var written = new List<string> { Path.Combine(outDir, "niah.json"), Path.Combine(outDir, "niah.md") };
+            File.WriteAllText(written[0], JsonSerializer.Serialize(suite, EvalReports.Json) + "\n");
+            File.WriteAllText(written[1], EvalReports.Markdown(suite));
+            foreach (var report in suite.Tasks)
+            {
+                written.Add(EvalPlots.AccuracyVersusBytes(report, Path.Combine(outDir, $"niah-{report.Task}-accuracy-vs-bytes.png")));
+                foreach (var p in report.Policies)
+                    written.Add(EvalPlots.NiahHeatmap(report, p, Path.Combine(outDir, $"niah-{report.Task}-{Slug(p.Label)}.png")));
+            }
+            Console.Out.Write(EvalReports.Markdown(suite));
+            Console.Error.WriteLine($"wrote {string.Join(", ", written)}");
             return 0;
         }));
         return command;
     }
-
-    static readonly string[] DefaultNiahPolicies =
-    [
-        "full", "kivi:bits=2,group=32", "kivi:bits=1,group=64",
-        "specache:bits=2,group=32,k=64", "specache:bits=1,group=64,k=64",
-    ];
 
     static string RetrievalModelPath(double similarity)
     {
@@ -142,32 +152,6 @@ static class EvalCommand
 
     static string Slug(string label) => string.Concat(label.Select(c => char.IsLetterOrDigit(c) ? c : '-'));
 
-    static string NiahMarkdown(RetrievalReport report)
-    {
-        var inv = CultureInfo.InvariantCulture;
-        var md = new StringBuilder();
-        md.AppendLine(inv, $"# Needle retrieval: {report.Model}");
-        md.AppendLine();
-        md.AppendLine(inv, $"{report.SamplesPerCell} questions per cell, {report.Distractors} distractor pairs; accuracy in %, per context length (averaged over depths {string.Join(", ", report.Depths.Select(d => d.ToString(inv)))}).");
-        md.AppendLine();
-        md.AppendLine("| policy | fast tier | host tier | " + string.Join(" | ", report.Lengths.Select(l => l.ToString(inv))) + " | all |");
-        md.AppendLine("|---|---:|---:|" + string.Concat(report.Lengths.Select(_ => "---:|")) + "---:|");
-        foreach (var p in report.Policies)
-        {
-            var perLength = report.Lengths.Select(l => p.Cells.Where(c => c.Length == l).Average(c => c.Accuracy).ToString("F1", inv));
-            md.AppendLine(inv, $"| {p.Label} | {ByteSize.Format(p.FastTierBytes)} | {ByteSize.Format(p.HostTierBytes)} | {string.Join(" | ", perLength)} | {p.Accuracy:F1} |");
-        }
-        return md.ToString();
-    }
-
-    /// <summary>The comparison the paper makes, scaled to small models: KIVI and SpeCache at 2 and 1 bit, SpeCache at several k.</summary>
-    static readonly string[] DefaultPolicies =
-    [
-        "kivi:bits=2,group=32", "kivi:bits=1,group=64",
-        "specache:bits=2,group=32,k=8,recall=on,spec=on", "specache:bits=1,group=64,k=8,recall=on,spec=on",
-        "specache:bits=1,group=64,k=32,recall=on,spec=on", "specache:bits=1,group=64,k=8,spec=off",
-    ];
-
     /// <summary>A text drawn from the model itself (temperature 1, seed 0): in distribution, and not the greedy path every policy would agree on.</summary>
     static int[] SampleText(Engine engine, int length)
     {
@@ -183,90 +167,5 @@ static class EvalCommand
         };
         foreach (var _ in engine.Generator.Generate(start, options, cache, stats)) { }
         return [.. start, .. stats.Tokens];
-    }
-
-    static string ToMarkdown(FidelityReport report)
-    {
-        var md = new StringBuilder();
-        var inv = CultureInfo.InvariantCulture;
-        md.AppendLine(inv, $"# Fidelity against the full cache: {report.Model}");
-        md.AppendLine();
-        md.AppendLine(inv, $"{report.PrefillTokens} tokens prefilled, {report.DecodeSteps} decode steps teacher-forced; full-cache perplexity {report.ReferencePerplexity:F3}.");
-        md.AppendLine();
-        md.AppendLine("| policy | fast tier | host tier | mean KL | max KL | top-1 agreement | perplexity | top-k recall | prefetch hits | spec. accuracy |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var r in report.Policies)
-            md.AppendLine(inv, $"| {r.Label} | {ByteSize.Format(r.FastTierBytes)} | {ByteSize.Format(r.HostTierBytes)} | {r.MeanKl:E2} | {r.MaxKl:E2} | {r.Top1Agreement:P1} | {r.Perplexity:F3} | {Percent(r.TopKRecall)} | {Percent(r.PrefetchHitRate)} | {Percent(r.SpeculativeAccuracy)} |");
-        return md.ToString();
-    }
-
-    static string Percent(double? value) => value is double v ? v.ToString("P1", CultureInfo.InvariantCulture) : "-";
-}
-
-/// <summary>How every report is written: snake_case names, indented, round-trippable.</summary>
-static class ReportJson
-{
-    public static readonly JsonSerializerOptions Options = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-    };
-}
-
-/// <summary>PNG plots of evaluation reports (ScottPlot).</summary>
-static class Plots
-{
-    public static void KlPerStep(FidelityReport report, string path)
-    {
-        var plot = new ScottPlot.Plot();
-        foreach (var r in report.Policies)
-        {
-            var xs = Enumerable.Range(0, r.KlPerStep.Length).Select(i => (double)(report.PrefillTokens + i)).ToArray();
-            // A floor keeps exact steps (KL 0) on the log scale.
-            var ys = r.KlPerStep.Select(k => Math.Log10(Math.Max(k, 1e-9))).ToArray();
-            var line = plot.Add.ScatterLine(xs, ys);
-            line.LegendText = r.Label;
-        }
-        plot.Title($"KL(full || policy) per decode step, {report.Model}");
-        plot.XLabel("position");
-        plot.YLabel("log10 KL");
-        plot.ShowLegend();
-        plot.SavePng(path, 1000, 600);
-    }
-
-    /// <summary>Accuracy by depth (rows) and length (columns), one heatmap per policy.</summary>
-    public static string NiahHeatmap(RetrievalReport report, RetrievalPolicyResult policy, string path)
-    {
-        var grid = new double[report.Depths.Length, report.Lengths.Length];
-        foreach (var cell in policy.Cells)
-            grid[report.Depths.Length - 1 - Array.IndexOf(report.Depths, cell.Depth), Array.IndexOf(report.Lengths, cell.Length)] = cell.Accuracy;
-        var plot = new ScottPlot.Plot();
-        var map = plot.Add.Heatmap(grid);
-        map.Colormap = new ScottPlot.Colormaps.Viridis();
-        map.ManualRange = new ScottPlot.Range(0, 100);
-        plot.Add.ColorBar(map);
-        plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, report.Lengths.Length).Select(i => (double)i)], [.. report.Lengths.Select(l => l.ToString(CultureInfo.InvariantCulture))]);
-        plot.Axes.Left.SetTicks([.. Enumerable.Range(0, report.Depths.Length).Select(i => (double)i)], [.. report.Depths.Select(d => d.ToString("0.##", CultureInfo.InvariantCulture))]);
-        plot.Title($"{policy.Label}: retrieval accuracy (%)");
-        plot.XLabel("context length");
-        plot.YLabel("needle depth");
-        plot.SavePng(path, 700, 500);
-        return path;
-    }
-
-    public static void KlVersusBytes(FidelityReport report, string path)
-    {
-        var plot = new ScottPlot.Plot();
-        foreach (var r in report.Policies)
-        {
-            var point = plot.Add.Scatter(new[] { r.FastTierBytes / 1024.0 }, new[] { Math.Log10(Math.Max(r.MeanKl, 1e-9)) });
-            point.LegendText = r.Label;
-            point.MarkerSize = 10;
-        }
-        plot.Title($"mean KL versus fast-tier memory, {report.Model}");
-        plot.XLabel("fast tier (KiB)");
-        plot.YLabel("log10 mean KL");
-        plot.ShowLegend();
-        plot.SavePng(path, 1000, 600);
     }
 }

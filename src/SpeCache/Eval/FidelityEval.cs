@@ -17,7 +17,9 @@ public sealed record PolicyFidelity(
     double? TopKRecall,
     double? PrefetchHitRate,
     double? SpeculativeAccuracy,
-    double[] KlPerStep);
+    double[] KlPerStep,
+    double[] AttentionErrorPerLayer,
+    double[] MaxAttentionErrorPerLayer);
 
 /// <summary>A fidelity run: the text, the reference (full cache) perplexity, and one row per policy.</summary>
 public sealed record FidelityReport(
@@ -31,7 +33,9 @@ public sealed record FidelityReport(
 /// Fidelity against full precision: the text is fed teacher-forced (prefill of a prefix, then one
 /// token per decode step, through the same <see cref="DecodeStepper"/> generation uses, speculative
 /// row included), and every step's next-token distribution is compared with the full cache's:
-/// KL(full ‖ policy), whether the argmax agrees, and the perplexity of the text itself.
+/// KL(full ‖ policy), whether the argmax agrees, and the perplexity of the text itself. A second
+/// pass per policy runs it behind an <see cref="AttentionErrorProbe"/>, which feeds the forward pass
+/// the full cache's attention outputs and measures the policy's relative error per layer on them.
 /// </summary>
 public static class FidelityEval
 {
@@ -46,7 +50,9 @@ public static class FidelityEval
             throw new ArgumentException($"{prefill} prefill + {steps} steps exceed the context of {contextLength}");
         var specs = policySpecs.Select(s => (Spec: s, Options: PolicySpec.Parse(s))).ToList();
 
-        var reference = Decode(model, new KvCacheOptions { Policy = "full" }, tokens, prefill, steps, contextLength, out _, (i, n) => progress?.Invoke("full (reference)", i, n));
+        float[][] reference;
+        using (var full = KvCacheFactory.Create(Reference, model.Config, contextLength))
+            reference = Decode(model, full, tokens, prefill, steps, (i, n) => progress?.Invoke("full (reference)", i, n));
         var referenceLogProbs = reference.Select(LogSoftmax).ToArray();
         double referencePerplexity = Perplexity(referenceLogProbs, tokens, prefill);
 
@@ -54,37 +60,48 @@ public static class FidelityEval
         foreach (var (spec, options) in specs)
         {
             string label = PolicySpec.Label(options);
-            var logits = Decode(model, options, tokens, prefill, steps, contextLength, out var cache, (i, n) => progress?.Invoke(label, i, n));
-            using (cache)
+            var (meanError, maxError) = AttentionErrors(model, options, tokens, prefill, steps, contextLength, (i, n) => progress?.Invoke(label + " (attention error)", i, n));
+            using var cache = KvCacheFactory.Create(options, model.Config, contextLength);
+            var logits = Decode(model, cache, tokens, prefill, steps, (i, n) => progress?.Invoke(label, i, n));
+            var kl = new double[steps];
+            int agree = 0;
+            var logProbs = new double[steps][];
+            for (int s = 0; s < steps; s++)
             {
-                var kl = new double[steps];
-                int agree = 0;
-                var logProbs = new double[steps][];
-                for (int s = 0; s < steps; s++)
-                {
-                    logProbs[s] = LogSoftmax(logits[s]);
-                    kl[s] = Kl(referenceLogProbs[s], logProbs[s]);
-                    if (ArgMax(reference[s]) == ArgMax(logits[s])) agree++;
-                }
-                var c = cache.Counters;
-                rows.Add(new PolicyFidelity(label, spec, cache.Memory.FastTierBytes, cache.Memory.HostTierBytes,
-                    kl.Average(), kl.Max(), (double)agree / steps, Perplexity(logProbs, tokens, prefill),
-                    Finite(c?.TopKRecall), Finite(c?.PrefetchHitRate), Finite(c?.SpeculativeAccuracy), kl));
+                logProbs[s] = LogSoftmax(logits[s]);
+                kl[s] = Kl(referenceLogProbs[s], logProbs[s]);
+                if (ArgMax(reference[s]) == ArgMax(logits[s])) agree++;
             }
+            var c = cache.Counters;
+            rows.Add(new PolicyFidelity(label, spec, cache.Memory.FastTierBytes, cache.Memory.HostTierBytes,
+                kl.Average(), kl.Max(), (double)agree / steps, Perplexity(logProbs, tokens, prefill),
+                Finite(c?.TopKRecall), Finite(c?.PrefetchHitRate), Finite(c?.SpeculativeAccuracy), kl, meanError, maxError));
         }
         return new FidelityReport(modelName, prefill, steps, referencePerplexity, rows);
     }
 
     static double? Finite(double? value) => value is double v && double.IsFinite(v) ? v : null;
 
-    /// <summary>Logits of the <paramref name="steps"/> positions after the prefill, each predicting the next token of the text.</summary>
-    static float[][] Decode(LlamaModel model, KvCacheOptions options, int[] tokens, int prefill, int steps, int contextLength,
-        out IKvCache cache, Action<int, int> progress)
+    static readonly KvCacheOptions Reference = new() { Policy = "full" };
+
+    /// <summary>The policy's attention-output error per layer (mean and max over decode steps), on the full cache's hidden states.</summary>
+    static (double[] Mean, double[] Max) AttentionErrors(LlamaModel model, KvCacheOptions options, int[] tokens, int prefill, int steps, int contextLength,
+        Action<int, int> progress)
     {
-        cache = KvCacheFactory.Create(options, model.Config, contextLength);
+        using var probe = new AttentionErrorProbe(KvCacheFactory.Create(Reference, model.Config, contextLength),
+            KvCacheFactory.Create(options, model.Config, contextLength), model.Config);
+        Decode(model, probe, tokens, prefill, steps, progress, () => probe.Measuring = true);
+        return (probe.MeanErrorPerLayer(), probe.MaxErrorPerLayer());
+    }
+
+    /// <summary>Logits of the <paramref name="steps"/> positions after the prefill, each predicting the next token of the text.</summary>
+    /// <param name="decodeStarts">Called between the prefill and the first decode step.</param>
+    static float[][] Decode(LlamaModel model, IKvCache cache, int[] tokens, int prefill, int steps, Action<int, int> progress, Action? decodeStarts = null)
+    {
         var state = model.CreateState(Math.Clamp(prefill, 2, 64));
         var logits = new float[steps][];
         logits[0] = model.Forward(tokens.AsSpan(0, prefill), cache, state).ToArray();
+        decodeStarts?.Invoke();
         var stepper = new DecodeStepper(model, cache, state);
         for (int s = 1; s < steps; s++)
         {

@@ -27,6 +27,37 @@ public class RetrievalTasksTests
     }
 
     [Fact]
+    public void MultiValueSamplesHoldEveryValueOfOneKey()
+    {
+        var a = RetrievalTasks.MultiValue(2000, 0.25, seed: 7, values: 4, distractors: 10);
+        Assert.Equal(a.Tokens, RetrievalTasks.MultiValue(2000, 0.25, seed: 7, values: 4, distractors: 10).Tokens);
+        Assert.NotEqual(a.Tokens, RetrievalTasks.MultiValue(2000, 0.25, seed: 8, values: 4, distractors: 10).Tokens);
+        Assert.Equal(4, a.Answers.Distinct().Count());
+        Assert.Equal(4, a.NeedlePositions.Distinct().Count());
+        Assert.Equal(500, a.NeedlePosition, tolerance: 1);
+        int key = a.Tokens[^1] - RetrievalModel.Query(0);
+        for (int i = 0; i < 4; i++)
+            Assert.Equal(RetrievalModel.Pair(key, a.Answers[i] - RetrievalModel.Answer(0)), a.Tokens[a.NeedlePositions[i]]);
+        int pairs = a.Tokens.Count(t => t >= RetrievalModel.Pair(0, 0) && t < RetrievalModel.Query(0));
+        Assert.Equal(14, pairs);
+        int pairsOfKey = a.Tokens.Count(t => t >= RetrievalModel.Pair(key, 0) && t < RetrievalModel.Pair(key + 1, 0));
+        Assert.Equal(4, pairsOfKey); // distractors never reuse the asked key
+    }
+
+    [Fact]
+    public void TheSameSeedGivesTheSameQuestionInEveryProcess()
+    {
+        // Pinned from one run: a generator seeded by a per-process salted hash would change these.
+        var sample = RetrievalTasks.Needle(1000, 0.5, seed: 3, distractors: 20);
+        Assert.Equal(PinnedNeedle, (sample.Tokens[^1], sample.AnswerToken, sample.Tokens.Sum()));
+        var multi = RetrievalTasks.MultiValue(1000, 0.5, seed: 3, values: 3);
+        Assert.Equal(PinnedMultiValue, (multi.Tokens[^1], multi.Answers.Sum(), multi.Tokens.Sum()));
+    }
+
+    static readonly (int, int, int) PinnedNeedle = (8528, 8735, 231908);
+    static readonly (int, int, int) PinnedMultiValue = (8512, 26180, 145849);
+
+    [Fact]
     public void ScoringIsAllOrNothing()
     {
         var logits = new float[RetrievalModel.VocabSize];
@@ -34,6 +65,33 @@ public class RetrievalTasksTests
         Assert.Equal(100, RetrievalTasks.Score(logits, RetrievalModel.Answer(7)));
         Assert.Equal(0, RetrievalTasks.Score(logits, RetrievalModel.Answer(8)));
     }
+
+    [Fact]
+    public void AMultiValueAnswerIsRightOnlyWhenEveryValueIsTopRanked()
+    {
+        var logits = new float[RetrievalModel.VocabSize];
+        int[] answers = [RetrievalModel.Answer(1), RetrievalModel.Answer(5), RetrievalModel.Answer(9)];
+        logits[answers[0]] = 4;
+        logits[answers[1]] = 6;
+        logits[answers[2]] = 3;
+        Assert.Equal(100, RetrievalTasks.Score(logits, answers));
+        logits[RetrievalModel.Answer(2)] = 3.5f; // one wrong value above a right one
+        Assert.Equal(0, RetrievalTasks.Score(logits, answers));
+        logits[RetrievalModel.Answer(2)] = 3; // a tie is not an answer either
+        Assert.Equal(0, RetrievalTasks.Score(logits, answers));
+        logits[RetrievalModel.Answer(2)] = 0;
+        Assert.Equal(0, RetrievalTasks.Score(logits, [.. answers, RetrievalModel.Answer(3)])); // a value the model missed
+    }
+
+    [Theory]
+    [InlineData("vt", "one attention layer per hop")]
+    [InlineData("haystack", "unknown retrieval task 'haystack'")]
+    public void UnknownOrUnsolvableTasksAreClearErrors(string name, string message) =>
+        Assert.Contains(message, Assert.Throws<ArgumentException>(() => RetrievalTask.Parse(name, 8, 4)).Message);
+
+    [Fact]
+    public void AMultiValueQuestionNeedsTwoValuesOrMore() =>
+        Assert.Throws<ArgumentException>(() => RetrievalTasks.MultiValue(100, 0.5, 1, values: 1));
 
     [Theory]
     [InlineData(2, 0.5, 0)]
@@ -73,8 +131,34 @@ public class RetrievalModelTests(RetrievalModelFixture fixture) : IClassFixture<
     [Fact]
     public void FullAttentionRetrievesEveryNeedle()
     {
-        var report = RetrievalEval.Run(fixture.Model, "retrieval", ["full"], [512, 4096], [0, 0.3, 0.7, 1], samplesPerCell: 2, distractors: 32);
+        var report = RetrievalEval.Run(fixture.Model, "retrieval", ["full"], [512, 4096], [0, 0.3, 0.7, 1], samplesPerCell: 2, new(RetrievalTaskKind.MultiKey, 32));
         Assert.Equal(100, report.Policies[0].Accuracy);
+    }
+
+    [Theory]
+    [InlineData(RetrievalTaskKind.Single, 0, 1)]
+    [InlineData(RetrievalTaskKind.MultiValue, 0, 4)]
+    [InlineData(RetrievalTaskKind.MultiValue, 32, 8)]
+    public void FullAttentionSolvesEveryTask(RetrievalTaskKind kind, int distractors, int values)
+    {
+        var report = RetrievalEval.Run(fixture.Model, "retrieval", ["full"], [1024, 8192], [0, 0.5, 1], samplesPerCell: 2, new(kind, distractors, values));
+        Assert.Equal(100, report.Policies[0].Accuracy);
+        Assert.Equal(kind.ToString().ToLowerInvariant(), report.Task);
+    }
+
+    [Fact]
+    public void WithoutOneOfItsNeedlesAMultiValueQuestionFails()
+    {
+        // The model ranks the values it read above all else; drop one needle and that value is not
+        // among them, so the all-or-nothing score is 0: the score cannot be met by luck.
+        var sample = RetrievalTasks.MultiValue(2048, 0.3, seed: 2, values: 4, distractors: 8);
+        var state = fixture.Model.CreateState(64);
+        using var cache = KvCacheFactory.Create(new KvCacheOptions(), fixture.Model.Config, 2048);
+        Assert.Equal(100, RetrievalTasks.Score(fixture.Model.Forward(sample.Tokens, cache, state), sample.Answers));
+        var tokens = (int[])sample.Tokens.Clone();
+        tokens[sample.NeedlePositions[2]] = RetrievalModel.Filler(0);
+        cache.Clear();
+        Assert.Equal(0, RetrievalTasks.Score(fixture.Model.Forward(tokens, cache, state), sample.Answers));
     }
 
     [Fact]
@@ -94,7 +178,7 @@ public class RetrievalModelTests(RetrievalModelFixture fixture) : IClassFixture<
     public void SpeCacheTwoBitRetrievesLikeFull()
     {
         var report = RetrievalEval.Run(fixture.Model, "retrieval",
-            ["specache:bits=2,group=32,k=64", "specache:bits=1,group=64,k=64", "kivi:bits=2"], [4096], [0.1, 0.5, 0.9], samplesPerCell: 2, distractors: 32);
+            ["specache:bits=2,group=32,k=64", "specache:bits=1,group=64,k=64", "kivi:bits=2"], [4096], [0.1, 0.5, 0.9], samplesPerCell: 2, new(RetrievalTaskKind.MultiKey, 32));
         Assert.Equal(100, report.Policies[0].Accuracy);
         Assert.All(report.Policies, p => Assert.True(p.FastTierBytes > 0));
     }
@@ -114,7 +198,7 @@ public class HarderRetrievalModelTests
             using var backend = new CpuBackend(0);
             var model = new LlamaModel(file, backend);
             var report = RetrievalEval.Run(model, "similar", ["full", "specache:bits=1,group=64,k=64", "kivi:bits=1,group=64"],
-                [4096], [0.2, 0.5, 0.8], samplesPerCell: 3, distractors: 100);
+                [4096], [0.2, 0.5, 0.8], samplesPerCell: 3, new(RetrievalTaskKind.MultiKey, 100));
             Assert.Equal(100, report.Policies[0].Accuracy);
             Assert.Equal(100, report.Policies[1].Accuracy);
             // Measured 65% with 4 samples at 5 depths: 1-bit scores cannot tell similar keys apart,
@@ -130,4 +214,46 @@ public class HarderRetrievalModelTests
     [Fact]
     public void SimilarityOutsideItsRangeIsRefused() =>
         Assert.Throws<ArgumentOutOfRangeException>(() => RetrievalModel.Write(Path.Combine(TestPaths.Scratch("retrieval"), "never.gguf"), keySimilarity: 0.95));
+}
+
+public class NiahCliTests(RetrievalModelFixture fixture) : IClassFixture<RetrievalModelFixture>
+{
+    [Fact]
+    public void NiahRunsEveryTaskWithMatchedBudgetsAndWritesReportsThatRoundTrip()
+    {
+        string dir = Path.Combine(TestPaths.Scratch("eval-cli"), Guid.NewGuid().ToString("N"));
+        var result = Cli.CliRunner.Run("eval", "niah", "-m", fixture.Path, "--tasks", "single,multikey,multivalue", "--lengths", "512",
+            "--depths", "0,1", "--samples", "1", "--distractors", "8", "--values", "3", "--out", dir);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+        var suite = System.Text.Json.JsonSerializer.Deserialize<RetrievalSuite>(File.ReadAllText(Path.Combine(dir, "niah.json")),
+            new System.Text.Json.JsonSerializerOptions { PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower })!;
+        Assert.Equal(["single", "multikey", "multivalue"], suite.Tasks.Select(t => t.Task));
+        Assert.Equal(3, suite.Tasks[2].Values);
+        foreach (var task in suite.Tasks)
+        {
+            Assert.Equal(100, task.Policies[0].Accuracy); // full
+            var specache = task.Policies.Single(p => p.Spec == "specache:bits=1,group=64,k=64");
+            foreach (string baseline in new[] { "streaming", "h2o" })
+            {
+                var b = task.Policies.Single(p => p.Spec.StartsWith(baseline + ":budget=", StringComparison.Ordinal));
+                Assert.True(b.FastTierBytes <= specache.FastTierBytes, $"{b.Label}: {b.FastTierBytes} B over specache's {specache.FastTierBytes}");
+            }
+            Assert.True(File.Exists(Path.Combine(dir, $"niah-{task.Task}-accuracy-vs-bytes.png")));
+        }
+        Assert.Contains("## multivalue", result.StdOut);
+    }
+
+    [Fact]
+    public void AModelWithAnotherVocabularyIsOneLine() =>
+        Cli.CliRunner.AssertOneLineError(Cli.CliRunner.Run("eval", "niah", "-m", TestPaths.TinyStories656K, "--lengths", "256", "--samples", "1"),
+            "constructed retrieval model's vocabulary");
+
+    [Theory]
+    [InlineData("vt", "one attention layer per hop")]
+    [InlineData("multivalue --values 1", "2 to 32 values")]
+    public void BadTasksAreOneLine(string tasks, string message)
+    {
+        string[] args = ["eval", "niah", "--lengths", "64", "--tasks", .. tasks.Split(' ')];
+        Cli.CliRunner.AssertOneLineError(Cli.CliRunner.Run(args), message);
+    }
 }
