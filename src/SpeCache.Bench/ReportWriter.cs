@@ -17,13 +17,17 @@ public static class ReportWriter
     };
 
     /// <summary>Writes bench.md, bench.json and bench-decode.png into <paramref name="folder"/>; returns their paths.</summary>
-    public static IReadOnlyList<string> WriteAll(BenchReport report, string folder)
+    public static IReadOnlyList<string> WriteAll(BenchReport report, string folder) =>
+        Write(folder, "bench", "bench-decode.png", Markdown(report), report, png => Plot(report, png));
+
+    /// <summary>Writes <paramref name="stem"/>.md, <paramref name="stem"/>.json and the plot; returns their paths.</summary>
+    static IReadOnlyList<string> Write<T>(string folder, string stem, string plotFile, string markdown, T report, Action<string> plot)
     {
         Directory.CreateDirectory(folder);
-        string md = Path.Combine(folder, "bench.md"), json = Path.Combine(folder, "bench.json"), png = Path.Combine(folder, "bench-decode.png");
-        File.WriteAllText(md, Markdown(report));
+        string md = Path.Combine(folder, stem + ".md"), json = Path.Combine(folder, stem + ".json"), png = Path.Combine(folder, plotFile);
+        File.WriteAllText(md, markdown);
         File.WriteAllText(json, JsonSerializer.Serialize(report, Json));
-        Plot(report, png);
+        plot(png);
         return [md, json, png];
     }
 
@@ -74,15 +78,8 @@ public static class ReportWriter
     }
 
     /// <summary>Writes batch.md, batch.json and batch-throughput.png into <paramref name="folder"/>; returns their paths.</summary>
-    public static IReadOnlyList<string> WriteAll(BatchReport report, string folder)
-    {
-        Directory.CreateDirectory(folder);
-        string md = Path.Combine(folder, "batch.md"), json = Path.Combine(folder, "batch.json"), png = Path.Combine(folder, "batch-throughput.png");
-        File.WriteAllText(md, Markdown(report));
-        File.WriteAllText(json, JsonSerializer.Serialize(report, Json));
-        Plot(report, png);
-        return [md, json, png];
-    }
+    public static IReadOnlyList<string> WriteAll(BatchReport report, string folder) =>
+        Write(folder, "batch", "batch-throughput.png", Markdown(report), report, png => Plot(report, png));
 
     public static string Markdown(BatchReport r)
     {
