@@ -54,6 +54,7 @@ static class EvalReports
             {
                 "multivalue" => $"one key holds {report.Values} values, all must rank above every other token; {report.Distractors} distractor pairs",
                 "multikey" => $"{report.Distractors} distractor pairs of other keys",
+                "vt" => $"variable tracking: a chain of {report.Hops} links from a pair to the asked key, among {report.Distractors} distractor chains",
                 _ => "one needle in filler",
             };
             md.AppendLine(Inv, $"{report.SamplesPerCell} questions per cell, {what}; accuracy in %, per context length (averaged over depths {string.Join(", ", report.Depths.Select(d => d.ToString(Inv)))}).");

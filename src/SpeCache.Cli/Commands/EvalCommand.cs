@@ -23,6 +23,8 @@ static class EvalCommand
         var text = new Option<string?>("--text") { Description = "Text file to evaluate on (default: a text sampled from the model itself with seed 0)." };
         var prefill = new Option<int>("--prefill") { Description = "Tokens of the text prefilled before decoding starts.", DefaultValueFactory = _ => 128 };
         var steps = new Option<int>("--steps") { Description = "Decode steps compared (teacher-forced on the text).", DefaultValueFactory = _ => 256 };
+        var hops = new Option<int>("--hops") { Description = "vt: links per chain (1 to 4); the constructed model gets one link layer per hop.", DefaultValueFactory = _ => 2 };
+        var chains = new Option<int>("--chains") { Description = "vt: distractor chains beside the asked one.", DefaultValueFactory = _ => 4 };
         var policies = new Option<string[]>("--policy") { Description = "A policy to compare, e.g. kivi:bits=2 or specache:bits=1,group=64,k=8 (repeat; default: kivi, specache at 1 and 2 bits and k = 4, 8, 32, and streaming/h2o with specache 1-bit's fast-tier bytes).", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out") { Description = "Folder for the JSON and Markdown reports and the PNG plots.", DefaultValueFactory = _ => "eval-results" };
 
@@ -67,16 +69,18 @@ static class EvalCommand
     static Command Niah()
     {
         var common = new CommonOptions();
-        var tasks = new Option<string>("--tasks") { Description = "Retrieval tasks, comma-separated: single (one needle), multikey (the needle among --distractors pairs of other keys), multivalue (one key with --values values, all must be returned).", DefaultValueFactory = _ => "single,multikey,multivalue" };
+        var tasks = new Option<string>("--tasks") { Description = "Retrieval tasks, comma-separated: single (one needle), multikey (the needle among --distractors pairs of other keys), multivalue (one key with --values values, all must be returned), vt (variable tracking: a chain of --hops links among --chains other chains).", DefaultValueFactory = _ => "single,multikey,multivalue" };
         var lengths = new Option<string>("--lengths") { Description = "Context lengths, comma-separated.", DefaultValueFactory = _ => "1024,4096" };
         var depths = new Option<string>("--depths") { Description = "Needle depths from 0 to 1, comma-separated.", DefaultValueFactory = _ => "0,0.25,0.5,0.75,1" };
         var samples = new Option<int>("--samples") { Description = "Questions per length and depth.", DefaultValueFactory = _ => 4 };
         var distractors = new Option<int>("--distractors") { Description = "multikey, multivalue: other key-value pairs in the haystack.", DefaultValueFactory = _ => 32 };
         var values = new Option<int>("--values") { Description = "multivalue: values the asked key holds.", DefaultValueFactory = _ => 4 };
+        var hops = new Option<int>("--hops") { Description = "vt: links per chain (1 to 4); the constructed model gets one link layer per hop.", DefaultValueFactory = _ => 2 };
+        var chains = new Option<int>("--chains") { Description = "vt: distractor chains beside the asked one.", DefaultValueFactory = _ => 4 };
         var policies = new Option<string[]>("--policy") { Description = "A policy to compare (repeat; default: full, kivi and specache k=64 at 2 and 1 bit, streaming/h2o with specache 1-bit's fast-tier bytes).", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out") { Description = "Folder for the reports and plots.", DefaultValueFactory = _ => "eval-results" };
         var similarity = new Option<double>("--key-similarity") { Description = "Constructed model: how much its keys share, 0 to 0.9 (harder for every policy).", DefaultValueFactory = _ => 0 };
-        var command = new Command("niah", "RULER-style key-value retrieval (single, multi-key, multi-value needles) per policy, on the constructed retrieval model (default) or --model.");
+        var command = new Command("niah", "RULER-style key-value retrieval (single, multi-key, multi-value needles, variable tracking) per policy, on the constructed retrieval model (default) or --model.");
         common.AddTo(command);
         command.Options.Add(tasks);
         command.Options.Add(lengths);
@@ -84,6 +88,8 @@ static class EvalCommand
         command.Options.Add(samples);
         command.Options.Add(distractors);
         command.Options.Add(values);
+        command.Options.Add(hops);
+        command.Options.Add(chains);
         command.Options.Add(policies);
         command.Options.Add(output);
         command.Options.Add(similarity);
@@ -92,7 +98,7 @@ static class EvalCommand
             int[] lengthList = ParseList(result.GetValue(lengths)!, int.Parse, "--lengths");
             double[] depthList = ParseList(result.GetValue(depths)!, s => double.Parse(s, CultureInfo.InvariantCulture), "--depths");
             var taskList = result.GetValue(tasks)!.Split(',', StringSplitOptions.RemoveEmptyEntries)
-                .Select(t => RetrievalTask.Parse(t, result.GetValue(distractors), result.GetValue(values))).ToList();
+                .Select(t => RetrievalTask.Parse(t, result.GetValue(distractors), result.GetValue(values), result.GetValue(hops), result.GetValue(chains))).ToList();
             if (taskList.Count == 0) throw new ArgumentException("--tasks names no task");
             // Every question is made once up front, so a length, depth or count that cannot work fails before the model loads.
             foreach (var task in taskList)
@@ -107,8 +113,11 @@ static class EvalCommand
                 // The constructed model, made on first use in the cache folder (never committed).
                 double s = result.GetValue(similarity);
                 if (s is < 0 or > 0.9) throw new ArgumentException("--key-similarity must be between 0 and 0.9");
-                constructed = RetrievalModelPath(s);
-                if (!File.Exists(constructed)) Progress.Run("Writing the constructed retrieval model", () => { RetrievalModel.Write(constructed, keySimilarity: s); return 0; });
+                // Variable tracking needs one link layer per hop; the other tasks run on that model too.
+                int linkLayers = taskList.Max(t => t.Hops);
+                constructed = RetrievalModelPath(s, linkLayers);
+                if (!File.Exists(constructed))
+                    Progress.Run("Writing the constructed retrieval model", () => { RetrievalModel.Write(constructed, keySimilarity: s, hops: linkLayers); return 0; });
             }
             using var engine = common.LoadEngine(result, constructed);
             var specs = given ?? EvalPolicies.Retrieval(engine.Config, lengthList.Max());
@@ -134,13 +143,13 @@ static class EvalCommand
         return command;
     }
 
-    static string RetrievalModelPath(double similarity)
+    static string RetrievalModelPath(double similarity, int hops)
     {
         string root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
             : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
         string dir = Path.Combine(root, "specache", "models");
         Directory.CreateDirectory(dir);
-        string suffix = similarity == 0 ? "" : $"-s{similarity.ToString("0.##", CultureInfo.InvariantCulture)}";
+        string suffix = (similarity == 0 ? "" : $"-s{similarity.ToString("0.##", CultureInfo.InvariantCulture)}") + (hops == 0 ? "" : $"-vt{hops}");
         return Path.Combine(dir, $"specache-retrieval-128k{suffix}.gguf");
     }
 

@@ -9,7 +9,8 @@ public sealed record RetrievalCell(int Length, double Depth, int Samples, double
 
 public sealed record RetrievalPolicyResult(string Label, string Spec, long FastTierBytes, long HostTierBytes, double Accuracy, IReadOnlyList<RetrievalCell> Cells);
 
-public sealed record RetrievalReport(string Model, string Task, int Distractors, int Values, int[] Lengths, double[] Depths, int SamplesPerCell, IReadOnlyList<RetrievalPolicyResult> Policies);
+public sealed record RetrievalReport(string Model, string Task, int Distractors, int Values, int[] Lengths, double[] Depths, int SamplesPerCell,
+    IReadOnlyList<RetrievalPolicyResult> Policies, int Hops = 0);
 
 /// <summary>
 /// Runs retrieval questions through each policy the way a user's request would run: the context is
@@ -24,8 +25,10 @@ public static class RetrievalEval
     {
         // The questions are token ids of the constructed model's vocabulary (pairs, queries,
         // answers); another vocabulary would read them as unrelated tokens and score noise.
-        if (model.Config.VocabSize != RetrievalModel.VocabSize)
+        if (model.Config.VocabSize != RetrievalModel.VocabSize && model.Config.VocabSize != RetrievalModel.VocabSizeWithLinks)
             throw new ArgumentException($"retrieval questions are written in the constructed retrieval model's vocabulary of {RetrievalModel.VocabSize} tokens; this model has {model.Config.VocabSize}");
+        if (task.Kind == RetrievalTaskKind.VariableTracking && RetrievalModel.LinkLayers(model.Config) < task.Hops)
+            throw new ArgumentException($"variable tracking with {task.Hops} hops needs a constructed model with {task.Hops} link layers (one attention read per hop); this one has {RetrievalModel.LinkLayers(model.Config)}");
         int longest = lengths.Max();
         if (longest > model.Config.ContextLength)
             throw new ArgumentException($"length {longest} exceeds the model's context of {model.Config.ContextLength}");
@@ -57,7 +60,7 @@ public static class RetrievalEval
             }
             results.Add(new RetrievalPolicyResult(label, spec, cache.Memory.FastTierBytes, cache.Memory.HostTierBytes, cells.Average(c => c.Accuracy), cells));
         }
-        return new RetrievalReport(modelName, task.Name, task.Distractors, task.Values, lengths, depths, samplesPerCell, results);
+        return new RetrievalReport(modelName, task.Name, task.Distractors, task.Values, lengths, depths, samplesPerCell, results, task.Hops);
     }
 }
 

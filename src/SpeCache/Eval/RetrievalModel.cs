@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using SpeCache.ModelFiles.Gguf;
 using SpeCache.Quants;
+using SpeCache.Transformer;
 
 namespace SpeCache.Eval;
 
@@ -29,6 +30,19 @@ namespace SpeCache.Eval;
 /// its value, which is what a low-bit copy, a top-k selection or an eviction policy can get wrong.
 /// Key codes are random, not chosen to quantize well; the clutter channels make per-channel and
 /// per-token quantization ranges wide, as in real models.</para>
+/// <para><b>Variable tracking</b> (<c>hops</c> &gt; 0). RULER's variable tracking asks for the value of
+/// the last variable of a chain X1 = v, X2 = X1, ..., which takes one attention read per link: X2's
+/// token holds the name X1, not v. With hops &gt; 0 the vocabulary gains a link token L(to, from)
+/// ("key <i>to</i> holds what key <i>from</i> holds") for each pair of the first <see cref="LinkKeys"/>
+/// keys, and <c>hops</c> link layers come before the retrieval layer (which is the same as the
+/// one-layer model's). A link token carries its own key's code where pairs do (so it is found like a
+/// pair) and the code of the key it copies in its filler dims. In each link layer an unresolved link
+/// queries that second code, finds the pair or link defining it (score ≈ 40) and writes what that
+/// token's value dims hold into its own value dims; a chain of n links is resolved after n layers,
+/// so the final query reads the value from the last link as it would from a pair. Every other
+/// token, and a link already resolved, attends to BOS instead (an attention sink, as real models
+/// have: score 20 for an unresolved link, ≈ 80 once value dims are set), whose value is empty.
+/// The link layers have the same kind of key clutter and outlier channels as the retrieval layer.</para>
 /// </remarks>
 public static class RetrievalModel
 {
@@ -43,18 +57,34 @@ public static class RetrievalModel
     public static int Answer(int value) => 3 + Fillers + Keys * Values + Keys + value;
     public static int VocabSize => 3 + Fillers + Keys * Values + Keys + Values;
 
-    const int CodeDims = 64, ValueAt = 64, AnswerAt = 96, FillerAt = 128, FillerDims = 64, QueryFlag = 254, Constant = 255;
+    /// <summary>Keys that can appear in variable-tracking chains (link tokens exist among these).</summary>
+    public const int LinkKeys = 64;
+    /// <summary>Most link layers a model can have (one per hop of a variable-tracking chain).</summary>
+    public const int MaxHops = 4;
+    /// <summary>L(to, from): "key <paramref name="to"/> holds what key <paramref name="from"/> holds" (models with hops &gt; 0).</summary>
+    public static int Link(int to, int from) => VocabSize + to * LinkKeys + from;
+    /// <summary>The vocabulary of a model with link layers.</summary>
+    public static int VocabSizeWithLinks => VocabSize + LinkKeys * LinkKeys;
+
+    /// <summary>Link layers of a constructed model (its layers but the last), or 0 for a model that is not one with links.</summary>
+    public static int LinkLayers(ModelConfig config) => config.VocabSize == VocabSizeWithLinks ? config.LayerCount - 1 : 0;
+
+    const int CodeDims = 64, ValueAt = 64, AnswerAt = 96, FillerAt = 128, FillerDims = 64, BosFlag = 253, QueryFlag = 254, Constant = 255;
+    const int SinkDim = 62; // head dim of the sink feature: with 63 the slowest RoPE pair outside the codes (< 0.2 rad over 128K)
 
     /// <summary>Writes the model to <paramref name="path"/> (atomically) for a context of <paramref name="contextLength"/> tokens.</summary>
     /// <param name="keySimilarity">How much all key codes share (0 to 0.9): each code is
     /// sqrt(s)·common + sqrt(1-s)·own, so a wrong key scores s·40 against a right key's 40. Higher
     /// values make retrieval harder for every policy alike, as similar keys (names, numbers) do in
     /// real text; 0 gives independent keys.</param>
-    public static void Write(string path, int contextLength = 131072, int seed = 1234, double keySimilarity = 0)
+    /// <param name="hops">Link layers before the retrieval layer (0 to <see cref="MaxHops"/>), so that
+    /// variable-tracking chains of that many links can be followed; 0 writes the one-layer model.</param>
+    public static void Write(string path, int contextLength = 131072, int seed = 1234, double keySimilarity = 0, int hops = 0)
     {
         if (keySimilarity is < 0 or > 0.9) throw new ArgumentOutOfRangeException(nameof(keySimilarity), keySimilarity, "key similarity must be between 0 and 0.9");
+        if (hops is < 0 or > MaxHops) throw new ArgumentOutOfRangeException(nameof(hops), hops, $"hops must be between 0 and {MaxHops}");
         var rnd = new Random(seed);
-        int vocab = VocabSize;
+        int vocab = hops == 0 ? VocabSize : VocabSizeWithLinks;
         var codes = new float[Keys, CodeDims];
         var common = new float[CodeDims];
         for (int c = 0; c < CodeDims; c++) common[c] = rnd.Next(2) == 0 ? -0.125f : 0.125f;
@@ -91,6 +121,20 @@ public static class RetrievalModel
             for (int c = 0; c < CodeDims; c++) query[c] = codes[k, c];
             query[QueryFlag] = 1;
         }
+        if (hops > 0)
+        {
+            Row(Bos)[BosFlag] = 1;
+            for (int to = 0; to < LinkKeys; to++)
+                for (int from = 0; from < LinkKeys; from++)
+                {
+                    var row = Row(Link(to, from));
+                    for (int c = 0; c < CodeDims; c++)
+                    {
+                        row[c] = codes[to, c];
+                        row[FillerAt + c] = codes[from, c];
+                    }
+                }
+        }
 
         // Attention. RMSNorm scales a pair or query token by sqrt(256/3) ≈ 9.2, so with a = 2.3 on
         // both sides the match logit is (9.2 * 2.3)^2 / sqrt(128) ≈ 40.
@@ -125,15 +169,18 @@ public static class RetrievalModel
         var ones = new float[Dim];
         Array.Fill(ones, 1f);
         var zeros = new float[Hidden * Dim];
+        var layers = new List<(float[] Q, float[] K, float[] V, float[] O)>();
+        for (int l = 0; l < hops; l++) layers.Add(LinkLayer(new Random(seed + 1 + l)));
+        layers.Add((wq, wk, wv, wo));
 
         using var writer = new GgufWriter(path);
         writer.SetMetadata("general.architecture", "llama");
-        writer.SetMetadata("general.name", "specache-retrieval");
+        writer.SetMetadata("general.name", hops == 0 ? "specache-retrieval" : $"specache-retrieval-vt{hops}");
         writer.SetMetadata("general.description", "Constructed key-value retrieval model (SpeCache evaluation); see SpeCache.Eval.RetrievalModel");
         writer.SetMetadata("llama.vocab_size", (uint)vocab);
         writer.SetMetadata("llama.context_length", (uint)contextLength);
         writer.SetMetadata("llama.embedding_length", (uint)Dim);
-        writer.SetMetadata("llama.block_count", 1u);
+        writer.SetMetadata("llama.block_count", (uint)layers.Count);
         writer.SetMetadata("llama.feed_forward_length", (uint)Hidden);
         writer.SetMetadata("llama.attention.head_count", (uint)Heads);
         writer.SetMetadata("llama.attention.head_count_kv", (uint)KvHeads);
@@ -144,28 +191,28 @@ public static class RetrievalModel
         writer.SetMetadata("llama.rope.dimension_count", (uint)HeadDim);
         writer.SetMetadata("general.file_type", 1u); // mostly F16
         writer.SetMetadata("tokenizer.ggml.model", "llama");
-        writer.SetMetadata("tokenizer.ggml.tokens", TokenNames());
+        writer.SetMetadata("tokenizer.ggml.tokens", TokenNames(hops > 0));
         writer.SetMetadata("tokenizer.ggml.scores", new float[vocab]);
         writer.SetMetadata("tokenizer.ggml.token_type", Enumerable.Range(0, vocab).Select(t => t < 3 ? (t == Unk ? 2 : 3) : 1).ToArray());
         writer.SetMetadata("tokenizer.ggml.bos_token_id", (uint)Bos);
         writer.SetMetadata("tokenizer.ggml.eos_token_id", (uint)Eos);
         writer.SetMetadata("tokenizer.ggml.unknown_token_id", (uint)Unk);
 
-        var tensors = new (string Name, long[] Shape, float[] Data, bool Half)[]
+        var tensors = new List<(string Name, long[] Shape, float[] Data, bool Half)> { ("token_embd.weight", [Dim, vocab], embedding, true) };
+        for (int l = 0; l < layers.Count; l++)
         {
-            ("token_embd.weight", [Dim, vocab], embedding, true),
-            ("blk.0.attn_norm.weight", [Dim], ones, false),
-            ("blk.0.attn_q.weight", [Dim, Heads * HeadDim], wq, true),
-            ("blk.0.attn_k.weight", [Dim, KvHeads * HeadDim], wk, true),
-            ("blk.0.attn_v.weight", [Dim, KvHeads * HeadDim], wv, true),
-            ("blk.0.attn_output.weight", [Heads * HeadDim, Dim], wo, true),
-            ("blk.0.ffn_norm.weight", [Dim], ones, false),
-            ("blk.0.ffn_gate.weight", [Dim, Hidden], zeros, true),
-            ("blk.0.ffn_up.weight", [Dim, Hidden], zeros, true),
-            ("blk.0.ffn_down.weight", [Hidden, Dim], new float[Dim * Hidden], true),
-            ("output_norm.weight", [Dim], ones, false),
-            ("output.weight", [Dim, vocab], output, true),
-        };
+            tensors.Add(($"blk.{l}.attn_norm.weight", [Dim], ones, false));
+            tensors.Add(($"blk.{l}.attn_q.weight", [Dim, Heads * HeadDim], layers[l].Q, true));
+            tensors.Add(($"blk.{l}.attn_k.weight", [Dim, KvHeads * HeadDim], layers[l].K, true));
+            tensors.Add(($"blk.{l}.attn_v.weight", [Dim, KvHeads * HeadDim], layers[l].V, true));
+            tensors.Add(($"blk.{l}.attn_output.weight", [Heads * HeadDim, Dim], layers[l].O, true));
+            tensors.Add(($"blk.{l}.ffn_norm.weight", [Dim], ones, false));
+            tensors.Add(($"blk.{l}.ffn_gate.weight", [Dim, Hidden], zeros, true));
+            tensors.Add(($"blk.{l}.ffn_up.weight", [Dim, Hidden], zeros, true));
+            tensors.Add(($"blk.{l}.ffn_down.weight", [Hidden, Dim], zeros, true));
+        }
+        tensors.Add(("output_norm.weight", [Dim], ones, false));
+        tensors.Add(("output.weight", [Dim, vocab], output, true));
         foreach (var t in tensors) writer.AddTensor(t.Name, t.Half ? GgmlType.F16 : GgmlType.F32, t.Shape);
         foreach (var t in tensors)
         {
@@ -181,7 +228,46 @@ public static class RetrievalModel
         writer.Finish();
     }
 
-    static string[] TokenNames()
+    /// <summary>
+    /// One link layer (see the remarks): unresolved links read the code of the key they copy and
+    /// write the value found into their own value dims; everything else attends to BOS.
+    /// </summary>
+    static (float[] Q, float[] K, float[] V, float[] O) LinkLayer(Random rnd)
+    {
+        // As in the retrieval layer, a = 2.3 on both sides makes a match score ≈ 40. RMSNorm scales
+        // an unresolved link by sqrt(256/3) and BOS by sqrt(256/2), so the sink scores 9.24·α·γ ≈ 20
+        // with α = 2.16, γ = 1; set value dims (sum 1) add β·8 = 63 more, far above any match.
+        const float a = 2.3f, alpha = 2.16f, beta = 7.84f, gamma = 1f;
+        // Two heads each add half of what they read: a pair's value, 9.24 after RMSNorm, becomes 1.
+        const float write = 1 / (2 * 9.24f);
+        var wq = new float[Heads * HeadDim * Dim];
+        var wk = new float[KvHeads * HeadDim * Dim];
+        var wv = new float[KvHeads * HeadDim * Dim];
+        var wo = new float[Dim * Heads * HeadDim];
+        for (int h = 0; h < Heads; h++)
+        {
+            for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + 64 + c) * Dim + FillerAt + c] = a;
+            wq[(h * HeadDim + SinkDim) * Dim + Constant] = alpha;
+            for (int v = 0; v < Values; v++) wq[(h * HeadDim + SinkDim) * Dim + ValueAt + v] = beta;
+        }
+        for (int c = 0; c < CodeDims; c++) wk[(64 + c) * Dim + c] = a;
+        wk[SinkDim * Dim + BosFlag] = gamma;
+        wk[0 * Dim + Constant] = 3;
+        wk[1 * Dim + Constant] = -2;
+        for (int d = 2; d < SinkDim; d++)
+            for (int c = 0; c < FillerDims; c++) wk[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
+        for (int h = 0; h < Heads; h++)
+            for (int d = 2; d < SinkDim; d++)
+                for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + d) * Dim + FillerAt + c] = (float)Normal(rnd) * 0.05f;
+        for (int v = 0; v < Values; v++) wv[v * Dim + ValueAt + v] = 1;
+        for (int d = Values; d < HeadDim; d++)
+            for (int c = 0; c < FillerDims; c++) wv[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
+        for (int h = 0; h < Heads; h++)
+            for (int v = 0; v < Values; v++) wo[(ValueAt + v) * (Heads * HeadDim) + h * HeadDim + v] = write;
+        return (wq, wk, wv, wo);
+    }
+
+    static string[] TokenNames(bool links)
     {
         var names = new List<string> { "<unk>", "<s>", "</s>" };
         for (int i = 0; i < Fillers; i++) names.Add($"▁f{i}");
@@ -189,6 +275,9 @@ public static class RetrievalModel
             for (int v = 0; v < Values; v++) names.Add($"▁k{k}=v{v}");
         for (int k = 0; k < Keys; k++) names.Add($"▁k{k}?");
         for (int v = 0; v < Values; v++) names.Add($"▁v{v}");
+        if (links)
+            for (int to = 0; to < LinkKeys; to++)
+                for (int from = 0; from < LinkKeys; from++) names.Add($"▁k{to}=k{from}");
         return [.. names];
     }
 

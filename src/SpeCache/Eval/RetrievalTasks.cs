@@ -10,7 +10,7 @@ public sealed record RetrievalSample(int[] Tokens, int[] Answers, int[] NeedlePo
     public int NeedlePosition => NeedlePositions[0];
 }
 
-/// <summary>The RULER-style question kinds the constructed model can answer by one attention read.</summary>
+/// <summary>The RULER-style question kinds the constructed model answers.</summary>
 public enum RetrievalTaskKind
 {
     /// <summary>One needle in filler, asked for its value.</summary>
@@ -19,25 +19,29 @@ public enum RetrievalTaskKind
     MultiKey,
     /// <summary>One key given several values in separate needles; every value must be returned (RULER's multi-value NIAH).</summary>
     MultiValue,
+    /// <summary>
+    /// A chain X0 = v, X1 = X0, ..., asked for the last variable (RULER's variable tracking), among
+    /// distractor chains; needs a constructed model with at least as many link layers as hops.
+    /// </summary>
+    VariableTracking,
 }
 
-/// <summary>What a retrieval run asks: the kind, distractor pairs of other keys, and values per key (multi-value).</summary>
-public sealed record RetrievalTask(RetrievalTaskKind Kind, int Distractors = 0, int Values = 1)
+/// <summary>
+/// What a retrieval run asks: the kind, distractor pairs of other keys (for variable tracking,
+/// distractor chains), values per key (multi-value) and links per chain (variable tracking).
+/// </summary>
+public sealed record RetrievalTask(RetrievalTaskKind Kind, int Distractors = 0, int Values = 1, int Hops = 0)
 {
-    public string Name => Kind.ToString().ToLowerInvariant();
+    public string Name => Kind == RetrievalTaskKind.VariableTracking ? "vt" : Kind.ToString().ToLowerInvariant();
 
-    public static RetrievalTask Parse(string name, int distractors, int values) => name.Trim().ToLowerInvariant() switch
+    /// <param name="chains">Variable tracking: distractor chains beside the asked one.</param>
+    public static RetrievalTask Parse(string name, int distractors, int values, int hops = 2, int chains = 4) => name.Trim().ToLowerInvariant() switch
     {
         "single" => new(RetrievalTaskKind.Single),
         "multikey" => new(RetrievalTaskKind.MultiKey, distractors),
         "multivalue" => new(RetrievalTaskKind.MultiValue, distractors, values),
-        // Variable tracking (X1 = v, X2 = X1, ... asked for the last X) needs one attention hop per
-        // link of the chain: a query can only read what the tokens it attends to hold, and X2's
-        // token holds the name X1, not v. The constructed model has one layer, so it answers one
-        // hop; offering the task would measure the model, not the KV policy.
-        "vt" or "variable-tracking" => throw new ArgumentException(
-            "variable tracking needs one attention layer per hop of the chain, and the constructed retrieval model has one layer; it is not offered"),
-        _ => throw new ArgumentException($"unknown retrieval task '{name}' (available: single, multikey, multivalue)"),
+        "vt" or "variable-tracking" => new(RetrievalTaskKind.VariableTracking, chains, Hops: hops),
+        _ => throw new ArgumentException($"unknown retrieval task '{name}' (available: single, multikey, multivalue, vt)"),
     };
 
     /// <summary>The question for one cell and seed; the same arguments always give the same sample.</summary>
@@ -46,6 +50,7 @@ public sealed record RetrievalTask(RetrievalTaskKind Kind, int Distractors = 0, 
         RetrievalTaskKind.Single => RetrievalTasks.Needle(length, depth, seed),
         RetrievalTaskKind.MultiKey => RetrievalTasks.Needle(length, depth, seed, Distractors),
         RetrievalTaskKind.MultiValue => RetrievalTasks.MultiValue(length, depth, seed, Values, Distractors),
+        RetrievalTaskKind.VariableTracking => RetrievalTasks.VariableTracking(length, depth, seed, Hops, Distractors),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
     };
 }
@@ -73,6 +78,68 @@ public static class RetrievalTasks
         if (values < 2 || values > RetrievalModel.Values)
             throw new ArgumentException($"a multi-value question needs 2 to {RetrievalModel.Values} values (got {values})");
         return Generate(length, depth, seed, values, distractors, StableHash(length, depth, seed, distractors, values));
+    }
+
+    /// <summary>
+    /// A variable-tracking question: the pair P(k0, v) at <paramref name="depth"/>, then the links
+    /// L(k1, k0), ..., L(kn, kn-1) at random later places, <paramref name="chains"/> distractor chains
+    /// of the same length with other keys and values, and the query Q(kn), whose answer is v.
+    /// The needle positions are the asked chain's, pair first.
+    /// </summary>
+    public static RetrievalSample VariableTracking(int length, double depth, int seed, int hops, int chains)
+    {
+        if (depth is < 0 or > 1) throw new ArgumentException($"needle depth must be between 0 and 1 (got {depth})");
+        if (hops is < 1 or > RetrievalModel.MaxHops) throw new ArgumentException($"a variable-tracking chain has 1 to {RetrievalModel.MaxHops} hops (got {hops})");
+        int maxChains = Math.Min(RetrievalModel.LinkKeys / (hops + 1), RetrievalModel.Values) - 1;
+        if (chains < 0 || chains > maxChains)
+            throw new ArgumentException($"{chains} distractor chains of {hops} hops do not fit {RetrievalModel.LinkKeys} chain keys and {RetrievalModel.Values} values (at most {maxChains})");
+        int perChain = hops + 1;
+        if (length < 2 + perChain * (chains + 1))
+            throw new ArgumentException($"a context of {length} tokens has no room for {chains + 1} chains of {perChain} tokens");
+        var rnd = new Random(StableHash(length, depth, seed, chains, -hops) & int.MaxValue);
+        var tokens = new int[length];
+        tokens[0] = RetrievalModel.Bos;
+        for (int i = 1; i < length - 1; i++) tokens[i] = RetrievalModel.Filler(rnd.Next(RetrievalModel.Fillers));
+        int haystack = length - 2; // positions 1 .. length - 2
+        var keys = Distinct(rnd, RetrievalModel.LinkKeys, perChain * (chains + 1));
+        var values = Distinct(rnd, RetrievalModel.Values, chains + 1);
+        var used = new HashSet<int>();
+        int[] asked = new int[perChain];
+        // The asked chain: its pair at the depth (leaving room for its links after it), links later.
+        asked[0] = 1 + (int)Math.Round(depth * (haystack - perChain));
+        used.Add(asked[0]);
+        var later = Enumerable.Range(asked[0] + 1, haystack - asked[0]).OrderBy(_ => rnd.Next()).Take(hops).Order().ToArray();
+        for (int i = 0; i < hops; i++) used.Add(asked[i + 1] = later[i]);
+        for (int c = 1; c <= chains; c++)
+        {
+            var at = new int[perChain];
+            for (int i = 0; i < perChain; i++) at[i] = FreePosition(rnd, haystack, used);
+            Array.Sort(at);
+            Place(tokens, at, keys.AsSpan(c * perChain, perChain), values[c]);
+        }
+        Place(tokens, asked, keys.AsSpan(0, perChain), values[0]);
+        tokens[^1] = RetrievalModel.Query(keys[hops]);
+        return new RetrievalSample(tokens, [RetrievalModel.Answer(values[0])], asked);
+    }
+
+    /// <summary>Writes one chain: the pair of its first key, then each key linked to the one before.</summary>
+    static void Place(int[] tokens, int[] positions, ReadOnlySpan<int> keys, int value)
+    {
+        tokens[positions[0]] = RetrievalModel.Pair(keys[0], value);
+        for (int i = 1; i < positions.Length; i++) tokens[positions[i]] = RetrievalModel.Link(keys[i], keys[i - 1]);
+    }
+
+    static int[] Distinct(Random rnd, int range, int count)
+    {
+        var picked = new HashSet<int>();
+        var result = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            int x;
+            do x = rnd.Next(range); while (!picked.Add(x));
+            result[i] = x;
+        }
+        return result;
     }
 
     static RetrievalSample Generate(int length, double depth, int seed, int values, int distractors, int hash)

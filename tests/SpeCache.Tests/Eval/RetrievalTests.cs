@@ -83,11 +83,45 @@ public class RetrievalTasksTests
         Assert.Equal(0, RetrievalTasks.Score(logits, [.. answers, RetrievalModel.Answer(3)])); // a value the model missed
     }
 
+    [Fact]
+    public void AnUnknownTaskIsAClearError() =>
+        Assert.Contains("unknown retrieval task 'haystack'", Assert.Throws<ArgumentException>(() => RetrievalTask.Parse("haystack", 8, 4)).Message);
+
+    [Fact]
+    public void VariableTrackingChainsAreDeterministicOrderedAndLinked()
+    {
+        var task = RetrievalTask.Parse("vt", distractors: 32, values: 4, hops: 3, chains: 5);
+        Assert.Equal(new RetrievalTask(RetrievalTaskKind.VariableTracking, 5, 1, 3), task);
+        Assert.Equal("vt", task.Name);
+        var a = task.Make(1000, 0.4, seed: 2);
+        Assert.Equal(a.Tokens, task.Make(1000, 0.4, seed: 2).Tokens);
+        Assert.NotEqual(a.Tokens, task.Make(1000, 0.4, seed: 3).Tokens);
+        Assert.Equal(RetrievalModel.Bos, a.Tokens[0]);
+        Assert.Equal(1 + (int)Math.Round(0.4 * (998 - 4)), a.NeedlePositions[0]);
+        Assert.Equal(4, a.NeedlePositions.Length);
+        Assert.True(a.NeedlePositions.Zip(a.NeedlePositions.Skip(1)).All(p => p.First < p.Second), "a chain is defined in order");
+        // Walk the chain from the query back to its pair: each link names the key before it.
+        int key = a.Tokens[^1] - RetrievalModel.Query(0);
+        for (int i = 3; i >= 1; i--)
+        {
+            int link = a.Tokens[a.NeedlePositions[i]] - RetrievalModel.Link(0, 0);
+            Assert.Equal(key, link / RetrievalModel.LinkKeys);
+            key = link % RetrievalModel.LinkKeys;
+        }
+        Assert.Equal(RetrievalModel.Pair(key, a.AnswerToken - RetrievalModel.Answer(0)), a.Tokens[a.NeedlePositions[0]]);
+        Assert.Equal(6 * 3, a.Tokens.Count(t => t >= RetrievalModel.Link(0, 0)));
+        Assert.Equal(6, a.Tokens.Count(t => t >= RetrievalModel.Pair(0, 0) && t < RetrievalModel.Query(0)));
+        // At depth 1 the pair and its links fill the last places before the query.
+        Assert.Equal([995, 996, 997, 998], task.Make(1000, 1, seed: 2).NeedlePositions);
+    }
+
     [Theory]
-    [InlineData("vt", "one attention layer per hop")]
-    [InlineData("haystack", "unknown retrieval task 'haystack'")]
-    public void UnknownOrUnsolvableTasksAreClearErrors(string name, string message) =>
-        Assert.Contains(message, Assert.Throws<ArgumentException>(() => RetrievalTask.Parse(name, 8, 4)).Message);
+    [InlineData(0, 4, 1000)]
+    [InlineData(5, 4, 1000)]
+    [InlineData(2, 21, 1000)]
+    [InlineData(2, 4, 16)]
+    public void ImpossibleChainsAreClearErrors(int hops, int chains, int length) =>
+        Assert.Throws<ArgumentException>(() => RetrievalTasks.VariableTracking(length, 0.5, 1, hops, chains));
 
     [Fact]
     public void AMultiValueQuestionNeedsTwoValuesOrMore() =>
@@ -216,6 +250,82 @@ public class HarderRetrievalModelTests
         Assert.Throws<ArgumentOutOfRangeException>(() => RetrievalModel.Write(Path.Combine(TestPaths.Scratch("retrieval"), "never.gguf"), keySimilarity: 0.95));
 }
 
+/// <summary>The constructed model with two link layers, for variable tracking.</summary>
+public sealed class LinkedRetrievalModelFixture : IDisposable
+{
+    public LinkedRetrievalModelFixture()
+    {
+        Path = System.IO.Path.Combine(TestPaths.Scratch("retrieval"), $"retrieval-vt-{Guid.NewGuid():N}.gguf");
+        RetrievalModel.Write(Path, contextLength: 8192, hops: 2);
+        File = ModelLoader.Open(Path);
+        Backend = new CpuBackend(0);
+        Model = new LlamaModel(File, Backend);
+    }
+
+    public string Path { get; }
+    public ModelFile File { get; }
+    public CpuBackend Backend { get; }
+    public LlamaModel Model { get; }
+
+    public void Dispose()
+    {
+        Backend.Dispose();
+        File.Dispose();
+        System.IO.File.Delete(Path);
+    }
+}
+
+public class VariableTrackingModelTests(LinkedRetrievalModelFixture fixture) : IClassFixture<LinkedRetrievalModelFixture>
+{
+    [Fact]
+    public void FullAttentionFollowsEveryChain()
+    {
+        Assert.Equal(2, RetrievalModel.LinkLayers(fixture.Model.Config));
+        foreach (int hops in new[] { 1, 2 })
+        {
+            var report = RetrievalEval.Run(fixture.Model, "vt", ["full"], [1024, 4096], [0, 0.5, 1], samplesPerCell: 1,
+                new(RetrievalTaskKind.VariableTracking, 8, Hops: hops));
+            Assert.Equal(100, report.Policies[0].Accuracy);
+        }
+    }
+
+    [Fact]
+    public void TheLinkLayersLeaveTheOtherTasksAlone()
+    {
+        var report = RetrievalEval.Run(fixture.Model, "vt", ["full"], [4096], [0, 0.5, 1], samplesPerCell: 2, new(RetrievalTaskKind.MultiValue, 32, 4));
+        Assert.Equal(100, report.Policies[0].Accuracy);
+    }
+
+    [Fact]
+    public void ABrokenChainHasNoAnswer()
+    {
+        // The middle link replaced by a filler: the last variable no longer leads to the value, so
+        // the answer must come through every hop, not from the pair alone.
+        var sample = RetrievalTasks.VariableTracking(2048, 0.3, seed: 4, hops: 2, chains: 6);
+        var state = fixture.Model.CreateState(64);
+        using var cache = KvCacheFactory.Create(new KvCacheOptions(), fixture.Model.Config, 2048);
+        Assert.Equal(100, RetrievalTasks.Score(fixture.Model.Forward(sample.Tokens, cache, state), sample.Answers));
+        var tokens = (int[])sample.Tokens.Clone();
+        tokens[sample.NeedlePositions[1]] = RetrievalModel.Filler(0);
+        cache.Clear();
+        Assert.Equal(0, RetrievalTasks.Score(fixture.Model.Forward(tokens, cache, state), sample.Answers));
+    }
+
+    [Fact]
+    public void AChainLongerThanTheLinkLayersIsRefused() =>
+        Assert.Contains("needs a constructed model with 3 link layers", Assert.Throws<ArgumentException>(() =>
+            RetrievalEval.Run(fixture.Model, "vt", ["full"], [512], [0.5], 1, new(RetrievalTaskKind.VariableTracking, 2, Hops: 3))).Message);
+
+    [Fact]
+    public void SpeCacheFollowsChainsAtLowBits()
+    {
+        var report = RetrievalEval.Run(fixture.Model, "vt", ["specache:bits=2,group=32,k=64", "specache:bits=1,group=64,k=64", "kivi:bits=2"],
+            [4096], [0.2, 0.8], samplesPerCell: 1, new(RetrievalTaskKind.VariableTracking, 8, Hops: 2));
+        foreach (var p in report.Policies) TestContext.Current.TestOutputHelper?.WriteLine($"{p.Label}: {p.Accuracy}");
+        Assert.Equal(100, report.Policies[0].Accuracy);
+    }
+}
+
 public class NiahCliTests(RetrievalModelFixture fixture) : IClassFixture<RetrievalModelFixture>
 {
     [Fact]
@@ -244,12 +354,31 @@ public class NiahCliTests(RetrievalModelFixture fixture) : IClassFixture<Retriev
     }
 
     [Fact]
+    public void VariableTrackingWritesItsChainsIntoTheReport()
+    {
+        string dir = Path.Combine(TestPaths.Scratch("eval-cli"), Guid.NewGuid().ToString("N"));
+        string model = Path.Combine(dir, "vt1.gguf");
+        Directory.CreateDirectory(dir);
+        RetrievalModel.Write(model, contextLength: 1024, hops: 1);
+        var result = Cli.CliRunner.Run("eval", "niah", "-m", model, "--tasks", "vt", "--hops", "1", "--chains", "3", "--lengths", "512",
+            "--depths", "0.5", "--samples", "1", "--policy", "full", "--out", dir);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+        Assert.Contains("a chain of 1 links from a pair to the asked key, among 3 distractor chains", result.StdOut);
+        var json = File.ReadAllText(Path.Combine(dir, "niah.json"));
+        Assert.Contains("\"hops\": 1", json);
+        // Two hops on a model with one link layer: refused in one line before any question is run.
+        Cli.CliRunner.AssertOneLineError(Cli.CliRunner.Run("eval", "niah", "-m", model, "--tasks", "vt", "--hops", "2", "--lengths", "512",
+            "--samples", "1", "--policy", "full", "--out", dir), "needs a constructed model with 2 link layers");
+    }
+
+    [Fact]
     public void AModelWithAnotherVocabularyIsOneLine() =>
         Cli.CliRunner.AssertOneLineError(Cli.CliRunner.Run("eval", "niah", "-m", TestPaths.TinyStories656K, "--lengths", "256", "--samples", "1"),
             "constructed retrieval model's vocabulary");
 
     [Theory]
-    [InlineData("vt", "one attention layer per hop")]
+    [InlineData("vt --hops 5", "1 to 4 hops")]
+    [InlineData("vt --chains 40", "do not fit")]
     [InlineData("multivalue --values 1", "2 to 32 values")]
     public void BadTasksAreOneLine(string tasks, string message)
     {
