@@ -11,7 +11,7 @@ namespace SpeCache.Server;
 
 /// <summary>
 /// The OpenAI-compatible HTTP server: <c>/v1/chat/completions</c>, <c>/v1/completions</c>,
-/// <c>/v1/models</c>, <c>/health</c> and <c>/metrics</c> over one engine. Every failure a client can
+/// <c>/v1/models</c>, <c>/health</c>, <c>/metrics</c> and <c>/v1/stats</c> over one engine. Every failure a client can
 /// see is a JSON error in OpenAI's shape, never a stack trace or an HTML page.
 /// </summary>
 public static class SpeCacheServer
@@ -54,6 +54,7 @@ public static class SpeCacheServer
         app.MapGet("/v1/models/{id}", ModelsEndpoint.Get);
         app.MapGet("/health", () => Results.Json(new { Status = "ok" }, Json.Options));
         app.MapGet("/metrics", MetricsEndpoint.Handle);
+        app.MapGet("/v1/stats", StatsEndpoint.Handle);
         return app;
     }
 
