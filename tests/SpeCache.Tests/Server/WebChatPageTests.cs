@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -38,8 +39,8 @@ public sealed class WebChatPageTests(ChromiumBrowser chromium) : IClassFixture<C
 
     static async Task SendAsync(IPage page, string prompt, int? maxTokens = null, double? temperature = null, string? apiKey = null)
     {
-        if (maxTokens is int n) await page.Locator("#max-tokens").FillAsync(n.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        if (temperature is double t) await page.Locator("#temperature").FillAsync(t.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (maxTokens is int n) await page.Locator("#max-tokens").FillAsync(n.ToString(CultureInfo.InvariantCulture));
+        if (temperature is double t) await page.Locator("#temperature").FillAsync(t.ToString(CultureInfo.InvariantCulture));
         if (apiKey != null) await page.Locator("#api-key").FillAsync(apiKey);
         await page.Locator("#prompt").FillAsync(prompt);
         await page.Locator("#send").ClickAsync();
@@ -99,10 +100,10 @@ public sealed class WebChatPageTests(ChromiumBrowser chromium) : IClassFixture<C
         var idle = await StatsEndpointTests.StatsAsync(server);
         Assert.Equal(idle.GetProperty("kv_policy").GetString(), await StatValue(page, "kv_policy"));
         Assert.Equal("full", await StatValue(page, "kv_policy"));
-        Assert.Equal(budget.ToString(System.Globalization.CultureInfo.InvariantCulture), await StatValue(page, "kv_cache.fast_tier_budget_bytes"));
+        Assert.Equal(budget.ToString(CultureInfo.InvariantCulture), await StatValue(page, "kv_cache.fast_tier_budget_bytes"));
         await Expect(Stat(page, "kv_cache.fast_tier_budget_bytes")).ToHaveTextAsync("64.0 MiB");
         Assert.Equal("0", await StatValue(page, "kv_cache.fast_tier_bytes"));
-        Assert.Equal(idle.GetProperty("context_length").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture), await StatValue(page, "context_length"));
+        Assert.Equal(idle.GetProperty("context_length").GetInt32().ToString(CultureInfo.InvariantCulture), await StatValue(page, "context_length"));
 
         await SendAsync(page, "Hello", maxTokens: 4000, temperature: 0);
         var answer = page.Locator(".message.assistant").Last;
@@ -120,10 +121,10 @@ public sealed class WebChatPageTests(ChromiumBrowser chromium) : IClassFixture<C
         string? hostShown = await StatValue(page, "kv_cache.host_tier_bytes");
         var running = await StatsEndpointTests.StatsAsync(server);
         Assert.True(running.GetProperty("running").GetInt32() == 1, "the request ended before the panel could be compared; it should run for seconds");
-        Assert.Equal(running.GetProperty("kv_cache").GetProperty("fast_tier_bytes").GetInt64().ToString(System.Globalization.CultureInfo.InvariantCulture), fastShown);
-        Assert.Equal(running.GetProperty("kv_cache").GetProperty("host_tier_bytes").GetInt64().ToString(System.Globalization.CultureInfo.InvariantCulture), hostShown);
+        Assert.Equal(running.GetProperty("kv_cache").GetProperty("fast_tier_bytes").GetInt64().ToString(CultureInfo.InvariantCulture), fastShown);
+        Assert.Equal(running.GetProperty("kv_cache").GetProperty("host_tier_bytes").GetInt64().ToString(CultureInfo.InvariantCulture), hostShown);
         Assert.Equal(fastShown, await StatValue(page, "kv_cache.fast_tier_peak_bytes"));
-        Assert.Equal("1", await StatValue(page, "batch_size"));
+        await Expect(Stat(page, "batch_size")).ToHaveAttributeAsync("data-value", "1", new() { Timeout = Timeout });
 
         // Stop aborts the fetch; the server sees the client go and frees the cache.
         await page.Locator("#stop").ClickAsync();
