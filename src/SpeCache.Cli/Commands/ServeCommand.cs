@@ -58,7 +58,7 @@ static class ServeCommand
             };
             using var app = SpeCacheServer.Create(queue, options);
             Uri address = SpeCacheServer.Start(app).GetAwaiter().GetResult();
-            Console.Error.WriteLine($"specache: serving {options.ModelId} at {address} (context {engine.ContextLength}, KV {engine.Options.KvCache.Policy}, batch up to {batch.MaxBatch}{(batch.FastTierBudgetBytes is long b ? $" within {ByteSize.Format(b)} of fast tier" : "")}{(options.ApiKey != null ? ", API key required" : "")}); the web chat page is {address}; Ctrl+C stops");
+            Console.Error.WriteLine($"specache: serving {options.ModelId} at {address} (context {engine.ContextLength}, KV {engine.Options.KvCache.Policy}, batch up to {batch.MaxBatch}{(batch.FastTierBudgetBytes is long b ? $" within {ByteSize.Format(b)} of fast tier" : "")}{(options.ApiKey != null ? ", API key required" : "")}); open {address} in a browser to chat; Ctrl+C stops");
             app.WaitForShutdownAsync().GetAwaiter().GetResult();
             return 0;
         }));
