@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Runs the whole test suite the way CI does: installs the llama.cpp peer (tests compare against it),
-# builds in Release, runs every test, and ends with one line "N passed, N failed[, N skipped]".
+# Runs the whole test suite the way CI does: installs the llama.cpp peer (tests compare against it)
+# and Debian's Chromium (the web chat page tests drive it), builds in Release, runs every test, and
+# ends with one line "N passed, N failed[, N skipped]".
 set -uo pipefail
 cd "$(dirname "$0")"
 bash peer/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+# Without a browser only the page tests fail (saying so); the rest of the suite still runs.
+bash tests/setup-browser.sh
 log=$(mktemp)
 dotnet test SpeCache.slnx -c Release 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

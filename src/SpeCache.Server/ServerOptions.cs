@@ -12,7 +12,7 @@ public sealed record ServerOptions
     /// <summary>TCP port; 0 lets the system choose a free one (see <see cref="SpeCacheServer.Start"/>).</summary>
     public int Port { get; init; } = 8080;
 
-    /// <summary>When set, every endpoint but /health requires <c>Authorization: Bearer KEY</c>.</summary>
+    /// <summary>When set, every endpoint but /health and the web chat page (/) requires <c>Authorization: Bearer KEY</c>.</summary>
     public string? ApiKey { get; init; }
 
     /// <summary>The name clients pass as <c>model</c>; the model file's (or folder's) name.</summary>

@@ -11,8 +11,9 @@ namespace SpeCache.Server;
 
 /// <summary>
 /// The OpenAI-compatible HTTP server: <c>/v1/chat/completions</c>, <c>/v1/completions</c>,
-/// <c>/v1/models</c>, <c>/health</c> and <c>/metrics</c> over one engine. Every failure a client can
-/// see is a JSON error in OpenAI's shape, never a stack trace or an HTML page.
+/// <c>/v1/models</c>, <c>/health</c>, <c>/metrics</c> and <c>/v1/stats</c> over one engine, and a web
+/// chat page at <c>/</c>. Every failure a client can see is a JSON error in OpenAI's shape, never a
+/// stack trace or an HTML page.
 /// </summary>
 public static class SpeCacheServer
 {
@@ -54,6 +55,8 @@ public static class SpeCacheServer
         app.MapGet("/v1/models/{id}", ModelsEndpoint.Get);
         app.MapGet("/health", () => Results.Json(new { Status = "ok" }, Json.Options));
         app.MapGet("/metrics", MetricsEndpoint.Handle);
+        app.MapGet("/v1/stats", StatsEndpoint.Handle);
+        app.MapGet("/", WebChatPage.Handle);
         return app;
     }
 
@@ -70,8 +73,9 @@ public static class SpeCacheServer
         byte[] expected = Encoding.UTF8.GetBytes($"Bearer {apiKey}");
         return async (http, next) =>
         {
-            // /health stays open so that a load balancer or a start-up script can probe without the key.
-            if (http.Request.Path.Equals("/health", StringComparison.OrdinalIgnoreCase))
+            // /health stays open so that a load balancer or a start-up script can probe without the key,
+            // and so does the web chat page, which holds no data: its requests carry the key the user types.
+            if (http.Request.Path.Equals("/health", StringComparison.OrdinalIgnoreCase) || IsWebChatPage(http.Request))
             {
                 await next(http);
                 return;
@@ -88,6 +92,9 @@ public static class SpeCacheServer
             await next(http);
         };
     }
+
+    static bool IsWebChatPage(HttpRequest request) =>
+        request.Path == "/" && HttpMethods.IsGet(request.Method);
 
     static async Task WriteUnhandledAsync(HttpContext http)
     {

@@ -15,13 +15,13 @@ static class ServeCommand
         var common = new CommonOptions();
         var host = new Option<string>("--host") { Description = "Address to listen on (0.0.0.0 for every interface).", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port (0 picks a free one).", DefaultValueFactory = _ => 8080 };
-        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every endpoint but /health (default: the SPECACHE_API_KEY environment variable, else none)." };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every endpoint but /health and the web chat page (default: the SPECACHE_API_KEY environment variable, else none)." };
         var template = new Option<string?>("--chat-template") { Description = "A Jinja chat template file to use instead of the model's." };
         var maxTokens = new Option<int?>("--max-tokens", "-n") { Description = "Tokens per request when it sets no max_tokens (default: up to the end of the context)." };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most requests decoded together in one forward pass (continuous batching).", DefaultValueFactory = _ => 8 };
         var batchBudget = new Option<long?>("--batch-budget") { Description = "Most fast-tier KV bytes all running requests may hold together, e.g. 1GiB: a request waits until its cache fits, and one that never could is refused.", CustomParser = CommonOptions.ParseBytes };
         var sampling = new SamplingCliOptions();
-        var command = new Command("serve", "Serve the model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics).");
+        var command = new Command("serve", "Serve the model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics, /v1/stats) and a web chat page at /.");
         common.AddTo(command);
         command.Options.Add(host);
         command.Options.Add(port);
@@ -58,7 +58,7 @@ static class ServeCommand
             };
             using var app = SpeCacheServer.Create(queue, options);
             Uri address = SpeCacheServer.Start(app).GetAwaiter().GetResult();
-            Console.Error.WriteLine($"specache: serving {options.ModelId} at {address} (context {engine.ContextLength}, KV {engine.Options.KvCache.Policy}, batch up to {batch.MaxBatch}{(batch.FastTierBudgetBytes is long b ? $" within {ByteSize.Format(b)} of fast tier" : "")}{(options.ApiKey != null ? ", API key required" : "")}); Ctrl+C stops");
+            Console.Error.WriteLine($"specache: serving {options.ModelId} at {address} (context {engine.ContextLength}, KV {engine.Options.KvCache.Policy}, batch up to {batch.MaxBatch}{(batch.FastTierBudgetBytes is long b ? $" within {ByteSize.Format(b)} of fast tier" : "")}{(options.ApiKey != null ? ", API key required" : "")}); open {address} in a browser to chat; Ctrl+C stops");
             app.WaitForShutdownAsync().GetAwaiter().GetResult();
             return 0;
         }));
