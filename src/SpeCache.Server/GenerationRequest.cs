@@ -156,11 +156,19 @@ sealed class GenerationRequest
             throw RequestException.BadValue("kv_cache", e.Message);
         }
         var own = server.Queue.Engine.Options.KvCache;
-        return asked with
+        var options = asked with
         {
             SpeCache = asked.SpeCache with { HostTier = own.SpeCache.HostTier, Interconnect = own.SpeCache.Interconnect },
             FullElement = asked.Policy == own.Policy ? own.FullElement : asked.FullElement,
         };
+        try
+        {
+            return KvCacheFactory.CheckSupports(options, server.Queue.Engine.Config);
+        }
+        catch (ArgumentException e)
+        {
+            throw RequestException.BadValue("kv_cache", e.Message);
+        }
     }
 
     static RequestException ContextExceeded(int context, int promptTokens, int completionTokens, string promptParam, string param) =>

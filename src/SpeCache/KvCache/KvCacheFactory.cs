@@ -39,6 +39,7 @@ public static class KvCacheFactory
 
     public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength)
     {
+        CheckSupports(options, config);
         var cache = CreatePolicy(options, config, contextLength);
         if (options.FastTierBudgetBytes is long budget && cache.Memory.FastTierBytes > budget)
         {
@@ -47,6 +48,27 @@ public static class KvCacheFactory
             throw new ArgumentException($"the {options.Policy} KV cache needs {ByteSize.Format(needed)} of fast tier for a context of {contextLength} tokens, more than the budget of {ByteSize.Format(budget)}");
         }
         return cache;
+    }
+
+    /// <summary>
+    /// Fails in one line when the policy cannot hold this model's keys and values (the low-bit
+    /// formats tile a head in groups of channels; the block cache types tile a KV row in blocks),
+    /// so that a server refuses such a request before it starts rather than in the middle of its stream.
+    /// </summary>
+    public static KvCacheOptions CheckSupports(KvCacheOptions options, ModelConfig config)
+    {
+        int head = config.HeadDim;
+        if (options.Policy is "kivi" or "specache")
+        {
+            int group = options.Policy == "kivi" ? options.Kivi.GroupSize : options.SpeCache.GroupSize;
+            if (head % KiviFormat.HeadDimMultiple != 0 || head > KiviFormat.MaxHeadDim)
+                throw new ArgumentException($"the {options.Policy} cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} up to {KiviFormat.MaxHeadDim} (this model's is {head})");
+            if (head % Math.Min(group, head) != 0)
+                throw new ArgumentException($"the {options.Policy} cache's value groups of {group} channels do not tile this model's heads of {head}");
+        }
+        if (options.Policy == "full" && options.FullElement is FullKvElement.Q8_0 or FullKvElement.Q4_0 && config.KvDim % Quants.Q8_0.BlockSize != 0)
+            throw new ArgumentException($"a {FullKvCache.Name(options.FullElement)} cache needs KV rows of a multiple of {Quants.Q8_0.BlockSize} values (this model's are {config.KvDim})");
+        return options;
     }
 
     static IKvCache CreatePolicy(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
@@ -64,7 +86,7 @@ public static class KvCacheFactory
     /// (its <see cref="IKvCache.Memory"/>), worked out without allocating it, so that a request can
     /// be admitted or refused before its memory exists.
     /// </summary>
-    public static long FastTierBytes(KvCacheOptions options, ModelConfig config, int capacity) => options.Policy switch
+    public static long FastTierBytes(KvCacheOptions options, ModelConfig config, int capacity) => CheckSupports(options, config).Policy switch
     {
         "full" => FullKvCache.FastTierBytes(config, capacity, options.FullElement),
         "kivi" => LowBitCopy.BytesFor(config, capacity, options.Kivi.Bits, options.Kivi.GroupSize, options.Kivi.ResidualLength),

@@ -6,6 +6,21 @@ namespace SpeCache.Tests.KvCache;
 
 public class KvCacheFactoryTests
 {
+    // A policy that cannot hold a model's K/V fails in one line before any memory is taken, the same
+    // way for sizing (admission) and for creation.
+    [Theory]
+    [InlineData("kivi:bits=2", "f16", 4, "the kivi cache needs a head size that is a multiple of 8 up to 512 (this model's is 4)")]
+    [InlineData("specache:bits=1,group=64", "f16", 12, "the specache cache needs a head size that is a multiple of 8 up to 512 (this model's is 12)")]
+    [InlineData("specache:bits=1,group=32", "f16", 40, "the specache cache's value groups of 32 channels do not tile this model's heads of 40")]
+    [InlineData("full", "q8_0", 8, "a q8_0 cache needs KV rows of a multiple of 32 values (this model's are 16)")]
+    public void APolicyThatCannotHoldTheModelIsOneClearError(string policy, string fullType, int headDim, string message)
+    {
+        var config = EvictionTestShapes.Shape(kvHeads: 2, group: 2, headDim: headDim, layers: 1);
+        var options = PolicySpec.Parse(policy) with { FullElement = Enum.Parse<SpeCache.KvCache.Policies.Full.FullKvElement>(fullType, ignoreCase: true) };
+        Assert.Equal(message, Assert.Throws<ArgumentException>(() => KvCacheFactory.FastTierBytes(options, config, 10)).Message);
+        Assert.Equal(message, Assert.Throws<ArgumentException>(() => KvCacheFactory.Create(options, config, 10)).Message);
+    }
+
     // Admission decides from FastTierBytes before a cache exists; it must be the bytes the cache then holds.
     [Theory]
     [InlineData("full")]

@@ -66,6 +66,18 @@ public sealed class ValidationTests : IAsyncLifetime
         { "/v1/completions", """{"prompt":"hi","stream":"yes"}""", HttpStatusCode.BadRequest, "stream", "invalid_type" },
     };
 
+    [Fact]
+    public async Task AKvPolicyThatCannotHoldTheModelIsRefusedBeforeTheStreamStarts()
+    {
+        // llama-2-tiny-random has heads of 4 channels, which no KIVI group tiles: refused as a 400
+        // naming kv_cache, not accepted and then failed inside the event stream.
+        await using var server = await TestServer.StartAsync(TestPaths.Llama2TinyRandom, chatTemplate: false);
+        using var response = await server.PostJsonAsync("/v1/completions", """{"prompt":"hi","stream":true,"kv_cache":"specache:bits=1"}""",
+            cancellation: TestContext.Current.CancellationToken);
+        var error = await AssertError(response, HttpStatusCode.BadRequest, "kv_cache", "invalid_value");
+        Assert.Contains("head size that is a multiple of 8", error.GetProperty("message").GetString());
+    }
+
     [Theory]
     [MemberData(nameof(BadRequests))]
     public async Task BadRequestIsAnOpenAiError(string path, string body, HttpStatusCode status, string? param, string? code)
