@@ -10,7 +10,18 @@ using SpeCache.Tensors;
 // any L3, as a model's layers do. Arguments: [seconds per figure] [types, e.g. Q8_0,Q4_K] [nomem].
 // With "gemm" first: matrix-matrix throughput instead, GOPS (2 x multiply-adds) of one
 // 8192x2048 weight (Llama-3.2-1B's FFN up) against n activation rows, n from 1 to 512.
+// With "rowdot" first: the tiled matmul against the per-row dots (the path other formats take)
+// on one thread, interleaved in the same process and timed in the thread's CPU time (not wall
+// time), so that other work on a shared machine hits both alike and mostly drops out:
+// rowdot [seconds] [types] [n list, e.g. 1,2,4,64].
 const int Dim = 4096;
+if (args.Length > 0 && args[0] == "rowdot")
+{
+    RowDot(args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1.0,
+        args.Length > 2 ? args[2].Split(',').Select(Enum.Parse<GgmlType>).ToArray() : [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q4_0],
+        args.Length > 3 ? args[3].Split(',').Select(int.Parse).ToArray() : [1, 2, 4, 64]);
+    return;
+}
 if (args.Length > 0 && args[0] == "gemm")
 {
     Gemm(args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1.0,
@@ -128,6 +139,63 @@ static unsafe void Gemm(double seconds, GgmlType[] types)
     }
 }
 
+static unsafe void RowDot(double seconds, GgmlType[] types, int[] ns)
+{
+    const int rows = 8192, cols = 2048, rounds = 5;
+    int maxN = ns.Max();
+    Console.WriteLine($"{Environment.ProcessorCount} processors, AvxVnni {System.Runtime.Intrinsics.X86.AvxVnni.IsSupported}, load average {LoadAverage()}");
+    var rng = new Random(2);
+    var x = new float[maxN * cols];
+    for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+    var y = new float[maxN * rows];
+    var row = new float[cols];
+    using var backend = new CpuBackend(1);
+    foreach (var type in types)
+    {
+        var traits = TypeTraits.Of(type);
+        long rowBytes = GgmlTypeInfo.RowBytes(type, cols);
+        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)(rowBytes * rows), 64);
+        for (int r = 0; r < rows; r++)
+        {
+            for (int i = 0; i < cols; i++) row[i] = (float)(rng.NextDouble() * 2 - 1) * 0.05f;
+            WeightFormats.QuantizeRow(type, row, new Span<byte>(data + r * rowBytes, (int)rowBytes));
+        }
+        var w = new WeightTensor("w", type, [cols, rows], data, rowBytes * rows);
+        int actBytes = (int)GgmlTypeInfo.RowBytes(traits.ActivationType, cols);
+        var act = new byte[maxN * actBytes];
+        // The row-dot matmul as MatMulJob runs it on one thread: quantize, then per weight row the dots (pairs through Dot2).
+        void Rows(int n)
+        {
+            for (int i = 0; i < n; i++) traits.QuantizeActivation(x.AsSpan(i * cols, cols), act.AsSpan(i * actBytes, actBytes));
+            for (int r = 0; r < rows; r++)
+            {
+                var wr = w.Row(r);
+                int i = 0;
+                if (traits.Dot2 is { } dot2)
+                    for (; i + 1 < n; i += 2)
+                    {
+                        dot2(wr, act.AsSpan(i * actBytes, actBytes), act.AsSpan((i + 1) * actBytes, actBytes), cols, out float y0, out float y1);
+                        y[i * rows + r] = y0;
+                        y[(i + 1) * rows + r] = y1;
+                    }
+                for (; i < n; i++) y[i * rows + r] = traits.Dot(wr, act.AsSpan(i * actBytes, actBytes), cols);
+            }
+        }
+        foreach (int n in ns)
+        {
+            double tiled = 0, dots = 0;
+            // Alternate short windows of each so that load changes hit both; keep each one's best.
+            for (int round = 0; round < rounds; round++)
+            {
+                tiled = Math.Max(tiled, MeasureCpu(() => backend.MatMul(w, x.AsSpan(0, n * cols), y, n), 2L * rows * cols * n, seconds / rounds));
+                dots = Math.Max(dots, MeasureCpu(() => Rows(n), 2L * rows * cols * n, seconds / rounds));
+            }
+            Console.WriteLine($"rowdot {type,-5} n={n,-3} tiled {tiled,6:F1}  row dots {dots,6:F1} GOPS per CPU second  ratio {tiled / dots:F2}   load {LoadAverage()}");
+        }
+        NativeMemory.AlignedFree(data);
+    }
+}
+
 // Other work on the machine steals cores; the figures are only meaningful next to this.
 static string LoadAverage() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
 
@@ -148,6 +216,48 @@ static double Measure(Action run, long bytesPerRun, double seconds)
         best = Math.Max(best, runs * (double)bytesPerRun / sw.Elapsed.TotalSeconds / 1e9);
     }
     return best;
+}
+
+// As Measure, in this thread's CPU time: time spent preempted by other processes does not count.
+static double MeasureCpu(Action run, long bytesPerRun, double seconds)
+{
+    for (int i = 0; i < 3; i++) run();
+    double best = 0;
+    for (int window = 0; window < 5; window++)
+    {
+        double start = ThreadCpu.Seconds();
+        long runs = 0;
+        double elapsed;
+        do
+        {
+            run();
+            runs++;
+            elapsed = ThreadCpu.Seconds() - start;
+        }
+        while (elapsed < seconds / 5);
+        best = Math.Max(best, runs * (double)bytesPerRun / elapsed / 1e9);
+    }
+    return best;
+}
+
+static class ThreadCpu
+{
+    [StructLayout(LayoutKind.Sequential)]
+    struct Timespec
+    {
+        public long Seconds, Nanoseconds;
+    }
+
+    [DllImport("libc", EntryPoint = "clock_gettime")]
+    static extern int ClockGetTime(int clock, out Timespec time);
+
+    const int ThreadCpuTimeClock = 3; // CLOCK_THREAD_CPUTIME_ID
+
+    public static double Seconds()
+    {
+        if (ClockGetTime(ThreadCpuTimeClock, out var t) != 0) throw new InvalidOperationException("clock_gettime failed");
+        return t.Seconds + t.Nanoseconds * 1e-9;
+    }
 }
 
 unsafe sealed class ReadJob : IRangeJob

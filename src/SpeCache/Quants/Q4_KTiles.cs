@@ -64,9 +64,35 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         return x;
     }
 
+    /// <summary>
+    /// Activation rows up to which each is computed on its own by <see cref="RowTile{TM}"/>, which
+    /// reads scales straight from the weight blocks: the unpacked table costs as much to build as
+    /// a tile's work on one activation row, so it only pays when several rows reuse it.
+    /// </summary>
+    internal const int DirectRows = 1;
+
+    [SkipLocalsInit] // the table is written before it is read
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         int nb = cols / Q4_K.BlockSize;
+        if (n <= DirectRows)
+        {
+            for (int i = 0; i < n; i++)
+                for (int r0 = 0; r0 < rows; r0 += 4)
+                {
+                    byte* wt = w + r0 * weightRowBytes;
+                    byte* ai = a + (long)i * packedRowBytes;
+                    float* yi = y + i * yStride + r0;
+                    switch (Math.Min(4, rows - r0))
+                    {
+                        case 4: RowTile<Extent4>(wt, weightRowBytes, nb, ai, yi); break;
+                        case 3: RowTile<Extent3>(wt, weightRowBytes, nb, ai, yi); break;
+                        case 2: RowTile<Extent2>(wt, weightRowBytes, nb, ai, yi); break;
+                        default: RowTile<Extent1>(wt, weightRowBytes, nb, ai, yi); break;
+                    }
+                }
+            return;
+        }
         int metaBytes = 4 * nb * MetaBytes;
         byte[]? heap = metaBytes > MaxStackMeta ? new byte[metaBytes] : null;
         Span<byte> metaSpan = heap ?? stackalloc byte[metaBytes];
@@ -122,6 +148,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     /// activation row J) live for one block in registers; the float ones, touched once per
     /// block, live in a small stack table.
     /// </summary>
+    [SkipLocalsInit] // the accumulators are zeroed below; the runtime's zeroing of the stack would be a second pass
     static void Tile<TM, TN>(byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
         where TM : struct, ITileExtent where TN : struct, ITileExtent
     {
@@ -154,10 +181,11 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 var v1 = TM.Value > 1 ? Vector512.Load(qs + ws + 64 * half) : default;
                 var v2 = TM.Value > 2 ? Vector512.Load(qs + 2 * ws + 64 * half) : default;
                 var v3 = TM.Value > 3 ? Vector512.Load(qs + 3 * ws + 64 * half) : default;
-                var sc0 = Vector512.Create(Vector128.Load((short*)(mb + 32)));
-                var sc1 = TM.Value > 1 ? Vector512.Create(Vector128.Load((short*)(mb + metaRow + 32))) : default;
-                var sc2 = TM.Value > 2 ? Vector512.Create(Vector128.Load((short*)(mb + 2 * metaRow + 32))) : default;
-                var sc3 = TM.Value > 3 ? Vector512.Create(Vector128.Load((short*)(mb + 3 * metaRow + 32))) : default;
+                // One broadcast load each (Vector512.Create of a loaded Vector128 compiles to five instructions).
+                var sc0 = Avx512F.BroadcastVector128ToVector512((int*)(mb + 32)).AsInt16();
+                var sc1 = TM.Value > 1 ? Avx512F.BroadcastVector128ToVector512((int*)(mb + metaRow + 32)).AsInt16() : default;
+                var sc2 = TM.Value > 2 ? Avx512F.BroadcastVector128ToVector512((int*)(mb + 2 * metaRow + 32)).AsInt16() : default;
+                var sc3 = TM.Value > 3 ? Avx512F.BroadcastVector128ToVector512((int*)(mb + 3 * metaRow + 32)).AsInt16() : default;
                 for (int nibble = 0; nibble < 2; nibble++)
                 {
                     var pick = half == 0 ? (nibble == 0 ? pick0 : pick1) : (nibble == 0 ? pick2 : pick3);
@@ -189,6 +217,62 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         for (int j = 0; j < TN.Value; j++)
             for (int i = 0; i < TM.Value; i++)
                 y[j * yStride + i] = HorizontalSum(acc[i * 4 + j].GetLower() + acc[i * 4 + j].GetUpper()) - HorizontalSum(minAcc[i * 4 + j]);
+    }
+
+    /// <summary>
+    /// TM weight rows × one activation row, everything in registers and the scales unpacked from
+    /// each weight block as it is read (<see cref="Q4_K.Unpack"/>, the scalar half conversion):
+    /// per output the same integer lane sums, the same two multiply-adds per block with the same
+    /// operands, and the same final reduction as <see cref="Tile{TM, TN}"/>, so the bits agree.
+    /// </summary>
+    [SkipLocalsInit]
+    static void RowTile<TM>(byte* w, long ws, int nb, byte* a, float* y) where TM : struct, ITileExtent
+    {
+        Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector256<float> min0 = default, min1 = default, min2 = default, min3 = default;
+        var mask = Vector512.Create((byte)0x0F);
+        var pick0 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
+        var pick1 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
+        var pick2 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
+        var pick3 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
+        for (int b = 0; b < nb; b++)
+        {
+            byte* xb = a + (long)b * PackedBlockBytes;
+            float dx = *(float*)xb;
+            var groups = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 4)), Vector256<short>.One);
+            // The block's four registers of activations, shared by the TM weight rows.
+            var x0 = Vector512.Load((sbyte*)(xb + QuantsAt));
+            var x1 = Vector512.Load((sbyte*)(xb + QuantsAt + 64));
+            var x2 = Vector512.Load((sbyte*)(xb + QuantsAt + 128));
+            var x3 = Vector512.Load((sbyte*)(xb + QuantsAt + 192));
+            byte* wb = w + (long)b * Q4_K.BlockBytes;
+            Block(wb, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc0, ref min0);
+            if (TM.Value > 1) Block(wb + ws, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc1, ref min1);
+            if (TM.Value > 2) Block(wb + 2 * ws, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc2, ref min2);
+            if (TM.Value > 3) Block(wb + 3 * ws, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc3, ref min3);
+        }
+        y[0] = HorizontalSum(acc0.GetLower() + acc0.GetUpper()) - HorizontalSum(min0);
+        if (TM.Value > 1) y[1] = HorizontalSum(acc1.GetLower() + acc1.GetUpper()) - HorizontalSum(min1);
+        if (TM.Value > 2) y[2] = HorizontalSum(acc2.GetLower() + acc2.GetUpper()) - HorizontalSum(min2);
+        if (TM.Value > 3) y[3] = HorizontalSum(acc3.GetLower() + acc3.GetUpper()) - HorizontalSum(min3);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Block(byte* wb, float dx, Vector256<int> groups, Vector512<sbyte> x0, Vector512<sbyte> x1, Vector512<sbyte> x2, Vector512<sbyte> x3,
+            Vector512<byte> mask, Vector512<short> pick0, Vector512<short> pick1, Vector512<short> pick2, Vector512<short> pick3,
+            ref Vector512<float> acc, ref Vector256<float> minAcc)
+        {
+            Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
+            var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
+            var v0 = Vector512.Load(wb + 16);
+            var v1 = Vector512.Load(wb + 16 + 64);
+            var s = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v0 & mask, x0), Avx512BW.PermuteVar32x16(scales, pick0));
+            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask, x1), Avx512BW.PermuteVar32x16(scales, pick1));
+            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v1 & mask, x2), Avx512BW.PermuteVar32x16(scales, pick2));
+            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask, x3), Avx512BW.PermuteVar32x16(scales, pick3));
+            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(QuantMath.ToFloat(*(ushort*)wb) * dx), acc);
+            var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()) * groups;
+            minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), Vector256.Create(QuantMath.ToFloat(*(ushort*)(wb + 2)) * dx), minAcc);
+        }
     }
 
     /// <summary>One register of activations (two sub-blocks at <paramref name="x"/>) against the tile's nibbles.</summary>

@@ -58,7 +58,8 @@ public sealed record TypeTraits(
         { Tiles = TileKernel.IsSupported ? Q8_0Tiles<Q4_0Weights>.Instance : null });
         Add(new(GgmlType.Q4_K, Q4_K.DequantizeRow, Q4_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q4_K.Dot, Q4_K.Dot2)
         { Tiles = Q4_KTiles.Supported ? Q4_KTiles.Instance : null });
-        Add(new(GgmlType.Q6_K, Q6_K.DequantizeRow, Q6_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q6_K.Dot, Q6_K.Dot2));
+        Add(new(GgmlType.Q6_K, Q6_K.DequantizeRow, Q6_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q6_K.Dot, Q6_K.Dot2)
+        { Tiles = Q6_KTiles.Supported ? Q6_KTiles.Instance : null });
         return table;
     }
 }

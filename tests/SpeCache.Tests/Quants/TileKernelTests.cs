@@ -5,7 +5,7 @@ namespace SpeCache.Tests.Quants;
 
 public unsafe class TileKernelTests
 {
-    public static TheoryData<GgmlType> TiledTypes() => new(GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K);
+    public static TheoryData<GgmlType> TiledTypes() => new(GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K);
 
     static TileKernel KernelOf(GgmlType type)
     {
@@ -202,6 +202,13 @@ public sealed class TestWeightRows
         ushort one = BitConverter.HalfToUInt16Bits((Half)1);
         for (int b = 0; b < w.Bytes.Length; b += geometry.TypeSize)
         {
+            if (type == GgmlType.Q6_K)
+            {
+                // d is last; the 16 int8 group scales stay small (-4..4) so every partial sum stays below 2^24.
+                BitConverter.TryWriteBytes(w.Bytes.AsSpan(b + 208), one);
+                for (int g = 0; g < 16; g++) w.Bytes[b + 192 + g] = (byte)(sbyte)rng.Next(-4, 5);
+                continue;
+            }
             BitConverter.TryWriteBytes(w.Bytes.AsSpan(b), one);
             if (type == GgmlType.Q4_K) BitConverter.TryWriteBytes(w.Bytes.AsSpan(b + 2), one);
         }

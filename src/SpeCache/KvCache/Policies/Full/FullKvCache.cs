@@ -24,8 +24,11 @@ public enum FullKvElement
 /// f16 cache) or in another of llama.cpp's cache types. Per layer, K and V are one row per token of
 /// all KV heads ([position][kvHead * headDim]), encoded as a whole like llama.cpp's cache rows, so
 /// that a 32-value block may span heads narrower than 32 (the tiny models' heads are 8 and 16).
+/// Long contexts spread the decoding over threads by positions and the attention by KV heads,
+/// as KIVI and SpeCache do; every head is computed by the same code whatever thread runs it, so
+/// the output does not depend on the thread count.
 /// </summary>
-public sealed class FullKvCache : IKvCache
+public sealed unsafe class FullKvCache : IKvCache
 {
     readonly int _layers, _kvHeads, _headDim, _groupSize, _kvDim, _rowBytes;
     readonly FullKvElement _element;
@@ -34,10 +37,20 @@ public sealed class FullKvCache : IKvCache
     readonly float[] _keyRows;   // (capacity, kvDim) the visible keys decoded to floats
     readonly float[] _valueRows;
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
-    readonly float[] _scores;  // (groupSize, capacity)
+    readonly float[][] _scores;  // per attention worker: (groupSize, capacity)
+    readonly int _workers;
     readonly float _scale;
 
+    /// <summary>Contexts from this many positions (over all KV heads) on spread the work over threads; below it the hand-off costs more than it saves.</summary>
+    internal const int ParallelFromPositions = 4096;
+
     public FullKvCache(Transformer.ModelConfig config, int capacity, FullKvElement element = FullKvElement.F16)
+        : this(config, capacity, element, Environment.ProcessorCount)
+    {
+    }
+
+    /// <param name="threads">Attention threads (at most one per KV head); tests vary it.</param>
+    internal FullKvCache(Transformer.ModelConfig config, int capacity, FullKvElement element, int threads)
     {
         if (capacity <= 0 || capacity > config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
@@ -60,7 +73,9 @@ public sealed class FullKvCache : IKvCache
         _keyRows = element == FullKvElement.F32 ? [] : new float[(long)capacity * _kvDim];
         _valueRows = element == FullKvElement.F32 ? [] : new float[(long)capacity * _kvDim];
         _pending = new int[_layers];
-        _scores = new float[_groupSize * capacity];
+        _workers = Math.Clamp(threads, 1, _kvHeads);
+        _scores = new float[_workers][];
+        for (int w = 0; w < _workers; w++) _scores[w] = new float[_groupSize * capacity];
         _scale = 1f / MathF.Sqrt(_headDim);
     }
 
@@ -146,49 +161,94 @@ public sealed class FullKvCache : IKvCache
 
     public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
     {
-        int qDim = _kvHeads * _groupSize * _headDim;
         int visibleMax = Length + count;
-        // Decode every visible row once, in bulk (vectorized for F16), for all heads and query rows.
-        ReadOnlySpan<float> keyRows, valueRows;
-        int span = visibleMax * _kvDim;
-        if (_element == FullKvElement.F32)
+        bool parallel = _workers > 1 && (long)visibleMax * _kvHeads >= ParallelFromPositions;
+        // Spans cannot enter a lambda: the call's rows stay pinned for its duration and reach the
+        // workers as pointers, its shape through fields, so each loop body is one delegate made once.
+        fixed (float* q = queries)
+        fixed (float* o = output)
         {
-            keyRows = MemoryMarshal.Cast<byte, float>(_keys[layer].AsSpan())[..span];
-            valueRows = MemoryMarshal.Cast<byte, float>(_values[layer].AsSpan())[..span];
-        }
-        else
-        {
-            Decode(_element, _keys[layer].AsSpan(0, visibleMax * _rowBytes), _keyRows.AsSpan(0, span));
-            Decode(_element, _values[layer].AsSpan(0, visibleMax * _rowBytes), _valueRows.AsSpan(0, span));
-            keyRows = _keyRows.AsSpan(0, span);
-            valueRows = _valueRows.AsSpan(0, span);
-        }
-
-        for (int g = 0; g < _kvHeads; g++)
-        {
-            int headOffset = g * _headDim;
-            for (int i = 0; i < count; i++)
+            (_callLayer, _callCount, _callRowsLength) = (layer, count, queries.Length);
+            _callQueries = q;
+            _callOutput = o;
+            // Decode every visible row once, in bulk (vectorized for F16), for all heads and query
+            // rows; rows decode independently, so splitting them changes no value.
+            if (_element != FullKvElement.F32)
             {
-                int visible = Length + i + 1; // causal: positions 0 .. Length + i
-                for (int j = 0; j < _groupSize; j++)
-                {
-                    int head = g * _groupSize + j;
-                    var q = queries.Slice(i * qDim + head * _headDim, _headDim);
-                    var scores = _scores.AsSpan(j * Capacity, visible);
-                    for (int t = 0; t < visible; t++)
-                        scores[t] = AttentionMath.Dot(q, keyRows.Slice(t * _kvDim + headOffset, _headDim)) * _scale;
-                    AttentionMath.SoftMax(scores);
+                if (parallel) Parallel.For(0, _workers, _decodeRowsOfWorker ??= DecodeRowsOfWorker);
+                else DecodeRows(0, visibleMax);
+            }
+            if (parallel)
+            {
+                Parallel.For(0, _workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
+            }
+            else
+            {
+                for (int g = 0; g < _kvHeads; g++) AttendHead(_scores[0], g);
+            }
+            _callQueries = _callOutput = null;
+        }
+    }
 
-                    var o = output.Slice(i * qDim + head * _headDim, _headDim);
-                    o.Clear();
-                    for (int t = 0; t < visible; t++)
-                    {
-                        // A weight this small changes no output bit (float keeps 24 bits of the
-                        // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
-                        float p = scores[t];
-                        if (p < NegligibleWeight) continue;
-                        AttentionMath.MultiplyAdd(valueRows.Slice(t * _kvDim + headOffset, _headDim), p, o);
-                    }
+    int _callLayer, _callCount, _callRowsLength;
+    float* _callQueries, _callOutput;
+    Action<int>? _decodeRowsOfWorker, _attendHeadsOfWorker;
+
+    void DecodeRowsOfWorker(int worker)
+    {
+        int visibleMax = Length + _callCount;
+        int per = (visibleMax + _workers - 1) / _workers;
+        int first = Math.Min(visibleMax, worker * per);
+        DecodeRows(first, Math.Min(visibleMax, first + per));
+    }
+
+    /// <summary>Decodes positions [<paramref name="first"/>, <paramref name="end"/>) of the call's layer into the float rows.</summary>
+    void DecodeRows(int first, int end)
+    {
+        int layer = _callLayer, n = end - first;
+        Decode(_element, _keys[layer].AsSpan(first * _rowBytes, n * _rowBytes), _keyRows.AsSpan(first * _kvDim, n * _kvDim));
+        Decode(_element, _values[layer].AsSpan(first * _rowBytes, n * _rowBytes), _valueRows.AsSpan(first * _kvDim, n * _kvDim));
+    }
+
+    void AttendHeadsOfWorker(int worker)
+    {
+        for (int g = worker; g < _kvHeads; g += _workers) AttendHead(_scores[worker], g);
+    }
+
+    /// <summary>All query rows of the call against KV head <paramref name="g"/>, with one worker's score buffer.</summary>
+    void AttendHead(float[] scoreBuffer, int g)
+    {
+        int qDim = _kvHeads * _groupSize * _headDim;
+        int span = (Length + _callCount) * _kvDim;
+        // An F32 cache is read in place; the others were decoded into the float rows.
+        ReadOnlySpan<float> keyRows = _element == FullKvElement.F32
+            ? MemoryMarshal.Cast<byte, float>(_keys[_callLayer].AsSpan())[..span] : _keyRows.AsSpan(0, span);
+        ReadOnlySpan<float> valueRows = _element == FullKvElement.F32
+            ? MemoryMarshal.Cast<byte, float>(_values[_callLayer].AsSpan())[..span] : _valueRows.AsSpan(0, span);
+        var queries = new ReadOnlySpan<float>(_callQueries, _callRowsLength);
+        var output = new Span<float>(_callOutput, _callRowsLength);
+        int headOffset = g * _headDim;
+        for (int i = 0; i < _callCount; i++)
+        {
+            int visible = Length + i + 1; // causal: positions 0 .. Length + i
+            for (int j = 0; j < _groupSize; j++)
+            {
+                int head = g * _groupSize + j;
+                var q = queries.Slice(i * qDim + head * _headDim, _headDim);
+                var scores = scoreBuffer.AsSpan(j * Capacity, visible);
+                for (int t = 0; t < visible; t++)
+                    scores[t] = AttentionMath.Dot(q, keyRows.Slice(t * _kvDim + headOffset, _headDim)) * _scale;
+                AttentionMath.SoftMax(scores);
+
+                var o = output.Slice(i * qDim + head * _headDim, _headDim);
+                o.Clear();
+                for (int t = 0; t < visible; t++)
+                {
+                    // A weight this small changes no output bit (float keeps 24 bits of the
+                    // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
+                    float p = scores[t];
+                    if (p < NegligibleWeight) continue;
+                    AttentionMath.MultiplyAdd(valueRows.Slice(t * _kvDim + headOffset, _headDim), p, o);
                 }
             }
         }
