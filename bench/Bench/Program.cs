@@ -4,4 +4,6 @@
 using SpeCache.Bench;
 
 var command = BenchCommand.Create(new LlamaCppPeer(), name: "bench");
+// A subcommand of the CLI gets --help from its root command; run on its own here, it needs its own.
+command.Options.Add(new System.CommandLine.Help.HelpOption());
 return command.Parse(args).Invoke();
