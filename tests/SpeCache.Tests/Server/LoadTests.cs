@@ -87,6 +87,9 @@ public sealed class LoadTests
         stopWatching.Cancel();
         await watcher;
 
+        TestContext.Current.TestOutputHelper?.WriteLine(
+            $"{Clients} clients + 2 too big; budget {budget:N0} B ({perRequest:N0} B per request); fast tier seen at most {mostFast:N0} B, " +
+            $"queue peak {server.Queue.PeakFastTierBytes:N0} B; at most {mostRunning} running together; refused: {string.Join(", ", refused.Select(r => (int)r))}");
         for (int i = 0; i < Clients; i++) Assert.Equal(expected[i], results[i]);
         Assert.All(refused, status => Assert.Equal(HttpStatusCode.BadRequest, status));
         Assert.True(mostFast <= budget, $"{mostFast} fast-tier bytes in use, budget {budget}");
