@@ -29,6 +29,10 @@ internal abstract unsafe class TileKernel
     /// <summary>Quantizes one float activation row into the kernel's packed layout.</summary>
     public abstract void Pack(ReadOnlySpan<float> x, Span<byte> packed);
 
+    /// <summary><see cref="Pack"/> as a delegate made once: a method group converted at each call allocates, once per matmul.</summary>
+    public QuantizeRowFn PackRow => _packRow ??= Pack;
+    QuantizeRowFn? _packRow;
+
     /// <summary>The values a packed row stands for (scale × quant), for tests.</summary>
     public abstract float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols);
 

@@ -47,7 +47,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
             {
                 int packedRowBytes = tiles.PackedRowBytes(cols);
                 _tiled.Kernel = tiles;
-                _tiled.Set(w, Quantize(tiles.Pack, px, cols, packedRowBytes, n), packedRowBytes, py, n);
+                _tiled.Set(w, Quantize(tiles.PackRow, px, cols, packedRowBytes, n), packedRowBytes, py, n);
                 job = _tiled;
             }
             else

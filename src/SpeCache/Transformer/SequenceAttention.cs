@@ -1,5 +1,5 @@
-using System.Runtime.ExceptionServices;
 using SpeCache.KvCache;
+using SpeCache.Tensors;
 
 namespace SpeCache.Transformer;
 
@@ -18,7 +18,7 @@ internal sealed class SequenceAttention
     int _qDim, _kvDim, _layer;
     bool _attend;
     readonly Action<int> _runSequence;
-    readonly ParallelOptions _parallel = new() { MaxDegreeOfParallelism = Environment.ProcessorCount };
+    readonly ParallelWorkers _parallel = new();
 
     public SequenceAttention() => _runSequence = RunSequence;
 
@@ -55,14 +55,7 @@ internal sealed class SequenceAttention
             RunSequence(0);
             return;
         }
-        try
-        {
-            Parallel.For(0, _count, _parallel, _runSequence);
-        }
-        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
-        {
-            ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
-        }
+        _parallel.Run(_count, _runSequence);
     }
 
     /// <summary>Commits each sequence's real rows; its speculative rows are forgotten.</summary>

@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using SpeCache.Quants;
+using SpeCache.Tensors;
 
 namespace SpeCache.KvCache.Policies.Full;
 
@@ -39,6 +40,7 @@ public sealed unsafe class FullKvCache : IKvCache
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
     readonly float[][] _scores;  // per attention worker: (groupSize, capacity)
     readonly int _workers;
+    readonly ParallelWorkers _parallel = new();
     readonly float _scale;
 
     /// <summary>Contexts from this many positions (over all KV heads) on spread the work over threads; below it the hand-off costs more than it saves.</summary>
@@ -175,12 +177,12 @@ public sealed unsafe class FullKvCache : IKvCache
             // rows; rows decode independently, so splitting them changes no value.
             if (_element != FullKvElement.F32)
             {
-                if (parallel) Parallel.For(0, _workers, _decodeRowsOfWorker ??= DecodeRowsOfWorker);
+                if (parallel) _parallel.Run(_workers, _decodeRowsOfWorker ??= DecodeRowsOfWorker);
                 else DecodeRows(0, visibleMax);
             }
             if (parallel)
             {
-                Parallel.For(0, _workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
+                _parallel.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
             }
             else
             {

@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using SpeCache.KvCache.Quantization;
+using SpeCache.Tensors;
 using SpeCache.Transformer;
 
 namespace SpeCache.KvCache.Policies.Kivi;
@@ -38,6 +39,7 @@ public sealed class KiviKvCache : IKvCache
     readonly int[] _pending;         // per layer: tokens appended but not committed
     readonly Scratch[] _scratch;     // one per attention worker
     readonly int _workers;
+    readonly ParallelWorkers _parallel = new();
     readonly float _scale;
 
     /// <summary>One worker's buffers for one KV head's attention.</summary>
@@ -106,7 +108,7 @@ public sealed class KiviKvCache : IKvCache
         if (_rowsIn.Length < queries.Length) (_rowsIn, _rowsOut) = (new float[queries.Length], new float[queries.Length]);
         queries.CopyTo(_rowsIn);
         (_callLayer, _callCount, _callLength) = (layer, count, queries.Length);
-        Parallel.For(0, _workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
+        _parallel.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
         _rowsOut.AsSpan(0, output.Length).CopyTo(output);
     }
 

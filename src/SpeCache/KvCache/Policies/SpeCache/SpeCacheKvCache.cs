@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using SpeCache.KvCache.Quantization;
 using SpeCache.KvCache.Tiers;
 using SpeCache.Quants;
+using SpeCache.Tensors;
 using SpeCache.Transformer;
 
 namespace SpeCache.KvCache.Policies.SpeCache;
@@ -67,6 +68,7 @@ public sealed partial class SpeCacheKvCache : IKvCache
 
     readonly Scratch[] _scratch;       // one per attention worker
     readonly int _workers;
+    readonly ParallelWorkers _parallel = new();
     readonly float _scale;
 
     readonly Thread _worker;
