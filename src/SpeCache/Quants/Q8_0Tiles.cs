@@ -97,6 +97,14 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         int nb = cols / 32;
+        if (n == 1)
+        {
+            // Decode is bound by reading the weights: one row at a time, each block's scale read where
+            // it lies, streams the matrix once, where four rows side by side after a strided pass for
+            // their scales left the second thread adding no bandwidth. Same sums as the tile below.
+            for (int r = 0; r < rows; r++) y[r] = OneRow(w + r * weightRowBytes, a, nb);
+            return;
+        }
         int scaleCount = 4 * nb;
         float[]? heap = scaleCount > MaxStackScales ? new float[scaleCount] : null;
         Span<float> scaleSpan = heap ?? stackalloc float[scaleCount];
@@ -166,6 +174,27 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         if (TM.Value > 1) c1 = Step(c1, w1, q, offset, Vector256.Create(wd[nb]) * dx);
         if (TM.Value > 2) c2 = Step(c2, w2, q, offset, Vector256.Create(wd[2 * nb]) * dx);
         if (TM.Value > 3) c3 = Step(c3, w3, q, offset, Vector256.Create(wd[3 * nb]) * dx);
+    }
+
+    /// <summary>
+    /// One weight row against one packed activation row: exactly <see cref="Tile{TM, TN}"/>'s
+    /// arithmetic for one accumulator (F16 to float is exact, so the scale read here equals the
+    /// tile's table entry), so a row's result does not depend on how many rows are computed.
+    /// </summary>
+    static float OneRow(byte* w, byte* a, int nb)
+    {
+        Vector256<float> c = default;
+        int* sums = (int*)(a + nb * 32);
+        float* scales = (float*)(a + nb * 64);
+        for (int b = 0; b < nb; b++)
+        {
+            byte* wb = w + (long)b * TW.BlockBytes;
+            var q = Vector256.Load((sbyte*)a + b * 32);
+            var offset = Vector256.Load(sums + b * 8) << TW.OffsetShift;
+            var scale = Vector256.Create(QuantMath.ToFloat(*(ushort*)wb)) * Vector256.Create(scales[b]);
+            c = Step(c, TW.Load(wb), q, offset, scale);
+        }
+        return HorizontalSum(c);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
