@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using SpeCache.Eval;
 using SpeCache.KvCache;
+using SpeCache.ModelFiles.Synthetic;
 using SpeCache.Transformer;
 
 namespace SpeCache.KernelBench;
@@ -21,19 +22,7 @@ public class AttentionBenchmarks
     [Params(4096)]
     public int Depth { get; set; }
 
-    static readonly ModelConfig Config = new()
-    {
-        Architecture = "llama",
-        VocabSize = 16,
-        Dim = 2048,
-        HiddenDim = 16,
-        LayerCount = 1,
-        HeadCount = 32,
-        KvHeadCount = 8,
-        HeadDim = 64,
-        RopeDim = 64,
-        ContextLength = 8192,
-    };
+    static readonly ModelConfig Config = SyntheticShape.Find("llama-3.2-1b").Config with { LayerCount = 1, ContextLength = 8192 };
 
     IKvCache _cache = null!;
     float[] _context = [], _key = [], _value = [], _query = [], _output = [];

@@ -135,13 +135,13 @@ public class RetrievalTasksTests
         Assert.Throws<ArgumentException>(() => RetrievalTasks.Needle(length, depth, 1, distractors));
 }
 
-/// <summary>The constructed model, written once per test run into the scratch folder.</summary>
-public sealed class RetrievalModelFixture : IDisposable
+/// <summary>A constructed model, written once per test class into the scratch folder.</summary>
+public abstract class ConstructedModelFixture : IDisposable
 {
-    public RetrievalModelFixture()
+    protected ConstructedModelFixture(int hops)
     {
-        Path = System.IO.Path.Combine(TestPaths.Scratch("retrieval"), $"retrieval-{Guid.NewGuid():N}.gguf");
-        RetrievalModel.Write(Path, contextLength: 8192);
+        Path = System.IO.Path.Combine(TestPaths.Scratch("retrieval"), $"retrieval-vt{hops}-{Guid.NewGuid():N}.gguf");
+        RetrievalModel.Write(Path, contextLength: 8192, hops: hops);
         File = ModelLoader.Open(Path);
         Backend = new CpuBackend(0);
         Model = new LlamaModel(File, Backend);
@@ -159,6 +159,12 @@ public sealed class RetrievalModelFixture : IDisposable
         System.IO.File.Delete(Path);
     }
 }
+
+/// <summary>The one-layer constructed model.</summary>
+public sealed class RetrievalModelFixture() : ConstructedModelFixture(hops: 0);
+
+/// <summary>The constructed model with two link layers, for variable tracking.</summary>
+public sealed class LinkedRetrievalModelFixture() : ConstructedModelFixture(hops: 2);
 
 public class RetrievalModelTests(RetrievalModelFixture fixture) : IClassFixture<RetrievalModelFixture>
 {
@@ -248,31 +254,6 @@ public class HarderRetrievalModelTests
     [Fact]
     public void SimilarityOutsideItsRangeIsRefused() =>
         Assert.Throws<ArgumentOutOfRangeException>(() => RetrievalModel.Write(Path.Combine(TestPaths.Scratch("retrieval"), "never.gguf"), keySimilarity: 0.95));
-}
-
-/// <summary>The constructed model with two link layers, for variable tracking.</summary>
-public sealed class LinkedRetrievalModelFixture : IDisposable
-{
-    public LinkedRetrievalModelFixture()
-    {
-        Path = System.IO.Path.Combine(TestPaths.Scratch("retrieval"), $"retrieval-vt-{Guid.NewGuid():N}.gguf");
-        RetrievalModel.Write(Path, contextLength: 8192, hops: 2);
-        File = ModelLoader.Open(Path);
-        Backend = new CpuBackend(0);
-        Model = new LlamaModel(File, Backend);
-    }
-
-    public string Path { get; }
-    public ModelFile File { get; }
-    public CpuBackend Backend { get; }
-    public LlamaModel Model { get; }
-
-    public void Dispose()
-    {
-        Backend.Dispose();
-        File.Dispose();
-        System.IO.File.Delete(Path);
-    }
 }
 
 public class VariableTrackingModelTests(LinkedRetrievalModelFixture fixture) : IClassFixture<LinkedRetrievalModelFixture>

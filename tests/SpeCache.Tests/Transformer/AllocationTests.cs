@@ -2,6 +2,7 @@ using SpeCache.Eval;
 using SpeCache.KvCache;
 using SpeCache.ModelFiles;
 using SpeCache.ModelFiles.Conversion;
+using SpeCache.ModelFiles.Synthetic;
 using SpeCache.Transformer;
 
 namespace SpeCache.Tests.Transformer;
@@ -13,19 +14,7 @@ namespace SpeCache.Tests.Transformer;
 public class AllocationTests
 {
     // The Llama-3.2-1B KV shape, one layer, deep enough that attention runs on several threads.
-    static readonly ModelConfig Shape = new()
-    {
-        Architecture = "llama",
-        VocabSize = 16,
-        Dim = 2048,
-        HiddenDim = 16,
-        LayerCount = 1,
-        HeadCount = 32,
-        KvHeadCount = 8,
-        HeadDim = 64,
-        RopeDim = 64,
-        ContextLength = 8192,
-    };
+    static readonly ModelConfig Shape = SyntheticShape.Find("llama-3.2-1b").Config with { LayerCount = 1, ContextLength = 8192 };
 
     [Theory]
     [InlineData("full")]
