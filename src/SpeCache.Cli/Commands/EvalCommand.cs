@@ -23,8 +23,6 @@ static class EvalCommand
         var text = new Option<string?>("--text") { Description = "Text file to evaluate on (default: a text sampled from the model itself with seed 0)." };
         var prefill = new Option<int>("--prefill") { Description = "Tokens of the text prefilled before decoding starts.", DefaultValueFactory = _ => 128 };
         var steps = new Option<int>("--steps") { Description = "Decode steps compared (teacher-forced on the text).", DefaultValueFactory = _ => 256 };
-        var hops = new Option<int>("--hops") { Description = "vt: links per chain (1 to 4); the constructed model gets one link layer per hop.", DefaultValueFactory = _ => 2 };
-        var chains = new Option<int>("--chains") { Description = "vt: distractor chains beside the asked one.", DefaultValueFactory = _ => 4 };
         var policies = new Option<string[]>("--policy") { Description = "A policy to compare, e.g. kivi:bits=2 or specache:bits=1,group=64,k=8 (repeat; default: kivi, specache at 1 and 2 bits and k = 4, 8, 32, and streaming/h2o with specache 1-bit's fast-tier bytes).", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out") { Description = "Folder for the JSON and Markdown reports and the PNG plots.", DefaultValueFactory = _ => "eval-results" };
 

@@ -136,28 +136,9 @@ public static class RetrievalModel
                 }
         }
 
-        // Attention. RMSNorm scales a pair or query token by sqrt(256/3) ≈ 9.2, so with a = 2.3 on
-        // both sides the match logit is (9.2 * 2.3)^2 / sqrt(128) ≈ 40.
-        const float a = 2.3f;
-        var wq = new float[Heads * HeadDim * Dim];   // (heads * headDim, dim)
-        var wk = new float[KvHeads * HeadDim * Dim];
-        var wv = new float[KvHeads * HeadDim * Dim];
+        // Attention: queries read the key code from the code dims, so Q(k) finds P(k, ·).
+        var (wq, wk, wv) = CodeLayer(rnd, queryCodeAt: 0, clutterEnd: 64);
         var wo = new float[Dim * Heads * HeadDim];   // (dim, heads * headDim)
-        for (int h = 0; h < Heads; h++)
-            for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + 64 + c) * Dim + c] = a;
-        for (int c = 0; c < CodeDims; c++) wk[(64 + c) * Dim + c] = a;
-        // Clutter in head dims 0-63: two outlier channels (a large constant), the rest filler content;
-        // queries read the clutter weakly, so it moves scores a little, as in real models.
-        wk[0 * Dim + Constant] = 3;
-        wk[1 * Dim + Constant] = -2;
-        for (int d = 2; d < 64; d++)
-            for (int c = 0; c < FillerDims; c++) wk[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
-        for (int h = 0; h < Heads; h++)
-            for (int d = 2; d < 64; d++)
-                for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + d) * Dim + c] = (float)Normal(rnd) * 0.05f;
-        for (int v = 0; v < Values; v++) wv[v * Dim + ValueAt + v] = 1;
-        for (int d = Values; d < HeadDim; d++)
-            for (int c = 0; c < FillerDims; c++) wv[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
         // Both heads write what they read back to the answer dims (each half).
         for (int h = 0; h < Heads; h++)
             for (int v = 0; v < Values; v++) wo[(AnswerAt + v) * (Heads * HeadDim) + h * HeadDim + v] = 4;
@@ -234,37 +215,56 @@ public static class RetrievalModel
     /// </summary>
     static (float[] Q, float[] K, float[] V, float[] O) LinkLayer(Random rnd)
     {
-        // As in the retrieval layer, a = 2.3 on both sides makes a match score ≈ 40. RMSNorm scales
-        // an unresolved link by sqrt(256/3) and BOS by sqrt(256/2), so the sink scores 9.24·α·γ ≈ 20
-        // with α = 2.16, γ = 1; set value dims (sum 1) add β·8 = 63 more, far above any match.
-        const float a = 2.3f, alpha = 2.16f, beta = 7.84f, gamma = 1f;
+        // RMSNorm scales an unresolved link by sqrt(256/3) and BOS by sqrt(256/2), so the sink
+        // scores 9.24·α·γ ≈ 20 with α = 2.16, γ = 1; set value dims (sum 1) add β·8 = 63 more, far
+        // above any match (≈ 40, as in the retrieval layer).
+        const float alpha = 2.16f, beta = 7.84f, gamma = 1f;
         // Two heads each add half of what they read: a pair's value, 9.24 after RMSNorm, becomes 1.
         const float write = 1 / (2 * 9.24f);
-        var wq = new float[Heads * HeadDim * Dim];
-        var wk = new float[KvHeads * HeadDim * Dim];
-        var wv = new float[KvHeads * HeadDim * Dim];
-        var wo = new float[Dim * Heads * HeadDim];
+        // Queries read the code a link copies, which it holds in its filler dims; head dims up to
+        // the sink's carry the clutter.
+        var (wq, wk, wv) = CodeLayer(rnd, queryCodeAt: FillerAt, clutterEnd: SinkDim);
         for (int h = 0; h < Heads; h++)
         {
-            for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + 64 + c) * Dim + FillerAt + c] = a;
             wq[(h * HeadDim + SinkDim) * Dim + Constant] = alpha;
             for (int v = 0; v < Values; v++) wq[(h * HeadDim + SinkDim) * Dim + ValueAt + v] = beta;
         }
-        for (int c = 0; c < CodeDims; c++) wk[(64 + c) * Dim + c] = a;
         wk[SinkDim * Dim + BosFlag] = gamma;
-        wk[0 * Dim + Constant] = 3;
-        wk[1 * Dim + Constant] = -2;
-        for (int d = 2; d < SinkDim; d++)
-            for (int c = 0; c < FillerDims; c++) wk[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
-        for (int h = 0; h < Heads; h++)
-            for (int d = 2; d < SinkDim; d++)
-                for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + d) * Dim + FillerAt + c] = (float)Normal(rnd) * 0.05f;
-        for (int v = 0; v < Values; v++) wv[v * Dim + ValueAt + v] = 1;
-        for (int d = Values; d < HeadDim; d++)
-            for (int c = 0; c < FillerDims; c++) wv[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
+        var wo = new float[Dim * Heads * HeadDim];
         for (int h = 0; h < Heads; h++)
             for (int v = 0; v < Values; v++) wo[(ValueAt + v) * (Heads * HeadDim) + h * HeadDim + v] = write;
         return (wq, wk, wv, wo);
+    }
+
+    /// <summary>
+    /// What every attention layer of the model shares. Queries read a key code from the residual at
+    /// <paramref name="queryCodeAt"/> into head dims 64-127, the slowest RoPE pairs, and keys their
+    /// own code there: RMSNorm scales a pair or query token by sqrt(256/3) ≈ 9.2, so with a = 2.3 on
+    /// both sides the match logit is (9.2 · 2.3)² / sqrt(128) ≈ 40. Head dims 2 up to
+    /// <paramref name="clutterEnd"/> of keys are clutter (filler content), and dims 0-1 two outlier
+    /// channels (a large constant); queries read the clutter weakly, so it moves scores a little, as
+    /// in real models. Values carry the value one-hot (head dims 0-31) and filler content.
+    /// </summary>
+    static (float[] Q, float[] K, float[] V) CodeLayer(Random rnd, int queryCodeAt, int clutterEnd)
+    {
+        const float a = 2.3f;
+        var wq = new float[Heads * HeadDim * Dim];   // (heads * headDim, dim)
+        var wk = new float[KvHeads * HeadDim * Dim];
+        var wv = new float[KvHeads * HeadDim * Dim];
+        for (int h = 0; h < Heads; h++)
+            for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + 64 + c) * Dim + queryCodeAt + c] = a;
+        for (int c = 0; c < CodeDims; c++) wk[(64 + c) * Dim + c] = a;
+        wk[0 * Dim + Constant] = 3;
+        wk[1 * Dim + Constant] = -2;
+        for (int d = 2; d < clutterEnd; d++)
+            for (int c = 0; c < FillerDims; c++) wk[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
+        for (int h = 0; h < Heads; h++)
+            for (int d = 2; d < clutterEnd; d++)
+                for (int c = 0; c < CodeDims; c++) wq[(h * HeadDim + d) * Dim + queryCodeAt + c] = (float)Normal(rnd) * 0.05f;
+        for (int v = 0; v < Values; v++) wv[v * Dim + ValueAt + v] = 1;
+        for (int d = Values; d < HeadDim; d++)
+            for (int c = 0; c < FillerDims; c++) wv[d * Dim + FillerAt + c] = (float)Normal(rnd) * 0.3f;
+        return (wq, wk, wv);
     }
 
     static string[] TokenNames(bool links)

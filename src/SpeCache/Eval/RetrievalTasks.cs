@@ -97,9 +97,7 @@ public static class RetrievalTasks
         if (length < 2 + perChain * (chains + 1))
             throw new ArgumentException($"a context of {length} tokens has no room for {chains + 1} chains of {perChain} tokens");
         var rnd = new Random(StableHash(length, depth, seed, chains, -hops) & int.MaxValue);
-        var tokens = new int[length];
-        tokens[0] = RetrievalModel.Bos;
-        for (int i = 1; i < length - 1; i++) tokens[i] = RetrievalModel.Filler(rnd.Next(RetrievalModel.Fillers));
+        var tokens = Haystack(rnd, length);
         int haystack = length - 2; // positions 1 .. length - 2
         var keys = Distinct(rnd, RetrievalModel.LinkKeys, perChain * (chains + 1));
         var values = Distinct(rnd, RetrievalModel.Values, chains + 1);
@@ -129,6 +127,15 @@ public static class RetrievalTasks
         for (int i = 1; i < positions.Length; i++) tokens[positions[i]] = RetrievalModel.Link(keys[i], keys[i - 1]);
     }
 
+    /// <summary>BOS, then random filler tokens up to the last place, which the query takes.</summary>
+    static int[] Haystack(Random rnd, int length)
+    {
+        var tokens = new int[length];
+        tokens[0] = RetrievalModel.Bos;
+        for (int i = 1; i < length - 1; i++) tokens[i] = RetrievalModel.Filler(rnd.Next(RetrievalModel.Fillers));
+        return tokens;
+    }
+
     static int[] Distinct(Random rnd, int range, int count)
     {
         var picked = new HashSet<int>();
@@ -150,9 +157,7 @@ public static class RetrievalTasks
         if (distractors < 0 || distractors > RetrievalModel.Keys - 1)
             throw new ArgumentException($"{distractors} distractors do not fit {RetrievalModel.Keys - 1} other keys");
         var rnd = new Random(hash & int.MaxValue);
-        var tokens = new int[length];
-        tokens[0] = RetrievalModel.Bos;
-        for (int i = 1; i < length - 1; i++) tokens[i] = RetrievalModel.Filler(rnd.Next(RetrievalModel.Fillers));
+        var tokens = Haystack(rnd, length);
         int key = rnd.Next(RetrievalModel.Keys);
         int haystack = length - 2; // positions 1 .. length - 2
         var usedPositions = new HashSet<int>();
