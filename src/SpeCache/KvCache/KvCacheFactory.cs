@@ -61,13 +61,13 @@ public static class KvCacheFactory
         if (options.Policy is "kivi" or "specache")
         {
             int group = options.Policy == "kivi" ? options.Kivi.GroupSize : options.SpeCache.GroupSize;
-            if (head % KiviFormat.HeadDimMultiple != 0 || head > KiviFormat.MaxHeadDim)
+            if (!KiviFormat.HeadFits(head))
                 throw new ArgumentException($"the {options.Policy} cache needs a head size that is a multiple of {KiviFormat.HeadDimMultiple} up to {KiviFormat.MaxHeadDim} (this model's is {head})");
-            if (head % Math.Min(group, head) != 0)
+            if (!KiviFormat.ValueGroupsTile(head, group))
                 throw new ArgumentException($"the {options.Policy} cache's value groups of {group} channels do not tile this model's heads of {head}");
         }
-        if (options.Policy == "full" && options.FullElement is FullKvElement.Q8_0 or FullKvElement.Q4_0 && config.KvDim % Quants.Q8_0.BlockSize != 0)
-            throw new ArgumentException($"a {FullKvCache.Name(options.FullElement)} cache needs KV rows of a multiple of {Quants.Q8_0.BlockSize} values (this model's are {config.KvDim})");
+        if (options.Policy == "full" && FullKvCache.RowMismatch(options.FullElement, config.KvDim) is { } why)
+            throw new ArgumentException(why);
         return options;
     }
 

@@ -59,14 +59,20 @@ public readonly record struct KiviFormat
             throw new ArgumentOutOfRangeException(nameof(bits), bits, "KIVI codes are 1, 2 or 4 bits");
         if (groupSize < 16 || groupSize > 256 || (groupSize & (groupSize - 1)) != 0)
             throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, "group size must be a power of two from 16 to 256");
-        if (headDim <= 0 || headDim > MaxHeadDim || headDim % HeadDimMultiple != 0)
+        if (!HeadFits(headDim))
             throw new ArgumentOutOfRangeException(nameof(headDim), headDim, $"head size must be a positive multiple of {HeadDimMultiple} up to {MaxHeadDim}");
-        if (headDim % Math.Min(groupSize, headDim) != 0)
+        if (!ValueGroupsTile(headDim, groupSize))
             throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, $"value groups of {groupSize} channels do not tile a head of {headDim}");
         HeadDim = headDim;
         GroupSize = groupSize;
         Bits = bits;
     }
+
+    /// <summary>Whether the format holds heads of <paramref name="headDim"/> channels: a positive multiple of <see cref="HeadDimMultiple"/>, at most <see cref="MaxHeadDim"/>.</summary>
+    public static bool HeadFits(int headDim) => headDim > 0 && headDim <= MaxHeadDim && headDim % HeadDimMultiple == 0;
+
+    /// <summary>Whether value groups of <paramref name="groupSize"/> channels (capped at the head size) tile a head that <see cref="HeadFits"/>.</summary>
+    public static bool ValueGroupsTile(int headDim, int groupSize) => headDim % Math.Min(groupSize, headDim) == 0;
 
     public int HeadDim { get; }
     public int GroupSize { get; }

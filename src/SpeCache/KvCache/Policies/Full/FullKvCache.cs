@@ -91,8 +91,14 @@ public sealed unsafe class FullKvCache : IKvCache
         _ => throw new ArgumentOutOfRangeException(nameof(element), $"unknown KV element type {element}"),
     };
 
-    static int Blocks(FullKvElement element, int kvDim) => kvDim % Q8_0.BlockSize == 0 ? kvDim / Q8_0.BlockSize
-        : throw new NotSupportedException($"a {Name(element)} cache needs KV rows of a multiple of {Q8_0.BlockSize} values (this model's are {kvDim})");
+    static int Blocks(FullKvElement element, int kvDim) => RowMismatch(element, kvDim) is { } why
+        ? throw new NotSupportedException(why) : kvDim / Q8_0.BlockSize;
+
+    /// <summary>Why a cache of <paramref name="element"/> cannot hold KV rows of <paramref name="kvDim"/> values (block types need whole blocks), or null when it can.</summary>
+    public static string? RowMismatch(FullKvElement element, int kvDim) =>
+        element is FullKvElement.Q8_0 or FullKvElement.Q4_0 && kvDim % Q8_0.BlockSize != 0
+            ? $"a {Name(element)} cache needs KV rows of a multiple of {Q8_0.BlockSize} values (this model's are {kvDim})"
+            : null;
 
     /// <summary>The CLI's name of an element type, as llama.cpp spells it (f16, bf16, q8_0, q4_0, f32).</summary>
     public static string Name(FullKvElement element) => element.ToString().ToLowerInvariant();
