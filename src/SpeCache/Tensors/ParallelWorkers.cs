@@ -13,6 +13,8 @@ namespace SpeCache.Tensors;
 /// is busy (sequences of a batch already attend in parallel on pool threads) the caller runs every
 /// index itself instead of blocking until the pool adds a thread. Queued helpers that start after
 /// the indices are all claimed find nothing to do and return. One run at a time per instance.
+/// Not <see cref="WorkerPool"/>: the matmuls own that pool, it runs one job at a time, and
+/// attention runs nested (each sequence of a batch splits its heads again), one instance per cache.
 /// </remarks>
 public sealed class ParallelWorkers
 {
