@@ -108,12 +108,15 @@ public unsafe class TileKernelTests
         for (int i = 0; i < n; i++)
         {
             var activation = TestRows.Activation(type, x.AsSpan(i * cols, cols).ToArray());
+            // One activation row takes the decode path (Q8_0/Q4_0: |q| times x signed like q), here with -128 weight bytes among the random ones.
+            var alone = Compute(kernel, w, packed.AsSpan(i * rowBytes, rowBytes).ToArray(), 1, cols);
             for (int r = 0; r < rows; r++)
             {
                 var wr = TestRows.Dequantize(type, w.Row(r).ToArray(), cols);
                 double exact = 0;
                 for (int k = 0; k < cols; k++) exact += (double)wr[k] * x[i * cols + k];
                 Assert.Equal((float)exact, y[i * rows + r]);
+                Assert.Equal((float)exact, alone[r]);
                 Assert.Equal((float)exact, kernel.ReferenceDot(w.Row(r), packed.AsSpan(i * rowBytes, rowBytes), cols));
                 Assert.Equal((float)exact, traits.Dot(w.Row(r), activation, cols));
             }
