@@ -9,8 +9,9 @@ public interface IRangeJob
 }
 
 /// <summary>
-/// Persistent threads that split one range job at a time by contiguous ranges. The caller runs
-/// the first range itself, so <c>threads = 1</c> means no other thread at all. Workers and the
+/// Persistent threads that split one range job at a time into contiguous chunks, which every
+/// thread claims in turn. The caller claims chunks too, so <c>threads = 1</c> means no other
+/// thread at all. Workers and the
 /// caller spin briefly before blocking, because the transformer issues matmuls back to back
 /// (a few microseconds apart in decode) and waking a blocked thread costs tens of microseconds;
 /// the spin is short and yields, since cores here are shared.
@@ -19,11 +20,19 @@ public sealed class WorkerPool : IDisposable
 {
     const int SpinsBeforeBlocking = 30;
 
+    /// <summary>
+    /// Chunks per thread a job is cut into, claimed from a shared counter: on a shared machine one
+    /// core is often slowed for a while, and with one fixed range per thread every job waited for
+    /// it; with several chunks each, the other threads take over its share.
+    /// </summary>
+    const int ChunksPerThread = 8;
+
     readonly Thread[] _threads;
     readonly object _gate = new();
     readonly ManualResetEventSlim _done = new(false, spinCount: 100);
     IRangeJob? _job;
-    int _items, _grain;
+    int _items, _chunkSize, _chunks;
+    int _nextChunk;
     int _generation;
     int _pending;
     bool _disposed;
@@ -37,7 +46,7 @@ public sealed class WorkerPool : IDisposable
         for (int i = 0; i < _threads.Length; i++)
         {
             int index = i + 1;
-            _threads[i] = new Thread(() => WorkerLoop(index)) { IsBackground = true, Name = $"SpeCache worker {index}" };
+            _threads[i] = new Thread(WorkerLoop) { IsBackground = true, Name = $"SpeCache worker {index}" };
             _threads[i].Start();
         }
     }
@@ -61,7 +70,9 @@ public sealed class WorkerPool : IDisposable
         }
         _job = job;
         _items = items;
-        _grain = grain;
+        _chunkSize = (chunks + ChunksPerThread * ThreadCount - 1) / (ChunksPerThread * ThreadCount) * grain;
+        _chunks = (items + _chunkSize - 1) / _chunkSize;
+        _nextChunk = 0;
         _error = null;
         _done.Reset();
         Volatile.Write(ref _pending, _threads.Length);
@@ -72,7 +83,7 @@ public sealed class WorkerPool : IDisposable
         }
         try
         {
-            Slice(0);
+            Claim();
         }
         finally
         {
@@ -82,17 +93,15 @@ public sealed class WorkerPool : IDisposable
         _error?.Throw();
     }
 
-    /// <summary>Range of worker <paramref name="index"/>: chunks of <c>grain</c> dealt as evenly as possible.</summary>
-    void Slice(int index)
+    /// <summary>Claims chunks until none are left; each thread, the caller included, runs this.</summary>
+    void Claim()
     {
-        int chunks = (_items + _grain - 1) / _grain;
-        int first = (int)((long)chunks * index / ThreadCount);
-        int last = (int)((long)chunks * (index + 1) / ThreadCount);
-        int start = first * _grain, end = Math.Min(_items, last * _grain);
-        if (start < end) _job!.Execute(start, end);
+        int chunk;
+        while ((chunk = Interlocked.Increment(ref _nextChunk) - 1) < _chunks)
+            _job!.Execute(chunk * _chunkSize, Math.Min(_items, (chunk + 1) * _chunkSize));
     }
 
-    void WorkerLoop(int index)
+    void WorkerLoop()
     {
         int seen = 0;
         while (true)
@@ -107,7 +116,7 @@ public sealed class WorkerPool : IDisposable
             }
             try
             {
-                Slice(index);
+                Claim();
             }
             catch (Exception e)
             {

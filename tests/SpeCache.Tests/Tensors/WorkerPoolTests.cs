@@ -31,8 +31,52 @@ public class WorkerPoolTests
             pool.Run(job, items, grain);
             Assert.All(job.Visits, v => Assert.Equal(1, v));
             Assert.All(job.Ranges, r => Assert.True(r.Item1 % grain == 0 && r.Item2 > r.Item1));
-            Assert.True(job.Ranges.Count <= threads);
+            Assert.True(job.Ranges.Count <= 8 * threads, $"{job.Ranges.Count} chunks for {threads} threads");
         }
+    }
+
+    /// <summary>
+    /// A worker that stalls inside its first chunk (as a core the machine slows does) until three
+    /// quarters of the items are done: the caller must take over the rest of the job, not wait for
+    /// a range that was the stalled worker's alone.
+    /// </summary>
+    sealed class StallingJob(int items, int callerThread) : IRangeJob
+    {
+        public readonly int[] Visits = new int[items];
+        readonly ManualResetEventSlim _workerStarted = new();
+        int _done;
+        int OthersShare => items * 3 / 4;
+        public bool WorkerWaitedInVain, CallerWaitedInVain;
+
+        public void Execute(int start, int end)
+        {
+            if (Environment.CurrentManagedThreadId == callerThread)
+                CallerWaitedInVain |= !_workerStarted.Wait(TimeSpan.FromSeconds(10));
+            else if (!_workerStarted.IsSet)
+            {
+                _workerStarted.Set();
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                // With one fixed range per thread the others could do only half.
+                while (Volatile.Read(ref _done) < OthersShare && clock.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(1);
+                WorkerWaitedInVain = Volatile.Read(ref _done) < OthersShare;
+            }
+            for (int i = start; i < end; i++)
+            {
+                Interlocked.Increment(ref Visits[i]);
+                Interlocked.Increment(ref _done);
+            }
+        }
+    }
+
+    [Fact]
+    public void OtherThreadsTakeOverTheShareOfAStalledWorker()
+    {
+        using var pool = new WorkerPool(2);
+        var job = new StallingJob(64, Environment.CurrentManagedThreadId);
+        pool.Run(job, 64);
+        Assert.False(job.CallerWaitedInVain, "the worker never started");
+        Assert.False(job.WorkerWaitedInVain, "the caller left the stalled worker's share undone");
+        Assert.All(job.Visits, v => Assert.Equal(1, v));
     }
 
     sealed class ThrowingJob : IRangeJob
