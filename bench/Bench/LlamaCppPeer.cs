@@ -15,6 +15,13 @@ sealed class LlamaCppPeer : IBenchPeer
     public string Name => "llama.cpp";
     public string? BaselineKv => "f16";
 
+    public void CheckCacheTypes(IReadOnlyList<string>? cacheTypes)
+    {
+        foreach (string type in cacheTypes ?? [])
+            if (!CacheTypes.Any(c => c.Name == type))
+                throw new ArgumentException($"--peer-kv: llama.cpp has no cache type '{type}' here (available: {string.Join(", ", CacheTypes.Select(c => c.Name))})");
+    }
+
     public List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status)
     {
         long weightBytes, kvElementsPerToken;
@@ -26,7 +33,7 @@ sealed class LlamaCppPeer : IBenchPeer
             vocab = file.Config.VocabSize;
         }
         var rows = new List<BenchRow>();
-        foreach (var (name, type, bytesPerElement) in CacheTypes)
+        foreach (var (name, type, bytesPerElement) in CacheTypes.Where(c => settings.PeerCacheTypes?.Contains(c.Name) ?? true))
         {
             status($"{Name} {name}: loading");
             // Flash attention left to llama.cpp (Auto): its default, and what a quantized V cache needs.

@@ -15,6 +15,9 @@ public interface IBenchPeer
     /// <summary>The row every row is compared with, e.g. "llama.cpp f16"; null: no ratios.</summary>
     string? BaselineKv { get; }
 
+    /// <summary>Throws a one-line <see cref="ArgumentException"/> unless the peer offers every one of <paramref name="cacheTypes"/> (null: all).</summary>
+    void CheckCacheTypes(IReadOnlyList<string>? cacheTypes);
+
     List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status);
 }
 
@@ -37,7 +40,9 @@ public static class BenchCommand
         var prompt = new Option<int>("--prompt", "-p") { Description = "Prompt tokens whose prefill is timed.", DefaultValueFactory = _ => 512 };
         var decode = new Option<int>("--decode", "-n") { Description = "Decode steps timed.", DefaultValueFactory = _ => 32 };
         var depths = new Option<string>("--depths") { Description = "Context depths, comma-separated (tokens already in the context).", DefaultValueFactory = _ => "0,4096,16384,32768" };
-        var kv = new Option<string?>("--kv") { Description = $"Our KV policies, comma-separated (default: all: {string.Join(", ", KvCacheFactory.Policies)})." };
+        var kv = new Option<string?>("--kv") { Description = $"Our KV policies, comma-separated, each a name or a policy with settings, e.g. full,specache:bits=1,group=64 (default: all: {string.Join(", ", KvCacheFactory.Policies)})." };
+        var peerKv = new Option<string?>("--peer-kv") { Description = "The peer's cache types, comma-separated (default: all it offers)." };
+        var rounds = new Option<int>("--rounds") { Description = "Measure every engine this many times, taking turns which goes first; report medians (and each round in the JSON).", DefaultValueFactory = _ => 1 };
         var threads = new Option<int>("--threads", "-t") { Description = "Threads for every engine and the bandwidth test (default: all cores).", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out", "-o") { Description = "Folder for bench.md, bench.json and bench-decode.png.", DefaultValueFactory = _ => "bench-results" };
         var seed = new Option<int>("--seed") { Description = "Seed of the random tokens.", DefaultValueFactory = _ => 0 };
@@ -52,6 +57,8 @@ public static class BenchCommand
         var command = new Command(name, $"Prefill and decode tokens/s at context depths for {what}, memory bandwidth and the roofline; writes Markdown, JSON and a PNG plot.");
         foreach (var option in new Option[] { model, shape, type, layers, vocab, models, prompt, decode, depths, kv, threads, output, seed, streamMib, batch, batchBudget, batchContext, maxBatch, policies })
             command.Options.Add(option);
+        if (peer != null) command.Options.Add(peerKv);
+        command.Options.Add(rounds);
         command.SetAction(result => BenchProgress.Run(() =>
         {
             int threadCount = result.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
@@ -83,14 +90,19 @@ public static class BenchCommand
                 PromptTokens = Positive(result.GetValue(prompt), "--prompt"),
                 DecodeTokens = Positive(result.GetValue(decode), "--decode"),
                 Depths = ParseList(result.GetValue(depths)!, "--depths").Select(d => int.TryParse(d, out var v) && v >= 0 ? v : throw new ArgumentException($"--depths: '{d}' is not a token count")).Distinct().Order().ToArray(),
-                Policies = result.GetValue(kv) is { } list ? ParseList(list, "--kv") : KvCacheFactory.Policies,
+                Policies = result.GetValue(kv) is { } list ? SplitPolicies(list) : KvCacheFactory.Policies,
+                PeerCacheTypes = result.GetValue(peerKv) is { } types ? ParseList(types, "--peer-kv") : null,
+                Rounds = Positive(result.GetValue(rounds), "--rounds"),
                 Threads = threadCount,
                 Seed = result.GetValue(seed),
                 StreamArrayBytes = (long)Positive(result.GetValue(streamMib), "--stream-mib") << 20,
             };
             foreach (var policy in settings.Policies)
-                if (!KvCacheFactory.Policies.Contains(policy))
-                    throw new ArgumentException($"--kv: unknown policy '{policy}' (available: {string.Join(", ", KvCacheFactory.Policies)})");
+            {
+                try { PolicySpec.Parse(policy); }
+                catch (ArgumentException e) { throw new ArgumentException($"--kv: {e.Message}"); }
+            }
+            if (peer != null) peer.CheckCacheTypes(settings.PeerCacheTypes);
             var report = Run(settings, peer);
             foreach (var file in ReportWriter.WriteAll(report, result.GetValue(output)!))
                 Console.Error.WriteLine($"wrote {file}");
@@ -103,20 +115,69 @@ public static class BenchCommand
     public static BenchReport Run(BenchSettings settings, IBenchPeer? peer)
     {
         double bandwidth = BenchProgress.Status($"Measuring memory bandwidth ({settings.Threads} threads)", _ => MemoryBandwidth.Triad(settings.Threads, settings.StreamArrayBytes));
-        var rows = BenchProgress.Status("SpeCache", status => EngineBench.Run(settings, bandwidth, status));
-        string? baseline = null;
-        if (peer != null)
+        string? baseline = peer?.BaselineKv is { } kv ? $"{peer.Name} {kv}" : null;
+        var rounds = new List<List<BenchRow>>();
+        for (int round = 0; round < settings.Rounds; round++)
         {
-            rows.AddRange(BenchProgress.Status(peer.Name, status => peer.Run(settings, bandwidth, status)));
-            if (peer.BaselineKv is { } kv)
-            {
-                baseline = $"{peer.Name} {kv}";
-                rows = WithRatios(rows, peer.Name, kv);
-            }
+            string of = settings.Rounds > 1 ? $" (round {round + 1} of {settings.Rounds})" : "";
+            List<BenchRow> Ours() => BenchProgress.Status("SpeCache" + of, status => EngineBench.Run(settings, bandwidth, status));
+            List<BenchRow> Theirs() => peer == null ? [] : BenchProgress.Status(peer.Name + of, status => peer.Run(settings, bandwidth, status));
+            // Each engine goes first in every other round, so neither always runs right after the other.
+            var rows = round % 2 == 0 ? [.. Ours(), .. Theirs()] : Theirs().Concat(Ours()).ToList();
+            rounds.Add(peer?.BaselineKv is { } baselineKv ? WithRatios(rows, peer.Name, baselineKv) : rows);
         }
         var info = new FileInfo(settings.ModelPath);
         return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length, MachineDescription(),
-            settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline, rows);
+            settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline,
+            rounds.Count == 1 ? rounds[0] : Medians(rounds, bandwidth), settings.Rounds);
+    }
+
+    /// <summary>
+    /// One row per engine, KV and depth: the median of its rounds' speeds, and the median of its
+    /// rounds' ratios (each taken against the baseline of the same round).
+    /// </summary>
+    static List<BenchRow> Medians(List<List<BenchRow>> rounds, double bandwidth) =>
+        rounds.SelectMany(r => r).GroupBy(r => (r.Engine, r.Kv, r.Depth)).Select(g =>
+        {
+            var rows = g.ToList();
+            double decode = Median(rows.Select(r => r.DecodeTokensPerSecond));
+            return rows[0] with
+            {
+                PrefillTokensPerSecond = Median(rows.Select(r => r.PrefillTokensPerSecond)),
+                DecodeTokensPerSecond = decode,
+                RooflineFraction = decode * rows[0].BytesPerToken / bandwidth,
+                DecodeRatio = rows[0].DecodeRatio == null ? null : Median(rows.Select(r => r.DecodeRatio!.Value)),
+                PrefillRatio = rows[0].PrefillRatio == null ? null : Median(rows.Select(r => r.PrefillRatio!.Value)),
+                DecodeTokensPerSecondByRound = [.. rows.Select(r => r.DecodeTokensPerSecond)],
+                PrefillTokensPerSecondByRound = [.. rows.Select(r => r.PrefillTokensPerSecond)],
+            };
+        }).ToList();
+
+    public static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        int middle = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+    }
+
+    /// <summary>
+    /// Policies from a comma-separated list whose items may carry comma-separated settings:
+    /// "full,specache:bits=1,group=64" is full and specache:bits=1,group=64, since a policy name
+    /// never holds '=' and a setting always does.
+    /// </summary>
+    public static string[] SplitPolicies(string text)
+    {
+        var policies = new List<string>();
+        foreach (string item in ParseList(text, "--kv"))
+        {
+            if (item.Contains('=') && !item.Contains(':'))
+            {
+                if (policies.Count == 0) throw new ArgumentException($"--kv: '{item}' is a setting with no policy before it");
+                policies[^1] += "," + item;
+            }
+            else policies.Add(item);
+        }
+        return [.. policies];
     }
 
     public static string MachineDescription() =>

@@ -7,8 +7,16 @@ public sealed record BenchSettings
     public int PromptTokens { get; init; } = 512;
     public int DecodeTokens { get; init; } = 32;
     public IReadOnlyList<int> Depths { get; init; } = [0, 4096, 16384, 32768];
-    /// <summary>Our KV policies to measure (default: every policy in KvCacheFactory.Policies).</summary>
+    /// <summary>Our KV policies to measure, each a <see cref="Eval.PolicySpec"/> (default: every policy in KvCacheFactory.Policies).</summary>
     public IReadOnlyList<string> Policies { get; init; } = [];
+    /// <summary>The peer's cache types to measure (null: all it offers).</summary>
+    public IReadOnlyList<string>? PeerCacheTypes { get; init; }
+    /// <summary>
+    /// Times every engine is measured. Each figure reported is the median over the rounds, and a
+    /// ratio the median of each round's own ratio, so a machine whose speed drifts (shared cores and
+    /// memory) moves both sides of a ratio alike.
+    /// </summary>
+    public int Rounds { get; init; } = 1;
     public int Threads { get; init; } = 1;
     /// <summary>Seed of the random tokens that fill the context and make the prompt.</summary>
     public int Seed { get; init; }
@@ -32,10 +40,13 @@ public sealed record BenchSettings
 /// <param name="RooflineFraction">decode tokens/s × bytes per token ÷ the measured memory bandwidth.</param>
 /// <param name="DecodeRatio">Decode tokens/s ÷ the baseline row's (the peer's F16 cache at this depth); null without a peer.</param>
 /// <param name="PrefillRatio">The same for prefill.</param>
+/// <param name="DecodeTokensPerSecondByRound">With several rounds: each round's decode tokens/s, of which the row holds the median.</param>
+/// <param name="PrefillTokensPerSecondByRound">The same for prefill.</param>
 public sealed record BenchRow(
     string Engine, string Kv, int Depth, int PromptTokens, double PrefillTokensPerSecond,
     int DecodeTokens, double DecodeTokensPerSecond, long WeightBytesPerToken, long KvBytesPerToken,
-    double RooflineFraction, double? DecodeRatio = null, double? PrefillRatio = null)
+    double RooflineFraction, double? DecodeRatio = null, double? PrefillRatio = null,
+    IReadOnlyList<double>? DecodeTokensPerSecondByRound = null, IReadOnlyList<double>? PrefillTokensPerSecondByRound = null)
 {
     public long BytesPerToken => WeightBytesPerToken + KvBytesPerToken;
 
@@ -47,4 +58,4 @@ public sealed record BenchRow(
 public sealed record BenchReport(
     DateTimeOffset Date, string Model, string ModelFile, long ModelFileBytes, string Machine, int Threads,
     int PromptTokens, int DecodeTokens, IReadOnlyList<int> Depths, double TriadBytesPerSecond,
-    string? Baseline, IReadOnlyList<BenchRow> Rows);
+    string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SpeCache.Eval;
 using SpeCache.KvCache;
 using SpeCache.ModelFiles;
 using SpeCache.Transformer;
@@ -32,7 +33,7 @@ public static class EngineBench
         var rows = new List<BenchRow>();
         foreach (var policy in settings.Policies)
         {
-            var options = new KvCacheOptions { Policy = policy };
+            var options = PolicySpec.Parse(policy);
             long kvPerToken = KvCacheFactory.FastTierBytesPerToken(options, model.Config);
             using var cache = KvCacheFactory.Create(options, model.Config, settings.ContextLength);
             var state = model.CreateState();

@@ -44,13 +44,18 @@ public static class ReportWriter
         md.AppendLine("Bytes/token = weight bytes + KV bytes read per decoded token. The KV part is an estimate: the cache's bytes per stored token (for our policies KvCacheFactory.FastTierBytesPerToken; for llama.cpp its K and V element size) times the mean context during decode. Roofline = decode tokens/s × bytes/token ÷ bandwidth.");
         if (r.Baseline != null)
             md.AppendLine(inv, $"Ratios are tokens/s over {r.Baseline} at the same depth.");
+        bool rounds = r.Rounds > 1;
+        if (rounds)
+            md.AppendLine(inv, $"Every engine was measured in {r.Rounds} rounds, taking turns which went first; each figure is the median of its rounds, each ratio the median of the ratios within a round; the range column gives the slowest and fastest round's decode.");
         md.AppendLine();
         bool ratios = r.Rows.Any(x => x.DecodeRatio != null);
-        md.AppendLine("| engine | KV | depth | prefill tok/s | decode tok/s | MB/token (weights + KV) | roofline |" + (ratios ? " prefill ratio | decode ratio |" : ""));
-        md.AppendLine("|---|---|---:|---:|---:|---:|---:|" + (ratios ? "---:|---:|" : ""));
+        md.AppendLine("| engine | KV | depth | prefill tok/s | decode tok/s |" + (rounds ? " decode range |" : "") + " MB/token (weights + KV) | roofline |" + (ratios ? " prefill ratio | decode ratio |" : ""));
+        md.AppendLine("|---|---|---:|---:|---:|" + (rounds ? "---:|" : "") + "---:|---:|" + (ratios ? "---:|---:|" : ""));
         foreach (var x in r.Rows.OrderBy(x => x.Depth).ThenBy(x => x.Engine).ThenBy(x => x.Kv))
         {
-            md.Append(inv, $"| {x.Engine} | {x.Kv} | {x.Depth} | {x.PrefillTokensPerSecond:F1} | {x.DecodeTokensPerSecond:F2} | {x.BytesPerToken / 1e6:F1} ({x.WeightBytesPerToken / 1e6:F1} + {x.KvBytesPerToken / 1e6:F1}) | {x.RooflineFraction:P0} |");
+            md.Append(inv, $"| {x.Engine} | {x.Kv} | {x.Depth} | {x.PrefillTokensPerSecond:F1} | {x.DecodeTokensPerSecond:F2} |");
+            if (rounds) md.Append(inv, $" {x.DecodeTokensPerSecondByRound?.Min():F2}–{x.DecodeTokensPerSecondByRound?.Max():F2} |");
+            md.Append(inv, $" {x.BytesPerToken / 1e6:F1} ({x.WeightBytesPerToken / 1e6:F1} + {x.KvBytesPerToken / 1e6:F1}) | {x.RooflineFraction:P0} |");
             if (ratios) md.Append(inv, $" {Ratio(x.PrefillRatio)} | {Ratio(x.DecodeRatio)} |");
             md.AppendLine();
         }

@@ -87,7 +87,58 @@ public class BenchCliTests
     public void BenchRejectsAnUnknownPolicyInOneLine()
     {
         var result = CliRunner.Run("bench", "--model", TestPaths.Llama2TinyRandom, "--kv", "full,nonesuch", "--out", Folder("bad-kv"));
-        CliRunner.AssertOneLineError(result, "unknown policy 'nonesuch'");
+        CliRunner.AssertOneLineError(result, "unknown KV cache policy 'nonesuch'");
+    }
+
+    [Theory]
+    [InlineData("bits=1,full", "is a setting with no policy before it")]
+    [InlineData("specache:bits=3", "specache bits must be 1, 2 or 4")]
+    [InlineData("kivi:colour=red", "unknown setting 'colour'")]
+    public void BenchRejectsABadPolicySettingInOneLine(string kv, string message)
+    {
+        var result = CliRunner.Run("bench", "--model", TestPaths.Llama2TinyRandom, "--kv", kv, "--out", Folder("bad-kv-setting"));
+        CliRunner.AssertOneLineError(result, message);
+    }
+
+    [Fact]
+    public void BenchRejectsZeroRoundsInOneLine()
+    {
+        var result = CliRunner.Run("bench", "--model", TestPaths.Llama2TinyRandom, "--rounds", "0", "--out", Folder("bad-rounds"));
+        CliRunner.AssertOneLineError(result, "--rounds must be positive");
+    }
+
+    /// <summary>
+    /// Policies with settings are measured under the name given, and with several rounds each row
+    /// holds every round's figure and their median (the report says so).
+    /// </summary>
+    [Fact]
+    public void BenchMeasuresPoliciesWithSettingsInRoundsAndReportsTheMedian()
+    {
+        string models = Folder("models"), output = Folder("rounds");
+        var result = CliRunner.Run("bench", "--shape", "tiny-llama", "--layers", "1", "--models-dir", models, "--depths", "0",
+            "--kv", "full,specache:bits=1,group=64,k=8", "--rounds", "3", "--prompt", "8", "--decode", "4", "--threads", "1",
+            "--stream-mib", "16", "--out", output);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "bench.json")));
+        Assert.Equal(3, json.RootElement.GetProperty("rounds").GetInt32());
+        var rows = json.RootElement.GetProperty("rows").EnumerateArray().ToList();
+        Assert.Equal(["full", "specache:bits=1,group=64,k=8"], rows.Select(r => r.GetProperty("kv").GetString()!).Order().ToArray());
+        foreach (var row in rows)
+        {
+            var decode = row.GetProperty("decodeTokensPerSecondByRound").EnumerateArray().Select(v => v.GetDouble()).Order().ToArray();
+            var prefill = row.GetProperty("prefillTokensPerSecondByRound").EnumerateArray().Select(v => v.GetDouble()).Order().ToArray();
+            Assert.Equal(3, decode.Length);
+            Assert.All(decode, v => Assert.True(v > 0));
+            Assert.Equal(decode[1], row.GetProperty("decodeTokensPerSecond").GetDouble());
+            Assert.Equal(prefill[1], row.GetProperty("prefillTokensPerSecond").GetDouble());
+        }
+        // The 1-bit copy with its scales is far smaller than the 16-bit cache.
+        long Kv(string policy) => rows.Single(r => r.GetProperty("kv").GetString() == policy).GetProperty("kvBytesPerToken").GetInt64();
+        Assert.True(Kv("specache:bits=1,group=64,k=8") * 4 < Kv("full"));
+        string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
+        Assert.Contains("measured in 3 rounds", markdown);
+        Assert.Contains("| SpeCache | specache:bits=1,group=64,k=8 | 0 |", markdown);
     }
 
     [Fact]
