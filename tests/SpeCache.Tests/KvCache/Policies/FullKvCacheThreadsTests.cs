@@ -52,3 +52,52 @@ public class FullKvCacheThreadsTests
         }
     }
 }
+
+/// <summary>The decode step's tiled attention (one or two query rows) against attending with the whole cache decoded up front.</summary>
+public class FullKvCacheTiledAttentionTests
+{
+    public static TheoryData<FullKvElement, int> Cases => new()
+    {
+        { FullKvElement.F16, 1 }, { FullKvElement.F16, 3 }, { FullKvElement.BF16, 2 },
+        { FullKvElement.Q8_0, 1 }, { FullKvElement.Q4_0, 2 }, { FullKvElement.F32, 1 },
+    };
+
+    /// <summary>
+    /// Two caches hold the same tokens. One attends the last three rows in one call (more than
+    /// <see cref="FullKvCache.TiledFromRowsAtMost"/>: every row decoded up front); the other takes
+    /// the first of them with its own call and the last two together (decode calls, tiled). Each
+    /// row's output must be the same bit for bit, at contexts that end inside a tile and on its edge.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void DecodeStepsEqualTheUpFrontPathBitForBit(FullKvElement element, int threads)
+    {
+        var c = Shape(kvHeads: 2, group: 3, headDim: 64) with { ContextLength = 1024 };
+        var rng = new Random(23);
+        foreach (int prefix in new[] { 1, 61, 126, 300 })
+        {
+            using var upFront = new FullKvCache(c, 512, element, threads);
+            using var tiled = new FullKvCache(c, 512, element, threads);
+            var k = KiviTestData.Normals(rng, prefix + 3, c.KvDim);
+            var v = KiviTestData.Normals(rng, prefix + 3, c.KvDim);
+            var q = KiviTestData.Normals(rng, prefix + 3, c.QDim);
+            foreach (var cache in new[] { upFront, tiled })
+            {
+                cache.Append(0, k.AsSpan(0, prefix * c.KvDim), v.AsSpan(0, prefix * c.KvDim), prefix);
+                cache.Attend(0, q.AsSpan(0, prefix * c.QDim), new float[prefix * c.QDim], prefix);
+                cache.Commit(prefix);
+            }
+            var expected = new float[3 * c.QDim];
+            upFront.Append(0, k.AsSpan(prefix * c.KvDim), v.AsSpan(prefix * c.KvDim), 3);
+            upFront.Attend(0, q.AsSpan(prefix * c.QDim), expected, 3);
+
+            var actual = new float[3 * c.QDim];
+            tiled.Append(0, k.AsSpan(prefix * c.KvDim, c.KvDim), v.AsSpan(prefix * c.KvDim, c.KvDim), 1);
+            tiled.Attend(0, q.AsSpan(prefix * c.QDim, c.QDim), actual.AsSpan(0, c.QDim), 1);
+            tiled.Commit(1);
+            tiled.Append(0, k.AsSpan((prefix + 1) * c.KvDim), v.AsSpan((prefix + 1) * c.KvDim), 2);
+            tiled.Attend(0, q.AsSpan((prefix + 1) * c.QDim), actual.AsSpan(c.QDim), 2);
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{element}, {threads} threads, context {prefix}: the tiled decode differs");
+        }
+    }
+}

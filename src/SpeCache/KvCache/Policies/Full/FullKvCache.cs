@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using SpeCache.Quants;
 using SpeCache.Tensors;
 
@@ -39,9 +40,20 @@ public sealed unsafe class FullKvCache : IKvCache
     readonly float[] _valueRows;
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
     readonly float[][] _scores;  // per attention worker: (groupSize, capacity)
+    readonly float[][] _tiles;   // per attention worker: (TilePositions, headDim) of one head's keys or values, decoded
+    readonly int _headBytes;     // bytes of one head's slice of a row; 0 when a head is not a whole number of blocks
     readonly int _workers;
     readonly ParallelWorkers _parallel = new();
     readonly float _scale;
+
+    /// <summary>
+    /// Calls with at most this many query rows (decode, with or without a speculative row) decode the
+    /// cache a tile at a time inside each head's attention instead of all of it up front.
+    /// </summary>
+    internal const int TiledFromRowsAtMost = 2;
+
+    /// <summary>Positions per decoded tile: 64 positions of a 128-wide head are 32 KB of floats, which stay in L1/L2.</summary>
+    const int TilePositions = 64;
 
     /// <summary>Contexts from this many positions (over all KV heads) on spread the work over threads; below it the hand-off costs more than it saves.</summary>
     internal const int ParallelFromPositions = 4096;
@@ -78,6 +90,10 @@ public sealed unsafe class FullKvCache : IKvCache
         _workers = Math.Clamp(threads, 1, _kvHeads);
         _scores = new float[_workers][];
         for (int w = 0; w < _workers; w++) _scores[w] = new float[_groupSize * capacity];
+        _headBytes = element == FullKvElement.F32 || (element is FullKvElement.Q8_0 or FullKvElement.Q4_0 && _headDim % Q8_0.BlockSize != 0)
+            ? 0 : RowBytes(element, _headDim);
+        _tiles = new float[_workers][];
+        for (int w = 0; w < _workers; w++) _tiles[w] = _headBytes == 0 ? [] : new float[TilePositions * _headDim];
         _scale = 1f / MathF.Sqrt(_headDim);
     }
 
@@ -180,8 +196,10 @@ public sealed unsafe class FullKvCache : IKvCache
             _callQueries = q;
             _callOutput = o;
             // Decode every visible row once, in bulk (vectorized for F16), for all heads and query
-            // rows; rows decode independently, so splitting them changes no value.
-            if (_element != FullKvElement.F32)
+            // rows; rows decode independently, so splitting them changes no value. A decode step
+            // instead decodes each head's rows a tile at a time as it attends (AttendHeadTiled).
+            _callTiled = count <= TiledFromRowsAtMost && _headBytes > 0;
+            if (_element != FullKvElement.F32 && !_callTiled)
             {
                 if (parallel) _parallel.Run(_workers, _decodeRowsOfWorker ??= DecodeRowsOfWorker);
                 else DecodeRows(0, visibleMax);
@@ -192,13 +210,14 @@ public sealed unsafe class FullKvCache : IKvCache
             }
             else
             {
-                for (int g = 0; g < _kvHeads; g++) AttendHead(_scores[0], g);
+                for (int g = 0; g < _kvHeads; g++) AttendHead(0, g);
             }
             _callQueries = _callOutput = null;
         }
     }
 
     int _callLayer, _callCount, _callRowsLength;
+    bool _callTiled;
     float* _callQueries, _callOutput;
     Action<int>? _decodeRowsOfWorker, _attendHeadsOfWorker;
 
@@ -220,12 +239,18 @@ public sealed unsafe class FullKvCache : IKvCache
 
     void AttendHeadsOfWorker(int worker)
     {
-        for (int g = worker; g < _kvHeads; g += _workers) AttendHead(_scores[worker], g);
+        for (int g = worker; g < _kvHeads; g += _workers) AttendHead(worker, g);
     }
 
-    /// <summary>All query rows of the call against KV head <paramref name="g"/>, with one worker's score buffer.</summary>
-    void AttendHead(float[] scoreBuffer, int g)
+    /// <summary>All query rows of the call against KV head <paramref name="g"/>, with one worker's buffers.</summary>
+    void AttendHead(int worker, int g)
     {
+        if (_callTiled)
+        {
+            AttendHeadTiled(_scores[worker], _tiles[worker], g);
+            return;
+        }
+        var scoreBuffer = _scores[worker];
         int qDim = _kvHeads * _groupSize * _headDim;
         int span = (Length + _callCount) * _kvDim;
         // An F32 cache is read in place; the others were decoded into the float rows.
@@ -260,6 +285,83 @@ public sealed unsafe class FullKvCache : IKvCache
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// <see cref="AttendHead"/> for a decode step: the head's keys, then its values, are decoded a
+    /// tile of positions at a time into a buffer that stays in cache, each tile serving every query
+    /// head of the group, instead of every row of every head being decoded into floats up front.
+    /// A 32K-token F16 cache is 64 MB per layer; decoded up front it was written out as 128 MB of
+    /// floats and read back from memory. The floats and the order of every sum are the ones
+    /// <see cref="AttendHead"/> uses, so the output is the same bit for bit.
+    /// </summary>
+    void AttendHeadTiled(float[] scoreBuffer, float[] tile, int g)
+    {
+        int qDim = _kvHeads * _groupSize * _headDim;
+        var queries = new ReadOnlySpan<float>(_callQueries, _callRowsLength);
+        var output = new Span<float>(_callOutput, _callRowsLength);
+        var keys = _keys[_callLayer].AsSpan();
+        var values = _values[_callLayer].AsSpan();
+        int headOffset = g * _headBytes;
+        for (int i = 0; i < _callCount; i++)
+        {
+            int visible = Length + i + 1; // causal: positions 0 .. Length + i
+            for (int t0 = 0; t0 < visible; t0 += TilePositions)
+            {
+                int n = Math.Min(TilePositions, visible - t0);
+                DecodeTile(keys, t0, n, headOffset, tile);
+                for (int j = 0; j < _groupSize; j++)
+                {
+                    var q = queries.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim);
+                    var scores = scoreBuffer.AsSpan(j * Capacity + t0, n);
+                    for (int t = 0; t < n; t++)
+                        scores[t] = AttentionMath.Dot(q, tile.AsSpan(t * _headDim, _headDim)) * _scale;
+                }
+            }
+            for (int j = 0; j < _groupSize; j++)
+            {
+                AttentionMath.SoftMax(scoreBuffer.AsSpan(j * Capacity, visible));
+                output.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim).Clear();
+            }
+            for (int t0 = 0; t0 < visible; t0 += TilePositions)
+            {
+                int n = Math.Min(TilePositions, visible - t0);
+                DecodeTile(values, t0, n, headOffset, tile);
+                for (int j = 0; j < _groupSize; j++)
+                {
+                    var weights = scoreBuffer.AsSpan(j * Capacity + t0, n);
+                    var o = output.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim);
+                    for (int t = 0; t < n; t++)
+                    {
+                        float p = weights[t];
+                        if (p < NegligibleWeight) continue; // as in AttendHead
+                        AttentionMath.MultiplyAdd(tile.AsSpan(t * _headDim, _headDim), p, o);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Decodes one head's slice of <paramref name="n"/> rows from position <paramref name="t0"/> into <paramref name="tile"/>.</summary>
+    void DecodeTile(Span<byte> rows, int t0, int n, int headOffset, float[] tile)
+    {
+        if (_element == FullKvElement.F16 && Vector512.IsHardwareAccelerated && _headDim % 16 == 0)
+        {
+            // The default cache, converted inline: a call per position through the general decoder
+            // cost more than its 64 conversions. Same conversion (exact), so the same floats.
+            fixed (byte* source = rows)
+            fixed (float* destination = tile)
+                for (int t = 0; t < n; t++)
+                {
+                    var half = (ushort*)(source + (long)(t0 + t) * _rowBytes + headOffset);
+                    float* row = destination + t * _headDim;
+                    for (int k = 0; k < _headDim; k += 16)
+                        QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.Load(half + k).ToVector512Unsafe())).Store(row + k);
+                }
+            return;
+        }
+        for (int t = 0; t < n; t++)
+            Decode(_element, rows.Slice((t0 + t) * _rowBytes + headOffset, _headBytes), tile.AsSpan(t * _headDim, _headDim));
     }
 
     public void Commit(int count)
