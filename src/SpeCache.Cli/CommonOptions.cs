@@ -16,6 +16,7 @@ sealed class CommonOptions
     public Option<string?> Model { get; } = new("--model", "-m") { Description = "Model: a .gguf file, a Hugging Face folder (config.json + safetensors), or a llama2.c .bin. Default: the embedded stories260K." };
     public Option<string?> Tokenizer { get; } = new("--tokenizer") { Description = "Tokenizer file for llama2.c checkpoints (default: tokenizer.bin or tok*.bin beside the model)." };
     public Option<int> Threads { get; } = new("--threads", "-t") { Description = "Compute threads (default: all cores).", DefaultValueFactory = _ => 0 };
+    public Option<bool> Mmap { get; } = new("--mmap") { Description = "Read weights straight from the model file's memory map instead of a copy in process memory (opens at once, shares pages between processes; decodes slower)." };
     public Option<int> Context { get; } = new("--ctx", "-c") { Description = "Context length (default: the model's).", DefaultValueFactory = _ => 0 };
     public Option<string> Kv { get; } = new("--kv") { Description = $"KV cache policy: {string.Join(", ", KvCacheFactory.Policies)}.", DefaultValueFactory = _ => "full" };
     public Option<int> KvBits { get; } = new("--kv-bits") { Description = "kivi: bits per key/value code (1, 2 or 4).", DefaultValueFactory = _ => 2 };
@@ -51,6 +52,7 @@ sealed class CommonOptions
         command.Options.Add(Model);
         command.Options.Add(Tokenizer);
         command.Options.Add(Threads);
+        command.Options.Add(Mmap);
         command.Options.Add(Context);
         command.Options.Add(Kv);
         command.Options.Add(KvBits);
@@ -134,6 +136,7 @@ sealed class CommonOptions
             ContextLength = result.GetValue(Context),
             TokenizerPath = result.GetValue(Tokenizer),
             KvCache = ReadKvCache(result),
+            MapWeights = result.GetValue(Mmap),
         };
         return Progress.Run($"Loading {Path.GetFileName(path.TrimEnd('/'))}", () => Engine.Load(path, options));
     }

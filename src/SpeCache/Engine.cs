@@ -19,6 +19,12 @@ public sealed record EngineOptions
     /// <summary>A tokenizer file for formats that keep it apart from the weights (llama2.c); found beside the model if null.</summary>
     public string? TokenizerPath { get; init; }
     public KvCacheOptions KvCache { get; init; } = new();
+    /// <summary>
+    /// Read weight matrices straight from the file's memory map instead of copying them into process
+    /// memory at load (llama.cpp's --mmap): opens at once and shares pages between processes, but
+    /// decodes slower (see <see cref="Tensors.WeightArena"/>).
+    /// </summary>
+    public bool MapWeights { get; init; }
 }
 
 /// <summary>
@@ -37,7 +43,7 @@ public sealed class Engine : IDisposable
         if (options.ContextLength < 0 || options.ContextLength > file.Config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(options), $"context length {options.ContextLength} must be between 1 and the model's {file.Config.ContextLength}");
         _backend = new CpuBackend(options.Threads);
-        Model = new LlamaModel(file, _backend);
+        Model = new LlamaModel(file, _backend, options.MapWeights);
         Tokenizer = LoadTokenizer(file, options.TokenizerPath);
         ContextLength = options.ContextLength > 0 ? options.ContextLength : file.Config.ContextLength;
         Generator = new Generator(Model, Tokenizer);
@@ -113,6 +119,7 @@ public sealed class Engine : IDisposable
     public void Dispose()
     {
         _backend.Dispose();
+        Model.Dispose();
         File.Dispose();
     }
 }

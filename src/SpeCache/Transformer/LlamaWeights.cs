@@ -21,6 +21,16 @@ public sealed class LayerWeights
     public required WeightTensor Gate { get; init; }    // (dim -> hidden)
     public required WeightTensor Up { get; init; }      // (dim -> hidden)
     public required WeightTensor Down { get; init; }    // (hidden -> dim)
+
+    public IEnumerable<WeightTensor> Matrices => [Wq, Wk, Wv, Wo, Gate, Up, Down];
+
+    /// <summary>The same layer with every matrix passed through <paramref name="map"/>.</summary>
+    public LayerWeights WithMatrices(Func<WeightTensor, WeightTensor> map) => new()
+    {
+        AttnNorm = AttnNorm, Wq = map(Wq), Wk = map(Wk), Wv = map(Wv), Wo = map(Wo),
+        Bq = Bq, Bk = Bk, Bv = Bv, QNorm = QNorm, KNorm = KNorm,
+        FfnNorm = FfnNorm, Gate = map(Gate), Up = map(Up), Down = map(Down),
+    };
 }
 
 /// <summary>All weights of a Llama-family model, looked up once by their GGUF names.</summary>
@@ -31,6 +41,27 @@ public sealed class LlamaWeights
     public required float[] OutputNorm { get; init; }          // (dim)
     public required WeightTensor Output { get; init; }         // (dim -> vocab); the embedding when tied
     public float[]? RopeFreqFactors { get; init; }             // (ropeDim / 2), Llama 3.1 GGUF rope_freqs
+
+    /// <summary>
+    /// The same weights with every matrix a decode step reads (the layers' and the output head,
+    /// which is the embedding when tied) copied into <paramref name="arena"/>, made to fit them. An
+    /// untied embedding stays where it is: a token reads one row of it.
+    /// </summary>
+    public LlamaWeights CopiedToProcessMemory(out WeightArena arena)
+    {
+        var matrices = Layers.SelectMany(l => l.Matrices).Append(Output).Distinct().ToList();
+        var created = new WeightArena(matrices.Sum(WeightArena.SpaceFor));
+        var copies = matrices.ToDictionary(m => m, created.Copy);
+        arena = created;
+        return new LlamaWeights
+        {
+            TokenEmbedding = copies.GetValueOrDefault(TokenEmbedding, TokenEmbedding),
+            Layers = [.. Layers.Select(l => l.WithMatrices(m => copies[m]))],
+            OutputNorm = OutputNorm,
+            Output = copies[Output],
+            RopeFreqFactors = RopeFreqFactors,
+        };
+    }
 
     public static LlamaWeights From(ModelFile file)
     {
