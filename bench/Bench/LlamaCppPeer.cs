@@ -37,7 +37,8 @@ sealed class LlamaCppPeer : IBenchPeer
         {
             status($"{Name} {name}: loading");
             // Flash attention left to llama.cpp (Auto): its default, and what a quantized V cache needs.
-            using var model = LlamaCppModel.Load(settings.ModelPath, settings.Threads, settings.ContextLength, type);
+            using var model = LlamaCppModel.Load(settings.ModelPath, settings.Threads, settings.ContextLength, type,
+                loadMode: settings.PeerReadsWeights ? LlamaLoadMode.Read : LlamaLoadMode.Auto);
             // Warm-up outside the clock, as for our engine: llama.cpp sizes its compute graphs on first use.
             model.DecodeAfter(new TokenSource(-1, vocab).Next(Math.Min(settings.PromptTokens, 16)), 2);
             model.ClearCache();

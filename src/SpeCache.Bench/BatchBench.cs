@@ -21,6 +21,8 @@ public sealed record BatchBenchSettings
     public IReadOnlyList<string> Policies { get; init; } = BatchBench.DefaultPolicies;
     public int Threads { get; init; } = 1;
     public int Seed { get; init; }
+    /// <summary>Our engine reads weights from the file's memory map (EngineOptions.MapWeights).</summary>
+    public bool MapWeights { get; init; }
 }
 
 /// <summary>One policy at the budget: how many sequences fit, and how fast they decode together.</summary>
@@ -55,7 +57,7 @@ public static class BatchBench
     {
         foreach (string policy in settings.Policies) PolicySpec.Parse(policy); // bad specs fail before any work
         int capacity = settings.Context + settings.DecodeTokens + DecodeStepper.MaxRows;
-        using var engine = Engine.Load(settings.ModelPath, new EngineOptions { Threads = settings.Threads, ContextLength = capacity });
+        using var engine = Engine.Load(settings.ModelPath, new EngineOptions { Threads = settings.Threads, ContextLength = capacity, MapWeights = settings.MapWeights });
         var model = engine.Model;
         var config = model.Config;
 

@@ -42,6 +42,8 @@ public static class BenchCommand
         var depths = new Option<string>("--depths") { Description = "Context depths, comma-separated (tokens already in the context).", DefaultValueFactory = _ => "0,4096,16384,32768" };
         var kv = new Option<string?>("--kv") { Description = $"Our KV policies, comma-separated, each a name or a policy with settings, e.g. full,specache:bits=1,group=64 (default: all: {string.Join(", ", KvCacheFactory.Policies)})." };
         var peerKv = new Option<string?>("--peer-kv") { Description = "The peer's cache types, comma-separated (default: all it offers)." };
+        var peerNoMmap = new Option<bool>("--peer-no-mmap") { Description = "The peer reads its weights into its own buffers instead of mapping the file (llama.cpp's --no-mmap)." };
+        var mmap = new Option<bool>("--mmap") { Description = "Our engine reads weights straight from the file's memory map instead of a copy in process memory." };
         var rounds = new Option<int>("--rounds") { Description = "Measure every engine this many times, taking turns which goes first; report medians (and each round in the JSON).", DefaultValueFactory = _ => 1 };
         var threads = new Option<int>("--threads", "-t") { Description = "Threads for every engine and the bandwidth test (default: all cores).", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out", "-o") { Description = "Folder for bench.md, bench.json and bench-decode.png.", DefaultValueFactory = _ => "bench-results" };
@@ -57,8 +59,13 @@ public static class BenchCommand
         var command = new Command(name, $"Prefill and decode tokens/s at context depths for {what}, memory bandwidth and the roofline; writes Markdown, JSON and a PNG plot.");
         foreach (var option in new Option[] { model, shape, type, layers, vocab, models, prompt, decode, depths, kv, threads, output, seed, streamMib, batch, batchBudget, batchContext, maxBatch, policies })
             command.Options.Add(option);
-        if (peer != null) command.Options.Add(peerKv);
+        if (peer != null)
+        {
+            command.Options.Add(peerKv);
+            command.Options.Add(peerNoMmap);
+        }
         command.Options.Add(rounds);
+        command.Options.Add(mmap);
         command.SetAction(result => BenchProgress.Run(() =>
         {
             int threadCount = result.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
@@ -74,6 +81,7 @@ public static class BenchCommand
                     Policies = result.GetValue(policies) is { Length: > 0 } given ? given : BatchBench.DefaultPolicies,
                     Threads = threadCount,
                     Seed = result.GetValue(seed),
+                    MapWeights = result.GetValue(mmap),
                 };
                 foreach (string policy in batchSettings.Policies) PolicySpec.Parse(policy); // before making a model
                 batchSettings = batchSettings with { ModelPath = result.GetValue(model) ?? MakeModel(result.GetValue(shape)!, result.GetValue(type)!, result.GetValue(layers), result.GetValue(vocab), result.GetValue(models), threadCount) };
@@ -93,6 +101,8 @@ public static class BenchCommand
                 Policies = result.GetValue(kv) is { } list ? SplitPolicies(list) : KvCacheFactory.Policies,
                 PeerCacheTypes = result.GetValue(peerKv) is { } types ? ParseList(types, "--peer-kv") : null,
                 Rounds = Positive(result.GetValue(rounds), "--rounds"),
+                MapWeights = result.GetValue(mmap),
+                PeerReadsWeights = result.GetValue(peerNoMmap),
                 Threads = threadCount,
                 Seed = result.GetValue(seed),
                 StreamArrayBytes = (long)Positive(result.GetValue(streamMib), "--stream-mib") << 20,
@@ -129,7 +139,7 @@ public static class BenchCommand
         var info = new FileInfo(settings.ModelPath);
         return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length, MachineDescription(),
             settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline,
-            rounds.Count == 1 ? rounds[0] : Medians(rounds, bandwidth), settings.Rounds);
+            rounds.Count == 1 ? rounds[0] : Medians(rounds, bandwidth), settings.Rounds, WeightMemory(settings, peer));
     }
 
     /// <summary>
@@ -178,6 +188,13 @@ public static class BenchCommand
             else policies.Add(item);
         }
         return [.. policies];
+    }
+
+    static string WeightMemory(BenchSettings settings, IBenchPeer? peer)
+    {
+        string ours = settings.MapWeights ? "read from the file's memory map (--mmap)" : "copied into process memory at load (the default)";
+        string theirs = peer == null ? "" : $"; {peer.Name}'s " + (settings.PeerReadsWeights ? "read into its own buffers (--peer-no-mmap)" : "loaded its default way");
+        return $"Weight matrices: ours {ours}{theirs}.";
     }
 
     public static string MachineDescription() =>

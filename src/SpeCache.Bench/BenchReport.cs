@@ -17,6 +17,10 @@ public sealed record BenchSettings
     /// memory) moves both sides of a ratio alike.
     /// </summary>
     public int Rounds { get; init; } = 1;
+    /// <summary>Our engine reads weights from the file's memory map (EngineOptions.MapWeights).</summary>
+    public bool MapWeights { get; init; }
+    /// <summary>The peer reads its weights into its own buffers instead of mapping the file (llama.cpp's --no-mmap).</summary>
+    public bool PeerReadsWeights { get; init; }
     public int Threads { get; init; } = 1;
     /// <summary>Seed of the random tokens that fill the context and make the prompt.</summary>
     public int Seed { get; init; }
@@ -58,4 +62,4 @@ public sealed record BenchRow(
 public sealed record BenchReport(
     DateTimeOffset Date, string Model, string ModelFile, long ModelFileBytes, string Machine, int Threads,
     int PromptTokens, int DecodeTokens, IReadOnlyList<int> Depths, double TriadBytesPerSecond,
-    string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1);
+    string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1, string? WeightMemory = null);

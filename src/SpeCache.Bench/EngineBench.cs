@@ -26,7 +26,7 @@ public static class EngineBench
 
     public static List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status)
     {
-        var engine = Engine.Load(settings.ModelPath, new EngineOptions { Threads = settings.Threads, ContextLength = settings.ContextLength });
+        var engine = Engine.Load(settings.ModelPath, new EngineOptions { Threads = settings.Threads, ContextLength = settings.ContextLength, MapWeights = settings.MapWeights });
         using var _ = engine;
         var model = engine.Model;
         long weightBytes = WeightBytesPerToken(engine.File);

@@ -42,9 +42,10 @@ public sealed unsafe class LlamaCppModel : IDisposable
     /// <param name="contextLength">KV cache length in tokens (llama.cpp may round it up).</param>
     /// <param name="cacheType">K and V cache element type; a quantized V cache needs flash attention, which Auto turns on.</param>
     /// <param name="batchSize">Most tokens per llama_decode call and per graph evaluation.</param>
+    /// <param name="loadMode">How the weights come into memory (llama.cpp's default: Auto).</param>
     public static LlamaCppModel Load(string path, int threads = 2, int contextLength = 512,
         LlamaCacheType cacheType = LlamaCacheType.F16, LlamaFlashAttention flashAttention = LlamaFlashAttention.Auto,
-        int batchSize = 512)
+        int batchSize = 512, LlamaLoadMode loadMode = LlamaLoadMode.Auto)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 1);
@@ -55,6 +56,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
 
         var mark = LlamaCppRuntime.LogPosition;
         var modelParams = LlamaNative.llama_model_default_params();
+        modelParams.LoadMode = (int)loadMode;
         var model = LlamaNative.llama_model_load_from_file(path, modelParams);
         if (model == 0)
             throw LlamaCppRuntime.Failure($"llama.cpp could not load {path}", mark);

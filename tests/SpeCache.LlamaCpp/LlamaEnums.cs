@@ -45,3 +45,13 @@ public enum LlamaFtype
     IQ4_XS = 30,
     BF16 = 32,
 }
+
+/// <summary><c>enum llama_load_mode</c>: how llama.cpp brings the weights into memory.</summary>
+public enum LlamaLoadMode
+{
+    /// <summary>llama.cpp decides from the device (on a CPU: a memory map).</summary>
+    Auto = -1,
+    /// <summary>Read the weights into buffers llama.cpp allocates (the command line's --no-mmap).</summary>
+    Read = 0,
+    Mmap = 1,
+}
