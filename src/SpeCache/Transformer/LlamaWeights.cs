@@ -27,9 +27,20 @@ public sealed class LayerWeights
     /// <summary>The same layer with every matrix passed through <paramref name="map"/>.</summary>
     public LayerWeights WithMatrices(Func<WeightTensor, WeightTensor> map) => new()
     {
-        AttnNorm = AttnNorm, Wq = map(Wq), Wk = map(Wk), Wv = map(Wv), Wo = map(Wo),
-        Bq = Bq, Bk = Bk, Bv = Bv, QNorm = QNorm, KNorm = KNorm,
-        FfnNorm = FfnNorm, Gate = map(Gate), Up = map(Up), Down = map(Down),
+        AttnNorm = AttnNorm,
+        Wq = map(Wq),
+        Wk = map(Wk),
+        Wv = map(Wv),
+        Wo = map(Wo),
+        Bq = Bq,
+        Bk = Bk,
+        Bv = Bv,
+        QNorm = QNorm,
+        KNorm = KNorm,
+        FfnNorm = FfnNorm,
+        Gate = map(Gate),
+        Up = map(Up),
+        Down = map(Down),
     };
 }
 
