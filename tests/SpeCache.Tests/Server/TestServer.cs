@@ -37,11 +37,11 @@ public sealed class TestServer : IAsyncDisposable
     public string ModelId => Path.GetFileName(Engine.File.Path.TrimEnd('/', Path.DirectorySeparatorChar));
 
     public static async Task<TestServer> StartAsync(string? model = null, bool chatTemplate = true, string? apiKey = null, int? defaultMaxTokens = null,
-        BatchOptions? batch = null, SpeCache.KvCache.KvCacheOptions? kvCache = null)
+        BatchOptions? batch = null, SpeCache.KvCache.KvCacheOptions? kvCache = null, int contextLength = 0)
     {
         model ??= TestPaths.Stories260K;
         // One compute thread: test classes run in parallel on a 2-core machine.
-        var engine = Engine.Load(model, new EngineOptions { Threads = 1, KvCache = kvCache ?? new() });
+        var engine = Engine.Load(model, new EngineOptions { Threads = 1, KvCache = kvCache ?? new(), ContextLength = contextLength });
         var queue = new GenerationQueue(engine, batch);
         var options = new ServerOptions
         {

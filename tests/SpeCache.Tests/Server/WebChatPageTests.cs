@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Playwright;
 using SpeCache.Generation;
+using SpeCache.ModelFiles.Synthetic;
 using static Microsoft.Playwright.Assertions;
 
 namespace SpeCache.Tests.Server;
@@ -85,13 +86,18 @@ public sealed class WebChatPageTests(ChromiumBrowser chromium) : IClassFixture<C
         Assert.Empty(problems);
     }
 
+    static string SlowModel() => SyntheticModel.Ensure(
+        new SyntheticModelSpec(SyntheticShape.Find("llama-3.2-1b"), SyntheticModelSpec.Types["q8_0"], Seed: 0, Layers: 1, Vocab: 512),
+        TestPaths.Scratch("webchat-models"), out _);
+
     [Fact]
     public async Task TheMemoryPanelShowsTheStatsWhileGeneratingAndStopFreesTheCache()
     {
-        // llama-2-tiny-random (4096-token context, random weights) generates for seconds: long
-        // enough to watch the panel mid-answer.
+        // One layer of the Llama-3.2-1B shape (random weights, 60 MB of Q8_0 read per token) takes
+        // tens of seconds for 4000 tokens on one thread: long enough to watch the panel mid-answer
+        // and press Stop. (The tiny vendored models now finish 4000 tokens in under 3 s.)
         const long budget = 64L << 20;
-        await using var server = await TestServer.StartAsync(TestPaths.Llama2TinyRandom, batch: new BatchOptions { FastTierBudgetBytes = budget });
+        await using var server = await TestServer.StartAsync(SlowModel(), batch: new BatchOptions { FastTierBudgetBytes = budget }, contextLength: 8192);
         var problems = new List<string>();
         var page = await chromium.OpenAsync(server.Address, problems);
 
