@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -18,24 +19,23 @@ public static unsafe class F16
     public static void ToSingle(ReadOnlySpan<Half> source, Span<float> destination)
     {
         if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source");
-        int i = 0;
         fixed (Half* s = source)
         fixed (float* d = destination)
-        {
-            if (Vector512.IsHardwareAccelerated)
-                for (; i + 16 <= source.Length; i += 16)
-                {
-                    var bits = Vector512.WidenLower(Vector256.Load((ushort*)(s + i)).ToVector512Unsafe());
-                    QuantMath.HalfToSingle(bits).Store(d + i);
-                }
-            else if (Vector256.IsHardwareAccelerated)
-                for (; i + 8 <= source.Length; i += 8)
-                {
-                    var bits = Vector256.WidenLower(Vector128.Load((ushort*)(s + i)).ToVector256Unsafe());
-                    QuantMath.HalfToSingle(bits).Store(d + i);
-                }
-        }
-        for (; i < source.Length; i++) destination[i] = QuantMath.ToFloat(BitConverter.HalfToUInt16Bits(source[i]));
+            ToSingle((ushort*)s, d, source.Length);
+    }
+
+    /// <summary><see cref="ToSingle(ReadOnlySpan{Half}, Span{float})"/> on pointers, inlined where a caller converts many short runs (an attention head's 64 values per position).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void ToSingle(ushort* source, float* destination, int count)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i + 16 <= count; i += 16)
+                QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.Load(source + i).ToVector512Unsafe())).Store(destination + i);
+        else if (Vector256.IsHardwareAccelerated)
+            for (; i + 8 <= count; i += 8)
+                QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(source + i).ToVector256Unsafe())).Store(destination + i);
+        for (; i < count; i++) destination[i] = QuantMath.ToFloat(source[i]);
     }
 
     /// <summary>Round to nearest even, as ggml's <c>GGML_FP32_TO_FP16</c>.</summary>

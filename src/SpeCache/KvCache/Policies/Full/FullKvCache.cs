@@ -1,6 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 using SpeCache.Quants;
 using SpeCache.Tensors;
 
@@ -40,7 +40,7 @@ public sealed unsafe class FullKvCache : IKvCache
     readonly float[] _valueRows;
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
     readonly float[][] _scores;  // per attention worker: (groupSize, capacity)
-    readonly float[][] _tiles;   // per attention worker: (TilePositions, headDim) of one head's keys or values, decoded
+    readonly float[][] _tiles;   // per attention worker: (TilePositions, headDim) of one head's keys or values, decoded in a decode step
     readonly int _headBytes;     // bytes of one head's slice of a row; 0 when a head is not a whole number of blocks
     readonly int _workers;
     readonly ParallelWorkers _parallel = new();
@@ -90,8 +90,8 @@ public sealed unsafe class FullKvCache : IKvCache
         _workers = Math.Clamp(threads, 1, _kvHeads);
         _scores = new float[_workers][];
         for (int w = 0; w < _workers; w++) _scores[w] = new float[_groupSize * capacity];
-        _headBytes = element == FullKvElement.F32 || (element is FullKvElement.Q8_0 or FullKvElement.Q4_0 && _headDim % Q8_0.BlockSize != 0)
-            ? 0 : RowBytes(element, _headDim);
+        // A head decodes on its own when its slice of a row is whole blocks.
+        _headBytes = element == FullKvElement.F32 || RowMismatch(element, _headDim) != null ? 0 : RowBytes(element, _headDim);
         _tiles = new float[_workers][];
         for (int w = 0; w < _workers; w++) _tiles[w] = _headBytes == 0 ? [] : new float[TilePositions * _headDim];
         _scale = 1f / MathF.Sqrt(_headDim);
@@ -197,7 +197,7 @@ public sealed unsafe class FullKvCache : IKvCache
             _callOutput = o;
             // Decode every visible row once, in bulk (vectorized for F16), for all heads and query
             // rows; rows decode independently, so splitting them changes no value. A decode step
-            // instead decodes each head's rows a tile at a time as it attends (AttendHeadTiled).
+            // instead decodes each head's rows a tile at a time as it attends (AttendHead).
             _callTiled = count <= TiledFromRowsAtMost && _headBytes > 0;
             if (_element != FullKvElement.F32 && !_callTiled)
             {
@@ -242,80 +242,35 @@ public sealed unsafe class FullKvCache : IKvCache
         for (int g = worker; g < _kvHeads; g += _workers) AttendHead(worker, g);
     }
 
-    /// <summary>All query rows of the call against KV head <paramref name="g"/>, with one worker's buffers.</summary>
+    /// <summary>
+    /// All query rows of the call against KV head <paramref name="g"/>, with one worker's buffers,
+    /// a tile of positions at a time (<see cref="TileRows"/>). The rows come from where the call put
+    /// them: the F32 cache in place, the float rows decoded up front, or, in a decode step, the
+    /// worker's tile, into which the head's keys and then its values are decoded as they are needed,
+    /// each tile serving every query head of the group. (A 32K-token F16 cache is 64 MB per layer;
+    /// decoded up front it is written out as 128 MB of floats and read back from memory.) Every path
+    /// computes the same floats with the sums in the same order, so the output is the same bit for bit.
+    /// </summary>
     void AttendHead(int worker, int g)
     {
-        if (_callTiled)
-        {
-            AttendHeadTiled(_scores[worker], _tiles[worker], g);
-            return;
-        }
         var scoreBuffer = _scores[worker];
-        int qDim = _kvHeads * _groupSize * _headDim;
-        int span = (Length + _callCount) * _kvDim;
-        // An F32 cache is read in place; the others were decoded into the float rows.
-        ReadOnlySpan<float> keyRows = _element == FullKvElement.F32
-            ? MemoryMarshal.Cast<byte, float>(_keys[_callLayer].AsSpan())[..span] : _keyRows.AsSpan(0, span);
-        ReadOnlySpan<float> valueRows = _element == FullKvElement.F32
-            ? MemoryMarshal.Cast<byte, float>(_values[_callLayer].AsSpan())[..span] : _valueRows.AsSpan(0, span);
-        var queries = new ReadOnlySpan<float>(_callQueries, _callRowsLength);
-        var output = new Span<float>(_callOutput, _callRowsLength);
-        int headOffset = g * _headDim;
-        for (int i = 0; i < _callCount; i++)
-        {
-            int visible = Length + i + 1; // causal: positions 0 .. Length + i
-            for (int j = 0; j < _groupSize; j++)
-            {
-                int head = g * _groupSize + j;
-                var q = queries.Slice(i * qDim + head * _headDim, _headDim);
-                var scores = scoreBuffer.AsSpan(j * Capacity, visible);
-                for (int t = 0; t < visible; t++)
-                    scores[t] = AttentionMath.Dot(q, keyRows.Slice(t * _kvDim + headOffset, _headDim)) * _scale;
-                AttentionMath.SoftMax(scores);
-
-                var o = output.Slice(i * qDim + head * _headDim, _headDim);
-                o.Clear();
-                for (int t = 0; t < visible; t++)
-                {
-                    // A weight this small changes no output bit (float keeps 24 bits of the
-                    // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
-                    float p = scores[t];
-                    if (p < NegligibleWeight) continue;
-                    AttentionMath.MultiplyAdd(valueRows.Slice(t * _kvDim + headOffset, _headDim), p, o);
-                }
-            }
-        }
-    }
-
-    /// <summary>
-    /// <see cref="AttendHead"/> for a decode step: the head's keys, then its values, are decoded a
-    /// tile of positions at a time into a buffer that stays in cache, each tile serving every query
-    /// head of the group, instead of every row of every head being decoded into floats up front.
-    /// A 32K-token F16 cache is 64 MB per layer; decoded up front it was written out as 128 MB of
-    /// floats and read back from memory. The floats and the order of every sum are the ones
-    /// <see cref="AttendHead"/> uses, so the output is the same bit for bit.
-    /// </summary>
-    void AttendHeadTiled(float[] scoreBuffer, float[] tile, int g)
-    {
+        var tile = _tiles[worker];
         int qDim = _kvHeads * _groupSize * _headDim;
         var queries = new ReadOnlySpan<float>(_callQueries, _callRowsLength);
         var output = new Span<float>(_callOutput, _callRowsLength);
-        var keys = _keys[_callLayer].AsSpan();
-        var values = _values[_callLayer].AsSpan();
-        int headOffset = g * _headBytes;
         for (int i = 0; i < _callCount; i++)
         {
             int visible = Length + i + 1; // causal: positions 0 .. Length + i
             for (int t0 = 0; t0 < visible; t0 += TilePositions)
             {
                 int n = Math.Min(TilePositions, visible - t0);
-                DecodeTile(keys, t0, n, headOffset, tile);
+                var keys = TileRows(_keys[_callLayer], _keyRows, g, t0, n, tile, out int stride);
                 for (int j = 0; j < _groupSize; j++)
                 {
                     var q = queries.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim);
                     var scores = scoreBuffer.AsSpan(j * Capacity + t0, n);
                     for (int t = 0; t < n; t++)
-                        scores[t] = AttentionMath.Dot(q, tile.AsSpan(t * _headDim, _headDim)) * _scale;
+                        scores[t] = AttentionMath.Dot(q, keys.Slice(t * stride, _headDim)) * _scale;
                 }
             }
             for (int j = 0; j < _groupSize; j++)
@@ -326,42 +281,55 @@ public sealed unsafe class FullKvCache : IKvCache
             for (int t0 = 0; t0 < visible; t0 += TilePositions)
             {
                 int n = Math.Min(TilePositions, visible - t0);
-                DecodeTile(values, t0, n, headOffset, tile);
+                var values = TileRows(_values[_callLayer], _valueRows, g, t0, n, tile, out int stride);
                 for (int j = 0; j < _groupSize; j++)
                 {
                     var weights = scoreBuffer.AsSpan(j * Capacity + t0, n);
                     var o = output.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim);
                     for (int t = 0; t < n; t++)
                     {
+                        // A weight this small changes no output bit (float keeps 24 bits of the
+                        // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
                         float p = weights[t];
-                        if (p < NegligibleWeight) continue; // as in AttendHead
-                        AttentionMath.MultiplyAdd(tile.AsSpan(t * _headDim, _headDim), p, o);
+                        if (p < NegligibleWeight) continue;
+                        AttentionMath.MultiplyAdd(values.Slice(t * stride, _headDim), p, o);
                     }
                 }
             }
         }
     }
 
-    /// <summary>Decodes one head's slice of <paramref name="n"/> rows from position <paramref name="t0"/> into <paramref name="tile"/>.</summary>
-    void DecodeTile(Span<byte> rows, int t0, int n, int headOffset, float[] tile)
+    /// <summary>
+    /// Head <paramref name="g"/>'s keys or values at positions <paramref name="t0"/> .. t0 + n as
+    /// floats, one position every <paramref name="stride"/> values: in place for an F32 cache, from
+    /// the rows decoded up front, or, in a decode step, decoded into <paramref name="tile"/> now.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    ReadOnlySpan<float> TileRows(byte[] encoded, float[] decoded, int g, int t0, int n, float[] tile, out int stride)
     {
-        if (_element == FullKvElement.F16 && Vector512.IsHardwareAccelerated && _headDim % 16 == 0)
+        if (!_callTiled)
         {
-            // The default cache, converted inline: a call per position through the general decoder
-            // cost more than its 64 conversions. Same conversion (exact), so the same floats.
-            fixed (byte* source = rows)
+            stride = _kvDim;
+            var rows = _element == FullKvElement.F32 ? MemoryMarshal.Cast<byte, float>(encoded.AsSpan()) : decoded;
+            return rows.Slice(t0 * _kvDim + g * _headDim, (n - 1) * _kvDim + _headDim);
+        }
+        stride = _headDim;
+        int headOffset = g * _headBytes;
+        if (_element == FullKvElement.F16)
+        {
+            // Converted inline: a call per position through the general decoder cost more than its
+            // 64 conversions. The same conversion, so the same floats.
+            fixed (byte* source = encoded)
             fixed (float* destination = tile)
                 for (int t = 0; t < n; t++)
-                {
-                    var half = (ushort*)(source + (long)(t0 + t) * _rowBytes + headOffset);
-                    float* row = destination + t * _headDim;
-                    for (int k = 0; k < _headDim; k += 16)
-                        QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.Load(half + k).ToVector512Unsafe())).Store(row + k);
-                }
-            return;
+                    F16.ToSingle((ushort*)(source + (long)(t0 + t) * _rowBytes + headOffset), destination + t * _headDim, _headDim);
         }
-        for (int t = 0; t < n; t++)
-            Decode(_element, rows.Slice((t0 + t) * _rowBytes + headOffset, _headBytes), tile.AsSpan(t * _headDim, _headDim));
+        else
+        {
+            for (int t = 0; t < n; t++)
+                Decode(_element, encoded.AsSpan((t0 + t) * _rowBytes + headOffset, _headBytes), tile.AsSpan(t * _headDim, _headDim));
+        }
+        return tile.AsSpan(0, n * _headDim);
     }
 
     public void Commit(int count)
