@@ -215,6 +215,35 @@ public static unsafe class Q6_K
     }
 
     /// <summary>
+    /// A block's 256 six-bit values as four registers of unsigned bytes, the low four bits from Ql
+    /// and the top two from Qh: register r holds values 32r..32r+31 in its lower half and
+    /// 128+32r..128+32r+31 in its upper half (ggml's order, so each lines up with its activations).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SixBitValues(byte* wb, out Vector512<byte> q1, out Vector512<byte> q2, out Vector512<byte> q3, out Vector512<byte> q4)
+    {
+        var m4 = Vector512.Create((byte)0x0F);
+        var m2 = Vector512.Create((byte)0x30);
+        var first = Vector512.Load(wb);       // Ql bytes 0-63: [runs 0-31 | 32-63] of values 0-127
+        var second = Vector512.Load(wb + 64); // the same for values 128-255
+        var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
+        var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
+        var qh = Vector512.Load(wb + 128);
+        q1 = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
+        q2 = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
+        q3 = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
+        q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
+    }
+
+    // Group scale index of each 8-word quarter (16 values) of registers q1..q4; static readonly, so
+    // the JIT reads them as constants (built inline, they were assembled from pieces every block).
+    internal static readonly Vector512<short> Quarter0 = Quarters(0, 1, 8, 9), Quarter1 = Quarters(2, 3, 10, 11),
+        Quarter2 = Quarters(4, 5, 12, 13), Quarter3 = Quarters(6, 7, 14, 15);
+
+    static Vector512<short> Quarters(short a, short b, short c, short d) =>
+        Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
+
+    /// <summary>
     /// The AVX2 kernel at twice the width: each 512-bit register pairs a 32-value run of the first
     /// 128 values with the matching run of the second 128 (their Qh bytes are adjacent), so the
     /// bit assembly and pair sums run half as often; a word permute gives each 16-value quarter
@@ -228,13 +257,6 @@ public static unsafe class Q6_K
         fixed (byte* px = x)
         {
             var acc = Vector512<float>.Zero;
-            var m4 = Vector512.Create((byte)0x0F);
-            var m2 = Vector512.Create((byte)0x30);
-            // Group scale of each 8-word quarter (16 values) of the four registers.
-            var s1 = Quarters(0, 1, 8, 9);
-            var s2 = Quarters(2, 3, 10, 11);
-            var s3 = Quarters(4, 5, 12, 13);
-            var s4 = Quarters(6, 7, 14, 15);
             for (int b = 0; b < nb; b++)
             {
                 byte* wb = pw + b * BlockBytes;
@@ -244,28 +266,17 @@ public static unsafe class Q6_K
                 var offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 260)), Avx2.ConvertToVector256Int16(sc8));
                 var scales = Avx512BW.ConvertToVector512Int16(sc8.ToVector256());
 
-                var first = Vector512.Load(wb);       // Ql bytes 0-63: [runs 0-31 | 32-63] of values 0-127
-                var second = Vector512.Load(wb + 64); // the same for values 128-255
-                var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
-                var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
-                var qh = Vector512.Load(wb + 128);
-                var q1 = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
-                var q2 = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
-                var q3 = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
-                var q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
-                var isum = Run(q1, q8, Avx512BW.PermuteVar32x16(scales, s1));
-                isum += Run(q2, q8 + 32, Avx512BW.PermuteVar32x16(scales, s2));
-                isum += Run(q3, q8 + 64, Avx512BW.PermuteVar32x16(scales, s3));
-                isum += Run(q4, q8 + 96, Avx512BW.PermuteVar32x16(scales, s4));
+                SixBitValues(wb, out var q1, out var q2, out var q3, out var q4);
+                var isum = Run(q1, q8, Avx512BW.PermuteVar32x16(scales, Quarter0));
+                isum += Run(q2, q8 + 32, Avx512BW.PermuteVar32x16(scales, Quarter1));
+                isum += Run(q3, q8 + 64, Avx512BW.PermuteVar32x16(scales, Quarter2));
+                isum += Run(q4, q8 + 96, Avx512BW.PermuteVar32x16(scales, Quarter3));
                 isum -= Vector512.Create(offset << 5, Vector256<int>.Zero);
                 float d = QuantMath.ToFloat(*(ushort*)(wb + 208)) * *(float*)xb;
                 acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(d), acc);
             }
             return Vector512.Sum(acc);
         }
-
-        static Vector512<short> Quarters(short a, short b, short c, short d) =>
-            Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
 
         // 64 unsigned 6-bit values against activations y[0..31] and y[128..159].
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -297,31 +308,17 @@ public static unsafe class Q6_K
         {
             var accA = Vector512<float>.Zero;
             var accB = Vector512<float>.Zero;
-            var m4 = Vector512.Create((byte)0x0F);
-            var m2 = Vector512.Create((byte)0x30);
-            var s1 = Quarters(0, 1, 8, 9);
-            var s2 = Quarters(2, 3, 10, 11);
-            var s3 = Quarters(4, 5, 12, 13);
-            var s4 = Quarters(6, 7, 14, 15);
             for (int b = 0; b < nb; b++)
             {
                 byte* wb = pw + b * BlockBytes;
                 var sc8 = Vector128.Load((sbyte*)(wb + 192));
                 var sc16 = Avx2.ConvertToVector256Int16(sc8);
                 var scales = Avx512BW.ConvertToVector512Int16(sc8.ToVector256());
-                var first = Vector512.Load(wb);
-                var second = Vector512.Load(wb + 64);
-                var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
-                var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
-                var qh = Vector512.Load(wb + 128);
-                var q1 = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
-                var q2 = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
-                var q3 = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
-                var q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
-                var c1 = Avx512BW.PermuteVar32x16(scales, s1);
-                var c2 = Avx512BW.PermuteVar32x16(scales, s2);
-                var c3 = Avx512BW.PermuteVar32x16(scales, s3);
-                var c4 = Avx512BW.PermuteVar32x16(scales, s4);
+                SixBitValues(wb, out var q1, out var q2, out var q3, out var q4);
+                var c1 = Avx512BW.PermuteVar32x16(scales, Quarter0);
+                var c2 = Avx512BW.PermuteVar32x16(scales, Quarter1);
+                var c3 = Avx512BW.PermuteVar32x16(scales, Quarter2);
+                var c4 = Avx512BW.PermuteVar32x16(scales, Quarter3);
                 float d = QuantMath.ToFloat(*(ushort*)(wb + 208));
                 accA = Row(pa + b * Q8_K.BlockBytes, accA);
                 accB = Row(pb + b * Q8_K.BlockBytes, accB);
@@ -341,9 +338,6 @@ public static unsafe class Q6_K
             y0 = Vector512.Sum(accA);
             y1 = Vector512.Sum(accB);
         }
-
-        static Vector512<short> Quarters(short a, short b, short c, short d) =>
-            Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static Vector512<int> Run(Vector512<byte> q, sbyte* y, Vector512<short> scale)

@@ -172,35 +172,13 @@ internal sealed unsafe class Q6_KTiles : TileKernel
     static void Row<TN>(byte* wb, byte* x, int aStride, ref Vector512<int> s0, ref Vector512<int> s1, ref Vector512<int> s2, ref Vector512<int> s3)
         where TN : struct, ITileExtent
     {
-        var m4 = Vector512.Create((byte)0x0F);
-        var m2 = Vector512.Create((byte)0x30);
         var scales = Avx512BW.ConvertToVector512Int16(Vector128.Load((sbyte*)(wb + 192)).ToVector256());
-        var first = Vector512.Load(wb);       // Ql bytes 0-63: [runs 0-31 | 32-63] of values 0-127
-        var second = Vector512.Load(wb + 64); // the same for values 128-255
-        var ql0 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0x44).AsByte();
-        var ql1 = Avx512F.Shuffle4x128(first.AsUInt64(), second.AsUInt64(), 0xEE).AsByte();
-        var qh = Vector512.Load(wb + 128);
-        var q = (ql0 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
-        var c = Avx512BW.PermuteVar32x16(scales, Quarter0);
-        Register<TN>(q, c, x, aStride, ref s0, ref s1, ref s2, ref s3);
-        q = (ql1 & m4) | (Vector512.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
-        c = Avx512BW.PermuteVar32x16(scales, Quarter1);
-        Register<TN>(q, c, x + 64, aStride, ref s0, ref s1, ref s2, ref s3);
-        q = (Vector512.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
-        c = Avx512BW.PermuteVar32x16(scales, Quarter2);
-        Register<TN>(q, c, x + 128, aStride, ref s0, ref s1, ref s2, ref s3);
-        q = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
-        c = Avx512BW.PermuteVar32x16(scales, Quarter3);
-        Register<TN>(q, c, x + 192, aStride, ref s0, ref s1, ref s2, ref s3);
+        Q6_K.SixBitValues(wb, out var q1, out var q2, out var q3, out var q4);
+        Register<TN>(q1, Avx512BW.PermuteVar32x16(scales, Q6_K.Quarter0), x, aStride, ref s0, ref s1, ref s2, ref s3);
+        Register<TN>(q2, Avx512BW.PermuteVar32x16(scales, Q6_K.Quarter1), x + 64, aStride, ref s0, ref s1, ref s2, ref s3);
+        Register<TN>(q3, Avx512BW.PermuteVar32x16(scales, Q6_K.Quarter2), x + 128, aStride, ref s0, ref s1, ref s2, ref s3);
+        Register<TN>(q4, Avx512BW.PermuteVar32x16(scales, Q6_K.Quarter3), x + 192, aStride, ref s0, ref s1, ref s2, ref s3);
     }
-
-    // Group scale index of each 8-word quarter (16 values) of registers 0..3; static readonly, so
-    // the JIT reads them as constants (built inline, they were assembled from pieces every block).
-    static readonly Vector512<short> Quarter0 = Quarters(0, 1, 8, 9), Quarter1 = Quarters(2, 3, 10, 11),
-        Quarter2 = Quarters(4, 5, 12, 13), Quarter3 = Quarters(6, 7, 14, 15);
-
-    static Vector512<short> Quarters(short a, short b, short c, short d) =>
-        Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Register<TN>(Vector512<byte> q, Vector512<short> c, byte* x, int aStride,
