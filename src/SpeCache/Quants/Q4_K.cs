@@ -305,6 +305,15 @@ public static unsafe class Q4_K
         }
     }
 
+    // Sub-block (scale index) of each 16-bit lane, for the word permutes that give every lane its
+    // sub-block's scale: the low nibbles of a block's first 64 bytes are sub-blocks 0 (lower 256
+    // bits) and 2 (upper), their high nibbles 1 and 3; the next 64 bytes the same for 4-7. Shared by
+    // the row dots and the tile kernels; static readonly, so the JIT reads them as constants.
+    internal static readonly Vector512<short> SubBlock0 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2)),
+        SubBlock1 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3)),
+        SubBlock2 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6)),
+        SubBlock3 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
+
     /// <summary>
     /// The AVX2 kernel at twice the width: one 512-bit register holds two 32-byte chunks (128
     /// values), so the nibble split, pair sums and scale multiply-adds run half as often. Each
@@ -321,11 +330,6 @@ public static unsafe class Q4_K
             var acc = Vector512<float>.Zero;
             var minAcc = Vector256<float>.Zero;
             var mask = Vector512.Create((byte)0x0F);
-            // Sub-block of each 16-word half: chunk c's low nibbles are sub-block 2c, high nibbles 2c + 1.
-            var lo01 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
-            var hi01 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
-            var lo23 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
-            var hi23 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
             for (int b = 0; b < nb; b++)
             {
                 byte* wb = pw + b * BlockBytes;
@@ -341,10 +345,10 @@ public static unsafe class Q4_K
                 var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
                 var q01 = Vector512.Load(wb + 16);
                 var q23 = Vector512.Load(wb + 16 + 64);
-                var isum = Chunk(q01 & mask, q8, 64, Avx512BW.PermuteVar32x16(scales, lo01));
-                isum += Chunk(Vector512.ShiftRightLogical(q01.AsUInt16(), 4).AsByte() & mask, q8 + 32, 64, Avx512BW.PermuteVar32x16(scales, hi01));
-                isum += Chunk(q23 & mask, q8 + 128, 64, Avx512BW.PermuteVar32x16(scales, lo23));
-                isum += Chunk(Vector512.ShiftRightLogical(q23.AsUInt16(), 4).AsByte() & mask, q8 + 160, 64, Avx512BW.PermuteVar32x16(scales, hi23));
+                var isum = Chunk(q01 & mask, q8, 64, Avx512BW.PermuteVar32x16(scales, SubBlock0));
+                isum += Chunk(Vector512.ShiftRightLogical(q01.AsUInt16(), 4).AsByte() & mask, q8 + 32, 64, Avx512BW.PermuteVar32x16(scales, SubBlock1));
+                isum += Chunk(q23 & mask, q8 + 128, 64, Avx512BW.PermuteVar32x16(scales, SubBlock2));
+                isum += Chunk(Vector512.ShiftRightLogical(q23.AsUInt16(), 4).AsByte() & mask, q8 + 160, 64, Avx512BW.PermuteVar32x16(scales, SubBlock3));
                 acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), Vector512.Create(QuantMath.ToFloat(*(ushort*)wb) * yd), acc);
             }
             return Vector512.Sum(acc) - Vector256.Sum(minAcc);
@@ -383,10 +387,6 @@ public static unsafe class Q4_K
             var minA = Vector256<float>.Zero;
             var minB = Vector256<float>.Zero;
             var mask = Vector512.Create((byte)0x0F);
-            var lo01 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
-            var hi01 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
-            var lo23 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
-            var hi23 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
             for (int b = 0; b < nb; b++)
             {
                 byte* wb = pw + b * BlockBytes;
@@ -399,10 +399,10 @@ public static unsafe class Q4_K
                 var n1 = Vector512.ShiftRightLogical(q01.AsUInt16(), 4).AsByte() & mask;
                 var n2 = q23 & mask;
                 var n3 = Vector512.ShiftRightLogical(q23.AsUInt16(), 4).AsByte() & mask;
-                var s0 = Avx512BW.PermuteVar32x16(scales, lo01);
-                var s1 = Avx512BW.PermuteVar32x16(scales, hi01);
-                var s2 = Avx512BW.PermuteVar32x16(scales, lo23);
-                var s3 = Avx512BW.PermuteVar32x16(scales, hi23);
+                var s0 = Avx512BW.PermuteVar32x16(scales, SubBlock0);
+                var s1 = Avx512BW.PermuteVar32x16(scales, SubBlock1);
+                var s2 = Avx512BW.PermuteVar32x16(scales, SubBlock2);
+                var s3 = Avx512BW.PermuteVar32x16(scales, SubBlock3);
                 float d = QuantMath.ToFloat(*(ushort*)wb), dmin = QuantMath.ToFloat(*(ushort*)(wb + 2));
                 Row(pa + b * Q8_K.BlockBytes, ref accA, ref minA);
                 Row(pb + b * Q8_K.BlockBytes, ref accB, ref minB);

@@ -161,11 +161,6 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         }
         long metaRow = (long)nb * MetaBytes;
         var mask = Vector512.Create((byte)0x0F);
-        // Scale index per 16-bit lane of each register: its two halves' sub-blocks.
-        var pick0 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
-        var pick1 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
-        var pick2 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
-        var pick3 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
         for (int b = 0; b < nb; b++)
         {
             Vector512<int> s00 = default, s10 = default, s20 = default, s30 = default;
@@ -188,7 +183,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 var sc3 = TM.Value > 3 ? Avx512F.BroadcastVector128ToVector512((int*)(mb + 3 * metaRow + 32)).AsInt16() : default;
                 for (int nibble = 0; nibble < 2; nibble++)
                 {
-                    var pick = half == 0 ? (nibble == 0 ? pick0 : pick1) : (nibble == 0 ? pick2 : pick3);
+                    var pick = half == 0 ? (nibble == 0 ? Q4_K.SubBlock0 : Q4_K.SubBlock1) : (nibble == 0 ? Q4_K.SubBlock2 : Q4_K.SubBlock3);
                     var n0 = v0 & mask;
                     var n1 = TM.Value > 1 ? v1 & mask : default;
                     var n2 = TM.Value > 2 ? v2 & mask : default;
@@ -231,10 +226,6 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         Vector256<float> min0 = default, min1 = default, min2 = default, min3 = default;
         var mask = Vector512.Create((byte)0x0F);
-        var pick0 = Vector512.Create(Vector256.Create((short)0), Vector256.Create((short)2));
-        var pick1 = Vector512.Create(Vector256.Create((short)1), Vector256.Create((short)3));
-        var pick2 = Vector512.Create(Vector256.Create((short)4), Vector256.Create((short)6));
-        var pick3 = Vector512.Create(Vector256.Create((short)5), Vector256.Create((short)7));
         for (int b = 0; b < nb; b++)
         {
             byte* xb = a + (long)b * PackedBlockBytes;
@@ -246,10 +237,10 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             var x2 = Vector512.Load((sbyte*)(xb + QuantsAt + 128));
             var x3 = Vector512.Load((sbyte*)(xb + QuantsAt + 192));
             byte* wb = w + (long)b * Q4_K.BlockBytes;
-            Block(wb, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc0, ref min0);
-            if (TM.Value > 1) Block(wb + ws, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc1, ref min1);
-            if (TM.Value > 2) Block(wb + 2 * ws, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc2, ref min2);
-            if (TM.Value > 3) Block(wb + 3 * ws, dx, groups, x0, x1, x2, x3, mask, pick0, pick1, pick2, pick3, ref acc3, ref min3);
+            Block(wb, dx, groups, x0, x1, x2, x3, mask, ref acc0, ref min0);
+            if (TM.Value > 1) Block(wb + ws, dx, groups, x0, x1, x2, x3, mask, ref acc1, ref min1);
+            if (TM.Value > 2) Block(wb + 2 * ws, dx, groups, x0, x1, x2, x3, mask, ref acc2, ref min2);
+            if (TM.Value > 3) Block(wb + 3 * ws, dx, groups, x0, x1, x2, x3, mask, ref acc3, ref min3);
         }
         y[0] = HorizontalSum(acc0.GetLower() + acc0.GetUpper()) - HorizontalSum(min0);
         if (TM.Value > 1) y[1] = HorizontalSum(acc1.GetLower() + acc1.GetUpper()) - HorizontalSum(min1);
@@ -258,17 +249,16 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Block(byte* wb, float dx, Vector256<int> groups, Vector512<sbyte> x0, Vector512<sbyte> x1, Vector512<sbyte> x2, Vector512<sbyte> x3,
-            Vector512<byte> mask, Vector512<short> pick0, Vector512<short> pick1, Vector512<short> pick2, Vector512<short> pick3,
-            ref Vector512<float> acc, ref Vector256<float> minAcc)
+            Vector512<byte> mask, ref Vector512<float> acc, ref Vector256<float> minAcc)
         {
             Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
             var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
             var v0 = Vector512.Load(wb + 16);
             var v1 = Vector512.Load(wb + 16 + 64);
-            var s = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v0 & mask, x0), Avx512BW.PermuteVar32x16(scales, pick0));
-            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask, x1), Avx512BW.PermuteVar32x16(scales, pick1));
-            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v1 & mask, x2), Avx512BW.PermuteVar32x16(scales, pick2));
-            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask, x3), Avx512BW.PermuteVar32x16(scales, pick3));
+            var s = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v0 & mask, x0), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock0));
+            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask, x1), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock1));
+            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v1 & mask, x2), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock2));
+            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask, x3), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock3));
             acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(QuantMath.ToFloat(*(ushort*)wb) * dx), acc);
             var m = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()) * groups;
             minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), Vector256.Create(QuantMath.ToFloat(*(ushort*)(wb + 2)) * dx), minAcc);
