@@ -41,6 +41,7 @@ public sealed unsafe class FullKvCache : IKvCache
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
     readonly float[][] _scores;  // per attention worker: (groupSize, capacity)
     readonly float[][] _tiles;   // per attention worker: (TilePositions, headDim) of one head's keys or values, decoded in a decode step
+    readonly CausalAttention[] _causal; // per attention worker: longer calls' attention
     readonly int _headBytes;     // bytes of one head's slice of a row; 0 when a head is not a whole number of blocks
     readonly int _workers;
     readonly ParallelWorkers _parallel = new();
@@ -94,6 +95,8 @@ public sealed unsafe class FullKvCache : IKvCache
         _headBytes = element == FullKvElement.F32 || RowMismatch(element, _headDim) != null ? 0 : RowBytes(element, _headDim);
         _tiles = new float[_workers][];
         for (int w = 0; w < _workers; w++) _tiles[w] = _headBytes == 0 ? [] : new float[TilePositions * _headDim];
+        _causal = new CausalAttention[_workers];
+        for (int w = 0; w < _workers; w++) _causal[w] = new CausalAttention(_headDim, _groupSize);
         _scale = 1f / MathF.Sqrt(_headDim);
     }
 
@@ -195,9 +198,10 @@ public sealed unsafe class FullKvCache : IKvCache
             (_callLayer, _callCount, _callRowsLength) = (layer, count, queries.Length);
             _callQueries = q;
             _callOutput = o;
-            // Decode every visible row once, in bulk (vectorized for F16), for all heads and query
-            // rows; rows decode independently, so splitting them changes no value. A decode step
-            // instead decodes each head's rows a tile at a time as it attends (AttendHead).
+            // A decode step decodes each head's rows a tile at a time as it attends (AttendHead).
+            // Longer calls (prefill) decode every visible row once, in bulk, for all heads and
+            // query rows, then attend a block of rows at a time (CausalAttention); rows decode
+            // independently, so splitting them over threads changes no value.
             _callTiled = count <= TiledFromRowsAtMost && _headBytes > 0;
             if (_element != FullKvElement.F32 && !_callTiled)
             {
@@ -242,16 +246,31 @@ public sealed unsafe class FullKvCache : IKvCache
         for (int g = worker; g < _kvHeads; g += _workers) AttendHead(worker, g);
     }
 
-    /// <summary>
-    /// All query rows of the call against KV head <paramref name="g"/>, with one worker's buffers,
-    /// a tile of positions at a time (<see cref="TileRows"/>). The rows come from where the call put
-    /// them: the F32 cache in place, the float rows decoded up front, or, in a decode step, the
-    /// worker's tile, into which the head's keys and then its values are decoded as they are needed,
-    /// each tile serving every query head of the group. (A 32K-token F16 cache is 64 MB per layer;
-    /// decoded up front it is written out as 128 MB of floats and read back from memory.) Every path
-    /// computes the same floats with the sums in the same order, so the output is the same bit for bit.
-    /// </summary>
+    /// <summary>All query rows of the call against KV head <paramref name="g"/>, with one worker's buffers.</summary>
     void AttendHead(int worker, int g)
+    {
+        if (_callTiled)
+        {
+            AttendHeadTiled(worker, g);
+            return;
+        }
+        // The F32 cache is read in place, the others from the rows decoded up front.
+        var keys = _element == FullKvElement.F32 ? MemoryMarshal.Cast<byte, float>(_keys[_callLayer].AsSpan()) : _keyRows;
+        var values = _element == FullKvElement.F32 ? MemoryMarshal.Cast<byte, float>(_values[_callLayer].AsSpan()) : _valueRows;
+        int length = (Length + _callCount - 1) * _kvDim + _headDim, rowDim = _groupSize * _headDim;
+        _causal[worker].Attend(keys.Slice(g * _headDim, length), values.Slice(g * _headDim, length), _kvDim, Length,
+            new ReadOnlySpan<float>(_callQueries, _callRowsLength)[(g * rowDim)..],
+            new Span<float>(_callOutput, _callRowsLength)[(g * rowDim)..], _kvHeads * rowDim, _callCount, _scale);
+    }
+
+    /// <summary>
+    /// A decode step's (one or two rows) attention against KV head <paramref name="g"/>: the head's
+    /// keys, then its values, decoded into the worker's tile a tile of positions at a time as they
+    /// are needed (<see cref="TileRows"/>), each tile serving every query head of the group. (A
+    /// 32K-token F16 cache is 64 MB per layer; decoded up front it is written out as 128 MB of
+    /// floats and read back from memory.)
+    /// </summary>
+    void AttendHeadTiled(int worker, int g)
     {
         var scoreBuffer = _scores[worker];
         var tile = _tiles[worker];
@@ -264,13 +283,13 @@ public sealed unsafe class FullKvCache : IKvCache
             for (int t0 = 0; t0 < visible; t0 += TilePositions)
             {
                 int n = Math.Min(TilePositions, visible - t0);
-                var keys = TileRows(_keys[_callLayer], _keyRows, g, t0, n, tile, out int stride);
+                var keys = TileRows(_keys[_callLayer], g, t0, n, tile);
                 for (int j = 0; j < _groupSize; j++)
                 {
                     var q = queries.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim);
                     var scores = scoreBuffer.AsSpan(j * Capacity + t0, n);
                     for (int t = 0; t < n; t++)
-                        scores[t] = AttentionMath.Dot(q, keys.Slice(t * stride, _headDim)) * _scale;
+                        scores[t] = AttentionMath.Dot(q, keys.Slice(t * _headDim, _headDim)) * _scale;
                 }
             }
             for (int j = 0; j < _groupSize; j++)
@@ -281,7 +300,7 @@ public sealed unsafe class FullKvCache : IKvCache
             for (int t0 = 0; t0 < visible; t0 += TilePositions)
             {
                 int n = Math.Min(TilePositions, visible - t0);
-                var values = TileRows(_values[_callLayer], _valueRows, g, t0, n, tile, out int stride);
+                var values = TileRows(_values[_callLayer], g, t0, n, tile);
                 for (int j = 0; j < _groupSize; j++)
                 {
                     var weights = scoreBuffer.AsSpan(j * Capacity + t0, n);
@@ -292,28 +311,17 @@ public sealed unsafe class FullKvCache : IKvCache
                         // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
                         float p = weights[t];
                         if (p < NegligibleWeight) continue;
-                        AttentionMath.MultiplyAdd(values.Slice(t * stride, _headDim), p, o);
+                        AttentionMath.MultiplyAdd(values.Slice(t * _headDim, _headDim), p, o);
                     }
                 }
             }
         }
     }
 
-    /// <summary>
-    /// Head <paramref name="g"/>'s keys or values at positions <paramref name="t0"/> .. t0 + n as
-    /// floats, one position every <paramref name="stride"/> values: in place for an F32 cache, from
-    /// the rows decoded up front, or, in a decode step, decoded into <paramref name="tile"/> now.
-    /// </summary>
+    /// <summary>Head <paramref name="g"/>'s keys or values at positions <paramref name="t0"/> .. t0 + n, decoded into <paramref name="tile"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    ReadOnlySpan<float> TileRows(byte[] encoded, float[] decoded, int g, int t0, int n, float[] tile, out int stride)
+    ReadOnlySpan<float> TileRows(byte[] encoded, int g, int t0, int n, float[] tile)
     {
-        if (!_callTiled)
-        {
-            stride = _kvDim;
-            var rows = _element == FullKvElement.F32 ? MemoryMarshal.Cast<byte, float>(encoded.AsSpan()) : decoded;
-            return rows.Slice(t0 * _kvDim + g * _headDim, (n - 1) * _kvDim + _headDim);
-        }
-        stride = _headDim;
         int headOffset = g * _headBytes;
         if (_element == FullKvElement.F16)
         {

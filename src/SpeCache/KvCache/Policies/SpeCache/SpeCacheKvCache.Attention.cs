@@ -95,6 +95,7 @@ public sealed partial class SpeCacheKvCache
         readonly float[] _selectedK, _selectedV;   // (k, headDim) the 16-bit pairs attended this step
         readonly float[] _hostKeys, _hostValues;   // (context, headDim) prefill and recall checks
         readonly int[] _selected, _exact, _truth;
+        readonly CausalAttention _causal;          // prefill rows' attention
         readonly KvCounters _counters = new();
 
         public Scratch(SpeCacheKvCache cache)
@@ -120,6 +121,7 @@ public sealed partial class SpeCacheKvCache
             _selected = new int[_k];
             _exact = new int[_k];
             _truth = new int[_k];
+            _causal = new CausalAttention(_d, _group);
         }
 
         long _fetchedBytes, _fetchStart = long.MaxValue;
@@ -168,22 +170,10 @@ public sealed partial class SpeCacheKvCache
         /// <summary>Prefill rows: exact attention over the 16-bit host copy, as the full cache computes it.</summary>
         void AttendExactly(int layer, int h, ReadOnlySpan<float> queries, Span<float> output, int rows, int qDim)
         {
-            int slot = layer * _c._kvHeads + h, total = _c.Length + rows, d = _d;
+            int slot = layer * _c._kvHeads + h, total = _c.Length + rows, d = _d, rowDim = _group * d;
             LoadHostPairs(slot, total);
-            for (int i = 0; i < rows; i++)
-            {
-                int visible = _c.Length + i + 1;
-                for (int j = 0; j < _group; j++)
-                {
-                    var qj = queries.Slice(i * qDim + (h * _group + j) * d, d);
-                    var oj = output.Slice(i * qDim + (h * _group + j) * d, d);
-                    var row = _raw.AsSpan(0, visible);
-                    for (int t = 0; t < visible; t++) row[t] = TensorPrimitives.Dot(qj, _hostKeys.AsSpan(t * d, d)) * _c._scale;
-                    AttentionMath.SoftMax(row);
-                    oj.Clear();
-                    for (int t = 0; t < visible; t++) TensorPrimitives.MultiplyAdd(_hostValues.AsSpan(t * d, d), row[t], oj, oj);
-                }
-            }
+            _causal.Attend(_hostKeys.AsSpan(0, total * d), _hostValues.AsSpan(0, total * d), d, _c.Length,
+                queries[(h * rowDim)..], output[(h * rowDim)..], qDim, rows, _c._scale);
         }
 
         void LoadHostPairs(int slot, int count)
