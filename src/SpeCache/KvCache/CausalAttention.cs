@@ -13,10 +13,11 @@ namespace SpeCache.KvCache;
 /// <remarks>
 /// Attending row by row reads every key and value of the context once per query row: at a depth
 /// of 8K tokens, 4 MB per KV head of a 64-wide head for each row of the chunk, from memory. Here
-/// each tile's 64 keys are transposed once (one row per dimension) and its values read once, while
-/// they sit in L1, for the 64 query heads of a block; the score and value kernels keep a 4 × 64
-/// block of results in registers, so no dot product ends in a horizontal sum.
-/// One instance per thread: it owns its buffers.
+/// each tile's keys and values are read once, while they sit in L1, for the 64 query heads of a
+/// block. The keys are transposed (one row of 64 positions per dimension) once per call, for all
+/// blocks, so the score and value kernels keep a 4 × 64 block of results in registers and no dot
+/// product ends in a horizontal sum. One instance per thread: it owns its buffers (the transposed
+/// keys grow to the longest context seen).
 /// </remarks>
 public sealed unsafe class CausalAttention
 {
@@ -37,7 +38,7 @@ public sealed unsafe class CausalAttention
 
     readonly int _d, _group, _rowsPerBlock, _vectorBits;
     readonly float[] _q;      // (block queries, d): the block's query heads times the scale; padding rows stay 0
-    readonly float[] _keysT;  // (d, TilePositions): the tile's keys, one row per dimension
+    float[] _keysT = [];      // per tile of the context: (d, TilePositions), its keys one row per dimension
     readonly float[] _p;      // (block queries, TilePositions): the tile's scores, then its weights
     readonly float[] _out;    // (block queries, d): outputs, not yet divided by the sums
     readonly float[] _max, _sum;
@@ -64,7 +65,6 @@ public sealed unsafe class CausalAttention
             _ => 0,
         };
         _q = new float[queries * headDim];
-        _keysT = new float[headDim * TilePositions];
         _p = new float[queries * TilePositions];
         _out = new float[queries * headDim];
         _max = new float[queries];
@@ -99,9 +99,17 @@ public sealed unsafe class CausalAttention
             || queries.Length < (long)(rows - 1) * rowStride + heads || output.Length < (long)(rows - 1) * rowStride + heads)
             throw new ArgumentException($"attention spans too short for {rows} rows after {first} positions (head {d}, group {_group}, strides {stride} and {rowStride})");
 
+        int tiles = (int)((positions + TilePositions - 1) / TilePositions), tileFloats = d * TilePositions;
+        if (_keysT.Length < (long)tiles * tileFloats) _keysT = new float[(long)tiles * tileFloats];
         fixed (float* k = keys, v = values)
-        fixed (float* q = _q, kt = _keysT, p = _p, o = _out)
+        fixed (float* q = _q, keysT = _keysT, p = _p, o = _out)
         {
+            // Transposed once for every block of rows: per block it cost more than the scores.
+            for (int tile = 0; tile < tiles; tile++)
+            {
+                int t0 = tile * TilePositions;
+                TransposeKeys(k + (long)t0 * stride, stride, (int)Math.Min(TilePositions, positions - t0), keysT + (long)tile * tileFloats);
+            }
             for (int i0 = 0; i0 < rows; i0 += _rowsPerBlock)
             {
                 int blockRows = Math.Min(_rowsPerBlock, rows - i0);
@@ -117,8 +125,7 @@ public sealed unsafe class CausalAttention
                 for (int t0 = 0; t0 < end; t0 += TilePositions)
                 {
                     int n = Math.Min(TilePositions, end - t0);
-                    TransposeKeys(k + (long)t0 * stride, stride, n, kt);
-                    Scores(q, kt, p, padded);
+                    Scores(q, keysT + (long)(t0 / TilePositions) * tileFloats, p, padded);
                     Weigh(first + i0 - t0, n, live, padded);
                     AccumulateValues(p, v + (long)t0 * stride, stride, n, o, padded);
                 }
