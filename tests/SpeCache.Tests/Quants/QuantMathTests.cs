@@ -23,6 +23,31 @@ public unsafe class QuantMathTests
         }
     }
 
+    /// <summary>The 512-bit conversion, every half in all 16 lanes and beside 15 normal ones.</summary>
+    [Fact]
+    public void HalfToFloat512MatchesDotNetForAllInputs()
+    {
+        if (!Vector512.IsHardwareAccelerated) return;
+        var mixed = new uint[16];
+        for (int i = 1; i < 16; i++) mixed[i] = 0x3C00u + (uint)i; // 1.0 and a little more: normal
+        for (int h = 0; h < 65536; h++)
+        {
+            mixed[0] = (uint)h;
+            foreach (var lanes in new[] { Vector512.Create((uint)h), Vector512.Create(mixed) })
+            {
+                var result = QuantMath.HalfToSingle(lanes);
+                for (int i = 0; i < 16; i++)
+                {
+                    float expected = (float)BitConverter.UInt16BitsToHalf((ushort)lanes[i]);
+                    // NaNs may differ in their quiet bit, as the 256-bit conversion's may.
+                    Assert.True(float.IsNaN(expected) ? float.IsNaN(result[i])
+                        : BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(result[i]),
+                        $"{lanes[i]:x4} in lane {i} of a vector led by {h:x4} gave {result[i]}, expected {expected}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void Q4KScaleUnpackMatchesPerSubBlockDecode()
     {
