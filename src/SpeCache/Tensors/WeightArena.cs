@@ -47,7 +47,8 @@ public sealed unsafe partial class WeightArena : IDisposable
         byte* destination = (byte*)_handle.DangerousGetHandle() + _used;
         _used += space;
         Buffer.MemoryCopy(tensor.Data, destination, tensor.ByteLength, tensor.ByteLength);
-        return new WeightTensor(tensor.Name, tensor.Type, tensor.Shape, destination, tensor.ByteLength);
+        // The copy holds the handle: the block is freed on dispose or once no copy is reachable.
+        return new WeightTensor(tensor.Name, tensor.Type, tensor.Shape, destination, tensor.ByteLength, owner: _handle);
     }
 
     public void Dispose() => _handle.Dispose();
@@ -55,7 +56,7 @@ public sealed unsafe partial class WeightArena : IDisposable
     [LibraryImport("libc", EntryPoint = "madvise")]
     private static partial int Madvise(nint address, nuint length, int advice);
 
-    /// <summary>Frees the block once, on dispose or, for a model nobody disposed, when it is collected.</summary>
+    /// <summary>Frees the block once, on dispose or, for a model nobody disposed, when neither the arena nor any of its copies is reachable.</summary>
     sealed class ArenaHandle : SafeHandle
     {
         readonly long _bytes;

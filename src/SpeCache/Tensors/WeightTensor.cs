@@ -11,8 +11,14 @@ namespace SpeCache.Tensors;
 /// </summary>
 public sealed unsafe class WeightTensor
 {
-    public WeightTensor(string name, GgmlType type, long[] shape, byte* data, long byteLength)
+    /// <param name="owner">
+    /// What frees the memory at <paramref name="data"/> when it is collected (a weight arena's
+    /// handle), or null when the memory outlives the tensor anyway: the tensor keeps it reachable,
+    /// so weights taken from a model stay readable after the model itself is dropped.
+    /// </param>
+    public WeightTensor(string name, GgmlType type, long[] shape, byte* data, long byteLength, object? owner = null)
     {
+        Owner = owner;
         Name = name;
         Type = type;
         Shape = shape;
@@ -25,6 +31,9 @@ public sealed unsafe class WeightTensor
             throw new InvalidDataException($"tensor '{name}': {byteLength} bytes do not hold {string.Join('x', shape)} {GgmlTypeInfo.Name(type)}");
         Rows = rows;
     }
+
+    /// <summary>What keeps the memory alive (see the constructor), or null.</summary>
+    internal object? Owner { get; }
 
     public string Name { get; }
     public GgmlType Type { get; }

@@ -54,6 +54,33 @@ public unsafe class WeightArenaTests
         Assert.Equal(Logits(mapped), Logits(copied));
     }
 
+    /// <summary>
+    /// A library user may keep a model's weights and drop the model without disposing it: the
+    /// copies hold the arena's memory, so collecting the model frees nothing they still point into.
+    /// </summary>
+    [Fact]
+    public void WeightsTakenFromADroppedModelStayReadable()
+    {
+        using var file = ModelLoader.Open(TestPaths.Llama2TinyRandom);
+        using var backend = new CpuBackend(1);
+        var (model, weights) = LoadAndDrop(file, backend);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(model.IsAlive, "the model was not collected, so the test shows nothing");
+        var wq = weights.Layers[0].Wq;
+        var owner = Assert.IsAssignableFrom<System.Runtime.InteropServices.SafeHandle>(wq.Owner);
+        Assert.False(owner.IsClosed);
+        Assert.True(wq.Bytes.SequenceEqual(file.Tensors[wq.Name].Bytes));
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    static (WeakReference Model, LlamaWeights Weights) LoadAndDrop(ModelFile file, CpuBackend backend)
+    {
+        var model = new LlamaModel(file, backend);
+        return (new WeakReference(model), model.Weights);
+    }
+
     [Fact]
     public void AnArenaRefusesATensorBeyondItsRoomAndWorkAfterDispose()
     {
