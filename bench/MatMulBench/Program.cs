@@ -9,7 +9,8 @@ using SpeCache.Tensors;
 // "hot" reuses one matrix (which may sit in L3), "cold" cycles through enough copies to exceed
 // any L3, as a model's layers do. Arguments: [seconds per figure] [types, e.g. Q8_0,Q4_K] [nomem].
 // With "gemm" first: matrix-matrix throughput instead, GOPS (2 x multiply-adds) of one
-// 8192x2048 weight (Llama-3.2-1B's FFN up) against n activation rows, n from 1 to 512.
+// 8192x2048 weight (Llama-3.2-1B's FFN up; another shape as rows x cols after the types)
+// against n activation rows, n from 1 to 512.
 // With "rowdot" first: the tiled matmul against the per-row dots (the path other formats take)
 // on one thread, interleaved in the same process and timed in the thread's CPU time (not wall
 // time), so that other work on a shared machine hits both alike and mostly drops out:
@@ -24,8 +25,10 @@ if (args.Length > 0 && args[0] == "rowdot")
 }
 if (args.Length > 0 && args[0] == "gemm")
 {
+    // Optional shape after the types: rows x cols, e.g. 2048x8192 (Llama-3.2-1B's FFN down).
+    var shape = args.Length > 3 ? args[3].Split('x').Select(int.Parse).ToArray() : [8192, 2048];
     Gemm(args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1.0,
-        args.Length > 2 ? args[2].Split(',').Select(Enum.Parse<GgmlType>).ToArray() : [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q4_0]);
+        args.Length > 2 ? args[2].Split(',').Select(Enum.Parse<GgmlType>).ToArray() : [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q4_0], shape[0], shape[1]);
     return;
 }
 double seconds = args.Length > 0 ? double.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 1.0;
@@ -104,9 +107,9 @@ unsafe
     }
 }
 
-static unsafe void Gemm(double seconds, GgmlType[] types)
+static unsafe void Gemm(double seconds, GgmlType[] types, int rows, int cols)
 {
-    const int rows = 8192, cols = 2048, maxN = 512;
+    const int maxN = 512;
     Console.WriteLine($"{Environment.ProcessorCount} processors, AvxVnni {System.Runtime.Intrinsics.X86.AvxVnni.IsSupported}, load average {LoadAverage()}");
     var rng = new Random(2);
     var x = new float[maxN * cols];
@@ -126,7 +129,7 @@ static unsafe void Gemm(double seconds, GgmlType[] types)
         foreach (int threads in new[] { 1, 2 })
         {
             using var backend = new CpuBackend(threads);
-            var line = new System.Text.StringBuilder($"gemm {type,-5} threads {threads}:");
+            var line = new System.Text.StringBuilder($"gemm {type,-5} {rows}x{cols} threads {threads}:");
             foreach (int n in new[] { 1, 2, 4, 8, 16, 64, 512 })
             {
                 // Measure counts "bytes" per run; pass operations and read GOPS.
