@@ -235,13 +235,32 @@ public static unsafe class Q6_K
         q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
     }
 
-    // Group scale index of each 8-word quarter (16 values) of registers q1..q4; static readonly, so
-    // the JIT reads them as constants (built inline, they were assembled from pieces every block).
-    internal static readonly Vector512<short> Quarter0 = Quarters(0, 1, 8, 9), Quarter1 = Quarters(2, 3, 10, 11),
-        Quarter2 = Quarters(4, 5, 12, 13), Quarter3 = Quarters(6, 7, 14, 15);
+    // Group scale index of each 8-word quarter (16 values) of registers q1..q4. Inlined constants
+    // (built from pieces, they were assembled every block; as static readonly fields, a kernel
+    // compiled before the static constructor ran reads them through a class-init check).
+    internal static Vector512<short> Quarter0
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.Create((short)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9);
+    }
 
-    static Vector512<short> Quarters(short a, short b, short c, short d) =>
-        Vector512.Create(Vector256.Create(Vector128.Create(a), Vector128.Create(b)), Vector256.Create(Vector128.Create(c), Vector128.Create(d)));
+    internal static Vector512<short> Quarter1
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.Create((short)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11);
+    }
+
+    internal static Vector512<short> Quarter2
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.Create((short)4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13);
+    }
+
+    internal static Vector512<short> Quarter3
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.Create((short)6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15);
+    }
 
     /// <summary>
     /// The AVX2 kernel at twice the width: each 512-bit register pairs a 32-value run of the first

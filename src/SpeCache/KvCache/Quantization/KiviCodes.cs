@@ -33,7 +33,7 @@ internal static class KiviCodes
         codes[bit >> 3] |= (byte)(code << (bit & 7));
     }
 
-    static readonly float TwoPow112 = BitConverter.Int32BitsToSingle((127 + 112) << 23);
+    const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact; a constant, so no class-init check where it is read
 
     /// <summary>
     /// A stored Half as a float, in a few integer instructions: the runtime's scalar (float)Half is a
