@@ -39,6 +39,24 @@ public static class AttentionMath
         TensorPrimitives.Multiply(x, 1f / sum, x);
     }
 
+    /// <summary>Sets the values below <paramref name="threshold"/> to 0 (softmax weights too small to change a sum, before kernels that cannot skip them).</summary>
+    public static void ZeroBelow(Span<float> x, float threshold)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            ref float p = ref MemoryMarshal.GetReference(x);
+            var limit = Vector512.Create(threshold);
+            for (; i + 16 <= x.Length; i += 16)
+            {
+                var v = Vector512.LoadUnsafe(ref p, (nuint)i);
+                Vector512.AndNot(v, Vector512.LessThan(v, limit)).StoreUnsafe(ref p, (nuint)i); // a NaN stays NaN
+            }
+        }
+        for (; i < x.Length; i++)
+            if (x[i] < threshold) x[i] = 0;
+    }
+
     /// <summary>Heads as narrow as the tiny models' (8 values) cost more in TensorPrimitives' call overhead than in arithmetic; plain loops win below this.</summary>
     const int ShortRow = 32;
 

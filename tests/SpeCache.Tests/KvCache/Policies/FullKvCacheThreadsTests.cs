@@ -56,10 +56,12 @@ public class FullKvCacheThreadsTests
 /// <summary>The decode step's tiled attention (one or two query rows) against the prefill path (the whole cache decoded up front, then <see cref="SpeCache.KvCache.CausalAttention"/>).</summary>
 public class FullKvCacheTiledAttentionTests
 {
-    public static TheoryData<FullKvElement, int> Cases => new()
+    /// <summary>Element types and thread counts, on GQA groups of 3 (one head at a time), 4 and 5 (four heads at a time, plus one) and heads of 64 and 80.</summary>
+    public static TheoryData<FullKvElement, int, int, int> Cases => new()
     {
-        { FullKvElement.F16, 1 }, { FullKvElement.F16, 3 }, { FullKvElement.BF16, 2 },
-        { FullKvElement.Q8_0, 1 }, { FullKvElement.Q4_0, 2 }, { FullKvElement.F32, 1 },
+        { FullKvElement.F16, 1, 3, 64 }, { FullKvElement.F16, 3, 4, 64 }, { FullKvElement.BF16, 2, 3, 64 },
+        { FullKvElement.Q8_0, 1, 5, 64 }, { FullKvElement.Q4_0, 2, 3, 64 }, { FullKvElement.F32, 1, 4, 64 },
+        { FullKvElement.F16, 2, 5, 80 }, { FullKvElement.Q8_0, 1, 4, 96 },
     };
 
     /// <summary>
@@ -72,9 +74,9 @@ public class FullKvCacheTiledAttentionTests
     /// </summary>
     [Theory]
     [MemberData(nameof(Cases))]
-    public void DecodeStepsAgreeWithThePrefillPath(FullKvElement element, int threads)
+    public void DecodeStepsAgreeWithThePrefillPath(FullKvElement element, int threads, int group, int headDim)
     {
-        var c = Shape(kvHeads: 2, group: 3, headDim: 64) with { ContextLength = 1024 };
+        var c = Shape(kvHeads: 2, group: group, headDim: headDim) with { ContextLength = 1024 };
         var rng = new Random(23);
         foreach (int prefix in new[] { 1, 61, 126, 300 })
         {

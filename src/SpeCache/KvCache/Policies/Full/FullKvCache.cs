@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using SpeCache.Quants;
 using SpeCache.Tensors;
 
@@ -274,48 +275,55 @@ public sealed unsafe class FullKvCache : IKvCache
     {
         var scoreBuffer = _scores[worker];
         var tile = _tiles[worker];
-        int qDim = _kvHeads * _groupSize * _headDim;
+        int qDim = _kvHeads * _groupSize * _headDim, d = _headDim;
+        // Four heads of the group at a time share each key and value (AttentionQuads); the rest one by one.
+        int quads = Vector512.IsHardwareAccelerated && d % 16 == 0 ? _groupSize / 4 * 4 : 0;
         var queries = new ReadOnlySpan<float>(_callQueries, _callRowsLength);
         var output = new Span<float>(_callOutput, _callRowsLength);
-        for (int i = 0; i < _callCount; i++)
-        {
-            int visible = Length + i + 1; // causal: positions 0 .. Length + i
-            for (int t0 = 0; t0 < visible; t0 += TilePositions)
+        fixed (float* scores0 = scoreBuffer)
+        fixed (float* tile0 = tile)
+            for (int i = 0; i < _callCount; i++)
             {
-                int n = Math.Min(TilePositions, visible - t0);
-                var keys = TileRows(_keys[_callLayer], g, t0, n, tile);
-                for (int j = 0; j < _groupSize; j++)
+                int visible = Length + i + 1; // causal: positions 0 .. Length + i
+                int heads = i * qDim + g * _groupSize * d; // the group's first query head (and output) in this row
+                for (int t0 = 0; t0 < visible; t0 += TilePositions)
                 {
-                    var q = queries.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim);
-                    var scores = scoreBuffer.AsSpan(j * Capacity + t0, n);
-                    for (int t = 0; t < n; t++)
-                        scores[t] = AttentionMath.Dot(q, keys.Slice(t * _headDim, _headDim)) * _scale;
-                }
-            }
-            for (int j = 0; j < _groupSize; j++)
-            {
-                AttentionMath.SoftMax(scoreBuffer.AsSpan(j * Capacity, visible));
-                output.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim).Clear();
-            }
-            for (int t0 = 0; t0 < visible; t0 += TilePositions)
-            {
-                int n = Math.Min(TilePositions, visible - t0);
-                var values = TileRows(_values[_callLayer], g, t0, n, tile);
-                for (int j = 0; j < _groupSize; j++)
-                {
-                    var weights = scoreBuffer.AsSpan(j * Capacity + t0, n);
-                    var o = output.Slice(i * qDim + (g * _groupSize + j) * _headDim, _headDim);
-                    for (int t = 0; t < n; t++)
+                    int n = Math.Min(TilePositions, visible - t0);
+                    var keys = TileRows(_keys[_callLayer], g, t0, n, tile);
+                    for (int j = 0; j < quads; j += 4)
+                        AttentionQuads.Scores512(_callQueries + heads + j * d, tile0, n, d, _scale, scores0 + j * Capacity + t0, Capacity);
+                    for (int j = quads; j < _groupSize; j++)
                     {
-                        // A weight this small changes no output bit (float keeps 24 bits of the
-                        // sum), and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
-                        float p = weights[t];
-                        if (p < NegligibleWeight) continue;
-                        AttentionMath.MultiplyAdd(values.Slice(t * _headDim, _headDim), p, o);
+                        var q = queries.Slice(heads + j * d, d);
+                        var scores = scoreBuffer.AsSpan(j * Capacity + t0, n);
+                        for (int t = 0; t < n; t++)
+                            scores[t] = AttentionMath.Dot(q, keys.Slice(t * d, d)) * _scale;
+                    }
+                }
+                for (int j = 0; j < _groupSize; j++)
+                {
+                    var weights = scoreBuffer.AsSpan(j * Capacity, visible);
+                    AttentionMath.SoftMax(weights);
+                    // A weight this small changes no output bit (float keeps 24 bits of the sum),
+                    // and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
+                    AttentionMath.ZeroBelow(weights, NegligibleWeight);
+                    output.Slice(heads + j * d, d).Clear();
+                }
+                for (int t0 = 0; t0 < visible; t0 += TilePositions)
+                {
+                    int n = Math.Min(TilePositions, visible - t0);
+                    var values = TileRows(_values[_callLayer], g, t0, n, tile);
+                    for (int j = 0; j < quads; j += 4)
+                        AttentionQuads.AccumulateValues(512, scores0 + j * Capacity + t0, Capacity, tile0, d, n, _callOutput + heads + j * d, d);
+                    for (int j = quads; j < _groupSize; j++)
+                    {
+                        var weights = scoreBuffer.AsSpan(j * Capacity + t0, n);
+                        var o = output.Slice(heads + j * d, d);
+                        for (int t = 0; t < n; t++)
+                            if (weights[t] != 0) AttentionMath.MultiplyAdd(values.Slice(t * d, d), weights[t], o);
                     }
                 }
             }
-        }
     }
 
     /// <summary>Head <paramref name="g"/>'s keys or values at positions <paramref name="t0"/> .. t0 + n, decoded into <paramref name="tile"/>.</summary>

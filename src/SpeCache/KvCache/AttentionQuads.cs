@@ -1,0 +1,206 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace SpeCache.KvCache;
+
+/// <summary>
+/// Attention kernels for four query heads at once: the GQA group of Llama-3 models is 4 (or a
+/// multiple of 4 in a prefill block), and four heads sharing every key and value load keep their
+/// results in registers. Used by the prefill kernel (<see cref="CausalAttention"/>) and by the
+/// full cache's decode step.
+/// </summary>
+internal static unsafe class AttentionQuads
+{
+    /// <summary>
+    /// Adds four query heads' weighted values of <paramref name="n"/> positions to their outputs:
+    /// head r's weight of position t at p[r × pStride + t], position t's value at v[t × stride],
+    /// head r's output at o[r × d]. <paramref name="vectorBits"/> 512 needs d a multiple of 16, 256
+    /// a multiple of 8; 0 runs plain loops (which skip zero weights).
+    /// </summary>
+    public static void AccumulateValues(int vectorBits, float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    {
+        int c = 0;
+        if (vectorBits == 512)
+        {
+            for (; c + 64 <= d; c += 64) Accumulate512x4(p, pStride, v + c, stride, n, o + c, d);
+            for (; c < d; c += 16) Accumulate512x1(p, pStride, v + c, stride, n, o + c, d);
+        }
+        else if (vectorBits == 256)
+        {
+            for (; c + 16 <= d; c += 16) Accumulate256x2(p, pStride, v + c, stride, n, o + c, d);
+            for (; c < d; c += 8) Accumulate256x1(p, pStride, v + c, stride, n, o + c, d);
+        }
+        else
+        {
+            for (int r = 0; r < 4; r++)
+                for (int t = 0; t < n; t++)
+                {
+                    float w = p[r * pStride + t];
+                    if (w == 0) continue;
+                    for (int i = 0; i < d; i++) o[r * d + i] += w * v[(long)t * stride + i];
+                }
+        }
+    }
+
+    /// <summary>
+    /// Scores of four query heads (head r at q[r × d]) against <paramref name="n"/> keys (position
+    /// t at k[t × d]), times <paramref name="scale"/>, into s[r × sStride + t]. Each key is loaded
+    /// once for the four heads, and the four dot products' horizontal sums are done together: a
+    /// sum of one 512-bit register alone is two dozen instructions, four at once about a dozen.
+    /// Needs d a multiple of 16 and 512-bit vectors.
+    /// </summary>
+    public static void Scores512(float* q, float* k, int n, int d, float scale, float* s, int sStride)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            float* key = k + (long)t * d;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int i = 0; i < d; i += 16)
+            {
+                var kv = Vector512.Load(key + i);
+                a0 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + i), a0);
+                a1 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + d + i), a1);
+                a2 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + 2 * d + i), a2);
+                a3 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + 3 * d + i), a3);
+            }
+            var sums = Sum4(a0, a1, a2, a3) * scale;
+            s[t] = sums.GetElement(0);
+            s[sStride + t] = sums.GetElement(1);
+            s[2 * sStride + t] = sums.GetElement(2);
+            s[3 * sStride + t] = sums.GetElement(3);
+        }
+    }
+
+    /// <summary>The lane sums of four registers, as the four lanes of one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        // 128-bit chunks: [a0 a1 a2 a3] + ... -> [a0+a2, a1+a3, b0+b2, b1+b3], then the c, d pair,
+        // then [a, b, c, d] with each chunk one register's four partial sums.
+        var ab = Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE);
+        var cd = Avx512F.Shuffle4x128(c, d, 0x44) + Avx512F.Shuffle4x128(c, d, 0xEE);
+        var abcd = Avx512F.Shuffle4x128(ab, cd, 0x88) + Avx512F.Shuffle4x128(ab, cd, 0xDD);
+        // Within each chunk: (0+1, 2+3) then their sum; lane 0 of chunk r is register r's sum.
+        abcd += Avx512F.Permute4x32(abcd, 0xB1);
+        abcd += Avx512F.Permute4x32(abcd, 0x4E);
+        return Vector128.Create(abcd.GetElement(0), abcd.GetElement(4), abcd.GetElement(8), abcd.GetElement(12));
+    }
+
+    /// <summary>Four query heads × 64 of the head's dimensions: 16 accumulators over the tile's positions.</summary>
+    static void Accumulate512x4(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    {
+        float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
+        float* p1 = p + pStride, p2 = p1 + pStride, p3 = p2 + pStride;
+        var a00 = Vector512.Load(o); var a01 = Vector512.Load(o + 16); var a02 = Vector512.Load(o + 32); var a03 = Vector512.Load(o + 48);
+        var a10 = Vector512.Load(o1); var a11 = Vector512.Load(o1 + 16); var a12 = Vector512.Load(o1 + 32); var a13 = Vector512.Load(o1 + 48);
+        var a20 = Vector512.Load(o2); var a21 = Vector512.Load(o2 + 16); var a22 = Vector512.Load(o2 + 32); var a23 = Vector512.Load(o2 + 48);
+        var a30 = Vector512.Load(o3); var a31 = Vector512.Load(o3 + 16); var a32 = Vector512.Load(o3 + 32); var a33 = Vector512.Load(o3 + 48);
+        for (int t = 0; t < n; t++)
+        {
+            float* value = v + (long)t * stride;
+            var v0 = Vector512.Load(value);
+            var v1 = Vector512.Load(value + 16);
+            var v2 = Vector512.Load(value + 32);
+            var v3 = Vector512.Load(value + 48);
+            var w = Vector512.Create(p[t]);
+            a00 = Vector512.FusedMultiplyAdd(v0, w, a00);
+            a01 = Vector512.FusedMultiplyAdd(v1, w, a01);
+            a02 = Vector512.FusedMultiplyAdd(v2, w, a02);
+            a03 = Vector512.FusedMultiplyAdd(v3, w, a03);
+            w = Vector512.Create(p1[t]);
+            a10 = Vector512.FusedMultiplyAdd(v0, w, a10);
+            a11 = Vector512.FusedMultiplyAdd(v1, w, a11);
+            a12 = Vector512.FusedMultiplyAdd(v2, w, a12);
+            a13 = Vector512.FusedMultiplyAdd(v3, w, a13);
+            w = Vector512.Create(p2[t]);
+            a20 = Vector512.FusedMultiplyAdd(v0, w, a20);
+            a21 = Vector512.FusedMultiplyAdd(v1, w, a21);
+            a22 = Vector512.FusedMultiplyAdd(v2, w, a22);
+            a23 = Vector512.FusedMultiplyAdd(v3, w, a23);
+            w = Vector512.Create(p3[t]);
+            a30 = Vector512.FusedMultiplyAdd(v0, w, a30);
+            a31 = Vector512.FusedMultiplyAdd(v1, w, a31);
+            a32 = Vector512.FusedMultiplyAdd(v2, w, a32);
+            a33 = Vector512.FusedMultiplyAdd(v3, w, a33);
+        }
+        a00.Store(o); a01.Store(o + 16); a02.Store(o + 32); a03.Store(o + 48);
+        a10.Store(o1); a11.Store(o1 + 16); a12.Store(o1 + 32); a13.Store(o1 + 48);
+        a20.Store(o2); a21.Store(o2 + 16); a22.Store(o2 + 32); a23.Store(o2 + 48);
+        a30.Store(o3); a31.Store(o3 + 16); a32.Store(o3 + 32); a33.Store(o3 + 48);
+    }
+
+    /// <summary>Four query heads × 16 dimensions (heads that are not a multiple of 64 wide).</summary>
+    static void Accumulate512x1(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    {
+        var a0 = Vector512.Load(o);
+        var a1 = Vector512.Load(o + d);
+        var a2 = Vector512.Load(o + 2 * d);
+        var a3 = Vector512.Load(o + 3 * d);
+        for (int t = 0; t < n; t++)
+        {
+            var value = Vector512.Load(v + (long)t * stride);
+            a0 = Vector512.FusedMultiplyAdd(value, Vector512.Create(p[t]), a0);
+            a1 = Vector512.FusedMultiplyAdd(value, Vector512.Create(p[pStride + t]), a1);
+            a2 = Vector512.FusedMultiplyAdd(value, Vector512.Create(p[2 * pStride + t]), a2);
+            a3 = Vector512.FusedMultiplyAdd(value, Vector512.Create(p[3 * pStride + t]), a3);
+        }
+        a0.Store(o);
+        a1.Store(o + d);
+        a2.Store(o + 2 * d);
+        a3.Store(o + 3 * d);
+    }
+
+    /// <summary>Four query heads × 16 dimensions in two 256-bit halves: 8 accumulators.</summary>
+    static void Accumulate256x2(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    {
+        float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
+        var a00 = Vector256.Load(o); var a01 = Vector256.Load(o + 8);
+        var a10 = Vector256.Load(o1); var a11 = Vector256.Load(o1 + 8);
+        var a20 = Vector256.Load(o2); var a21 = Vector256.Load(o2 + 8);
+        var a30 = Vector256.Load(o3); var a31 = Vector256.Load(o3 + 8);
+        for (int t = 0; t < n; t++)
+        {
+            float* value = v + (long)t * stride;
+            var v0 = Vector256.Load(value);
+            var v1 = Vector256.Load(value + 8);
+            var w = Vector256.Create(p[t]);
+            a00 = Vector256.FusedMultiplyAdd(v0, w, a00);
+            a01 = Vector256.FusedMultiplyAdd(v1, w, a01);
+            w = Vector256.Create(p[pStride + t]);
+            a10 = Vector256.FusedMultiplyAdd(v0, w, a10);
+            a11 = Vector256.FusedMultiplyAdd(v1, w, a11);
+            w = Vector256.Create(p[2 * pStride + t]);
+            a20 = Vector256.FusedMultiplyAdd(v0, w, a20);
+            a21 = Vector256.FusedMultiplyAdd(v1, w, a21);
+            w = Vector256.Create(p[3 * pStride + t]);
+            a30 = Vector256.FusedMultiplyAdd(v0, w, a30);
+            a31 = Vector256.FusedMultiplyAdd(v1, w, a31);
+        }
+        a00.Store(o); a01.Store(o + 8);
+        a10.Store(o1); a11.Store(o1 + 8);
+        a20.Store(o2); a21.Store(o2 + 8);
+        a30.Store(o3); a31.Store(o3 + 8);
+    }
+
+    /// <summary>Four query heads × 8 dimensions.</summary>
+    static void Accumulate256x1(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    {
+        var a0 = Vector256.Load(o);
+        var a1 = Vector256.Load(o + d);
+        var a2 = Vector256.Load(o + 2 * d);
+        var a3 = Vector256.Load(o + 3 * d);
+        for (int t = 0; t < n; t++)
+        {
+            var value = Vector256.Load(v + (long)t * stride);
+            a0 = Vector256.FusedMultiplyAdd(value, Vector256.Create(p[t]), a0);
+            a1 = Vector256.FusedMultiplyAdd(value, Vector256.Create(p[pStride + t]), a1);
+            a2 = Vector256.FusedMultiplyAdd(value, Vector256.Create(p[2 * pStride + t]), a2);
+            a3 = Vector256.FusedMultiplyAdd(value, Vector256.Create(p[3 * pStride + t]), a3);
+        }
+        a0.Store(o);
+        a1.Store(o + d);
+        a2.Store(o + 2 * d);
+        a3.Store(o + 3 * d);
+    }
+}
