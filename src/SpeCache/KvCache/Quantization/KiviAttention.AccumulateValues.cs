@@ -1,6 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using SpeCache.Quants;
 
 namespace SpeCache.KvCache.Quantization;
 
@@ -89,14 +91,35 @@ public static partial class KiviAttention
     /// and adds Σ_t p_h,t z_t,g into <paramref name="bias"/> [head][group]. Scales and zeros are first
     /// turned around to [group][token] so the per-head work is whole vectors of 16 tokens.
     /// </summary>
-    static void StageValueScales(KiviFormat format, ReadOnlySpan<float> probabilities, int heads, int start, int count, ref byte first, Span<float> scaled, Span<float> bias)
+    static unsafe void StageValueScales(KiviFormat format, ReadOnlySpan<float> probabilities, int heads, int start, int count, ref byte first, Span<float> scaled, Span<float> bias)
     {
         int groups = format.ValueGroupsPerToken, stride = format.ValueTokenBytes, n = probabilities.Length / heads;
         Span<float> s = stackalloc float[groups * ValueBlock];
         Span<float> z = stackalloc float[groups * ValueBlock];
         ref float s0 = ref MemoryMarshal.GetReference(s);
         ref float z0 = ref MemoryMarshal.GetReference(z);
-        for (int t = 0; t < count; t++)
+        int t0 = 0;
+        if (Avx2.IsSupported)
+        {
+            // 8 tokens at a time: one gather of the 32-bit words holding their scale (low half) or
+            // zero (high half: the word starts 2 bytes early, so it never reads past the token),
+            // then one vector conversion, instead of 16 scalar ones: the scalar staging was 11 % of
+            // a 32K-token specache decode step.
+            var tokenOffsets = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * stride;
+            fixed (byte* firstByte = &first)
+                for (; t0 + 8 <= count; t0 += 8)
+                {
+                    var offsets = tokenOffsets + Vector256.Create(t0 * stride + format.ValueCodeBytes);
+                    for (int grp = 0; grp < groups; grp++)
+                    {
+                        var scaleWords = Avx2.GatherVector256((int*)firstByte, offsets + Vector256.Create(2 * grp), 1).AsUInt32();
+                        var zeroWords = Avx2.GatherVector256((int*)firstByte, offsets + Vector256.Create(2 * (groups + grp) - 2), 1).AsUInt32();
+                        QuantMath.HalfToSingle(scaleWords & Vector256.Create(0xFFFFu)).StoreUnsafe(ref s0, (nuint)(grp * ValueBlock + t0));
+                        QuantMath.HalfToSingle(zeroWords >>> 16).StoreUnsafe(ref z0, (nuint)(grp * ValueBlock + t0));
+                    }
+                }
+        }
+        for (int t = t0; t < count; t++)
         {
             ref byte header = ref Unsafe.Add(ref first, t * stride + format.ValueCodeBytes);
             for (int grp = 0; grp < groups; grp++)
