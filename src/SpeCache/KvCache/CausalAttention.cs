@@ -30,12 +30,6 @@ public sealed unsafe class CausalAttention
     /// <summary>Query heads go through the kernels four at a time; a block is padded with empty ones.</summary>
     const int Quad = 4;
 
-    /// <summary>
-    /// Weights below this (relative to the largest so far, which weighs 1) change no output bit, and
-    /// multiplying by them makes subnormals, which cost x86 ~100 cycles each: they become 0.
-    /// </summary>
-    const float NegligibleWeight = 1e-30f;
-
     readonly int _d, _group, _rowsPerBlock, _vectorBits;
     readonly float[] _q;      // (block queries, d): the block's query heads times the scale; padding rows stay 0
     float[] _keysT = [];      // per tile of the context: (d, TilePositions), its keys one row per dimension
@@ -173,7 +167,7 @@ public sealed unsafe class CausalAttention
             {
                 // The output so far weighed its positions against the old maximum.
                 float rescale = MathF.Exp(previous - max);
-                if (rescale < NegligibleWeight) rescale = 0;
+                if (rescale < AttentionMath.NegligibleWeight) rescale = 0; // relative to the new maximum, which weighs 1
                 _sum[j] *= rescale;
                 TensorPrimitives.Multiply(_out.AsSpan(j * d, d), rescale, _out.AsSpan(j * d, d));
                 _max[j] = max;
@@ -186,8 +180,7 @@ public sealed unsafe class CausalAttention
         for (int j = 0; j < live; j++)
         {
             var row = _p.AsSpan(j * TilePositions, TilePositions);
-            for (int t = 0; t < row.Length; t++)
-                if (row[t] < NegligibleWeight) row[t] = 0;
+            AttentionMath.ZeroBelow(row, AttentionMath.NegligibleWeight);
             _sum[j] += TensorPrimitives.Sum(row);
         }
     }

@@ -117,8 +117,6 @@ public abstract class SlotKvCache : IKvCache
         Staged(layer, count);
     }
 
-    const float NegligibleWeight = 1e-30f;
-
     public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
     {
         int qDim = KvHeads * _group * HeadDim;
@@ -153,7 +151,7 @@ public abstract class SlotKvCache : IKvCache
                     {
                         // Skipping weights this small changes no output bit and avoids subnormal products.
                         float p = scores[t];
-                        if (p < NegligibleWeight) continue;
+                        if (p < AttentionMath.NegligibleWeight) continue;
                         AttentionMath.MultiplyAdd(_valueRows.AsSpan(t * HeadDim, HeadDim), p, o);
                     }
                     if (!accumulator.IsEmpty)

@@ -161,8 +161,6 @@ public sealed unsafe class FullKvCache : IKvCache
 
     public FullKvElement Element => _element;
 
-    const float NegligibleWeight = 1e-30f;
-
     public int Length { get; private set; }
     public int Capacity { get; }
 
@@ -304,9 +302,8 @@ public sealed unsafe class FullKvCache : IKvCache
                 {
                     var weights = scoreBuffer.AsSpan(j * Capacity, visible);
                     AttentionMath.SoftMax(weights);
-                    // A weight this small changes no output bit (float keeps 24 bits of the sum),
-                    // and multiplying by it makes subnormals, which cost x86 ~100 cycles each.
-                    AttentionMath.ZeroBelow(weights, NegligibleWeight);
+                    // The four-head kernel cannot skip negligible weights one head at a time.
+                    AttentionMath.ZeroBelow(weights, AttentionMath.NegligibleWeight);
                     output.Slice(heads + j * d, d).Clear();
                 }
                 for (int t0 = 0; t0 < visible; t0 += TilePositions)
