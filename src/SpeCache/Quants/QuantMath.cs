@@ -96,6 +96,15 @@ internal static unsafe class QuantMath
         return (scaled | (infinityOrNaN & Vector512.Create(0x7F800000u)) | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 
+    /// <summary>Four 32-bit lanes holding halves to floats, as <see cref="HalfToSingle(Vector512{uint})"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> HalfToSingle(Vector128<uint> h)
+    {
+        var scaled = (((h & Vector128.Create(0x7FFFu)) << 13).AsSingle() * Vector128.Create(5.192296858534828E+33f /* 2^112 */)).AsUInt32();
+        var infinityOrNaN = Vector128.Equals(h & Vector128.Create(0x7C00u), Vector128.Create(0x7C00u));
+        return (scaled | (infinityOrNaN & Vector128.Create(0x7F800000u)) | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
+    }
+
     /// <summary>
     /// The half scales of eight consecutive blocks <paramref name="stride"/> bytes apart, as floats:
     /// one vector conversion instead of eight scalar ones.

@@ -48,6 +48,22 @@ public unsafe class QuantMathTests
         }
     }
 
+    /// <summary>The 128-bit conversion (a Q4_K block's d and dmin together), every half in every lane.</summary>
+    [Fact]
+    public void HalfToFloat128MatchesDotNetForAllInputs()
+    {
+        for (int h = 0; h < 65536; h++)
+            for (int lane = 0; lane < 4; lane++)
+            {
+                var lanes = Vector128.Create(0x3C01u).WithElement(lane, (uint)h);
+                float result = QuantMath.HalfToSingle(lanes)[lane];
+                float expected = (float)BitConverter.UInt16BitsToHalf((ushort)h);
+                Assert.True(float.IsNaN(expected) ? float.IsNaN(result)
+                    : BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(result),
+                    $"{h:x4} in lane {lane} gave {result}, expected {expected}");
+            }
+    }
+
     [Fact]
     public void Q4KScaleUnpackMatchesPerSubBlockDecode()
     {
