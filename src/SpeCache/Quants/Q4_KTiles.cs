@@ -233,24 +233,24 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             // d and dmin in one vector conversion, both times the activation scale.
             var dd = QuantMath.HalfToSingle(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(*(uint*)wb).AsUInt16()).AsUInt32()) * Vector128.Create(*(float*)xb);
             acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(dd.ToScalar()), acc);
-            var m = MinTimesGroups(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()), Vector256.Load((short*)(xb + 4)));
+            var m = MinTimesGroups(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()), GroupSums(xb));
             minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), Vector256.Create(dd.GetElement(1)), minAcc);
         }
         return HorizontalSum(acc.GetLower() + acc.GetUpper()) - HorizontalSum(minAcc);
     }
 
+    /// <summary>The activation sum of each 32-value sub-block of a packed block, from its 16-value group sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<int> GroupSums(byte* packedBlock) => Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(packedBlock + 4)), Vector256<short>.One);
+
     /// <summary>
-    /// Each sub-block's 6-bit min times its activation sum (of 32 values, from the two 16-value
-    /// group sums), as exact ints. The sum fits 16 bits (at most 32 × 127) and the min's upper word
-    /// is zero, so one word multiply-add does what a 32-bit multiply (two micro-ops, ten cycles)
-    /// would.
+    /// Each sub-block's 6-bit min times its activation sum, as exact ints. The sum fits 16 bits
+    /// (at most 32 × 127) and the min's upper word is zero, so one word multiply-add does what a
+    /// 32-bit multiply (two micro-ops, ten cycles) would.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<int> MinTimesGroups(Vector256<int> mins, Vector256<short> groupSums16)
-    {
-        var groups = Avx2.MultiplyAddAdjacent(groupSums16, Vector256<short>.One);
-        return Avx2.MultiplyAddAdjacent(mins.AsInt16(), groups.AsInt16());
-    }
+    static Vector256<int> MinTimesGroups(Vector256<int> mins, Vector256<int> groups) =>
+        Avx2.MultiplyAddAdjacent(mins.AsInt16(), groups.AsInt16());
 
     /// <summary>One register of activations (two sub-blocks at <paramref name="x"/>) against the tile's nibbles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -271,16 +271,16 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         Vector512<int> s0, Vector512<int> s1, Vector512<int> s2, Vector512<int> s3) where TM : struct, ITileExtent
     {
         float dx = *(float*)x;
-        var groupSums = Vector256.Load((short*)(x + 4));
-        Row(acc, minAcc, meta, dx, groupSums, s0);
-        if (TM.Value > 1) Row(acc + 4, minAcc + 4, meta + metaRow, dx, groupSums, s1);
-        if (TM.Value > 2) Row(acc + 8, minAcc + 8, meta + 2 * metaRow, dx, groupSums, s2);
-        if (TM.Value > 3) Row(acc + 12, minAcc + 12, meta + 3 * metaRow, dx, groupSums, s3);
+        var groups = GroupSums(x);
+        Row(acc, minAcc, meta, dx, groups, s0);
+        if (TM.Value > 1) Row(acc + 4, minAcc + 4, meta + metaRow, dx, groups, s1);
+        if (TM.Value > 2) Row(acc + 8, minAcc + 8, meta + 2 * metaRow, dx, groups, s2);
+        if (TM.Value > 3) Row(acc + 12, minAcc + 12, meta + 3 * metaRow, dx, groups, s3);
 
-        static void Row(Vector512<float>* acc, Vector256<float>* minAcc, byte* meta, float dx, Vector256<short> groupSums, Vector512<int> s)
+        static void Row(Vector512<float>* acc, Vector256<float>* minAcc, byte* meta, float dx, Vector256<int> groups, Vector512<int> s)
         {
             *acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(*(float*)(meta + 48) * dx), *acc);
-            var mins = MinTimesGroups(Vector256.Load((int*)meta), groupSums);
+            var mins = MinTimesGroups(Vector256.Load((int*)meta), groups);
             *minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(mins), Vector256.Create(*(float*)(meta + 52) * dx), *minAcc);
         }
     }
