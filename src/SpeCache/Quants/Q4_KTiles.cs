@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -12,9 +13,11 @@ namespace SpeCache.Quants;
 /// that order, so each is one load. Per output and 256-value block: for each register, pair
 /// sums (at most 2·15·127, no saturation), then multiplied by each half's 6-bit scale and
 /// added into 16 exact 32-bit lanes; the lanes go to float with one multiply-add by
-/// (d × activation scale). Mins take a second, 8-lane float accumulator fed from the
-/// activation's group sums. A weight tile's scales, mins and super-block scales are unpacked
-/// once per tile into a small table that the activation tiles passing over it reuse.
+/// (d × activation scale). The mins' term of a block is the dot of eight weight-side floats
+/// (dmin × each sub-block's min) with eight activation-side ones (activation scale × each
+/// sub-block's sum), the latter made once when the activation row is packed, so it costs one
+/// 8-lane multiply-add per output and block. A weight tile's scales, min floats and d are
+/// unpacked once per tile into a small table that the activation tiles passing over it reuse.
 /// </summary>
 internal sealed unsafe class Q4_KTiles : TileKernel
 {
@@ -22,12 +25,13 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 
     public static readonly bool Supported = IsSupported && Avx512BW.IsSupported;
 
-    /// <summary>Bytes per weight block in the unpacked table: 8 int mins, 8 short scales, d, dmin.</summary>
+    /// <summary>Bytes per weight block in the unpacked table: 8 float mins (dmin × min), 8 short scales, d.</summary>
     const int MetaBytes = 64;
     const int MaxStackMeta = 64 * 1024;
 
-    /// <summary>Packed block: float d, 16 group sums, padding to a cache line, 256 reordered quants.</summary>
+    /// <summary>Packed block: float d, padding, 8 float sub-block sums × d at 32, 256 reordered quants at 64.</summary>
     const int PackedBlockBytes = 320;
+    const int SumsAt = 32;
     const int QuantsAt = 64;
 
     public override int PackedRowBytes(int cols) => cols / Q8_K.BlockSize * PackedBlockBytes;
@@ -42,7 +46,10 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             Q8_K.QuantizeActivationRow(x.Slice(b * Q8_K.BlockSize, Q8_K.BlockSize), block);
             var dst = packed.Slice(b * PackedBlockBytes, PackedBlockBytes);
             block[..4].CopyTo(dst);
-            block.Slice(260, 32).CopyTo(dst[4..]);
+            float d = BitConverter.ToSingle(block);
+            var groupSums = MemoryMarshal.Cast<byte, short>(block.Slice(260, 32));
+            var sums = MemoryMarshal.Cast<byte, float>(dst.Slice(SumsAt, 32));
+            for (int sub = 0; sub < 8; sub++) sums[sub] = (groupSums[2 * sub] + groupSums[2 * sub + 1]) * d;
             for (int sub = 0; sub < 8; sub++)
                 block.Slice(4 + 32 * sub, 32).CopyTo(dst.Slice(QuantsAt + 32 * Slot(sub)));
         }
@@ -106,7 +113,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             Q4_KTiles.Tile<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
     }
 
-    /// <summary>One weight row's table: the scales as words, the mins as ints, d and dmin as floats (eight blocks per conversion).</summary>
+    /// <summary>One weight row's table: the scales as words, dmin × each min and d as floats.</summary>
     static void UnpackMeta(byte* row, byte* meta, int nb)
     {
         for (int b = 0; b < nb; b++)
@@ -114,26 +121,22 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             byte* block = row + (long)b * Q4_K.BlockBytes;
             byte* mb = meta + b * MetaBytes;
             Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
-            Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()).Store((int*)mb);
+            var dd = DAndDMin(block);
+            MinFloats(mins, dd).Store((float*)mb);
             Sse41.ConvertToVector128Int16(Vector128.CreateScalar(sc).AsByte()).Store((short*)(mb + 32));
-        }
-        int c = 0;
-        for (; c + 8 <= nb; c += 8)
-        {
-            var d = QuantMath.Scales8(row + (long)c * Q4_K.BlockBytes, Q4_K.BlockBytes);
-            var dmin = QuantMath.Scales8(row + (long)c * Q4_K.BlockBytes + 2, Q4_K.BlockBytes);
-            for (int k = 0; k < 8; k++)
-            {
-                *(float*)(meta + (c + k) * MetaBytes + 48) = d.GetElement(k);
-                *(float*)(meta + (c + k) * MetaBytes + 52) = dmin.GetElement(k);
-            }
-        }
-        for (; c < nb; c++)
-        {
-            *(float*)(meta + c * MetaBytes + 48) = QuantMath.ToFloat(*(ushort*)(row + (long)c * Q4_K.BlockBytes));
-            *(float*)(meta + c * MetaBytes + 52) = QuantMath.ToFloat(*(ushort*)(row + (long)c * Q4_K.BlockBytes + 2));
+            *(float*)(mb + 48) = dd.ToScalar();
         }
     }
+
+    /// <summary>A block's d and dmin (lanes 0 and 1), in one vector conversion.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector128<float> DAndDMin(byte* block) =>
+        QuantMath.HalfToSingle(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(*(uint*)block).AsUInt16()).AsUInt32());
+
+    /// <summary>dmin × each sub-block's 6-bit min (byte j of <paramref name="mins"/>), the weight side of the mins' dot.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> MinFloats(ulong mins, Vector128<float> dAndDMin) =>
+        Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())) * Vector256.Create(dAndDMin.GetElement(1));
 
     /// <summary>
     /// TM weight rows × TN activation rows. The integer accumulators sIJ (weight row I,
@@ -230,27 +233,12 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask, Vector512.Load((sbyte*)(xb + QuantsAt + 64))), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock1));
             s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v1 & mask, Vector512.Load((sbyte*)(xb + QuantsAt + 128))), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock2));
             s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask, Vector512.Load((sbyte*)(xb + QuantsAt + 192))), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock3));
-            // d and dmin in one vector conversion, both times the activation scale.
-            var dd = QuantMath.HalfToSingle(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(*(uint*)wb).AsUInt16()).AsUInt32()) * Vector128.Create(*(float*)xb);
-            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(dd.ToScalar()), acc);
-            var m = MinTimesGroups(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()), GroupSums(xb));
-            minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), Vector256.Create(dd.GetElement(1)), minAcc);
+            var dd = DAndDMin(wb);
+            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(dd.ToScalar() * *(float*)xb), acc);
+            minAcc = Fma.MultiplyAdd(MinFloats(mins, dd), Vector256.Load((float*)(xb + SumsAt)), minAcc);
         }
         return HorizontalSum(acc.GetLower() + acc.GetUpper()) - HorizontalSum(minAcc);
     }
-
-    /// <summary>The activation sum of each 32-value sub-block of a packed block, from its 16-value group sums.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<int> GroupSums(byte* packedBlock) => Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(packedBlock + 4)), Vector256<short>.One);
-
-    /// <summary>
-    /// Each sub-block's 6-bit min times its activation sum, as exact ints. The sum fits 16 bits
-    /// (at most 32 × 127) and the min's upper word is zero, so one word multiply-add does what a
-    /// 32-bit multiply (two micro-ops, ten cycles) would.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<int> MinTimesGroups(Vector256<int> mins, Vector256<int> groups) =>
-        Avx2.MultiplyAddAdjacent(mins.AsInt16(), groups.AsInt16());
 
     /// <summary>One register of activations (two sub-blocks at <paramref name="x"/>) against the tile's nibbles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -271,17 +259,16 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         Vector512<int> s0, Vector512<int> s1, Vector512<int> s2, Vector512<int> s3) where TM : struct, ITileExtent
     {
         float dx = *(float*)x;
-        var groups = GroupSums(x);
-        Row(acc, minAcc, meta, dx, groups, s0);
-        if (TM.Value > 1) Row(acc + 4, minAcc + 4, meta + metaRow, dx, groups, s1);
-        if (TM.Value > 2) Row(acc + 8, minAcc + 8, meta + 2 * metaRow, dx, groups, s2);
-        if (TM.Value > 3) Row(acc + 12, minAcc + 12, meta + 3 * metaRow, dx, groups, s3);
+        var sums = Vector256.Load((float*)(x + SumsAt));
+        Row(acc, minAcc, meta, dx, sums, s0);
+        if (TM.Value > 1) Row(acc + 4, minAcc + 4, meta + metaRow, dx, sums, s1);
+        if (TM.Value > 2) Row(acc + 8, minAcc + 8, meta + 2 * metaRow, dx, sums, s2);
+        if (TM.Value > 3) Row(acc + 12, minAcc + 12, meta + 3 * metaRow, dx, sums, s3);
 
-        static void Row(Vector512<float>* acc, Vector256<float>* minAcc, byte* meta, float dx, Vector256<int> groups, Vector512<int> s)
+        static void Row(Vector512<float>* acc, Vector256<float>* minAcc, byte* meta, float dx, Vector256<float> sums, Vector512<int> s)
         {
             *acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(*(float*)(meta + 48) * dx), *acc);
-            var mins = MinTimesGroups(Vector256.Load((int*)meta), groups);
-            *minAcc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(mins), Vector256.Create(*(float*)(meta + 52) * dx), *minAcc);
+            *minAcc = Fma.MultiplyAdd(Vector256.Load((float*)meta), sums, *minAcc);
         }
     }
 
@@ -299,9 +286,8 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 byte* wb = w + b * Q4_K.BlockBytes;
                 byte* xb = x + b * PackedBlockBytes;
                 float dx = *(float*)xb;
-                short* groups = (short*)(xb + 4);
                 sbyte* q8 = (sbyte*)(xb + QuantsAt);
-                float d = QuantMath.ToFloat(*(ushort*)wb) * dx, dmin = QuantMath.ToFloat(*(ushort*)(wb + 2)) * dx;
+                float d = QuantMath.ToFloat(*(ushort*)wb) * dx, dmin = QuantMath.ToFloat(*(ushort*)(wb + 2));
                 for (int lane = 0; lane < 16; lane++)
                 {
                     // Lane 4l..4l+3 of register r holds values 4l.. of sub-block (0,1,4,5)[r] + 2 * (lane / 8).
@@ -319,8 +305,11 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 }
                 for (int l = 0; l < 8; l++)
                 {
+                    // The activation side from the quants themselves, so the packed sums are checked too.
                     Q4_K.ScaleMin(l, wb + 4, out _, out int m);
-                    minAcc[l] = MathF.FusedMultiplyAdd(m * (groups[2 * l] + groups[2 * l + 1]), dmin, minAcc[l]);
+                    int subSum = 0;
+                    for (int v = 0; v < 32; v++) subSum += q8[32 * Slot(l) + v];
+                    minAcc[l] = MathF.FusedMultiplyAdd(m * dmin, subSum * dx, minAcc[l]);
                 }
             }
         Span<float> folded = stackalloc float[8];
