@@ -150,6 +150,53 @@ public class TopKTests
         var expected = Enumerable.Range(0, n).OrderByDescending(i => scores[i]).ThenBy(i => i).Take(k).Order().ToArray();
         Assert.Equal(expected, positions[..count]);
     }
+
+    /// <summary>
+    /// Rising scores (every chunk of 16 beats the heap), falling ones (almost none does), and random
+    /// ones, at lengths that leave a tail after the chunks: the same positions as sorting.
+    /// </summary>
+    [Theory]
+    [InlineData(1037, 64, "rising")]
+    [InlineData(1037, 64, "falling")]
+    [InlineData(32771, 64, "random")]
+    [InlineData(33, 17, "random")]
+    public void ChunkedScanSelectsWhatSortingSelects(int n, int k, string shape)
+    {
+        var rnd = new Random(n + k);
+        var scores = shape switch
+        {
+            "rising" => Enumerable.Range(0, n).Select(i => i * 0.5f + (float)rnd.NextDouble()).ToArray(),
+            "falling" => Enumerable.Range(0, n).Select(i => -i * 0.5f + (float)rnd.NextDouble()).ToArray(),
+            _ => Enumerable.Range(0, n).Select(_ => (float)rnd.NextDouble()).ToArray(),
+        };
+        var positions = new int[k];
+        int count = TopK.Select(scores, k, positions, new float[k]);
+        var expected = Enumerable.Range(0, n).OrderByDescending(i => scores[i]).ThenBy(i => i).Take(k).Order().ToArray();
+        Assert.Equal(expected, positions[..count]);
+    }
+
+    /// <summary>
+    /// NaN scores (inside chunks and in the tail) and ties: the chunked scan selects exactly what the
+    /// plain compare-per-score loop does, whatever that makes of a NaN.
+    /// </summary>
+    [Theory]
+    [InlineData(100, 4, 1)]
+    [InlineData(1000, 64, 2)]
+    [InlineData(4099, 16, 3)]
+    public void ChunkedScanEqualsThePlainLoopWithNaNsAndTies(int n, int k, int seed)
+    {
+        Assert.SkipUnless(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated, "the chunked scan needs 512-bit vectors");
+        var rnd = new Random(seed);
+        var scores = Enumerable.Range(0, n).Select(_ => (float)rnd.Next(200)).ToArray();
+        for (int i = 0; i < n / 50 + 1; i++) scores[rnd.Next(n)] = float.NaN;
+        scores[n - 1] = float.NaN;
+        var chunked = new int[k];
+        var plain = new int[k];
+        int c = TopK.Select(scores, k, chunked, new float[k], chunked: true);
+        int p = TopK.Select(scores, k, plain, new float[k], chunked: false);
+        Assert.Equal(plain[..p], chunked[..c]);
+        Assert.Contains(n - 1, chunked[..c]); // the last score, a NaN, replaces the root and stays
+    }
 }
 
 /// <summary>A long context on a disk host tier, far beyond what the fast tier holds at 16 bit.</summary>
