@@ -24,7 +24,7 @@ public static unsafe class F16
             ToSingle((ushort*)s, d, source.Length);
     }
 
-    /// <summary><see cref="ToSingle(ReadOnlySpan{Half}, Span{float})"/> on pointers, inlined into the full cache's decode of a head's tile of positions.</summary>
+    /// <summary><see cref="ToSingle(ReadOnlySpan{Half}, Span{float})"/> on pointers, inlined into the attention kernels (the full cache's tiles of positions, a KIVI key group's scales and zeros).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void ToSingle(ushort* source, float* destination, int count)
     {

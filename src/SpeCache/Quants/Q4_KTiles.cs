@@ -72,7 +72,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     }
 
     /// <summary>
-    /// Activation rows up to which each is computed on its own by <see cref="RowTile{TM}"/>, which
+    /// Activation rows up to which each is computed on its own by <see cref="OneRow"/>, which
     /// reads scales straight from the weight blocks: the unpacked table costs as much to build as
     /// a tile's work on one activation row, so it only pays when several rows reuse it.
     /// </summary>

@@ -78,19 +78,20 @@ public static partial class KiviAttention
     }
 
     [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
-    static void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores)
+    static unsafe void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, g = format.GroupSize;
         Span<float> scale = stackalloc float[d];
         Span<float> zero = stackalloc float[d];
-        // The group's scales and zeros, 16 halves per conversion, inline: two library calls per
-        // 64-token group were 2 % of a 32K-token specache step.
-        ref ushort halves = ref Unsafe.As<byte, ushort>(ref MemoryMarshal.GetReference(group));
-        for (int c = 0; c < d; c += KiviFormat.Lanes)
+        // The group's scales and zeros by the full cache's inlined half conversion: two library
+        // calls per 64-token group were 2 % of a 32K-token specache step.
+        fixed (byte* halves = group)
+        fixed (float* s = scale)
+        fixed (float* z = zero)
         {
-            QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.LoadUnsafe(ref halves, (nuint)c).ToVector512Unsafe())).StoreUnsafe(ref MemoryMarshal.GetReference(scale), (nuint)c);
-            QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.LoadUnsafe(ref halves, (nuint)(d + c)).ToVector512Unsafe())).StoreUnsafe(ref MemoryMarshal.GetReference(zero), (nuint)c);
+            F16.ToSingle((ushort*)halves, s, d);
+            F16.ToSingle((ushort*)halves + d, z, d);
         }
         Span<float> qs = stackalloc float[4 * d]; // q∘s of up to four heads
         ref byte codes = ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset);
