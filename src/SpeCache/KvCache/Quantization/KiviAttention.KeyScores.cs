@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using SpeCache.Quants;
 
 namespace SpeCache.KvCache.Quantization;
@@ -20,10 +21,13 @@ public static partial class KiviAttention
     /// <remarks>
     /// With k_t,c = z_c + s_c code_t,c: q·k_t = Σ_c (q_c s_c) code_t,c + Σ_c q_c z_c. So per group and
     /// head, q∘s and the bias Σ q_c z_c are computed once, and per token only the codes are read.
-    /// 1 bit takes the same convert-and-FMA path as 2 and 4: written as masked adds
-    /// (<c>ConditionalSelect(bits, acc + qs, acc)</c>) the .NET 10 JIT turns the mask into a vector
-    /// and blends (vpmovm2d + vpternlogd per head) instead of one masked vaddps, and that measured
-    /// slower (16.5 against 12.5 ns per token, 4 heads, G=32).
+    /// The vector kernel goes further: every 4 bits of a token's codes (4 channels at 1 bit, 2 at 2
+    /// bits, 1 at 4) take one of 16 values, so per group and head it tabulates the 16 possible sums of
+    /// those channels' q_c s_c, and a token's score is one table lookup per 4 bits. A permute looks up
+    /// 16 tokens at once (each lane indexes with its own token's bits), so 16 tokens cost one permute
+    /// and one add per 4 bits per query head, where converting codes to floats and multiply-adding
+    /// them cost a conversion per channel and an FMA per channel and head: at 1 bit about a third of
+    /// the operations (perf had that kernel at 27 % of a 32K-token specache decode step).
     /// </remarks>
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores)
     {
@@ -45,10 +49,10 @@ public static partial class KiviAttention
     public static void KeyScoresScalar(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores)
     {
         int heads = CheckKeyScores(format, queries, group, scores);
-        int d = format.HeadDim, g = format.GroupSize, bits = format.Bits;
+        int d = format.HeadDim, g = format.GroupSize;
         var scales = MemoryMarshal.Cast<byte, Half>(group[..(2 * d)]);
         var zeros = MemoryMarshal.Cast<byte, Half>(group.Slice(2 * d, 2 * d));
-        var codes = group[format.KeyCodesOffset..];
+        var codes = group.Slice(format.KeyCodesOffset, format.KeyCodeBytes);
         for (int h = 0; h < heads; h++)
         {
             var q = queries.Slice(h * d, d);
@@ -58,7 +62,7 @@ public static partial class KiviAttention
             {
                 float sum = 0;
                 for (int c = 0; c < d; c++)
-                    sum = MathF.FusedMultiplyAdd(q[c] * (float)scales[c], KiviCodes.Read(codes.Slice(c * format.KeyChannelBytes), t, bits), sum);
+                    sum = MathF.FusedMultiplyAdd(q[c] * (float)scales[c], KiviCodes.ReadKey(codes, format, t, c), sum);
                 scores[h * g + t] = sum + bias;
             }
         }
@@ -77,12 +81,16 @@ public static partial class KiviAttention
         return heads;
     }
 
+    /// <summary>Tables of one word of key codes: one per 4 bits.</summary>
+    const int TablesPerWord = 8;
+
     [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
     static unsafe void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, g = format.GroupSize;
-        Span<float> scale = stackalloc float[d];
+        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord; // d, or more when the last word is padded
+        Span<float> scale = stackalloc float[channels];
         Span<float> zero = stackalloc float[d];
         // The group's scales and zeros by the full cache's inlined half conversion: two library
         // calls per 64-token group were 2 % of a 32K-token specache step.
@@ -93,85 +101,135 @@ public static partial class KiviAttention
             F16.ToSingle((ushort*)halves, s, d);
             F16.ToSingle((ushort*)halves + d, z, d);
         }
-        Span<float> qs = stackalloc float[4 * d]; // q∘s of up to four heads
-        ref byte codes = ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset);
-        ref float score = ref MemoryMarshal.GetReference(scores);
-        int channelBytes = format.KeyChannelBytes;
-        int chunkBytes = 2 * TWidth.Bits; // 16 tokens of one channel
-
+        scale[d..].Clear(); // padding channels: q∘s is 0 there, so their (zero) codes add nothing
+        Span<float> qs = stackalloc float[4 * channels];
+        Span<float> tables = stackalloc float[4 * TablesPerWord * KiviFormat.Lanes];
         int h = 0;
-        // Four heads at a time: each channel's 16 codes are expanded once and feed four independent
-        // FMA chains, which also hides the FMA latency. GQA models have 2 to 8 query heads per KV head.
+        // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to
+        // 8 query heads per KV head); the rest one at a time.
         for (; h + 4 <= heads; h += 4)
+            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, tables, group, scores.Slice(h * g, 4 * g));
+        for (; h < heads; h++)
+            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, tables, group, scores.Slice(h * g, g));
+    }
+
+    /// <summary>
+    /// The scores of <typeparamref name="THeads"/> query heads against one key group: q∘s and the
+    /// bias per head, then per word of codes the 8 tables of each head, and per 16 tokens one
+    /// lookup and add per 4 bits and head.
+    /// </summary>
+    static void ScoreHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
+        Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores)
+        where TWidth : struct, ICodeWidth
+        where THeads : struct, IHeadCount
+    {
+        int n = THeads.Count, d = format.HeadDim, g = format.GroupSize, words = format.KeyWordsPerToken;
+        int perWord = format.ChannelsPerKeyWord, channels = words * perWord;
+        int perNibble = 4 / TWidth.Bits; // channels per 4 bits, a constant in each compiled width
+        ref float s0 = ref MemoryMarshal.GetReference(scale);
+        ref float z0 = ref MemoryMarshal.GetReference(zero);
+        ref float qs0 = ref MemoryMarshal.GetReference(qs);
+        ref float table0 = ref MemoryMarshal.GetReference(tables);
+        ref float score0 = ref MemoryMarshal.GetReference(scores);
+
+        for (int i = 0; i < n; i++)
         {
-            // q∘s and Σ q z of the four heads in one pass over the channels: eight small library calls
-            // per group cost as much as the scores of a dozen tokens.
-            ref float query = ref Unsafe.Add(ref MemoryMarshal.GetReference(queries), h * d);
-            ref float qs0 = ref MemoryMarshal.GetReference(qs);
-            Vector512<float> z0 = default, z1 = default, z2 = default, z3 = default;
+            ref float q = ref Unsafe.Add(ref MemoryMarshal.GetReference(queries), i * d);
+            ref float qsi = ref Unsafe.Add(ref qs0, i * channels);
+            var bias = Vector512<float>.Zero;
             for (int c = 0; c < d; c += KiviFormat.Lanes)
             {
-                var s = Vector512.LoadUnsafe(ref MemoryMarshal.GetReference(scale), (nuint)c);
-                var z = Vector512.LoadUnsafe(ref MemoryMarshal.GetReference(zero), (nuint)c);
-                var x0 = Vector512.LoadUnsafe(ref query, (nuint)c);
-                var x1 = Vector512.LoadUnsafe(ref query, (nuint)(d + c));
-                var x2 = Vector512.LoadUnsafe(ref query, (nuint)(2 * d + c));
-                var x3 = Vector512.LoadUnsafe(ref query, (nuint)(3 * d + c));
-                (x0 * s).StoreUnsafe(ref qs0, (nuint)c);
-                (x1 * s).StoreUnsafe(ref qs0, (nuint)(d + c));
-                (x2 * s).StoreUnsafe(ref qs0, (nuint)(2 * d + c));
-                (x3 * s).StoreUnsafe(ref qs0, (nuint)(3 * d + c));
-                z0 = Vector512.FusedMultiplyAdd(x0, z, z0);
-                z1 = Vector512.FusedMultiplyAdd(x1, z, z1);
-                z2 = Vector512.FusedMultiplyAdd(x2, z, z2);
-                z3 = Vector512.FusedMultiplyAdd(x3, z, z3);
+                var x = Vector512.LoadUnsafe(ref q, (nuint)c);
+                (x * Vector512.LoadUnsafe(ref s0, (nuint)c)).StoreUnsafe(ref qsi, (nuint)c);
+                bias = Vector512.FusedMultiplyAdd(x, Vector512.LoadUnsafe(ref z0, (nuint)c), bias);
             }
-            var bias0 = Vector512.Create(Vector512.Sum(z0));
-            var bias1 = Vector512.Create(Vector512.Sum(z1));
-            var bias2 = Vector512.Create(Vector512.Sum(z2));
-            var bias3 = Vector512.Create(Vector512.Sum(z3));
-            ref float q0 = ref MemoryMarshal.GetReference(qs);
-            ref float q1 = ref Unsafe.Add(ref q0, d);
-            ref float q2 = ref Unsafe.Add(ref q0, 2 * d);
-            ref float q3 = ref Unsafe.Add(ref q0, 3 * d);
-            for (int k = 0; k < g; k += KiviFormat.Lanes)
-            {
-                ref byte chunk = ref Unsafe.Add(ref codes, k / KiviFormat.Lanes * chunkBytes);
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (int c = 0; c < d; c++)
-                {
-                    var x = KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, c * channelBytes));
-                    a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref q0, c)), a0);
-                    a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref q1, c)), a1);
-                    a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref q2, c)), a2);
-                    a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref q3, c)), a3);
-                }
-                (a0 + bias0).StoreUnsafe(ref score, (nuint)(h * g + k));
-                (a1 + bias1).StoreUnsafe(ref score, (nuint)((h + 1) * g + k));
-                (a2 + bias2).StoreUnsafe(ref score, (nuint)((h + 2) * g + k));
-                (a3 + bias3).StoreUnsafe(ref score, (nuint)((h + 3) * g + k));
-            }
+            for (int c = d; c < channels; c += KiviFormat.Lanes) Vector512<float>.Zero.StoreUnsafe(ref qsi, (nuint)c);
+            var start = Vector512.Create(Vector512.Sum(bias));
+            for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * g + t));
         }
-        // Remaining heads one at a time, with four chains over channels c mod 4 so FMA latency is hidden.
-        for (; h < heads; h++)
+
+        // Lane e of pattern j is the code of the j-th channel of a nibble whose value is e.
+        var mask = Vector512.Create((1 << TWidth.Bits) - 1);
+        var p0 = Vector512.ConvertToSingle(Vector512<int>.Indices & mask);
+        var p1 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> TWidth.Bits) & mask);
+        var p2 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (2 * TWidth.Bits)) & mask);
+        var p3 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (3 * TWidth.Bits)) & mask);
+        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
+        const int headTables = TablesPerWord * KiviFormat.Lanes; // floats of one head's tables
+        for (int w = 0; w < words; w++)
         {
-            var q = qs[..d];
-            TensorPrimitives.Multiply(queries.Slice(h * d, d), scale, q);
-            var bias = Vector512.Create(TensorPrimitives.Dot(queries.Slice(h * d, d), zero));
-            ref float q0 = ref MemoryMarshal.GetReference(q);
-            for (int k = 0; k < g; k += KiviFormat.Lanes)
+            ref float qn = ref Unsafe.Add(ref qs0, w * perWord);
+            ref float tn = ref table0;
+            for (int nibble = 0; nibble < TablesPerWord; nibble++)
             {
-                ref byte chunk = ref Unsafe.Add(ref codes, k / KiviFormat.Lanes * chunkBytes);
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (int c = 0; c < d; c += 4) // d is a multiple of 16
+                Table<TWidth>(ref qn, p0, p1, p2, p3).StoreUnsafe(ref tn);
+                if (n == 4)
                 {
-                    a0 = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, c * channelBytes)), Vector512.Create(Unsafe.Add(ref q0, c)), a0);
-                    a1 = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (c + 1) * channelBytes)), Vector512.Create(Unsafe.Add(ref q0, c + 1)), a1);
-                    a2 = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (c + 2) * channelBytes)), Vector512.Create(Unsafe.Add(ref q0, c + 2)), a2);
-                    a3 = Vector512.FusedMultiplyAdd(KiviCodes.Expand16<TWidth>(ref Unsafe.Add(ref chunk, (c + 3) * channelBytes)), Vector512.Create(Unsafe.Add(ref q0, c + 3)), a3);
+                    Table<TWidth>(ref Unsafe.Add(ref qn, channels), p0, p1, p2, p3).StoreUnsafe(ref tn, headTables);
+                    Table<TWidth>(ref Unsafe.Add(ref qn, 2 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 2 * headTables);
+                    Table<TWidth>(ref Unsafe.Add(ref qn, 3 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 3 * headTables);
                 }
-                ((a0 + a1) + (a2 + a3) + bias).StoreUnsafe(ref score, (nuint)(h * g + k));
+                qn = ref Unsafe.Add(ref qn, perNibble);
+                tn = ref Unsafe.Add(ref tn, KiviFormat.Lanes);
+            }
+            for (int t = 0; t < g; t += KiviFormat.Lanes)
+            {
+                // 16 tokens' word w; a permute reads only the low 4 bits of each lane's index, so
+                // shifting the word by 4 each time brings the next nibble into place.
+                var index = Vector512.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.Lanes * words + w) * KiviFormat.Lanes));
+                var a0 = Vector512.LoadUnsafe(ref score0, (nuint)t);
+                Vector512<float> a1 = default, a2 = default, a3 = default;
+                if (n == 4)
+                {
+                    a1 = Vector512.LoadUnsafe(ref score0, (nuint)(g + t));
+                    a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * g + t));
+                    a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * g + t));
+                }
+                tn = ref table0;
+                for (int nibble = 0; nibble < TablesPerWord; nibble++)
+                {
+                    a0 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn), index);
+                    if (n == 4)
+                    {
+                        a1 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn, headTables), index);
+                        a2 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn, 2 * headTables), index);
+                        a3 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn, 3 * headTables), index);
+                    }
+                    index >>>= 4;
+                    tn = ref Unsafe.Add(ref tn, KiviFormat.Lanes);
+                }
+                a0.StoreUnsafe(ref score0, (nuint)t);
+                if (n == 4)
+                {
+                    a1.StoreUnsafe(ref score0, (nuint)(g + t));
+                    a2.StoreUnsafe(ref score0, (nuint)(2 * g + t));
+                    a3.StoreUnsafe(ref score0, (nuint)(3 * g + t));
+                }
             }
         }
     }
+
+    /// <summary>The 16 sums of q∘s over the channels of one nibble (from <paramref name="qs"/>), entry e taking each channel's code from e's bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Table<TWidth>(ref float qs, Vector512<float> p0, Vector512<float> p1, Vector512<float> p2, Vector512<float> p3)
+        where TWidth : struct, ICodeWidth
+    {
+        var table = p0 * Vector512.Create(qs);
+        if (TWidth.Bits <= 2) table = Vector512.FusedMultiplyAdd(p1, Vector512.Create(Unsafe.Add(ref qs, 1)), table);
+        if (TWidth.Bits == 1)
+        {
+            table = Vector512.FusedMultiplyAdd(p2, Vector512.Create(Unsafe.Add(ref qs, 2)), table);
+            table = Vector512.FusedMultiplyAdd(p3, Vector512.Create(Unsafe.Add(ref qs, 3)), table);
+        }
+        return table;
+    }
 }
+
+/// <summary>A number of query heads as a type, so a kernel is compiled once per count with its registers fixed.</summary>
+internal interface IHeadCount
+{
+    static abstract int Count { get; }
+}
+
+internal readonly struct OneHead : IHeadCount { public static int Count => 1; }
+internal readonly struct FourHeads : IHeadCount { public static int Count => 4; }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -31,6 +32,21 @@ internal static class KiviCodes
     {
         int bit = index * bits;
         codes[bit >> 3] |= (byte)(code << (bit & 7));
+    }
+
+    /// <summary>Token <paramref name="token"/>'s key code of channel <paramref name="channel"/> in a key group's codes (<see cref="KiviFormat.KeyCodePlace"/>).</summary>
+    public static int ReadKey(ReadOnlySpan<byte> codes, KiviFormat format, int token, int channel)
+    {
+        var (offset, shift) = format.KeyCodePlace(token, channel);
+        return (int)(BinaryPrimitives.ReadUInt32LittleEndian(codes[offset..]) >> shift) & format.MaxCode;
+    }
+
+    /// <summary>ORs a key code in at its place; the codes start cleared.</summary>
+    public static void WriteKey(Span<byte> codes, KiviFormat format, int token, int channel, int code)
+    {
+        var (offset, shift) = format.KeyCodePlace(token, channel);
+        var word = codes[offset..];
+        BinaryPrimitives.WriteUInt32LittleEndian(word, BinaryPrimitives.ReadUInt32LittleEndian(word) | (uint)code << shift);
     }
 
     const float TwoPow112 = 5.192296858534828E+33f; // 2^112, exact; a constant, so no class-init check where it is read

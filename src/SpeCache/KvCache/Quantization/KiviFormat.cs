@@ -11,14 +11,18 @@ namespace SpeCache.KvCache.Quantization;
 /// <code>
 /// offset 0        scale[HeadDim]  Half   (2 * HeadDim bytes)  per channel
 /// offset 2*D      zero[HeadDim]   Half   (2 * HeadDim bytes)  per channel
-/// offset 4*D      codes, channel-major: channel c owns G*Bits/8 bytes, token t's code at bit t*Bits
-///                 (little-endian bit order), so 16 consecutive tokens of a channel are 2*Bits bytes
-/// total           4*D + D*G*Bits/8
+/// offset 4*D      codes, token-major in blocks of 16 tokens: a token's codes are a little-endian bit
+///                 string (channel c at bit c*Bits) cut into W = ceil(D*Bits/32) 32-bit words, and
+///                 word w of the 16 tokens of a block lies together: block b, word w, token i of the
+///                 block at byte 4 * ((b*W + w)*16 + i)
+/// total           4*D + G*W*4
 /// </code>
-/// <para>Channel-major codes put tokens in the vector lanes: the score kernel turns 16 tokens' codes
-/// of one channel into 16 floats and multiply-adds a broadcast q_c*s_c into 16 running scores, so the
-/// G scores come out as whole vectors with no horizontal sums, and the codes of a channel are
-/// expanded once for every query head of a GQA group.</para>
+/// <para>A word per token in each of 16 lanes lets the score kernel look up, for every 4 bits of a
+/// token's codes (4, 2 or 1 channels), the sum of those channels' q_c*s_c in a 16-entry table built
+/// once per group and query head (one permute and one add for 16 tokens), instead of turning each
+/// channel's codes into floats and multiply-adding them one channel at a time. Heads whose D*Bits is
+/// not a multiple of 32 (a 1-bit head of 80) pad their last word with zero codes; the size above
+/// counts the padding.</para>
 /// <para><b>Value token</b> (per-token groups as in KIVI: one scale and zero per
 /// <see cref="ValueGroupSize"/> consecutive channels of one token), <see cref="ValueTokenBytes"/> bytes:</para>
 /// <code>
@@ -81,14 +85,34 @@ public readonly record struct KiviFormat
     /// <summary>Largest code, 2^Bits - 1.</summary>
     public int MaxCode => (1 << Bits) - 1;
 
-    /// <summary>Bytes of one channel's codes in a key group: G tokens of Bits each.</summary>
-    public int KeyChannelBytes => GroupSize * Bits / 8;
+    /// <summary>Tokens of a key group whose code words lie together (the lanes of one vector).</summary>
+    public const int KeyBlockTokens = 16;
+
+    /// <summary>32-bit words of one token's key codes, the last one padded with zero codes.</summary>
+    public int KeyWordsPerToken => (HeadDim * Bits + 31) / 32;
+
+    /// <summary>Channels one 32-bit word of key codes holds.</summary>
+    public int ChannelsPerKeyWord => 32 / Bits;
 
     /// <summary>Where the codes start in a key group, after the per-channel scales and zeros.</summary>
     public int KeyCodesOffset => 4 * HeadDim;
 
+    /// <summary>Bytes of a key group's codes: G tokens of <see cref="KeyWordsPerToken"/> words.</summary>
+    public int KeyCodeBytes => GroupSize * KeyWordsPerToken * 4;
+
     /// <summary>Exact bytes of one packed key group of <see cref="GroupSize"/> tokens.</summary>
-    public int KeyGroupBytes => KeyCodesOffset + HeadDim * KeyChannelBytes;
+    public int KeyGroupBytes => KeyCodesOffset + KeyCodeBytes;
+
+    /// <summary>
+    /// Where token <paramref name="token"/>'s code of channel <paramref name="channel"/> sits in a key
+    /// group's codes: the byte offset of its 32-bit little-endian word, and its lowest bit in the word.
+    /// </summary>
+    public (int WordOffset, int Shift) KeyCodePlace(int token, int channel)
+    {
+        int bit = channel * Bits, words = KeyWordsPerToken;
+        int block = token / KeyBlockTokens, lane = token % KeyBlockTokens;
+        return (4 * ((block * words + bit / 32) * KeyBlockTokens + lane), bit % 32);
+    }
 
     /// <summary>Channels per value group: the group size, but never more than one token's head.</summary>
     public int ValueGroupSize => Math.Min(GroupSize, HeadDim);

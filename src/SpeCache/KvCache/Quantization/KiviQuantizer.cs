@@ -43,7 +43,6 @@ public static class KiviQuantizer
         var scales = MemoryMarshal.Cast<byte, Half>(group[..(2 * d)]);
         var zeros = MemoryMarshal.Cast<byte, Half>(group.Slice(2 * d, 2 * d));
         var codes = group[format.KeyCodesOffset..];
-        int channelBytes = format.KeyChannelBytes;
         for (int c = 0; c < d; c++)
         {
             float min = float.PositiveInfinity, max = float.NegativeInfinity;
@@ -56,26 +55,24 @@ public static class KiviQuantizer
             var grid = Grid.Of(min, max, bits);
             scales[c] = grid.Scale;
             zeros[c] = grid.Zero;
-            var channel = codes.Slice(c * channelBytes, channelBytes);
             for (int t = 0; t < g; t++)
-                KiviCodes.Write(channel, t, bits, grid.Code(keys[t * rowStride + c]));
+                KiviCodes.WriteKey(codes, format, t, c, grid.Code(keys[t * rowStride + c]));
         }
     }
 
     /// <summary>Reference: a key group back to floats, laid out [token][HeadDim]. Tests only; the kernels never call it.</summary>
     public static void DequantizeKeyGroup(KiviFormat format, ReadOnlySpan<byte> group, Span<float> destination)
     {
-        int d = format.HeadDim, g = format.GroupSize, bits = format.Bits;
+        int d = format.HeadDim, g = format.GroupSize;
         if (destination.Length < g * d) throw new ArgumentException($"a key group is {g} x {d} floats", nameof(destination));
         var scales = MemoryMarshal.Cast<byte, Half>(group[..(2 * d)]);
         var zeros = MemoryMarshal.Cast<byte, Half>(group.Slice(2 * d, 2 * d));
-        var codes = group.Slice(format.KeyCodesOffset, d * format.KeyChannelBytes);
+        var codes = group.Slice(format.KeyCodesOffset, format.KeyCodeBytes);
         for (int c = 0; c < d; c++)
         {
             float s = (float)scales[c], z = (float)zeros[c];
-            var channel = codes.Slice(c * format.KeyChannelBytes, format.KeyChannelBytes);
             for (int t = 0; t < g; t++)
-                destination[t * d + c] = z + s * KiviCodes.Read(channel, t, bits);
+                destination[t * d + c] = z + s * KiviCodes.ReadKey(codes, format, t, c);
         }
     }
 

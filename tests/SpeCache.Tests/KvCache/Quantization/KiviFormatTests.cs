@@ -5,7 +5,7 @@ namespace SpeCache.Tests.KvCache.Quantization;
 public class KiviFormatTests
 {
     [Theory]
-    // headDim, group, bits, key group bytes (4*D header + D*G*b/8 codes), value token bytes (D*b/8 + 4*D/Gv)
+    // headDim, group, bits, key group bytes (4*D header + G*4*ceil(D*b/32) codes), value token bytes (D*b/8 + 4*D/Gv)
     [InlineData(128, 32, 1, 512 + 512, 16 + 16)]
     [InlineData(128, 64, 1, 512 + 1024, 16 + 8)]
     [InlineData(128, 32, 2, 512 + 1024, 32 + 16)]
@@ -14,6 +14,8 @@ public class KiviFormatTests
     [InlineData(64, 32, 1, 256 + 256, 8 + 8)]
     [InlineData(64, 128, 2, 256 + 2048, 16 + 4)] // value groups are capped at one head of 64 channels
     [InlineData(256, 16, 4, 1024 + 2048, 128 + 64)]
+    [InlineData(48, 16, 1, 192 + 16 * 8, 6 + 12)]  // 48 one-bit codes take two words per token, the second half padding
+    [InlineData(80, 16, 2, 320 + 16 * 20, 20 + 20)] // 160 bits: five whole words
     public void ByteSizesAreExact(int headDim, int group, int bits, int keyGroupBytes, int valueTokenBytes)
     {
         Assert.Equal(keyGroupBytes, KiviQuantizer.KeyGroupBytes(headDim, group, bits));
