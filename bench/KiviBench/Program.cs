@@ -104,11 +104,11 @@ foreach (int bits in new[] { 1, 2, 4 })
     foreach (int group in new[] { 32, 64 })
     {
         var format = new KiviFormat(headDim, group, bits);
-        long headBytes = (long)tokens * format.ValueTokenBytes;
+        long headBytes = format.ValueBytes(tokens);
         int copies = (int)Math.Max(1, coldBytes / headBytes);
         var packed = new byte[headBytes];
         for (int t = 0; t < tokens; t++)
-            KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(t * headDim, headDim), packed.AsSpan(t * format.ValueTokenBytes, format.ValueTokenBytes));
+            KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(t * headDim, headDim), packed, t);
         var heads = new byte[copies][];
         for (int h = 0; h < copies; h++) heads[h] = (byte[])packed.Clone();
         Report($"KIVI {bits}b G={group}", format.ValueTokenBytes, headBytes, h => KiviAttention.AccumulateValues(format, probabilities, heads[h % copies], output), copies);

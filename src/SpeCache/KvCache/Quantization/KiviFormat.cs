@@ -24,12 +24,20 @@ namespace SpeCache.KvCache.Quantization;
 /// not a multiple of 32 (a 1-bit head of 80) pad their last word with zero codes; the size above
 /// counts the padding.</para>
 /// <para><b>Value token</b> (per-token groups as in KIVI: one scale and zero per
-/// <see cref="ValueGroupSize"/> consecutive channels of one token), <see cref="ValueTokenBytes"/> bytes:</para>
+/// <see cref="ValueGroupSize"/> consecutive channels of one token): <see cref="ValueTokenBytes"/> =
+/// D*Bits/8 + 4*D/Gv bytes of codes, scales and zeros, kept in blocks of 16 consecutive tokens,
+/// <see cref="ValueBlockBytes"/> bytes each:</para>
 /// <code>
-/// offset 0        codes: channel c's code at bit c*Bits              (D*Bits/8 bytes)
-/// offset D*Bits/8 scale[D/Gv] Half, then zero[D/Gv] Half             (4 * D/Gv bytes)
-/// total           D*Bits/8 + 4*D/Gv
+/// offset 0        codes: runs of R = 4/Bits tokens (4 at 1 bit, 2 at 2, 1 at 4); a run is D
+///                 nibbles, channel c's at bit 4c, and token j of the run at bit j*Bits of it
+///                 (16*D*Bits/8 bytes)
+/// then            scale[D/Gv][16] Half, then zero[D/Gv][16] Half: group g of block token i at g*16+i
+/// total           16 * (D*Bits/8 + 4*D/Gv)
 /// </code>
+/// <para>The value kernel mirrors the key kernel: the 4 bits of a channel's nibble (R tokens' codes)
+/// take one of 16 values, so per run and query head it tabulates the 16 sums of those tokens'
+/// p_t*s_t, and 16 channels cost one permute and one add per run and head. Scales and zeros of 16
+/// tokens side by side load as one vector each.</para>
 /// <para>Examples, HeadDim 128 (F16 is 256 bytes per token for K, and as much for V):
 /// key group G=32: 1 bit 1024 B (32 B/token), 2 bits 1536 B (48 B/token), 4 bits 2560 B (80 B/token);
 /// key group G=64: 1 bit 1536 B (24 B/token), 2 bits 2560 B (40 B/token);
@@ -85,8 +93,8 @@ public readonly record struct KiviFormat
     /// <summary>Largest code, 2^Bits - 1.</summary>
     public int MaxCode => (1 << Bits) - 1;
 
-    /// <summary>Tokens of a key group whose code words lie together (the lanes of one vector).</summary>
-    public const int KeyBlockTokens = 16;
+    /// <summary>Tokens of a block: key codes of this many tokens lie word by word together (the lanes of one vector), and values are kept in blocks of this many.</summary>
+    public const int BlockTokens = 16;
 
     /// <summary>32-bit words of one token's key codes, the last one padded with zero codes.</summary>
     public int KeyWordsPerToken => (HeadDim * Bits + 31) / 32;
@@ -110,8 +118,8 @@ public readonly record struct KiviFormat
     public (int WordOffset, int Shift) KeyCodePlace(int token, int channel)
     {
         int bit = channel * Bits, words = KeyWordsPerToken;
-        int block = token / KeyBlockTokens, lane = token % KeyBlockTokens;
-        return (4 * ((block * words + bit / 32) * KeyBlockTokens + lane), bit % 32);
+        int block = token / BlockTokens, lane = token % BlockTokens;
+        return (4 * ((block * words + bit / 32) * BlockTokens + lane), bit % 32);
     }
 
     /// <summary>Channels per value group: the group size, but never more than one token's head.</summary>
@@ -120,9 +128,40 @@ public readonly record struct KiviFormat
     /// <summary>Value groups (scale/zero pairs) per token.</summary>
     public int ValueGroupsPerToken => HeadDim / ValueGroupSize;
 
-    /// <summary>Bytes of one value token's codes; its scales follow.</summary>
+    /// <summary>Bits of one value token's codes, in bytes.</summary>
     public int ValueCodeBytes => HeadDim * Bits / 8;
 
-    /// <summary>Exact bytes of one packed value token.</summary>
+    /// <summary>Bytes one value token takes: its codes, scales and zeros.</summary>
     public int ValueTokenBytes => ValueCodeBytes + 4 * ValueGroupsPerToken;
+
+    /// <summary>Exact bytes of one block of <see cref="BlockTokens"/> value tokens.</summary>
+    public int ValueBlockBytes => BlockTokens * ValueTokenBytes;
+
+    /// <summary>Where a value block's scales start, after its codes; its zeros follow them.</summary>
+    public int ValueScalesOffset => BlockTokens * ValueCodeBytes;
+
+    /// <summary>Tokens whose codes share one nibble per channel in a value block (a run): 4 / Bits.</summary>
+    public int ValueRunTokens => 4 / Bits;
+
+    /// <summary>Exact bytes of <paramref name="tokens"/> value tokens: whole blocks, the last one maybe part empty.</summary>
+    public long ValueBytes(long tokens) => (tokens + BlockTokens - 1) / BlockTokens * ValueBlockBytes;
+
+    /// <summary>
+    /// Where value token <paramref name="token"/>'s code of channel <paramref name="channel"/> sits:
+    /// the byte (from the start of all value blocks) and its lowest bit in the byte.
+    /// </summary>
+    public (long ByteOffset, int Shift) ValueCodePlace(long token, int channel)
+    {
+        long block = token / BlockTokens;
+        int i = (int)(token % BlockTokens), run = i / ValueRunTokens, j = i % ValueRunTokens;
+        int bit = (run * HeadDim + channel) * 4 + j * Bits;
+        return (block * ValueBlockBytes + bit / 8, bit % 8);
+    }
+
+    /// <summary>Byte offset (from the start of all value blocks) of token <paramref name="token"/>'s Half scale of channel group <paramref name="group"/>; its zero is <see cref="ValueZeroDistance"/> further.</summary>
+    public long ValueScaleOffset(long token, int group) =>
+        token / BlockTokens * ValueBlockBytes + ValueScalesOffset + 2 * (group * BlockTokens + token % BlockTokens);
+
+    /// <summary>Bytes from a scale to the zero of the same token and group.</summary>
+    public int ValueZeroDistance => 2 * ValueGroupsPerToken * BlockTokens;
 }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
@@ -25,7 +26,7 @@ public static class KiviQuantizer
     /// <summary>Exact bytes of a packed key group; see <see cref="KiviFormat"/>.</summary>
     public static int KeyGroupBytes(int headDim, int groupSize, int bits) => new KiviFormat(headDim, groupSize, bits).KeyGroupBytes;
 
-    /// <summary>Exact bytes of a packed value token; see <see cref="KiviFormat"/>.</summary>
+    /// <summary>Bytes a value token takes (values are kept in blocks of 16); see <see cref="KiviFormat"/>.</summary>
     public static int ValueTokenBytes(int headDim, int groupSize, int bits) => new KiviFormat(headDim, groupSize, bits).ValueTokenBytes;
 
     /// <summary>
@@ -76,36 +77,43 @@ public static class KiviQuantizer
         }
     }
 
-    /// <summary>Quantizes one token's value row (HeadDim floats) into one value token.</summary>
-    public static void QuantizeValueToken(KiviFormat format, ReadOnlySpan<float> value, Span<byte> destination)
+    /// <summary>
+    /// Quantizes one token's value row (HeadDim floats) into token <paramref name="position"/> of the
+    /// value blocks in <paramref name="values"/>, replacing whatever that token held; other tokens'
+    /// bits are left alone.
+    /// </summary>
+    public static void QuantizeValueToken(KiviFormat format, ReadOnlySpan<float> value, Span<byte> values, long position)
     {
         int d = format.HeadDim, gv = format.ValueGroupSize, bits = format.Bits;
         if (value.Length < d) throw new ArgumentException($"a value row is {d} floats", nameof(value));
-        var token = destination[..format.ValueTokenBytes];
-        token.Clear();
-        var codes = token[..format.ValueCodeBytes];
-        var scales = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes, 2 * format.ValueGroupsPerToken));
-        var zeros = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes + 2 * format.ValueGroupsPerToken, 2 * format.ValueGroupsPerToken));
+        if (position < 0 || values.Length < format.ValueBytes(position + 1))
+            throw new ArgumentException($"value token {position} needs {format.ValueBytes(position + 1)} bytes of value blocks, got {values.Length}", nameof(values));
         for (int grp = 0; grp < format.ValueGroupsPerToken; grp++)
         {
             var x = value.Slice(grp * gv, gv);
             var grid = Grid.Of(TensorPrimitives.Min(x), TensorPrimitives.Max(x), bits);
-            scales[grp] = grid.Scale;
-            zeros[grp] = grid.Zero;
+            long scaleAt = format.ValueScaleOffset(position, grp);
+            BinaryPrimitives.WriteHalfLittleEndian(values[(int)scaleAt..], grid.Scale);
+            BinaryPrimitives.WriteHalfLittleEndian(values[(int)(scaleAt + format.ValueZeroDistance)..], grid.Zero);
             for (int i = 0; i < gv; i++)
-                KiviCodes.Write(codes, grp * gv + i, bits, grid.Code(x[i]));
+            {
+                var (at, shift) = format.ValueCodePlace(position, grp * gv + i);
+                values[(int)at] = (byte)(values[(int)at] & ~(format.MaxCode << shift) | grid.Code(x[i]) << shift);
+            }
         }
     }
 
-    /// <summary>Reference: one value token back to HeadDim floats. Tests only; the kernels never call it.</summary>
-    public static void DequantizeValueToken(KiviFormat format, ReadOnlySpan<byte> token, Span<float> destination)
+    /// <summary>Reference: value token <paramref name="position"/> of the value blocks back to HeadDim floats. Tests only; the kernels never call it.</summary>
+    public static void DequantizeValueToken(KiviFormat format, ReadOnlySpan<byte> values, long position, Span<float> destination)
     {
         int d = format.HeadDim, gv = format.ValueGroupSize;
-        var codes = token[..format.ValueCodeBytes];
-        var scales = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes, 2 * format.ValueGroupsPerToken));
-        var zeros = MemoryMarshal.Cast<byte, Half>(token.Slice(format.ValueCodeBytes + 2 * format.ValueGroupsPerToken, 2 * format.ValueGroupsPerToken));
         for (int c = 0; c < d; c++)
-            destination[c] = (float)zeros[c / gv] + (float)scales[c / gv] * KiviCodes.Read(codes, c, format.Bits);
+        {
+            long scaleAt = format.ValueScaleOffset(position, c / gv);
+            float scale = (float)BinaryPrimitives.ReadHalfLittleEndian(values[(int)scaleAt..]);
+            float zero = (float)BinaryPrimitives.ReadHalfLittleEndian(values[(int)(scaleAt + format.ValueZeroDistance)..]);
+            destination[c] = zero + scale * KiviCodes.ReadValue(values, format, position, c);
+        }
     }
 
     /// <summary>One group's levels: zero + scale * code, code in 0 .. 2^bits - 1, and the rule that picks the code.</summary>

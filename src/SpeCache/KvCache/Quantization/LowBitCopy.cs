@@ -31,7 +31,7 @@ public sealed class LowBitCopy
         for (int s = 0; s < slots; s++)
         {
             KeyGroups[s] = new byte[MaxGroups * Format.KeyGroupBytes];
-            Values[s] = new byte[(long)capacity * Format.ValueTokenBytes];
+            Values[s] = new byte[Format.ValueBytes(capacity)];
             ResidualK[s] = new float[ResidualMax * _headDim];
             ResidualV[s] = new float[ResidualMax * _headDim];
         }
@@ -46,7 +46,7 @@ public sealed class LowBitCopy
         var format = new KiviFormat(config.HeadDim, groupSize, bits);
         long maxGroups = capacity / groupSize + 1, residualMax = residualLength + groupSize;
         return (long)config.LayerCount * config.KvHeadCount * (maxGroups * format.KeyGroupBytes
-            + (long)capacity * format.ValueTokenBytes + 2L * residualMax * config.HeadDim * sizeof(float));
+            + format.ValueBytes(capacity) + 2L * residualMax * config.HeadDim * sizeof(float));
     }
 
     public KiviFormat Format { get; }
@@ -59,7 +59,7 @@ public sealed class LowBitCopy
 
     // Per layer and KV head (slot = layer * kvHeads + head).
     internal byte[][] KeyGroups { get; }    // (maxGroups, KeyGroupBytes)
-    internal byte[][] Values { get; }       // (capacity, ValueTokenBytes)
+    internal byte[][] Values { get; }       // value blocks of capacity tokens
     internal float[][] ResidualK { get; }   // (R + G, headDim), oldest first
     internal float[][] ResidualV { get; }
     // Per layer.
@@ -100,8 +100,7 @@ public sealed class LowBitCopy
             KiviQuantizer.QuantizeKeyGroup(Format, ResidualK[slot].AsSpan(0, g * _headDim), _headDim,
                 KeyGroups[slot].AsSpan(groupIndex * Format.KeyGroupBytes, Format.KeyGroupBytes));
             for (int t = 0; t < g; t++)
-                KiviQuantizer.QuantizeValueToken(Format, ResidualV[slot].AsSpan(t * _headDim, _headDim),
-                    Values[slot].AsSpan((Quantized[layer] + t) * Format.ValueTokenBytes, Format.ValueTokenBytes));
+                KiviQuantizer.QuantizeValueToken(Format, ResidualV[slot].AsSpan(t * _headDim, _headDim), Values[slot], Quantized[layer] + t);
             int keep = (Residual[layer] - g) * _headDim;
             ResidualK[slot].AsSpan(g * _headDim, keep).CopyTo(ResidualK[slot]);
             ResidualV[slot].AsSpan(g * _headDim, keep).CopyTo(ResidualV[slot]);

@@ -83,10 +83,10 @@ public class KiviKvCacheTests
                 for (int t = 0; t < o.GroupSize; t++)
                 {
                     k[g0 + t] = block[(t * c.HeadDim)..((t + 1) * c.HeadDim)];
-                    var token = new byte[format.ValueTokenBytes];
-                    KiviQuantizer.QuantizeValueToken(format, v[g0 + t], token);
+                    var token = new byte[format.ValueBytes(1)];
+                    KiviQuantizer.QuantizeValueToken(format, v[g0 + t], token, 0);
                     var back = new float[c.HeadDim];
-                    KiviQuantizer.DequantizeValueToken(format, token, back);
+                    KiviQuantizer.DequantizeValueToken(format, token, 0, back);
                     v[g0 + t] = back;
                 }
             }
@@ -204,7 +204,7 @@ public class KiviKvCacheTests
         var c = Shape(kvHeads: 2, group: 2);
         using var cache = new KiviKvCache(c, 256, new KiviOptions(2, 32, 64));
         var f = new KiviFormat(64, 32, 2);
-        long expected = 2L * ((256 / 32 + 1) * f.KeyGroupBytes + 256L * f.ValueTokenBytes + 2L * (64 + 32) * 64 * sizeof(float));
+        long expected = 2L * ((256 / 32 + 1) * f.KeyGroupBytes + f.ValueBytes(256) + 2L * (64 + 32) * 64 * sizeof(float));
         Assert.Equal(expected, cache.Memory.FastTierBytes);
         // 2 bits at G32, head 64: keys 4*64 + 64*32*2/8 = 768 B per 32 tokens, values 16 + 4*2 = 24 B per token.
         Assert.Equal(2L * (768 / 32 + 24), KiviKvCache.BytesPerToken(c, new KiviOptions(2, 32, 64)));

@@ -95,18 +95,20 @@ public class KiviAttentionTests
     public void AccumulateValuesMatchesScalarAndDequantizedSum(int headDim, int group, int bits)
     {
         var format = new KiviFormat(headDim, group, bits);
-        // 1 and odd counts leave a token without a partner in the even/odd chains; 150 crosses the 64-token staging block.
+        // Counts that are not whole blocks of 16 leave a block part empty; 150 is many blocks and a part.
         foreach (int count in new[] { 1, 7, 32, 64, 150 })
             for (int seed = 0; seed < Seeds; seed++)
             {
                 var rng = new Random(5000 + seed * 7 + count);
                 var values = KiviTestData.Normals(rng, count, headDim);
-                var tokens = new byte[count * format.ValueTokenBytes];
+                // Empty lanes of a part-filled block hold junk (all ones: NaN scales and zeros) that must not count.
+                var tokens = new byte[format.ValueBytes(count)];
+                Array.Fill(tokens, (byte)0xFF);
                 var dequantized = new float[count * headDim];
                 for (int t = 0; t < count; t++)
                 {
-                    KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens.AsSpan(t * format.ValueTokenBytes));
-                    KiviQuantizer.DequantizeValueToken(format, tokens.AsSpan(t * format.ValueTokenBytes), dequantized.AsSpan(t * headDim, headDim));
+                    KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens, t);
+                    KiviQuantizer.DequantizeValueToken(format, tokens, t, dequantized.AsSpan(t * headDim, headDim));
                 }
                 // Softmax of random scores, as attention would give.
                 var p = KiviTestData.Normals(rng, 1, count);
@@ -140,9 +142,9 @@ public class KiviAttentionTests
         var format = new KiviFormat(headDim, group, bits);
         var rng = new Random(heads * 100 + count);
         var values = KiviTestData.Normals(rng, count, headDim);
-        var tokens = new byte[count * format.ValueTokenBytes];
+        var tokens = new byte[format.ValueBytes(count)];
         for (int t = 0; t < count; t++)
-            KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens.AsSpan(t * format.ValueTokenBytes));
+            KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens, t);
         var p = KiviTestData.Normals(rng, heads, count);
         for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
         var start = KiviTestData.Normals(rng, heads, headDim);
@@ -172,8 +174,8 @@ public class KiviAttentionTests
         Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], group, new float[63]));            // 2 heads x 32 scores
         Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[64], group[..^1], new float[32]));       // short group
         Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(default, new float[64], group, new float[32]));            // default format
-        var tokens = new byte[3 * format.ValueTokenBytes];
-        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[4], tokens, new float[64]));      // 4 tokens, 3 stored
+        var tokens = new byte[format.ValueBytes(16)];
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[17], tokens, new float[64]));     // 17 tokens, one block stored
         Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[128]));     // 3 does not split in 2 heads
         Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[65]));      // not whole heads
     }
@@ -196,8 +198,8 @@ public class KiviAttentionTests
         KiviAttention.KeyScores(format, q, packed, scores);
         Assert.All(scores, s => Assert.Equal(64f, s));
 
-        var tokens = new byte[4 * format.ValueTokenBytes];
-        for (int t = 0; t < 4; t++) KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(0, 64), tokens.AsSpan(t * format.ValueTokenBytes));
+        var tokens = new byte[format.ValueBytes(4)];
+        for (int t = 0; t < 4; t++) KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(0, 64), tokens, t);
         var output = new float[64];
         KiviAttention.AccumulateValues(format, [0.25f, 0.25f, 0.25f, 0.25f], tokens, output);
         Assert.All(output, o => Assert.Equal(0.5f, o));

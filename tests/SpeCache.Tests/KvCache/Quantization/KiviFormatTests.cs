@@ -36,10 +36,81 @@ public class KiviFormatTests
         KiviQuantizer.QuantizeKeyGroup(format, keys, headDim, keyBuffer);
         Assert.All(keyBuffer[format.KeyGroupBytes..], b => Assert.Equal(0xA5, b));
 
-        var valueBuffer = new byte[format.ValueTokenBytes + 16];
+        // A block of 16 value tokens, every one written: nothing past the block is touched.
+        long blockBytes = format.ValueBytes(KiviFormat.BlockTokens);
+        Assert.Equal(KiviFormat.BlockTokens * format.ValueTokenBytes, blockBytes);
+        var valueBuffer = new byte[blockBytes + 16];
         Array.Fill(valueBuffer, (byte)0xA5);
-        KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(0, headDim), valueBuffer);
-        Assert.All(valueBuffer[format.ValueTokenBytes..], b => Assert.Equal(0xA5, b));
+        for (int t = 0; t < KiviFormat.BlockTokens; t++)
+            KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(t * headDim, headDim), valueBuffer, t);
+        Assert.All(valueBuffer[(int)blockBytes..], b => Assert.Equal(0xA5, b));
+    }
+
+    /// <summary>Every (token, channel) code has its own bits inside the codes: none shared, none outside.</summary>
+    [Theory]
+    [InlineData(64, 32, 1)]
+    [InlineData(48, 16, 1)]
+    [InlineData(64, 64, 2)]
+    [InlineData(128, 32, 4)]
+    [InlineData(8, 32, 1)]
+    [InlineData(24, 32, 4)]
+    public void EveryCodeHasItsOwnBits(int headDim, int group, int bits)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var keyBits = new bool[format.KeyCodeBytes * 8];
+        for (int t = 0; t < group; t++)
+            for (int c = 0; c < headDim; c++)
+            {
+                var (offset, shift) = format.KeyCodePlace(t, c);
+                Assert.Equal(0, offset % 4);
+                for (int b = 0; b < bits; b++)
+                {
+                    int bit = offset * 8 + shift + b;
+                    Assert.True(shift + b < 32 && bit < keyBits.Length && !keyBits[bit], $"key token {t} channel {c}: bit {bit}");
+                    keyBits[bit] = true;
+                }
+            }
+        // Two blocks of values: codes of a block end where its scales start.
+        var valueBits = new bool[format.ValueBytes(2 * KiviFormat.BlockTokens) * 8];
+        for (int t = 0; t < 2 * KiviFormat.BlockTokens; t++)
+            for (int c = 0; c < headDim; c++)
+            {
+                var (at, shift) = format.ValueCodePlace(t, c);
+                Assert.True(at % format.ValueBlockBytes < format.ValueScalesOffset, $"value token {t} channel {c}: byte {at} is past the codes");
+                for (int b = 0; b < bits; b++)
+                {
+                    long bit = at * 8 + shift + b;
+                    Assert.True(shift + b < 8 && !valueBits[bit], $"value token {t} channel {c}: bit {bit}");
+                    valueBits[bit] = true;
+                }
+                for (int grp = 0; grp < format.ValueGroupsPerToken; grp++)
+                {
+                    long scale = format.ValueScaleOffset(t, grp);
+                    Assert.InRange(scale % format.ValueBlockBytes, format.ValueScalesOffset, format.ValueBlockBytes - format.ValueZeroDistance - 2);
+                }
+            }
+    }
+
+    /// <summary>Writing one token of a value block replaces that token only.</summary>
+    [Theory]
+    [InlineData(64, 64, 1)]
+    [InlineData(64, 32, 2)]
+    [InlineData(128, 32, 4)]
+    public void RewritingAValueTokenLeavesItsNeighbours(int headDim, int group, int bits)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(3);
+        var rows = KiviTestData.Normals(rng, KiviFormat.BlockTokens, headDim);
+        var other = KiviTestData.Normals(rng, 1, headDim);
+        var block = new byte[format.ValueBytes(KiviFormat.BlockTokens)];
+        var fresh = new byte[block.Length];
+        for (int t = 0; t < KiviFormat.BlockTokens; t++)
+        {
+            KiviQuantizer.QuantizeValueToken(format, rows.AsSpan(t * headDim, headDim), block, t);
+            KiviQuantizer.QuantizeValueToken(format, t == 5 ? other : rows.AsSpan(t * headDim, headDim), fresh, t);
+        }
+        KiviQuantizer.QuantizeValueToken(format, other, block, 5);
+        Assert.Equal(fresh, block);
     }
 
     [Theory]
@@ -54,35 +125,3 @@ public class KiviFormatTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new KiviFormat(headDim, group, bits));
 }
 
-public class KiviCodesTests
-{
-    [Fact]
-    public void HalfToSingleIsExactForEveryFiniteHalf()
-    {
-        for (int bits = 0; bits < 0x10000; bits++)
-        {
-            var half = BitConverter.UInt16BitsToHalf((ushort)bits);
-            if (!Half.IsFinite(half)) continue;
-            float expected = (float)half, actual = KiviCodes.HalfToSingle((ushort)bits);
-            if (BitConverter.SingleToInt32Bits(expected) != BitConverter.SingleToInt32Bits(actual))
-                Assert.Fail($"Half 0x{bits:X4}: {actual}, expected {expected}");
-        }
-    }
-
-    [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(4)]
-    public void CodesRoundTripThroughTheirBits(int bits)
-    {
-        var rng = new Random(bits);
-        var values = new int[256];
-        var packed = new byte[256 * bits / 8];
-        for (int i = 0; i < values.Length; i++)
-        {
-            values[i] = rng.Next(1 << bits);
-            KiviCodes.Write(packed, i, bits, values[i]);
-        }
-        for (int i = 0; i < values.Length; i++) Assert.Equal(values[i], KiviCodes.Read(packed, i, bits));
-    }
-}

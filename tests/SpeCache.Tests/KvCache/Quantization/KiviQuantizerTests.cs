@@ -46,12 +46,13 @@ public class KiviQuantizerTests
 
     static float[] RoundTripValues(KiviFormat format, float[] rows)
     {
-        var token = new byte[format.ValueTokenBytes];
+        int count = rows.Length / format.HeadDim;
+        var tokens = new byte[format.ValueBytes(count)];
         var back = new float[rows.Length];
-        for (int t = 0; t < rows.Length / format.HeadDim; t++)
+        for (int t = 0; t < count; t++)
         {
-            KiviQuantizer.QuantizeValueToken(format, rows.AsSpan(t * format.HeadDim, format.HeadDim), token);
-            KiviQuantizer.DequantizeValueToken(format, token, back.AsSpan(t * format.HeadDim, format.HeadDim));
+            KiviQuantizer.QuantizeValueToken(format, rows.AsSpan(t * format.HeadDim, format.HeadDim), tokens, t);
+            KiviQuantizer.DequantizeValueToken(format, tokens, t, back.AsSpan(t * format.HeadDim, format.HeadDim));
         }
         return back;
     }

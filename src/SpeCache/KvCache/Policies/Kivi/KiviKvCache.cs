@@ -159,7 +159,7 @@ public sealed class KiviKvCache : IKvCache
             o.Clear();
             if (fromCodes > 0)
                 KiviAttention.AccumulateValues(_format, probabilities.AsSpan(0, _group * fromCodes),
-                    _values[slot].AsSpan(0, fromCodes * _format.ValueTokenBytes), o);
+                    _values[slot].AsSpan(0, (int)_format.ValueBytes(fromCodes)), o);
             for (int j = 0; j < _group; j++)
             {
                 var oj = o.Slice(j * _headDim, _headDim);

@@ -260,7 +260,7 @@ public sealed partial class SpeCacheKvCache
             var o = _out.AsSpan(0, heads * d);
             o.Clear();
             if (quantized > 0)
-                KiviAttention.AccumulateValues(c._format, _lowBit.AsSpan(0, heads * quantized), c._values[slot].AsSpan(0, quantized * c._format.ValueTokenBytes), o);
+                KiviAttention.AccumulateValues(c._format, _lowBit.AsSpan(0, heads * quantized), c._values[slot].AsSpan(0, (int)c._format.ValueBytes(quantized)), o);
             for (int i = 0; i < heads; i++)
             {
                 var oi = o.Slice(i * d, d);
