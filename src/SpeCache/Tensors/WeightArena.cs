@@ -11,11 +11,9 @@ namespace SpeCache.Tensors;
 /// The block is 2 MB-aligned and advised as huge pages on Linux (the kernel's THP "madvise" mode
 /// gives them only when asked), so the weight streams cross no 4 KB page walks.
 /// </summary>
-public sealed unsafe partial class WeightArena : IDisposable
+public sealed unsafe class WeightArena : IDisposable
 {
-    const int HugePage = 2 << 20;
     const int TensorAlignment = 64;
-    const int MadviseHugePage = 14; // MADV_HUGEPAGE
 
     readonly ArenaHandle _handle;
     long _used;
@@ -24,11 +22,9 @@ public sealed unsafe partial class WeightArena : IDisposable
     public WeightArena(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
-        Capacity = (bytes + HugePage - 1) / HugePage * HugePage;
-        void* block = Capacity == 0 ? null : NativeMemory.AlignedAlloc((nuint)Capacity, HugePage);
+        Capacity = HugePages.RoundUp(bytes);
+        void* block = Capacity == 0 ? null : HugePages.Allocate(Capacity);
         _handle = new ArenaHandle((nint)block, Capacity);
-        // Advice only: where the kernel declines, the copy still works on normal pages.
-        if (Capacity > 0 && OperatingSystem.IsLinux()) _ = Madvise((nint)block, (nuint)Capacity, MadviseHugePage);
     }
 
     /// <summary>Bytes reserved (a whole number of 2 MB pages).</summary>
@@ -52,9 +48,6 @@ public sealed unsafe partial class WeightArena : IDisposable
     }
 
     public void Dispose() => _handle.Dispose();
-
-    [LibraryImport("libc", EntryPoint = "madvise")]
-    private static partial int Madvise(nint address, nuint length, int advice);
 
     /// <summary>Frees the block once, on dispose or, for a model nobody disposed, when neither the arena nor any of its copies is reachable.</summary>
     sealed class ArenaHandle : SafeHandle

@@ -1,5 +1,7 @@
 using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+using SpeCache.Tensors;
 
 namespace SpeCache.KvCache.Tiers;
 
@@ -37,11 +39,16 @@ public sealed unsafe class HostTier : IDisposable
 
     public bool OnDisk => _map != null;
 
-    /// <summary>An arena in RAM. Pages are committed by the OS on first write, so an unused context costs nothing.</summary>
+    /// <summary>
+    /// An arena in RAM, on huge pages: a decode step reads its top-k pairs at random positions, and
+    /// on 4 KB pages each read was a page walk (perf: the copies of 64 pairs per head at 9 % of a
+    /// 32K-token decode step, more than the low-bit key scores). Pages are committed by the OS on
+    /// first write, 2 MB at a time, so an unused context costs little.
+    /// </summary>
     public static HostTier InRam(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bytes);
-        byte* pointer = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        byte* pointer = (byte*)HugePages.Allocate(bytes);
         return new HostTier(bytes, pointer, null, null, null);
     }
 
@@ -87,6 +94,17 @@ public sealed unsafe class HostTier : IDisposable
         if ((ulong)offset > (ulong)(Bytes - length) || length < 0)
             throw new ArgumentOutOfRangeException(nameof(offset), $"{offset} + {length} is outside the host tier of {Bytes} bytes");
         return new Span<byte>(_base + offset, length);
+    }
+
+    /// <summary>
+    /// Asks for the cache lines of [offset, offset + length) ahead of a read, so that reads at many
+    /// random places overlap their memory latency instead of taking it one after another. A hint:
+    /// it never faults a page in.
+    /// </summary>
+    public void Prefetch(long offset, int length)
+    {
+        if (_base == null || !Sse.IsSupported || (ulong)offset > (ulong)(Bytes - length) || length < 0) return;
+        for (int i = 0; i < length; i += 64) Sse.Prefetch0(_base + offset + i);
     }
 
     public void Dispose()

@@ -311,6 +311,9 @@ public sealed partial class SpeCacheKvCache
             var staged = staging.Counts[h] == 0 ? [] : staging.Positions.AsSpan(h * _k, staging.Counts[h]);
             int exact = 0;
             long fetched = 0, fetchStart = 0;
+            if (c.Options.Miss == MissPolicy.Fetch)
+                for (int i = 0; i < selected; i++)
+                    if (staged.BinarySearch(_selected[i]) < 0) c._host.Prefetch(c.HostOffset(slot, _selected[i]), c._pairBytes);
             for (int i = 0; i < selected; i++)
             {
                 int position = _selected[i];
