@@ -37,9 +37,14 @@ public static class EngineBench
             long kvPerToken = KvCacheFactory.FastTierBytesPerToken(options, model.Config);
             using var cache = KvCacheFactory.Create(options, model.Config, settings.ContextLength);
             var state = model.CreateState();
-            // Warm-up outside the clock: the first calls compile the policy's and the kernels' code.
+            // Warm-up outside the clock: the first calls compile the policy's and the kernels' code
+            // (about 0.3 s for a low-bit cache's decode path). The context must be long enough for
+            // the decode steps to take the paths a deep context takes: low-bit groups quantized and
+            // the heads split over threads. A 16-token warm-up reached neither, and the first timed
+            // step at 32K then paid for compiling them.
             status($"{Name} {policy}: warm-up");
-            Measure(model, cache, state, new TokenSource(-1, model.Config.VocabSize).Next(Math.Min(settings.PromptTokens, 16)), 2);
+            int warmUp = Math.Min(WarmUpTokens, settings.ContextLength - 3);
+            Measure(model, cache, state, new TokenSource(-1, model.Config.VocabSize).Next(warmUp), 2);
             cache.Clear();
             var tokens = new TokenSource(settings.Seed, model.Config.VocabSize);
             foreach (var depth in settings.Depths.Order())
@@ -61,6 +66,9 @@ public static class EngineBench
         }
         return rows;
     }
+
+    /// <summary>Prompt tokens of the warm-up: past every policy's threshold for splitting heads over threads (512 positions of 8 KV heads) and several 64-token low-bit groups.</summary>
+    const int WarmUpTokens = 640;
 
     static void Fill(LlamaModel model, IKvCache cache, ForwardState state, TokenSource tokens, int count)
     {

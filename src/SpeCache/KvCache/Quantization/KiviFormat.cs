@@ -128,7 +128,7 @@ public readonly record struct KiviFormat
     /// <summary>Value groups (scale/zero pairs) per token.</summary>
     public int ValueGroupsPerToken => HeadDim / ValueGroupSize;
 
-    /// <summary>Bits of one value token's codes, in bytes.</summary>
+    /// <summary>Bytes of one value token's codes, D*Bits/8.</summary>
     public int ValueCodeBytes => HeadDim * Bits / 8;
 
     /// <summary>Bytes one value token takes: its codes, scales and zeros.</summary>
