@@ -21,13 +21,14 @@ public static partial class KiviAttention
     /// <remarks>
     /// With k_t,c = z_c + s_c code_t,c: q·k_t = Σ_c (q_c s_c) code_t,c + Σ_c q_c z_c. So per group and
     /// head, q∘s and the bias Σ q_c z_c are computed once, and per token only the codes are read.
-    /// The vector kernel goes further: every 4 bits of a token's codes (4 channels at 1 bit, 2 at 2
-    /// bits, 1 at 4) take one of 16 values, so per group and head it tabulates the 16 possible sums of
-    /// those channels' q_c s_c, and a token's score is one table lookup per 4 bits. A permute looks up
-    /// 16 tokens at once (each lane indexes with its own token's bits), so 16 tokens cost one permute
-    /// and one add per 4 bits per query head, where converting codes to floats and multiply-adding
-    /// them cost a conversion per channel and an FMA per channel and head: at 1 bit about a third of
-    /// the operations (perf had that kernel at 27 % of a 32K-token specache decode step).
+    /// At 1 bit the vector kernel goes further: every 4 bits of a token's codes (4 channels) take one
+    /// of 16 values, so per group and head it tabulates the 16 possible sums of those channels'
+    /// q_c s_c, and a token's score is one table lookup per 4 bits. A permute looks up 16 tokens at
+    /// once (each lane indexes with its own token's bits), so 16 tokens cost one permute and one add
+    /// per 4 channels and query head, where converting codes to floats and multiply-adding them cost
+    /// a conversion per channel and an FMA per channel and head: about a third of the operations
+    /// (perf had that kernel at 27 % of a 32K-token specache decode step). At 2 and 4 bits a table
+    /// covers only 2 or 1 channels and the conversion is cheaper.
     /// </remarks>
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores)
     {
@@ -115,8 +116,9 @@ public static partial class KiviAttention
 
     /// <summary>
     /// The scores of <typeparamref name="THeads"/> query heads against one key group: q∘s and the
-    /// bias per head, then per word of codes the 8 tables of each head, and per 16 tokens one
-    /// lookup and add per 4 bits and head.
+    /// bias per head, then per word of codes either (1 bit) the 8 tables of each head and per 16
+    /// tokens one lookup and add per 4 bits and head, or (2, 4 bits) per channel a conversion of 16
+    /// tokens' codes and one multiply-add per head.
     /// </summary>
     static void ScoreHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
         Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores)
@@ -148,13 +150,55 @@ public static partial class KiviAttention
             for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * g + t));
         }
 
-        // Lane e of pattern j is the code of the j-th channel of a nibble whose value is e.
+        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
         var mask = Vector512.Create((1 << TWidth.Bits) - 1);
+        if (TWidth.Bits > 1)
+        {
+            // 2 and 4 bits: a table serves only 2 or 1 channels, and building it per 32-token group
+            // cost more than it saved (AttentionBench kivi-2, G=32: 52 -> 62 ms per step), so each
+            // channel's codes become floats, one shift, mask and conversion per channel for all heads.
+            for (int w = 0; w < words; w++)
+                for (int t = 0; t < g; t += KiviFormat.Lanes)
+                {
+                    var word = Vector512.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.Lanes * words + w) * KiviFormat.Lanes));
+                    var a0 = Vector512.LoadUnsafe(ref score0, (nuint)t);
+                    Vector512<float> a1 = default, a2 = default, a3 = default;
+                    if (n == 4)
+                    {
+                        a1 = Vector512.LoadUnsafe(ref score0, (nuint)(g + t));
+                        a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * g + t));
+                        a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * g + t));
+                    }
+                    ref float qc = ref Unsafe.Add(ref qs0, w * perWord);
+                    for (int j = 0; j < perWord; j++)
+                    {
+                        var x = Vector512.ConvertToSingle(word & mask);
+                        word >>>= TWidth.Bits;
+                        a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(qc), a0);
+                        if (n == 4)
+                        {
+                            a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, channels)), a1);
+                            a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, 2 * channels)), a2);
+                            a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, 3 * channels)), a3);
+                        }
+                        qc = ref Unsafe.Add(ref qc, 1);
+                    }
+                    a0.StoreUnsafe(ref score0, (nuint)t);
+                    if (n == 4)
+                    {
+                        a1.StoreUnsafe(ref score0, (nuint)(g + t));
+                        a2.StoreUnsafe(ref score0, (nuint)(2 * g + t));
+                        a3.StoreUnsafe(ref score0, (nuint)(3 * g + t));
+                    }
+                }
+            return;
+        }
+
+        // 1 bit: lane e of pattern j is the code of the j-th channel of a nibble whose value is e.
         var p0 = Vector512.ConvertToSingle(Vector512<int>.Indices & mask);
         var p1 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> TWidth.Bits) & mask);
         var p2 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (2 * TWidth.Bits)) & mask);
         var p3 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (3 * TWidth.Bits)) & mask);
-        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
         const int headTables = TablesPerWord * KiviFormat.Lanes; // floats of one head's tables
         for (int w = 0; w < words; w++)
         {

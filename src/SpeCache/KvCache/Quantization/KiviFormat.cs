@@ -17,10 +17,11 @@ namespace SpeCache.KvCache.Quantization;
 ///                 block at byte 4 * ((b*W + w)*16 + i)
 /// total           4*D + G*W*4
 /// </code>
-/// <para>A word per token in each of 16 lanes lets the score kernel look up, for every 4 bits of a
-/// token's codes (4, 2 or 1 channels), the sum of those channels' q_c*s_c in a 16-entry table built
+/// <para>A word per token in each of 16 lanes lets the 1-bit score kernel look up, for every 4 bits
+/// of a token's codes (4 channels), the sum of those channels' q_c*s_c in a 16-entry table built
 /// once per group and query head (one permute and one add for 16 tokens), instead of turning each
-/// channel's codes into floats and multiply-adding them one channel at a time. Heads whose D*Bits is
+/// channel's codes into floats and multiply-adding them one channel at a time (which 2 and 4 bits
+/// still do, one shift, mask and conversion per channel). Heads whose D*Bits is
 /// not a multiple of 32 (a 1-bit head of 80) pad their last word with zero codes; the size above
 /// counts the padding.</para>
 /// <para><b>Value token</b> (per-token groups as in KIVI: one scale and zero per
