@@ -104,7 +104,7 @@ public static partial class KiviAttention
         }
         scale[d..].Clear(); // padding channels: q∘s is 0 there, so their (zero) codes add nothing
         Span<float> qs = stackalloc float[4 * channels];
-        Span<float> tables = stackalloc float[4 * TablesPerWord * KiviFormat.Lanes];
+        Span<float> tables = TWidth.Bits == 1 ? stackalloc float[4 * TablesPerWord * KiviFormat.Lanes] : default;
         int h = 0;
         // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to
         // 8 query heads per KV head); the rest one at a time.
@@ -116,22 +116,19 @@ public static partial class KiviAttention
 
     /// <summary>
     /// The scores of <typeparamref name="THeads"/> query heads against one key group: q∘s and the
-    /// bias per head, then per word of codes either (1 bit) the 8 tables of each head and per 16
-    /// tokens one lookup and add per 4 bits and head, or (2, 4 bits) per channel a conversion of 16
-    /// tokens' codes and one multiply-add per head.
+    /// bias per head, the scores started at the bias, then the codes' part by table lookup (1 bit)
+    /// or by conversion (2 and 4 bits).
     /// </summary>
     static void ScoreHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
         Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
-        int n = THeads.Count, d = format.HeadDim, g = format.GroupSize, words = format.KeyWordsPerToken;
-        int perWord = format.ChannelsPerKeyWord, channels = words * perWord;
-        int perNibble = 4 / TWidth.Bits; // channels per 4 bits, a constant in each compiled width
+        int n = THeads.Count, d = format.HeadDim, g = format.GroupSize;
+        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
         ref float s0 = ref MemoryMarshal.GetReference(scale);
         ref float z0 = ref MemoryMarshal.GetReference(zero);
         ref float qs0 = ref MemoryMarshal.GetReference(qs);
-        ref float table0 = ref MemoryMarshal.GetReference(tables);
         ref float score0 = ref MemoryMarshal.GetReference(scores);
 
         for (int i = 0; i < n; i++)
@@ -150,55 +147,29 @@ public static partial class KiviAttention
             for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * g + t));
         }
 
-        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
-        var mask = Vector512.Create((1 << TWidth.Bits) - 1);
-        if (TWidth.Bits > 1)
-        {
-            // 2 and 4 bits: a table serves only 2 or 1 channels, and building it per 32-token group
-            // cost more than it saved (AttentionBench kivi-2, G=32: 52 -> 62 ms per step), so each
-            // channel's codes become floats, one shift, mask and conversion per channel for all heads.
-            for (int w = 0; w < words; w++)
-                for (int t = 0; t < g; t += KiviFormat.Lanes)
-                {
-                    var word = Vector512.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.Lanes * words + w) * KiviFormat.Lanes));
-                    var a0 = Vector512.LoadUnsafe(ref score0, (nuint)t);
-                    Vector512<float> a1 = default, a2 = default, a3 = default;
-                    if (n == 4)
-                    {
-                        a1 = Vector512.LoadUnsafe(ref score0, (nuint)(g + t));
-                        a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * g + t));
-                        a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * g + t));
-                    }
-                    ref float qc = ref Unsafe.Add(ref qs0, w * perWord);
-                    for (int j = 0; j < perWord; j++)
-                    {
-                        var x = Vector512.ConvertToSingle(word & mask);
-                        word >>>= TWidth.Bits;
-                        a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(qc), a0);
-                        if (n == 4)
-                        {
-                            a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, channels)), a1);
-                            a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, 2 * channels)), a2);
-                            a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, 3 * channels)), a3);
-                        }
-                        qc = ref Unsafe.Add(ref qc, 1);
-                    }
-                    a0.StoreUnsafe(ref score0, (nuint)t);
-                    if (n == 4)
-                    {
-                        a1.StoreUnsafe(ref score0, (nuint)(g + t));
-                        a2.StoreUnsafe(ref score0, (nuint)(2 * g + t));
-                        a3.StoreUnsafe(ref score0, (nuint)(3 * g + t));
-                    }
-                }
-            return;
-        }
+        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, tables, group, scores);
+        else ScoresByConversion<TWidth, THeads>(format, qs, group, scores);
+    }
 
-        // 1 bit: lane e of pattern j is the code of the j-th channel of a nibble whose value is e.
+    /// <summary>
+    /// 1 bit: adds Σ_c (q_c s_c) code_t,c to the scores, per word of codes building the 8 tables of
+    /// each head and then, per 16 tokens, one lookup and add per 4 bits and head.
+    /// </summary>
+    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores)
+        where THeads : struct, IHeadCount
+    {
+        int n = THeads.Count, g = format.GroupSize, words = format.KeyWordsPerToken;
+        int perWord = format.ChannelsPerKeyWord, channels = words * perWord;
+        ref float qs0 = ref MemoryMarshal.GetReference(qs);
+        ref float table0 = ref MemoryMarshal.GetReference(tables);
+        ref float score0 = ref MemoryMarshal.GetReference(scores);
+        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
+        var mask = Vector512.Create(1);
+        // Lane e of pattern j is the code (bit j) of the j-th channel of a nibble whose value is e.
         var p0 = Vector512.ConvertToSingle(Vector512<int>.Indices & mask);
-        var p1 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> TWidth.Bits) & mask);
-        var p2 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (2 * TWidth.Bits)) & mask);
-        var p3 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (3 * TWidth.Bits)) & mask);
+        var p1 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> 1) & mask);
+        var p2 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> 2) & mask);
+        var p3 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> 3) & mask);
         const int headTables = TablesPerWord * KiviFormat.Lanes; // floats of one head's tables
         for (int w = 0; w < words; w++)
         {
@@ -206,14 +177,14 @@ public static partial class KiviAttention
             ref float tn = ref table0;
             for (int nibble = 0; nibble < TablesPerWord; nibble++)
             {
-                Table<TWidth>(ref qn, p0, p1, p2, p3).StoreUnsafe(ref tn);
+                Table<OneBit>(ref qn, p0, p1, p2, p3).StoreUnsafe(ref tn);
                 if (n == 4)
                 {
-                    Table<TWidth>(ref Unsafe.Add(ref qn, channels), p0, p1, p2, p3).StoreUnsafe(ref tn, headTables);
-                    Table<TWidth>(ref Unsafe.Add(ref qn, 2 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 2 * headTables);
-                    Table<TWidth>(ref Unsafe.Add(ref qn, 3 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 3 * headTables);
+                    Table<OneBit>(ref Unsafe.Add(ref qn, channels), p0, p1, p2, p3).StoreUnsafe(ref tn, headTables);
+                    Table<OneBit>(ref Unsafe.Add(ref qn, 2 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 2 * headTables);
+                    Table<OneBit>(ref Unsafe.Add(ref qn, 3 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 3 * headTables);
                 }
-                qn = ref Unsafe.Add(ref qn, perNibble);
+                qn = ref Unsafe.Add(ref qn, 4); // the 4 channels of a nibble
                 tn = ref Unsafe.Add(ref tn, KiviFormat.Lanes);
             }
             for (int t = 0; t < g; t += KiviFormat.Lanes)
@@ -251,6 +222,59 @@ public static partial class KiviAttention
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// 2 and 4 bits: adds Σ_c (q_c s_c) code_t,c to the scores, per channel one shift, mask and
+    /// conversion of 16 tokens' codes and one multiply-add per head.
+    /// </summary>
+    static void ScoresByConversion<TWidth, THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores)
+        where TWidth : struct, ICodeWidth
+        where THeads : struct, IHeadCount
+    {
+        int n = THeads.Count, g = format.GroupSize, words = format.KeyWordsPerToken;
+        int perWord = format.ChannelsPerKeyWord, channels = words * perWord;
+        ref float qs0 = ref MemoryMarshal.GetReference(qs);
+        ref float score0 = ref MemoryMarshal.GetReference(scores);
+        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
+        var mask = Vector512.Create((1 << TWidth.Bits) - 1);
+        // 2 and 4 bits: a table serves only 2 or 1 channels, and building it per 32-token group
+        // cost more than it saved (AttentionBench kivi-2, G=32: 59-65 ms per step with tables, 52-54 so), so each
+        // channel's codes become floats, one shift, mask and conversion per channel for all heads.
+        for (int w = 0; w < words; w++)
+            for (int t = 0; t < g; t += KiviFormat.Lanes)
+            {
+                var word = Vector512.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.Lanes * words + w) * KiviFormat.Lanes));
+                var a0 = Vector512.LoadUnsafe(ref score0, (nuint)t);
+                Vector512<float> a1 = default, a2 = default, a3 = default;
+                if (n == 4)
+                {
+                    a1 = Vector512.LoadUnsafe(ref score0, (nuint)(g + t));
+                    a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * g + t));
+                    a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * g + t));
+                }
+                ref float qc = ref Unsafe.Add(ref qs0, w * perWord);
+                for (int j = 0; j < perWord; j++)
+                {
+                    var x = Vector512.ConvertToSingle(word & mask);
+                    word >>>= TWidth.Bits;
+                    a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(qc), a0);
+                    if (n == 4)
+                    {
+                        a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, channels)), a1);
+                        a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, 2 * channels)), a2);
+                        a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(Unsafe.Add(ref qc, 3 * channels)), a3);
+                    }
+                    qc = ref Unsafe.Add(ref qc, 1);
+                }
+                a0.StoreUnsafe(ref score0, (nuint)t);
+                if (n == 4)
+                {
+                    a1.StoreUnsafe(ref score0, (nuint)(g + t));
+                    a2.StoreUnsafe(ref score0, (nuint)(2 * g + t));
+                    a3.StoreUnsafe(ref score0, (nuint)(3 * g + t));
+                }
+            }
     }
 
     /// <summary>The 16 sums of q∘s over the channels of one nibble (from <paramref name="qs"/>), entry e taking each channel's code from e's bits.</summary>
