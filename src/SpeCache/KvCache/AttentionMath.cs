@@ -18,47 +18,81 @@ public static class AttentionMath
     /// </summary>
     public static void SoftMax(Span<float> x)
     {
-        float max = TensorPrimitives.Max(x);
-        float sum;
+        float sum = ExpSum(x, TensorPrimitives.Max(x), x);
+        TensorPrimitives.Multiply(x, 1f / sum, x);
+    }
+
+    /// <summary>
+    /// dest = e^(x - shift), returning Σ dest: the unnormalized softmax for a caller that divides by
+    /// the sum later (once per output, not once per weight) and knows a shift at or above the max.
+    /// <paramref name="dest"/> may be <paramref name="x"/>.
+    /// </summary>
+    public static float ExpSum(ReadOnlySpan<float> x, float shift, Span<float> dest)
+    {
+        if (dest.Length < x.Length) throw new ArgumentException($"{x.Length} exponentials need as many places, got {dest.Length}", nameof(dest));
+        float sum = 0;
+        int i = 0;
         if (x.Length >= VectorFrom && Vector512.IsHardwareAccelerated)
         {
             // Shift, exponential and sum in one pass over the row (the library's three calls were
             // three passes over 32K-score rows, every step, every head).
-            ref float p = ref MemoryMarshal.GetReference(x);
-            var shift = Vector512.Create(max);
+            ref float px = ref MemoryMarshal.GetReference(x);
+            ref float pd = ref MemoryMarshal.GetReference(dest);
+            var by = Vector512.Create(shift);
             var total = Vector512<float>.Zero;
-            int i = 0;
             for (; i + 16 <= x.Length; i += 16)
             {
-                var e = Vector512.Exp(Vector512.LoadUnsafe(ref p, (nuint)i) - shift);
-                e.StoreUnsafe(ref p, (nuint)i);
+                var e = Vector512.Exp(Vector512.LoadUnsafe(ref px, (nuint)i) - by);
+                e.StoreUnsafe(ref pd, (nuint)i);
                 total += e;
             }
             sum = Vector512.Sum(total);
-            for (; i < x.Length; i++)
-            {
-                float e = MathF.Exp(x[i] - max);
-                x[i] = e;
-                sum += e;
-            }
         }
         else if (x.Length >= VectorFrom)
         {
-            TensorPrimitives.Subtract(x, max, x);
-            TensorPrimitives.Exp(x, x);
-            sum = TensorPrimitives.Sum(x);
+            TensorPrimitives.Subtract(x, shift, dest);
+            TensorPrimitives.Exp(dest[..x.Length], dest);
+            return TensorPrimitives.Sum(dest[..x.Length]);
         }
-        else
+        for (; i < x.Length; i++)
         {
-            sum = 0;
-            for (int i = 0; i < x.Length; i++)
+            float e = MathF.Exp(x[i] - shift);
+            dest[i] = e;
+            sum += e;
+        }
+        return sum;
+    }
+
+    /// <summary>
+    /// dest[t] = max over the rows j of (rows[j × stride + t] - shifts[j]), for t below dest's length:
+    /// the GQA aggregation of several heads' scores, each shifted by its own max, in one pass over the
+    /// rows (three library passes per head before).
+    /// </summary>
+    public static void MaxOfShifted(ReadOnlySpan<float> rows, int stride, ReadOnlySpan<float> shifts, Span<float> dest)
+    {
+        int n = dest.Length, count = shifts.Length;
+        if (count == 0) throw new ArgumentException("no rows to take the max of", nameof(shifts));
+        if (stride < n || rows.Length < (count - 1L) * stride + n)
+            throw new ArgumentException($"{count} rows of {n} at a stride of {stride} need {(count - 1L) * stride + n} values, got {rows.Length}", nameof(rows));
+        int t = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            ref float r = ref MemoryMarshal.GetReference(rows);
+            ref float o = ref MemoryMarshal.GetReference(dest);
+            for (; t + 16 <= n; t += 16)
             {
-                float e = MathF.Exp(x[i] - max);
-                x[i] = e;
-                sum += e;
+                var best = Vector512.LoadUnsafe(ref r, (nuint)t) - Vector512.Create(shifts[0]);
+                for (int j = 1; j < count; j++)
+                    best = Vector512.Max(best, Vector512.LoadUnsafe(ref r, (nuint)(j * stride + t)) - Vector512.Create(shifts[j]));
+                best.StoreUnsafe(ref o, (nuint)t);
             }
         }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
+        for (; t < n; t++)
+        {
+            float best = rows[t] - shifts[0];
+            for (int j = 1; j < count; j++) best = MathF.Max(best, rows[j * stride + t] - shifts[j]);
+            dest[t] = best;
+        }
     }
 
     /// <summary>

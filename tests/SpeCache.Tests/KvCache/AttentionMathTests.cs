@@ -28,4 +28,56 @@ public class AttentionMathTests
             if (!(Math.Abs(p[i] - expected) <= tolerance)) Assert.Fail($"{i} of {length}: {p[i]}, expected {expected}");
         }
     }
+
+    [Theory]
+    [InlineData(7)]
+    [InlineData(512)]
+    [InlineData(1000)]
+    public void ExpSumGivesShiftedExponentialsAndTheirSumIntoAnotherRowOrInPlace(int length)
+    {
+        var rng = new Random(length + 1);
+        var x = new float[length];
+        for (int i = 0; i < length; i++) x[i] = (float)(rng.NextDouble() * 30 - 20);
+        const float shift = 12.5f; // above the max, as a caller's bound may be
+        var into = new float[length + 3];
+        Array.Fill(into, -1f);
+        float sum = AttentionMath.ExpSum(x, shift, into);
+        double expectedSum = 0;
+        for (int i = 0; i < length; i++)
+        {
+            double expected = Math.Exp(x[i] - shift);
+            expectedSum += expected;
+            if (!(Math.Abs(into[i] - expected) <= expected * (1e-6 + 1.2e-7 * Math.Abs(x[i] - shift)))) Assert.Fail($"{i} of {length}: {into[i]}, expected {expected}");
+        }
+        Assert.Equal(expectedSum, sum, expectedSum * 1e-5);
+        Assert.All(into[length..], v => Assert.Equal(-1f, v)); // nothing written past the row
+        var inPlace = (float[])x.Clone();
+        Assert.Equal(sum, AttentionMath.ExpSum(inPlace, shift, inPlace));
+        Assert.Equal(into[..length], inPlace);
+        Assert.Throws<ArgumentException>(() => AttentionMath.ExpSum(x, shift, new float[length - 1]));
+    }
+
+    [Theory]
+    [InlineData(1, 5)]
+    [InlineData(4, 16)]
+    [InlineData(4, 1000)]
+    [InlineData(3, 37)]
+    public void MaxOfShiftedTakesEachPlacesLargestShiftedScoreOverTheRows(int rows, int length)
+    {
+        var rng = new Random(rows * 1000 + length);
+        int stride = length + 9;
+        var scores = new float[rows * stride];
+        for (int i = 0; i < scores.Length; i++) scores[i] = (float)(rng.NextDouble() * 20 - 10);
+        var shifts = new float[rows];
+        for (int j = 0; j < rows; j++) shifts[j] = (float)(rng.NextDouble() * 4);
+        var dest = new float[length];
+        AttentionMath.MaxOfShifted(scores, stride, shifts, dest);
+        for (int t = 0; t < length; t++)
+        {
+            float expected = float.NegativeInfinity;
+            for (int j = 0; j < rows; j++) expected = MathF.Max(expected, scores[j * stride + t] - shifts[j]);
+            Assert.Equal(expected, dest[t]);
+        }
+        Assert.Throws<ArgumentException>(() => AttentionMath.MaxOfShifted(scores.AsSpan(0, scores.Length - 10), stride, shifts, dest));
+    }
 }

@@ -28,30 +28,54 @@ public static partial class KiviAttention
     /// </remarks>
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
     {
-        int heads = CheckAccumulateValues(format, probabilities, values, output);
+        int heads = CheckHeads(format, output);
+        if (probabilities.Length % heads != 0)
+            throw new ArgumentException($"{probabilities.Length} probabilities do not split into {heads} heads", nameof(probabilities));
+        int n = probabilities.Length / heads;
+        AccumulateValues(format, probabilities, n, n, values, output);
+    }
+
+    /// <summary>
+    /// <see cref="AccumulateValues(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float})"/> over
+    /// <paramref name="count"/> value tokens with head h's probabilities at
+    /// <paramref name="probabilities"/>[h × <paramref name="stride"/>], so a caller's rows over a longer
+    /// context (softmax weights of the residual after the low-bit tokens) are read in place.
+    /// </summary>
+    public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+    {
+        int heads = CheckAccumulateValues(format, probabilities, count, stride, values, output);
         if (!KiviCodes.VectorPath || !format.Vectorizable)
         {
-            AccumulateValuesScalar(format, probabilities, values, output);
+            AccumulateValuesScalar(format, probabilities, count, stride, values, output);
             return;
         }
         switch (format.Bits)
         {
-            case 1: AccumulateValuesVector<OneBit>(format, heads, probabilities, values, output); break;
-            case 2: AccumulateValuesVector<TwoBits>(format, heads, probabilities, values, output); break;
-            default: AccumulateValuesVector<FourBits>(format, heads, probabilities, values, output); break;
+            case 1: AccumulateValuesVector<OneBit>(format, heads, probabilities, count, stride, values, output); break;
+            case 2: AccumulateValuesVector<TwoBits>(format, heads, probabilities, count, stride, values, output); break;
+            default: AccumulateValuesVector<FourBits>(format, heads, probabilities, count, stride, values, output); break;
         }
     }
 
-    /// <summary>Scalar reference of <see cref="AccumulateValues"/>.</summary>
+    /// <summary>Scalar reference of <see cref="AccumulateValues(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float})"/>.</summary>
     public static void AccumulateValuesScalar(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
     {
-        int heads = CheckAccumulateValues(format, probabilities, values, output);
-        int d = format.HeadDim, gv = format.ValueGroupSize;
+        int heads = CheckHeads(format, output);
+        if (probabilities.Length % heads != 0)
+            throw new ArgumentException($"{probabilities.Length} probabilities do not split into {heads} heads", nameof(probabilities));
         int n = probabilities.Length / heads;
+        AccumulateValuesScalar(format, probabilities, n, n, values, output);
+    }
+
+    /// <summary>Scalar reference of the strided <c>AccumulateValues</c>.</summary>
+    public static void AccumulateValuesScalar(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+    {
+        int heads = CheckAccumulateValues(format, probabilities, count, stride, values, output);
+        int d = format.HeadDim, gv = format.ValueGroupSize;
         for (int h = 0; h < heads; h++)
-            for (int t = 0; t < n; t++)
+            for (int t = 0; t < count; t++)
             {
-                float p = probabilities[h * n + t];
+                float p = probabilities[h * stride + t];
                 for (int c = 0; c < d; c++)
                 {
                     long scaleAt = format.ValueScaleOffset(t, c / gv);
@@ -62,34 +86,42 @@ public static partial class KiviAttention
             }
     }
 
-    static int CheckAccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
+    static int CheckHeads(KiviFormat format, Span<float> output)
     {
         if (format.HeadDim == 0) throw new ArgumentException("the KIVI format is uninitialized (default)", nameof(format));
         int heads = output.Length / format.HeadDim;
         if (heads == 0 || output.Length != heads * format.HeadDim)
             throw new ArgumentException($"the output must be a whole number of {format.HeadDim}-float heads, not {output.Length} floats", nameof(output));
-        if (probabilities.Length % heads != 0)
-            throw new ArgumentException($"{probabilities.Length} probabilities do not split into {heads} heads", nameof(probabilities));
-        long n = probabilities.Length / heads;
-        if (values.Length < format.ValueBytes(n))
-            throw new ArgumentException($"{n} value tokens are {format.ValueBytes(n)} bytes of value blocks, got {values.Length}", nameof(values));
         return heads;
     }
 
-    static void AccumulateValuesVector<TWidth>(KiviFormat format, int heads, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
+    static int CheckAccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+    {
+        int heads = CheckHeads(format, output);
+        if (count < 0 || stride < count)
+            throw new ArgumentOutOfRangeException(nameof(stride), $"{count} tokens at a stride of {stride} probabilities between heads");
+        if (probabilities.Length < (heads - 1L) * stride + count)
+            throw new ArgumentException($"{heads} heads x {count} tokens at a stride of {stride} need {(heads - 1L) * stride + count} probabilities, got {probabilities.Length}", nameof(probabilities));
+        if (values.Length < format.ValueBytes(count))
+            throw new ArgumentException($"{count} value tokens are {format.ValueBytes(count)} bytes of value blocks, got {values.Length}", nameof(values));
+        return heads;
+    }
+
+    static void AccumulateValuesVector<TWidth>(KiviFormat format, int heads, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
         where TWidth : struct, ICodeWidth
     {
-        int d = format.HeadDim, n = probabilities.Length / heads;
+        if (count == 0) return;
+        int d = format.HeadDim;
         int h = 0;
         // Four query heads at a time share each expansion of a run's nibbles; the rest one at a time.
         for (; h + 4 <= heads; h += 4)
-            AccumulateHeads<TWidth, FourHeads>(format, probabilities.Slice(h * n, 4 * n), n, values, output.Slice(h * d, 4 * d));
+            AccumulateHeads<TWidth, FourHeads>(format, probabilities.Slice(h * stride, 3 * stride + count), count, stride, values, output.Slice(h * d, 4 * d));
         for (; h < heads; h++)
-            AccumulateHeads<TWidth, OneHead>(format, probabilities.Slice(h * n, n), n, values, output.Slice(h * d, d));
+            AccumulateHeads<TWidth, OneHead>(format, probabilities.Slice(h * stride, count), count, stride, values, output.Slice(h * d, d));
     }
 
     [SkipLocalsInit] // every staged float is written before it is read
-    static void AccumulateHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, ReadOnlySpan<byte> values, Span<float> output)
+    static void AccumulateHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
@@ -128,12 +160,12 @@ public static partial class KiviAttention
                 for (int i = 0; i < heads; i++)
                 {
                     Vector512<float> p;
-                    if (n == lanes) p = Vector512.LoadUnsafe(ref p0, (nuint)(i * count + start));
+                    if (n == lanes) p = Vector512.LoadUnsafe(ref p0, (nuint)(i * stride + start));
                     else
                     {
                         // By hand, not Span.CopyTo: a call here would make the JIT keep every vector of
                         // the method on the stack (all vector registers are the caller's to save).
-                        for (int t = 0; t < lanes; t++) partial[t] = t < n ? Unsafe.Add(ref p0, i * count + start + t) : 0;
+                        for (int t = 0; t < lanes; t++) partial[t] = t < n ? Unsafe.Add(ref p0, i * stride + start + t) : 0;
                         p = Vector512.LoadUnsafe(ref MemoryMarshal.GetReference(partial));
                     }
                     int at = (i * groups + grp) * lanes;

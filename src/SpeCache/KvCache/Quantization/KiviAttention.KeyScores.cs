@@ -30,26 +30,38 @@ public static partial class KiviAttention
     /// (perf had that kernel at 27 % of a 32K-token specache decode step). At 2 and 4 bits a table
     /// covers only 2 or 1 channels and the conversion is cheaper.
     /// </remarks>
-    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores)
+    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores) =>
+        KeyScores(format, queries, group, scores, format.GroupSize);
+
+    /// <summary>
+    /// <see cref="KeyScores(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float})"/> with head h's
+    /// G scores written at <paramref name="scores"/>[h × <paramref name="stride"/>], so a caller keeping one
+    /// row of scores per head over the whole context gets them in place (no copy per group).
+    /// </summary>
+    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride)
     {
-        int heads = CheckKeyScores(format, queries, group, scores);
+        int heads = CheckKeyScores(format, queries, group, scores, stride);
         if (!KiviCodes.VectorPath || !format.Vectorizable)
         {
-            KeyScoresScalar(format, queries, group, scores);
+            KeyScoresScalar(format, queries, group, scores, stride);
             return;
         }
         switch (format.Bits)
         {
-            case 1: KeyScoresVector<OneBit>(format, queries, heads, group, scores); break;
-            case 2: KeyScoresVector<TwoBits>(format, queries, heads, group, scores); break;
-            default: KeyScoresVector<FourBits>(format, queries, heads, group, scores); break;
+            case 1: KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride); break;
+            case 2: KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride); break;
+            default: KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride); break;
         }
     }
 
-    /// <summary>Scalar reference of <see cref="KeyScores"/>: the same sum, one token and channel at a time.</summary>
-    public static void KeyScoresScalar(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores)
+    /// <summary>Scalar reference of <see cref="KeyScores(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float}, int)"/>: the same sum, one token and channel at a time.</summary>
+    public static void KeyScoresScalar(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores) =>
+        KeyScoresScalar(format, queries, group, scores, format.GroupSize);
+
+    /// <summary>Scalar reference of the strided <c>KeyScores</c>.</summary>
+    public static void KeyScoresScalar(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride)
     {
-        int heads = CheckKeyScores(format, queries, group, scores);
+        int heads = CheckKeyScores(format, queries, group, scores, stride);
         int d = format.HeadDim, g = format.GroupSize;
         var scales = MemoryMarshal.Cast<byte, Half>(group[..(2 * d)]);
         var zeros = MemoryMarshal.Cast<byte, Half>(group.Slice(2 * d, 2 * d));
@@ -64,12 +76,12 @@ public static partial class KiviAttention
                 float sum = 0;
                 for (int c = 0; c < d; c++)
                     sum = MathF.FusedMultiplyAdd(q[c] * (float)scales[c], KiviCodes.ReadKey(codes, format, t, c), sum);
-                scores[h * g + t] = sum + bias;
+                scores[h * stride + t] = sum + bias;
             }
         }
     }
 
-    static int CheckKeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores)
+    static int CheckKeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride)
     {
         if (format.HeadDim == 0) throw new ArgumentException("the KIVI format is uninitialized (default)", nameof(format));
         int heads = queries.Length / format.HeadDim;
@@ -77,8 +89,10 @@ public static partial class KiviAttention
             throw new ArgumentException($"queries must be a whole number of {format.HeadDim}-float heads, not {queries.Length} floats", nameof(queries));
         if (group.Length < format.KeyGroupBytes)
             throw new ArgumentException($"a key group is {format.KeyGroupBytes} bytes, got {group.Length}", nameof(group));
-        if (scores.Length < heads * format.GroupSize)
-            throw new ArgumentException($"{heads} heads x {format.GroupSize} tokens need {heads * format.GroupSize} scores", nameof(scores));
+        if (stride < format.GroupSize)
+            throw new ArgumentOutOfRangeException(nameof(stride), $"a stride of {stride} scores between heads is shorter than the group of {format.GroupSize} tokens");
+        if (scores.Length < (heads - 1L) * stride + format.GroupSize)
+            throw new ArgumentException($"{heads} heads x {format.GroupSize} tokens at a stride of {stride} need {(heads - 1L) * stride + format.GroupSize} scores, got {scores.Length}", nameof(scores));
         return heads;
     }
 
@@ -86,7 +100,7 @@ public static partial class KiviAttention
     const int TablesPerWord = 8;
 
     [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
-    static unsafe void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores)
+    static unsafe void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, g = format.GroupSize;
@@ -109,9 +123,9 @@ public static partial class KiviAttention
         // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to
         // 8 query heads per KV head); the rest one at a time.
         for (; h + 4 <= heads; h += 4)
-            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, tables, group, scores.Slice(h * g, 4 * g));
+            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, tables, group, scores.Slice(h * stride, 3 * stride + g), stride);
         for (; h < heads; h++)
-            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, tables, group, scores.Slice(h * g, g));
+            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, tables, group, scores.Slice(h * stride, g), stride);
     }
 
     /// <summary>
@@ -120,7 +134,7 @@ public static partial class KiviAttention
     /// or by conversion (2 and 4 bits).
     /// </summary>
     static void ScoreHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
-        Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores)
+        Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
@@ -144,18 +158,18 @@ public static partial class KiviAttention
             }
             for (int c = d; c < channels; c += KiviFormat.Lanes) Vector512<float>.Zero.StoreUnsafe(ref qsi, (nuint)c);
             var start = Vector512.Create(Vector512.Sum(bias));
-            for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * g + t));
+            for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * stride + t));
         }
 
-        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, tables, group, scores);
-        else ScoresByConversion<TWidth, THeads>(format, qs, group, scores);
+        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, tables, group, scores, stride);
+        else ScoresByConversion<TWidth, THeads>(format, qs, group, scores, stride);
     }
 
     /// <summary>
     /// 1 bit: adds Σ_c (q_c s_c) code_t,c to the scores, per word of codes building the 8 tables of
     /// each head and then, per 16 tokens, one lookup and add per 4 bits and head.
     /// </summary>
-    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores)
+    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where THeads : struct, IHeadCount
     {
         int n = THeads.Count, g = format.GroupSize, words = format.KeyWordsPerToken;
@@ -196,9 +210,9 @@ public static partial class KiviAttention
                 Vector512<float> a1 = default, a2 = default, a3 = default;
                 if (n == 4)
                 {
-                    a1 = Vector512.LoadUnsafe(ref score0, (nuint)(g + t));
-                    a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * g + t));
-                    a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * g + t));
+                    a1 = Vector512.LoadUnsafe(ref score0, (nuint)(stride + t));
+                    a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * stride + t));
+                    a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * stride + t));
                 }
                 tn = ref table0;
                 for (int nibble = 0; nibble < TablesPerWord; nibble++)
@@ -216,9 +230,9 @@ public static partial class KiviAttention
                 a0.StoreUnsafe(ref score0, (nuint)t);
                 if (n == 4)
                 {
-                    a1.StoreUnsafe(ref score0, (nuint)(g + t));
-                    a2.StoreUnsafe(ref score0, (nuint)(2 * g + t));
-                    a3.StoreUnsafe(ref score0, (nuint)(3 * g + t));
+                    a1.StoreUnsafe(ref score0, (nuint)(stride + t));
+                    a2.StoreUnsafe(ref score0, (nuint)(2 * stride + t));
+                    a3.StoreUnsafe(ref score0, (nuint)(3 * stride + t));
                 }
             }
         }
@@ -228,7 +242,7 @@ public static partial class KiviAttention
     /// 2 and 4 bits: adds Σ_c (q_c s_c) code_t,c to the scores, per channel one shift, mask and
     /// conversion of 16 tokens' codes and one multiply-add per head.
     /// </summary>
-    static void ScoresByConversion<TWidth, THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores)
+    static void ScoresByConversion<TWidth, THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
@@ -249,9 +263,9 @@ public static partial class KiviAttention
                 Vector512<float> a1 = default, a2 = default, a3 = default;
                 if (n == 4)
                 {
-                    a1 = Vector512.LoadUnsafe(ref score0, (nuint)(g + t));
-                    a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * g + t));
-                    a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * g + t));
+                    a1 = Vector512.LoadUnsafe(ref score0, (nuint)(stride + t));
+                    a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * stride + t));
+                    a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * stride + t));
                 }
                 ref float qc = ref Unsafe.Add(ref qs0, w * perWord);
                 for (int j = 0; j < perWord; j++)
@@ -270,9 +284,9 @@ public static partial class KiviAttention
                 a0.StoreUnsafe(ref score0, (nuint)t);
                 if (n == 4)
                 {
-                    a1.StoreUnsafe(ref score0, (nuint)(g + t));
-                    a2.StoreUnsafe(ref score0, (nuint)(2 * g + t));
-                    a3.StoreUnsafe(ref score0, (nuint)(3 * g + t));
+                    a1.StoreUnsafe(ref score0, (nuint)(stride + t));
+                    a2.StoreUnsafe(ref score0, (nuint)(2 * stride + t));
+                    a3.StoreUnsafe(ref score0, (nuint)(3 * stride + t));
                 }
             }
     }

@@ -244,6 +244,65 @@ public sealed class SpeCacheKvCacheTests : IDisposable
         Assert.Equal(SpeCacheKvCache.HostTierBytes(_model.Config, 512), fits.Memory.HostTierBytes);
     }
 
+    [Fact]
+    public void ALowBitEstimateFarAboveTheRealMaxStillGivesExactAttention()
+    {
+        // Token 7's key is 6000 in two outlier channels where tokens 5 and 6 reach 10000: at 1 bit both
+        // go to the upper level (7500), so its low-bit score is 15000 q-units against a real 12000, the
+        // largest of any. With top-k covering the context every score is replaced by the exact one, and
+        // a softmax shifted by the low-bit max (750 above the real one after the 1/sqrt(d) scale) would
+        // be all zeros.
+        var config = new ModelConfig
+        {
+            Architecture = "llama",
+            VocabSize = 16,
+            Dim = 64,
+            HiddenDim = 16,
+            LayerCount = 1,
+            HeadCount = 4,
+            KvHeadCount = 1,
+            HeadDim = 16,
+            RopeDim = 16,
+            ContextLength = 128,
+        };
+        using var cache = new SpeCacheKvCache(config, 128, new SpeCacheOptions(Bits: 1, GroupSize: 32, ResidualLength: 32, TopK: 128, Speculative: false));
+        const int context = 100, d = 16;
+        var rng = new Random(3);
+        var keys = new float[(context + 1) * d];
+        var values = new float[(context + 1) * d];
+        for (int i = 0; i < keys.Length; i++) { keys[i] = (float)(rng.NextDouble() - 0.5); values[i] = (float)(rng.NextDouble() * 2 - 1); }
+        (keys[5 * d], keys[5 * d + 1]) = (10000, 0);
+        (keys[6 * d], keys[6 * d + 1]) = (0, 10000);
+        (keys[7 * d], keys[7 * d + 1]) = (6000, 6000);
+        cache.BeginStep(context, 0);
+        cache.Append(0, keys.AsSpan(0, context * d), values.AsSpan(0, context * d), context);
+        cache.Commit(context);
+        var queries = new float[4 * d];
+        for (int i = 0; i < queries.Length; i++) queries[i] = (i % d < 2 ? 1 : 0) + 0.1f * (float)(rng.NextDouble() - 0.5);
+        var output = new float[4 * d];
+        cache.BeginStep(1, 0);
+        cache.Append(0, keys.AsSpan(context * d, d), values.AsSpan(context * d, d), 1);
+        cache.Attend(0, queries, output, 1);
+        cache.Commit(1);
+        Assert.True(cache.Counters.TopKRequested > 0, "no position was low-bit: the test would not reach the estimate");
+
+        // Exact attention over the F16 copies the host tier keeps.
+        static double F16(float x) => (double)(float)(Half)x;
+        for (int h = 0; h < 4; h++)
+        {
+            var scores = new double[context + 1];
+            for (int t = 0; t <= context; t++)
+                for (int c = 0; c < d; c++) scores[t] += queries[h * d + c] * F16(keys[t * d + c]) / 4;
+            double max = scores.Max(), sum = scores.Sum(x => Math.Exp(x - max));
+            for (int c = 0; c < d; c++)
+            {
+                double expected = 0;
+                for (int t = 0; t <= context; t++) expected += Math.Exp(scores[t] - max) / sum * F16(values[t * d + c]);
+                if (!(Math.Abs(output[h * d + c] - expected) <= 1e-4)) Assert.Fail($"head {h}, channel {c}: {output[h * d + c]}, exact {expected}");
+            }
+        }
+    }
+
     // Real model shapes: Llama-3.2-1B (16 layers, 8 KV heads of 64), Llama-3-8B (32 layers, 8 KV heads of 128).
     [Theory]
     [InlineData(16, 8, 64)]

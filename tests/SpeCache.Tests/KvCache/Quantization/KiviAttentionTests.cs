@@ -165,6 +165,74 @@ public class KiviAttentionTests
         }
     }
 
+    [Theory]
+    [InlineData(64, 64, 1, 4)]
+    [InlineData(128, 32, 2, 5)]
+    [InlineData(64, 32, 4, 8)]
+    public void StridedKeyScoresLandInEachHeadsRowAndNowhereElse(int headDim, int group, int bits, int heads)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(31 * heads + bits);
+        var packed = KeyGroup(format, rng, outliers: true);
+        var queries = KiviTestData.Normals(rng, heads, headDim);
+        var packedScores = new float[heads * group];
+        KiviAttention.KeyScores(format, queries, packed, packedScores);
+        // Rows of a longer context, the group's scores at an offset of 7 in each: the rest must keep its sentinel.
+        int stride = 3 * group + 5, offset = 7;
+        foreach (bool scalar in new[] { false, true })
+        {
+            var rows = new float[heads * stride];
+            Array.Fill(rows, -12345f);
+            if (scalar) KiviAttention.KeyScoresScalar(format, queries, packed, rows.AsSpan(offset), stride);
+            else KiviAttention.KeyScores(format, queries, packed, rows.AsSpan(offset), stride);
+            for (int h = 0; h < heads; h++)
+                for (int t = 0; t < stride; t++)
+                {
+                    float actual = rows[h * stride + t];
+                    if (t < offset || t >= offset + group)
+                    {
+                        if (actual != -12345f) Assert.Fail($"{(scalar ? "scalar" : "vector")}: head {h}, place {t} outside the group was written ({actual})");
+                        continue;
+                    }
+                    float expected = packedScores[h * group + t - offset];
+                    if (!(MathF.Abs(actual - expected) <= 2e-6f * (1 + MathF.Abs(expected)) + 1e-4f))
+                        Assert.Fail($"{(scalar ? "scalar" : "vector")}: head {h}, token {t - offset}: strided {actual}, packed {expected}");
+                }
+        }
+    }
+
+    [Theory]
+    [InlineData(64, 64, 1, 4, 150)]
+    [InlineData(128, 32, 2, 5, 33)]
+    [InlineData(64, 32, 4, 8, 16)]
+    public void StridedAccumulateReadsOnlyEachRowsFirstTokens(int headDim, int group, int bits, int heads, int count)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(17 * heads + count);
+        var values = KiviTestData.Normals(rng, count, headDim);
+        var tokens = new byte[format.ValueBytes(count)];
+        for (int t = 0; t < count; t++)
+            KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens, t);
+        var p = KiviTestData.Normals(rng, heads, count);
+        for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
+        var expected = new float[heads * headDim];
+        KiviAttention.AccumulateValues(format, p, tokens, expected);
+        // Each head's weights at the start of a longer row whose tail (the residual's weights, in a cache) is huge: it must not count.
+        int stride = count + 21;
+        var rows = new float[(heads - 1) * stride + count];
+        Array.Fill(rows, 1e30f);
+        for (int h = 0; h < heads; h++) p.AsSpan(h * count, count).CopyTo(rows.AsSpan(h * stride));
+        foreach (bool scalar in new[] { false, true })
+        {
+            var actual = new float[heads * headDim];
+            if (scalar) KiviAttention.AccumulateValuesScalar(format, rows, count, stride, tokens, actual);
+            else KiviAttention.AccumulateValues(format, rows, count, stride, tokens, actual);
+            for (int i = 0; i < actual.Length; i++)
+                if (!(MathF.Abs(actual[i] - expected[i]) <= 1e-5f * (4 + MathF.Abs(expected[i]))))
+                    Assert.Fail($"{(scalar ? "scalar" : "vector")}: head {i / headDim}, channel {i % headDim}: strided {actual[i]}, packed {expected[i]}");
+        }
+    }
+
     [Fact]
     public void KernelsRejectMisshapenArguments()
     {
@@ -174,10 +242,14 @@ public class KiviAttentionTests
         Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], group, new float[63]));            // 2 heads x 32 scores
         Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[64], group[..^1], new float[32]));       // short group
         Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(default, new float[64], group, new float[32]));            // default format
+        Assert.Throws<ArgumentOutOfRangeException>(() => KiviAttention.KeyScores(format, new float[128], group, new float[64], 31)); // rows overlap
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], group, new float[71], 40));          // second row ends at 72
         var tokens = new byte[format.ValueBytes(16)];
         Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[17], tokens, new float[64]));     // 17 tokens, one block stored
         Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[128]));     // 3 does not split in 2 heads
         Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[65]));      // not whole heads
+        Assert.Throws<ArgumentOutOfRangeException>(() => KiviAttention.AccumulateValues(format, new float[32], 16, 15, tokens, new float[128])); // rows overlap
+        Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[35], 16, 20, tokens, new float[128]));          // second row ends at 36
     }
 
     [Theory]

@@ -89,9 +89,9 @@ public sealed partial class SpeCacheKvCache
         readonly SpeCacheKvCache _c;
         readonly int _d, _group, _k;
         readonly float[] _q, _out;                 // (rows x group, headDim) stacked queries and outputs
-        readonly float[] _raw, _probabilities;     // (rows x group, stride) scores, then probabilities
-        readonly float[] _lowBit;                  // (rows x group, quantized) probabilities of low-bit positions
-        readonly float[] _importance, _shifted, _heap, _groupScores;
+        readonly float[] _raw, _weights;           // (rows x group, stride) scores, then their unnormalized softmax weights
+        readonly float[] _rowMax, _inverseSums;    // (rows x group) each head's max score before the 16-bit pairs replace theirs; 1 / its softmax sum
+        readonly float[] _importance, _shifted, _heap;
         readonly float[] _selectedK, _selectedV;   // (k, headDim) the 16-bit pairs attended this step
         readonly float[] _hostKeys, _hostValues;   // (context, headDim) prefill and recall checks
         readonly int[] _selected, _exact, _truth;
@@ -108,12 +108,12 @@ public sealed partial class SpeCacheKvCache
             _q = new float[rows * _d];
             _out = new float[rows * _d];
             _raw = new float[rows * stride];
-            _probabilities = new float[rows * stride];
-            _lowBit = new float[rows * cache.Capacity];
+            _weights = new float[rows * stride];
+            _rowMax = new float[rows];
+            _inverseSums = new float[rows];
             _importance = new float[stride];
             _shifted = new float[stride];
             _heap = new float[_k];
-            _groupScores = new float[rows * cache.Options.GroupSize];
             _selectedK = new float[_k * _d];
             _selectedV = new float[_k * _d];
             _hostKeys = new float[(long)cache.Capacity * _d];
@@ -160,8 +160,9 @@ public sealed partial class SpeCacheKvCache
                 work = work with { Real = 0 };
             }
             int rows = work.Real + work.Speculative;
+            // The queries carry the 1/sqrt(d) scale, so every score comes out scaled (no pass over 32K-score rows to scale them).
             for (int r = 0; r < rows; r++)
-                queries.Slice(r * qDim + h * rowDim, rowDim).CopyTo(_q.AsSpan(r * rowDim, rowDim));
+                TensorPrimitives.Multiply(queries.Slice(r * qDim + h * rowDim, rowDim), _c._scale, _q.AsSpan(r * rowDim, rowDim));
             Decode(work, h, rows);
             for (int r = 0; r < rows; r++)
                 _out.AsSpan(r * rowDim, rowDim).CopyTo(output.Slice(r * qDim + h * rowDim, rowDim));
@@ -196,24 +197,20 @@ public sealed partial class SpeCacheKvCache
             int stride = quantized + residual + 1; // the speculative row's own position is the last
             int heads = rows * _group;
 
-            // Scores against the low-bit keys: one kernel call per group for every row's query heads.
+            // Scores against the low-bit keys, straight into each head's row: one kernel call per group for every row's query heads.
             for (int first = 0; first < quantized; first += g)
-            {
-                KiviAttention.KeyScores(c._format, _q.AsSpan(0, heads * d), c._keyGroups[slot].AsSpan(first / g * c._format.KeyGroupBytes, c._format.KeyGroupBytes), _groupScores);
-                for (int i = 0; i < heads; i++)
-                    _groupScores.AsSpan(i * g, g).CopyTo(_raw.AsSpan(i * stride + first, g));
-            }
+                KiviAttention.KeyScores(c._format, _q.AsSpan(0, heads * d), c._keyGroups[slot].AsSpan(first / g * c._format.KeyGroupBytes, c._format.KeyGroupBytes),
+                    _raw.AsSpan(first), stride);
             // Exact scores against the residual (and, for the speculative row, its own key).
             for (int i = 0; i < heads; i++)
             {
                 var qi = _q.AsSpan(i * d, d);
                 var row = _raw.AsSpan(i * stride, stride);
                 for (int t = 0; t < residual; t++)
-                    row[quantized + t] = TensorPrimitives.Dot(qi, c._residualK[slot].AsSpan(t * d, d));
+                    row[quantized + t] = AttentionMath.Dot(qi, c._residualK[slot].AsSpan(t * d, d));
                 bool speculative = i >= work.Real * _group;
-                if (speculative) row[stride - 1] = TensorPrimitives.Dot(qi, c._specK.AsSpan(h * d, d));
-                int visible = speculative ? stride : stride - 1;
-                TensorPrimitives.Multiply(row[..visible], c._scale, row[..visible]);
+                if (speculative) row[stride - 1] = AttentionMath.Dot(qi, c._specK.AsSpan(h * d, d));
+                _rowMax[i] = TensorPrimitives.Max(row[..(speculative ? stride : stride - 1)]);
             }
 
             // The speculative row picks the next step's top-k first, from the same estimate the next
@@ -224,14 +221,14 @@ public sealed partial class SpeCacheKvCache
             if (work.Speculative == 1 && work.Next.Positions.Length > 0)
             {
                 int nextQuantized = quantized + (residual + 1 == c._residualMax ? g : 0);
-                Importance(work.Real, stride, stride, nextQuantized);
+                Importance(work.Real, stride, nextQuantized);
                 work.Next.Counts[h] = TopK.Select(_importance.AsSpan(0, nextQuantized), _k, work.Next.Positions.AsSpan(h * _k, _k), _heap);
             }
 
             int exact = 0;
             if (work.Real == 1)
             {
-                Importance(0, stride, stride - 1, quantized);
+                Importance(0, stride, quantized);
                 int selected = TopK.Select(_importance.AsSpan(0, quantized), _k, _selected, _heap);
                 if (c.Options.MeasureRecall && selected > 0) MeasureRecall(slot, quantized, selected);
                 exact = GatherSelected(slot, h, selected, work.Current);
@@ -239,64 +236,58 @@ public sealed partial class SpeCacheKvCache
                     + (long)residual * 2 * d * sizeof(float) + (long)exact * 2 * d * sizeof(float);
             }
 
-            // One softmax per query head over the mixed cache: 16-bit scores at the selected pairs.
+            // One softmax per query head over the mixed cache, 16-bit scores at the selected pairs,
+            // left unnormalized: the outputs are divided by the sums at the end, once per channel.
             for (int i = 0; i < heads; i++)
             {
                 bool speculative = i >= work.Real * _group;
-                int visible = speculative ? stride : stride - 1;
-                var row = _raw.AsSpan(i * stride, visible);
+                var row = _raw.AsSpan(i * stride, speculative ? stride : stride - 1);
                 var qi = _q.AsSpan(i * d, d);
+                // A shift at or above the row's max keeps every weight at most 1; the max before the
+                // 16-bit scores replaced the low-bit ones is one unless a low-bit estimate was high.
+                float shift = _rowMax[i];
                 for (int e = 0; e < exact; e++)
-                    row[_exact[e]] = TensorPrimitives.Dot(qi, _selectedK.AsSpan(e * d, d)) * c._scale;
-                var p = _probabilities.AsSpan(i * stride, visible);
-                row.CopyTo(p);
-                AttentionMath.SoftMax(p);
-                var low = _lowBit.AsSpan(i * quantized, quantized);
-                p[..quantized].CopyTo(low);
-                for (int e = 0; e < exact; e++) low[_exact[e]] = 0;
+                    shift = MathF.Max(shift, row[_exact[e]] = AttentionMath.Dot(qi, _selectedK.AsSpan(e * d, d)));
+                var weights = _weights.AsSpan(i * stride, row.Length);
+                float sum = AttentionMath.ExpSum(row, shift, weights);
+                // The sum is at least e^(max - shift): below 1e-3 the estimate overshot the real max by
+                // more than 6.9, and smaller weights would lose bits to subnormals. Shift by the real max.
+                if (!(sum >= 1e-3f)) sum = AttentionMath.ExpSum(row, TensorPrimitives.Max(row), weights);
+                _inverseSums[i] = 1f / sum;
             }
 
-            // Values: the low-bit part for every row at once, then the 16-bit pairs, the residual, the own value.
+            // Values: the 16-bit pairs, the residual and the own value per head, then every head's
+            // low-bit part at once, reading the weight rows in place with the 16-bit positions at 0.
             var o = _out.AsSpan(0, heads * d);
             o.Clear();
-            if (quantized > 0)
-                KiviAttention.AccumulateValues(c._format, _lowBit.AsSpan(0, heads * quantized), c._values[slot].AsSpan(0, (int)c._format.ValueBytes(quantized)), o);
             for (int i = 0; i < heads; i++)
             {
                 var oi = o.Slice(i * d, d);
-                var p = _probabilities.AsSpan(i * stride, stride);
+                var p = _weights.AsSpan(i * stride, stride);
                 for (int e = 0; e < exact; e++)
-                    TensorPrimitives.MultiplyAdd(_selectedV.AsSpan(e * d, d), p[_exact[e]], oi, oi);
+                {
+                    AttentionMath.MultiplyAdd(_selectedV.AsSpan(e * d, d), p[_exact[e]], oi);
+                    p[_exact[e]] = 0;
+                }
                 for (int t = 0; t < residual; t++)
-                    TensorPrimitives.MultiplyAdd(c._residualV[slot].AsSpan(t * d, d), p[quantized + t], oi, oi);
+                    AttentionMath.MultiplyAdd(c._residualV[slot].AsSpan(t * d, d), p[quantized + t], oi);
                 if (i >= work.Real * _group)
-                    TensorPrimitives.MultiplyAdd(c._specV.AsSpan(h * d, d), p[stride - 1], oi, oi);
+                    AttentionMath.MultiplyAdd(c._specV.AsSpan(h * d, d), p[stride - 1], oi);
             }
+            if (quantized > 0)
+                KiviAttention.AccumulateValues(c._format, _weights, quantized, stride, c._values[slot].AsSpan(0, (int)c._format.ValueBytes(quantized)), o);
+            for (int i = 0; i < heads; i++)
+                TensorPrimitives.Multiply(o.Slice(i * d, d), _inverseSums[i], o.Slice(i * d, d));
         }
 
         /// <summary>
         /// GQA aggregation of row <paramref name="row"/>'s query heads over positions [0, candidates):
         /// the largest log-probability any head gives the position (each head's scores minus its max
-        /// over the <paramref name="visible"/> positions). Ranking a single head by this is ranking by
-        /// its softmax, and it needs no exponentials: top-k runs every step on every head.
+        /// over all it sees). Ranking a single head by this is ranking by its softmax, and it needs no
+        /// exponentials: top-k runs every step on every head.
         /// </summary>
-        void Importance(int row, int stride, int visible, int candidates)
-        {
-            var importance = _importance.AsSpan(0, candidates);
-            for (int j = 0; j < _group; j++)
-            {
-                var scores = _raw.AsSpan((row * _group + j) * stride, visible);
-                float max = TensorPrimitives.Max(scores);
-                if (j == 0)
-                {
-                    TensorPrimitives.Subtract(scores[..candidates], max, importance);
-                    continue;
-                }
-                var shifted = _shifted.AsSpan(0, candidates);
-                TensorPrimitives.Subtract(scores[..candidates], max, shifted);
-                TensorPrimitives.Max(importance, shifted, importance);
-            }
-        }
+        void Importance(int row, int stride, int candidates) =>
+            AttentionMath.MaxOfShifted(_raw.AsSpan(row * _group * stride), stride, _rowMax.AsSpan(row * _group, _group), _importance.AsSpan(0, candidates));
 
         /// <summary>
         /// Brings the selected positions' 16-bit pairs into _selectedK/_selectedV: from the staging pool
