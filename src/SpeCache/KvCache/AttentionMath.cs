@@ -42,7 +42,7 @@ public static class AttentionMath
             var total = Vector512<float>.Zero;
             for (; i + 16 <= x.Length; i += 16)
             {
-                var e = Vector512.Exp(Vector512.LoadUnsafe(ref px, (nuint)i) - by);
+                var e = Exp(Vector512.LoadUnsafe(ref px, (nuint)i) - by);
                 e.StoreUnsafe(ref pd, (nuint)i);
                 total += e;
             }
@@ -61,6 +61,31 @@ public static class AttentionMath
             sum += e;
         }
         return sum;
+    }
+
+    /// <summary>
+    /// e^x in single precision for softmax inputs (x &lt;= 0 there; accurate to about 2 ulp up to 88,
+    /// 0 below -87.3, NaN stays NaN), inlined. The library's Vector512.Exp is an out-of-line call that
+    /// works in double precision: with the sum around it, 14 % of a 32K-token specache decode step.
+    /// Range reduction e^x = 2^n e^r with n = round(x log2 e), |r| &lt;= ln2 / 2 (ln 2 in two parts, so
+    /// r keeps its bits), and Cephes' single-precision polynomial for e^r.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp(Vector512<float> x)
+    {
+        var clamped = Vector512.Min(x, Vector512.Create(88.7f));
+        var n = Vector512.Round(clamped * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), clamped);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
+        var twoToN = (Vector512.ConvertToInt32(n) + Vector512.Create(127) << 23).AsSingle();
+        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-87.33f)), Vector512<float>.Zero, p * twoToN);
     }
 
     /// <summary>
