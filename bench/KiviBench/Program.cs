@@ -1,8 +1,8 @@
 // Measures KIVI's fused key-score kernel against 16-bit keys, one KV head with 4 query heads (GQA),
-// headDim 128, 32K tokens: time per pass over all tokens, bytes read per token, and GB/s.
+// headDim 128 (or as given), 32K tokens: time per pass over all tokens, bytes read per token, and GB/s.
 // "hot": one head's cache read again and again (it sits in L2/L3). "cold": a pass over each of
 // enough heads to fill ~256 MB, the way a decode step walks every layer's cache (DRAM-bound).
-// Run: dotnet run -c Release --project bench/KiviBench [tokens] [seconds per case]
+// Run: dotnet run -c Release --project bench/KiviBench [tokens] [seconds per case] [head size]
 using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
@@ -10,7 +10,8 @@ using SpeCache.KvCache.Quantization;
 
 int tokens = args.Length > 0 ? int.Parse(args[0]) : 32 * 1024;
 double seconds = args.Length > 1 ? double.Parse(args[1]) : 1.0;
-const int headDim = 128, queryHeads = 4;
+int headDim = args.Length > 2 ? int.Parse(args[2]) : 128;
+const int queryHeads = 4;
 const long coldBytes = 256L << 20;
 
 var rng = new Random(42);

@@ -24,7 +24,9 @@ public static partial class KiviAttention
     /// and head it tabulates the 16 possible sums of those tokens' p_t s_t and looks up 16 channels
     /// with one permute: at 1 bit, one permute and add per 4 tokens where converting codes to floats
     /// cost a conversion per token and an FMA per token and head (perf had that kernel and its scale
-    /// staging at 36 % of a 32K-token specache decode step).
+    /// staging at 36 % of a 32K-token specache decode step). At 1 bit with four heads (Llama's GQA
+    /// group) a block's 16 tables sit in registers: written to memory and read back at once, the reads
+    /// waited on the stores (KiviBench, head 64, 1 bit: 146/121 -> 88 us per 32K tokens).
     /// </remarks>
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
     {
@@ -120,6 +122,88 @@ public static partial class KiviAttention
             AccumulateHeads<TWidth, OneHead>(format, probabilities.Slice(h * stride, count), count, stride, values, output.Slice(h * d, d));
     }
 
+    /// <summary>Block <paramref name="start"/>/16's p_t s_t into <paramref name="scaled"/> and its p_t z_t added to the running <paramref name="bias"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StageBlock<THeads>(KiviFormat format, ref float p0, int count, int stride, ReadOnlySpan<byte> values, int start, ref float scaled, ref float bias, Span<float> partial)
+        where THeads : struct, IHeadCount
+    {
+        const int lanes = KiviFormat.BlockTokens;
+        int heads = THeads.Count, groups = format.ValueGroupsPerToken;
+        int n = Math.Min(lanes, count - start);
+        ref ushort halves = ref Unsafe.As<byte, ushort>(ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)start / lanes * format.ValueBlockBytes + format.ValueScalesOffset));
+        // A part-filled block's empty lanes may hold anything: their scales, zeros and probabilities count as 0.
+        var valid = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(n)).AsSingle();
+        for (int grp = 0; grp < groups; grp++)
+        {
+            var s = QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.LoadUnsafe(ref halves, (nuint)(grp * lanes)).ToVector512Unsafe())) & valid;
+            var z = QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.LoadUnsafe(ref halves, (nuint)((groups + grp) * lanes)).ToVector512Unsafe())) & valid;
+            for (int i = 0; i < heads; i++)
+            {
+                Vector512<float> p;
+                if (n == lanes) p = Vector512.LoadUnsafe(ref p0, (nuint)(i * stride + start));
+                else
+                {
+                    // By hand, not Span.CopyTo: a call here would make the JIT keep every vector of
+                    // the method on the stack (all vector registers are the caller's to save).
+                    for (int t = 0; t < lanes; t++) partial[t] = t < n ? Unsafe.Add(ref p0, i * stride + start + t) : 0;
+                    p = Vector512.LoadUnsafe(ref MemoryMarshal.GetReference(partial));
+                }
+                int at = (i * groups + grp) * lanes;
+                (p * s).StoreUnsafe(ref scaled, (nuint)at);
+                Vector512.FusedMultiplyAdd(p, z, Vector512.LoadUnsafe(ref bias, (nuint)at)).StoreUnsafe(ref bias, (nuint)at);
+            }
+        }
+    }
+
+    /// <summary>
+    /// 1 bit, four heads: one group's 16 tables (4 runs x 4 heads) built into registers, then each
+    /// 16-channel chunk of channels [first, end) looked up from them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void LookUpOneBitFourHeads(ref float ps, int headStride, ref byte block, int runBytes, int first, int end, int d, ref float o,
+        Vector512<float> p0, Vector512<float> p1, Vector512<float> p2, Vector512<float> p3)
+    {
+        ref float h1 = ref Unsafe.Add(ref ps, headStride);
+        ref float h2 = ref Unsafe.Add(ref ps, 2 * headStride);
+        ref float h3 = ref Unsafe.Add(ref ps, 3 * headStride);
+        var t00 = Table<OneBit>(ref ps, p0, p1, p2, p3);
+        var t01 = Table<OneBit>(ref Unsafe.Add(ref ps, 4), p0, p1, p2, p3);
+        var t02 = Table<OneBit>(ref Unsafe.Add(ref ps, 8), p0, p1, p2, p3);
+        var t03 = Table<OneBit>(ref Unsafe.Add(ref ps, 12), p0, p1, p2, p3);
+        var t10 = Table<OneBit>(ref h1, p0, p1, p2, p3);
+        var t11 = Table<OneBit>(ref Unsafe.Add(ref h1, 4), p0, p1, p2, p3);
+        var t12 = Table<OneBit>(ref Unsafe.Add(ref h1, 8), p0, p1, p2, p3);
+        var t13 = Table<OneBit>(ref Unsafe.Add(ref h1, 12), p0, p1, p2, p3);
+        var t20 = Table<OneBit>(ref h2, p0, p1, p2, p3);
+        var t21 = Table<OneBit>(ref Unsafe.Add(ref h2, 4), p0, p1, p2, p3);
+        var t22 = Table<OneBit>(ref Unsafe.Add(ref h2, 8), p0, p1, p2, p3);
+        var t23 = Table<OneBit>(ref Unsafe.Add(ref h2, 12), p0, p1, p2, p3);
+        var t30 = Table<OneBit>(ref h3, p0, p1, p2, p3);
+        var t31 = Table<OneBit>(ref Unsafe.Add(ref h3, 4), p0, p1, p2, p3);
+        var t32 = Table<OneBit>(ref Unsafe.Add(ref h3, 8), p0, p1, p2, p3);
+        var t33 = Table<OneBit>(ref Unsafe.Add(ref h3, 12), p0, p1, p2, p3);
+        for (int c = first; c < end; c += KiviFormat.Lanes)
+        {
+            ref byte nibbles = ref Unsafe.Add(ref block, c / 2);
+            var i0 = KiviCodes.Nibbles16(ref nibbles);
+            var i1 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, runBytes));
+            var i2 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 2 * runBytes));
+            var i3 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 3 * runBytes));
+            var a0 = Vector512.LoadUnsafe(ref o, (nuint)c)
+                + (Avx512F.PermuteVar16x32(t00, i0) + Avx512F.PermuteVar16x32(t01, i1)) + (Avx512F.PermuteVar16x32(t02, i2) + Avx512F.PermuteVar16x32(t03, i3));
+            var a1 = Vector512.LoadUnsafe(ref o, (nuint)(d + c))
+                + (Avx512F.PermuteVar16x32(t10, i0) + Avx512F.PermuteVar16x32(t11, i1)) + (Avx512F.PermuteVar16x32(t12, i2) + Avx512F.PermuteVar16x32(t13, i3));
+            var a2 = Vector512.LoadUnsafe(ref o, (nuint)(2 * d + c))
+                + (Avx512F.PermuteVar16x32(t20, i0) + Avx512F.PermuteVar16x32(t21, i1)) + (Avx512F.PermuteVar16x32(t22, i2) + Avx512F.PermuteVar16x32(t23, i3));
+            var a3 = Vector512.LoadUnsafe(ref o, (nuint)(3 * d + c))
+                + (Avx512F.PermuteVar16x32(t30, i0) + Avx512F.PermuteVar16x32(t31, i1)) + (Avx512F.PermuteVar16x32(t32, i2) + Avx512F.PermuteVar16x32(t33, i3));
+            a0.StoreUnsafe(ref o, (nuint)c);
+            a1.StoreUnsafe(ref o, (nuint)(d + c));
+            a2.StoreUnsafe(ref o, (nuint)(2 * d + c));
+            a3.StoreUnsafe(ref o, (nuint)(3 * d + c));
+        }
+    }
+
     [SkipLocalsInit] // every staged float is written before it is read
     static void AccumulateHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
         where TWidth : struct, ICodeWidth
@@ -128,12 +212,14 @@ public static partial class KiviAttention
         const int lanes = KiviFormat.BlockTokens; // 16 tokens of a block, 16 channels of a chunk
         int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
         int runTokens = 4 / TWidth.Bits, runs = lanes / runTokens, runBytes = d / 2, blockBytes = format.ValueBlockBytes;
-        Span<float> scaled = stackalloc float[heads * groups * lanes];  // p_t s_t of one block, [head][group][token]
+        // p_t s_t of two blocks, [block & 1][head][group][token]: a block is staged while the one before
+        // it is looked up, so the tables read stores that have long left the store queue.
+        int blockStaged = heads * groups * lanes;
+        Span<float> scaled = stackalloc float[2 * blockStaged];
         Span<float> biases = stackalloc float[heads * groups * lanes];  // running Σ p_t z_t, [head][group][lane]
         Span<float> tables = stackalloc float[heads * runs * lanes];    // one group's tables, [head][run][entry]
         Span<float> partial = stackalloc float[lanes];
         biases.Clear();
-        ref float scaled0 = ref MemoryMarshal.GetReference(scaled);
         ref float bias0 = ref MemoryMarshal.GetReference(biases);
         ref float table0 = ref MemoryMarshal.GetReference(tables);
         ref float p0 = ref MemoryMarshal.GetReference(probabilities);
@@ -146,32 +232,20 @@ public static partial class KiviAttention
         var pattern2 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (2 * TWidth.Bits)) & mask);
         var pattern3 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> (3 * TWidth.Bits)) & mask);
 
+        StageBlock<THeads>(format, ref p0, count, stride, values, 0, ref MemoryMarshal.GetReference(scaled), ref bias0, partial);
         for (int start = 0; start < count; start += lanes)
         {
-            int n = Math.Min(lanes, count - start);
-            ref byte block = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)start / lanes * blockBytes);
-            ref ushort halves = ref Unsafe.As<byte, ushort>(ref Unsafe.Add(ref block, format.ValueScalesOffset));
-            // A part-filled block's empty lanes may hold anything: their scales, zeros and probabilities count as 0.
-            var valid = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(n)).AsSingle();
-            for (int grp = 0; grp < groups; grp++)
+            int b = start / lanes;
+            ref byte block = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)b * blockBytes);
+            if (start + lanes < count)
+                StageBlock<THeads>(format, ref p0, count, stride, values, start + lanes, ref scaled[((b + 1) & 1) * blockStaged], ref bias0, partial);
+            ref float scaled0 = ref scaled[(b & 1) * blockStaged];
+            if (TWidth.Bits == 1 && heads == 4)
             {
-                var s = QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.LoadUnsafe(ref halves, (nuint)(grp * lanes)).ToVector512Unsafe())) & valid;
-                var z = QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.LoadUnsafe(ref halves, (nuint)((groups + grp) * lanes)).ToVector512Unsafe())) & valid;
-                for (int i = 0; i < heads; i++)
-                {
-                    Vector512<float> p;
-                    if (n == lanes) p = Vector512.LoadUnsafe(ref p0, (nuint)(i * stride + start));
-                    else
-                    {
-                        // By hand, not Span.CopyTo: a call here would make the JIT keep every vector of
-                        // the method on the stack (all vector registers are the caller's to save).
-                        for (int t = 0; t < lanes; t++) partial[t] = t < n ? Unsafe.Add(ref p0, i * stride + start + t) : 0;
-                        p = Vector512.LoadUnsafe(ref MemoryMarshal.GetReference(partial));
-                    }
-                    int at = (i * groups + grp) * lanes;
-                    (p * s).StoreUnsafe(ref scaled0, (nuint)at);
-                    Vector512.FusedMultiplyAdd(p, z, Vector512.LoadUnsafe(ref bias0, (nuint)at)).StoreUnsafe(ref bias0, (nuint)at);
-                }
+                for (int grp = 0; grp < groups; grp++)
+                    LookUpOneBitFourHeads(ref Unsafe.Add(ref scaled0, grp * lanes), groups * lanes, ref block, runBytes, grp * gv, (grp + 1) * gv, d, ref o,
+                        pattern0, pattern1, pattern2, pattern3);
+                continue;
             }
             for (int grp = 0; grp < groups; grp++)
             {

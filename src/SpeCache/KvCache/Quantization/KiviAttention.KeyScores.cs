@@ -96,9 +96,6 @@ public static partial class KiviAttention
         return heads;
     }
 
-    /// <summary>Tables of one word of key codes: one per 4 bits.</summary>
-    const int TablesPerWord = 8;
-
     [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
     static unsafe void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
@@ -118,14 +115,13 @@ public static partial class KiviAttention
         }
         scale[d..].Clear(); // padding channels: q∘s is 0 there, so their (zero) codes add nothing
         Span<float> qs = stackalloc float[4 * channels];
-        Span<float> tables = TWidth.Bits == 1 ? stackalloc float[4 * TablesPerWord * KiviFormat.Lanes] : default;
         int h = 0;
         // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to
         // 8 query heads per KV head); the rest one at a time.
         for (; h + 4 <= heads; h += 4)
-            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, tables, group, scores.Slice(h * stride, 3 * stride + g), stride);
+            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, group, scores.Slice(h * stride, 3 * stride + g), stride);
         for (; h < heads; h++)
-            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, tables, group, scores.Slice(h * stride, g), stride);
+            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, group, scores.Slice(h * stride, g), stride);
     }
 
     /// <summary>
@@ -134,7 +130,7 @@ public static partial class KiviAttention
     /// or by conversion (2 and 4 bits).
     /// </summary>
     static void ScoreHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
-        Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+        Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
@@ -161,22 +157,40 @@ public static partial class KiviAttention
             for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * stride + t));
         }
 
-        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, tables, group, scores, stride);
+        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, group, scores, stride);
         else ScoresByConversion<TWidth, THeads>(format, qs, group, scores, stride);
     }
 
     /// <summary>
     /// 1 bit: adds Σ_c (q_c s_c) code_t,c to the scores, per word of codes building the 8 tables of
-    /// each head and then, per 16 tokens, one lookup and add per 4 bits and head.
+    /// each head and then, per 16 tokens, one lookup and add per 4 bits and head. The tables live in
+    /// registers, two heads' at a time: stored to memory and read back at once by the lookups, they
+    /// made the kernel wait on the stores (AttentionBench specache-1 lost a sixth of a step that way).
     /// </summary>
-    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, Span<float> tables, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where THeads : struct, IHeadCount
     {
-        int n = THeads.Count, g = format.GroupSize, words = format.KeyWordsPerToken;
-        int perWord = format.ChannelsPerKeyWord, channels = words * perWord;
+        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
         ref float qs0 = ref MemoryMarshal.GetReference(qs);
-        ref float table0 = ref MemoryMarshal.GetReference(tables);
         ref float score0 = ref MemoryMarshal.GetReference(scores);
+        for (int w = 0; w < format.KeyWordsPerToken; w++)
+        {
+            if (THeads.Count == 4)
+            {
+                ScoreWordByTables<TwoHeads>(format, w, ref qs0, channels, group, ref score0, stride);
+                ScoreWordByTables<TwoHeads>(format, w, ref Unsafe.Add(ref qs0, 2 * channels), channels, group, ref Unsafe.Add(ref score0, 2 * stride), stride);
+            }
+            else ScoreWordByTables<OneHead>(format, w, ref qs0, channels, group, ref score0, stride);
+        }
+    }
+
+    /// <summary>Word <paramref name="w"/>'s part of the scores of one or two heads (q∘s rows <paramref name="channels"/> apart, score rows <paramref name="stride"/> apart).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void ScoreWordByTables<THeads>(KiviFormat format, int w, ref float qs, int channels, ReadOnlySpan<byte> group, ref float score0, int stride)
+        where THeads : struct, IHeadCount
+    {
+        bool two = THeads.Count == 2;
+        int g = format.GroupSize, words = format.KeyWordsPerToken;
         ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
         var mask = Vector512.Create(1);
         // Lane e of pattern j is the code (bit j) of the j-th channel of a nibble whose value is e.
@@ -184,56 +198,51 @@ public static partial class KiviAttention
         var p1 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> 1) & mask);
         var p2 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> 2) & mask);
         var p3 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> 3) & mask);
-        const int headTables = TablesPerWord * KiviFormat.Lanes; // floats of one head's tables
-        for (int w = 0; w < words; w++)
+        ref float q = ref Unsafe.Add(ref qs, w * format.ChannelsPerKeyWord);
+        ref float r = ref Unsafe.Add(ref q, channels);
+        // One table per nibble (4 channels) of the word: 8 per head.
+        var t0 = Table<OneBit>(ref q, p0, p1, p2, p3);
+        var t1 = Table<OneBit>(ref Unsafe.Add(ref q, 4), p0, p1, p2, p3);
+        var t2 = Table<OneBit>(ref Unsafe.Add(ref q, 8), p0, p1, p2, p3);
+        var t3 = Table<OneBit>(ref Unsafe.Add(ref q, 12), p0, p1, p2, p3);
+        var t4 = Table<OneBit>(ref Unsafe.Add(ref q, 16), p0, p1, p2, p3);
+        var t5 = Table<OneBit>(ref Unsafe.Add(ref q, 20), p0, p1, p2, p3);
+        var t6 = Table<OneBit>(ref Unsafe.Add(ref q, 24), p0, p1, p2, p3);
+        var t7 = Table<OneBit>(ref Unsafe.Add(ref q, 28), p0, p1, p2, p3);
+        Vector512<float> u0 = default, u1 = default, u2 = default, u3 = default, u4 = default, u5 = default, u6 = default, u7 = default;
+        if (two)
         {
-            ref float qn = ref Unsafe.Add(ref qs0, w * perWord);
-            ref float tn = ref table0;
-            for (int nibble = 0; nibble < TablesPerWord; nibble++)
+            u0 = Table<OneBit>(ref r, p0, p1, p2, p3);
+            u1 = Table<OneBit>(ref Unsafe.Add(ref r, 4), p0, p1, p2, p3);
+            u2 = Table<OneBit>(ref Unsafe.Add(ref r, 8), p0, p1, p2, p3);
+            u3 = Table<OneBit>(ref Unsafe.Add(ref r, 12), p0, p1, p2, p3);
+            u4 = Table<OneBit>(ref Unsafe.Add(ref r, 16), p0, p1, p2, p3);
+            u5 = Table<OneBit>(ref Unsafe.Add(ref r, 20), p0, p1, p2, p3);
+            u6 = Table<OneBit>(ref Unsafe.Add(ref r, 24), p0, p1, p2, p3);
+            u7 = Table<OneBit>(ref Unsafe.Add(ref r, 28), p0, p1, p2, p3);
+        }
+        for (int t = 0; t < g; t += KiviFormat.Lanes)
+        {
+            // 16 tokens' word w; a permute reads only the low 4 bits of each lane's index, so
+            // shifting the word by 4 each time brings the next nibble into place.
+            var i0 = Vector512.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.Lanes * words + w) * KiviFormat.Lanes));
+            var i1 = i0 >>> 4;
+            var i2 = i0 >>> 8;
+            var i3 = i0 >>> 12;
+            var i4 = i0 >>> 16;
+            var i5 = i0 >>> 20;
+            var i6 = i0 >>> 24;
+            var i7 = i0 >>> 28;
+            var a = Vector512.LoadUnsafe(ref score0, (nuint)t)
+                + ((Avx512F.PermuteVar16x32(t0, i0) + Avx512F.PermuteVar16x32(t1, i1)) + (Avx512F.PermuteVar16x32(t2, i2) + Avx512F.PermuteVar16x32(t3, i3)))
+                + ((Avx512F.PermuteVar16x32(t4, i4) + Avx512F.PermuteVar16x32(t5, i5)) + (Avx512F.PermuteVar16x32(t6, i6) + Avx512F.PermuteVar16x32(t7, i7)));
+            a.StoreUnsafe(ref score0, (nuint)t);
+            if (two)
             {
-                Table<OneBit>(ref qn, p0, p1, p2, p3).StoreUnsafe(ref tn);
-                if (n == 4)
-                {
-                    Table<OneBit>(ref Unsafe.Add(ref qn, channels), p0, p1, p2, p3).StoreUnsafe(ref tn, headTables);
-                    Table<OneBit>(ref Unsafe.Add(ref qn, 2 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 2 * headTables);
-                    Table<OneBit>(ref Unsafe.Add(ref qn, 3 * channels), p0, p1, p2, p3).StoreUnsafe(ref tn, 3 * headTables);
-                }
-                qn = ref Unsafe.Add(ref qn, 4); // the 4 channels of a nibble
-                tn = ref Unsafe.Add(ref tn, KiviFormat.Lanes);
-            }
-            for (int t = 0; t < g; t += KiviFormat.Lanes)
-            {
-                // 16 tokens' word w; a permute reads only the low 4 bits of each lane's index, so
-                // shifting the word by 4 each time brings the next nibble into place.
-                var index = Vector512.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.Lanes * words + w) * KiviFormat.Lanes));
-                var a0 = Vector512.LoadUnsafe(ref score0, (nuint)t);
-                Vector512<float> a1 = default, a2 = default, a3 = default;
-                if (n == 4)
-                {
-                    a1 = Vector512.LoadUnsafe(ref score0, (nuint)(stride + t));
-                    a2 = Vector512.LoadUnsafe(ref score0, (nuint)(2 * stride + t));
-                    a3 = Vector512.LoadUnsafe(ref score0, (nuint)(3 * stride + t));
-                }
-                tn = ref table0;
-                for (int nibble = 0; nibble < TablesPerWord; nibble++)
-                {
-                    a0 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn), index);
-                    if (n == 4)
-                    {
-                        a1 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn, headTables), index);
-                        a2 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn, 2 * headTables), index);
-                        a3 += Avx512F.PermuteVar16x32(Vector512.LoadUnsafe(ref tn, 3 * headTables), index);
-                    }
-                    index >>>= 4;
-                    tn = ref Unsafe.Add(ref tn, KiviFormat.Lanes);
-                }
-                a0.StoreUnsafe(ref score0, (nuint)t);
-                if (n == 4)
-                {
-                    a1.StoreUnsafe(ref score0, (nuint)(stride + t));
-                    a2.StoreUnsafe(ref score0, (nuint)(2 * stride + t));
-                    a3.StoreUnsafe(ref score0, (nuint)(3 * stride + t));
-                }
+                var b = Vector512.LoadUnsafe(ref score0, (nuint)(stride + t))
+                    + ((Avx512F.PermuteVar16x32(u0, i0) + Avx512F.PermuteVar16x32(u1, i1)) + (Avx512F.PermuteVar16x32(u2, i2) + Avx512F.PermuteVar16x32(u3, i3)))
+                    + ((Avx512F.PermuteVar16x32(u4, i4) + Avx512F.PermuteVar16x32(u5, i5)) + (Avx512F.PermuteVar16x32(u6, i6) + Avx512F.PermuteVar16x32(u7, i7)));
+                b.StoreUnsafe(ref score0, (nuint)(stride + t));
             }
         }
     }
@@ -314,4 +323,5 @@ internal interface IHeadCount
 }
 
 internal readonly struct OneHead : IHeadCount { public static int Count => 1; }
+internal readonly struct TwoHeads : IHeadCount { public static int Count => 2; }
 internal readonly struct FourHeads : IHeadCount { public static int Count => 4; }
