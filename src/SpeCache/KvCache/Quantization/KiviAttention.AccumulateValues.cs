@@ -25,8 +25,9 @@ public static partial class KiviAttention
     /// with one permute: at 1 bit, one permute and add per 4 tokens where converting codes to floats
     /// cost a conversion per token and an FMA per token and head (perf had that kernel and its scale
     /// staging at 36 % of a 32K-token specache decode step). At 1 bit with four heads (Llama's GQA
-    /// group) a block's 16 tables sit in registers: written to memory and read back at once, the reads
-    /// waited on the stores (KiviBench, head 64, 1 bit: 146/121 -> 88 us per 32K tokens).
+    /// group) a block's 16 tables sit in registers, and at 2 bits two heads' 16: written to memory and
+    /// read back at once, the reads waited on the stores (KiviBench, head 64, 32K tokens: 1 bit
+    /// 146/121 -> 88 us, 2 bits G=32 227-293 -> 143-149 us).
     /// </remarks>
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
     {
@@ -204,6 +205,51 @@ public static partial class KiviAttention
         }
     }
 
+    /// <summary>
+    /// 2 bits, two heads: one group's 16 tables (8 runs of 2 tokens x 2 heads) built into registers,
+    /// then each 16-channel chunk of channels [first, end) looked up from them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void LookUpTwoBitsTwoHeads(ref float ps, int headStride, ref byte block, int runBytes, int first, int end, int d, ref float o,
+        Vector512<float> p0, Vector512<float> p1, Vector512<float> p2, Vector512<float> p3)
+    {
+        ref float h1 = ref Unsafe.Add(ref ps, headStride);
+        var t0 = Table<TwoBits>(ref ps, p0, p1, p2, p3);
+        var t1 = Table<TwoBits>(ref Unsafe.Add(ref ps, 2), p0, p1, p2, p3);
+        var t2 = Table<TwoBits>(ref Unsafe.Add(ref ps, 4), p0, p1, p2, p3);
+        var t3 = Table<TwoBits>(ref Unsafe.Add(ref ps, 6), p0, p1, p2, p3);
+        var t4 = Table<TwoBits>(ref Unsafe.Add(ref ps, 8), p0, p1, p2, p3);
+        var t5 = Table<TwoBits>(ref Unsafe.Add(ref ps, 10), p0, p1, p2, p3);
+        var t6 = Table<TwoBits>(ref Unsafe.Add(ref ps, 12), p0, p1, p2, p3);
+        var t7 = Table<TwoBits>(ref Unsafe.Add(ref ps, 14), p0, p1, p2, p3);
+        var u0 = Table<TwoBits>(ref h1, p0, p1, p2, p3);
+        var u1 = Table<TwoBits>(ref Unsafe.Add(ref h1, 2), p0, p1, p2, p3);
+        var u2 = Table<TwoBits>(ref Unsafe.Add(ref h1, 4), p0, p1, p2, p3);
+        var u3 = Table<TwoBits>(ref Unsafe.Add(ref h1, 6), p0, p1, p2, p3);
+        var u4 = Table<TwoBits>(ref Unsafe.Add(ref h1, 8), p0, p1, p2, p3);
+        var u5 = Table<TwoBits>(ref Unsafe.Add(ref h1, 10), p0, p1, p2, p3);
+        var u6 = Table<TwoBits>(ref Unsafe.Add(ref h1, 12), p0, p1, p2, p3);
+        var u7 = Table<TwoBits>(ref Unsafe.Add(ref h1, 14), p0, p1, p2, p3);
+        for (int c = first; c < end; c += KiviFormat.Lanes)
+        {
+            ref byte nibbles = ref Unsafe.Add(ref block, c / 2);
+            var i0 = KiviCodes.Nibbles16(ref nibbles);
+            var i1 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, runBytes));
+            var i2 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 2 * runBytes));
+            var i3 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 3 * runBytes));
+            var a = (Avx512F.PermuteVar16x32(t0, i0) + Avx512F.PermuteVar16x32(t1, i1)) + (Avx512F.PermuteVar16x32(t2, i2) + Avx512F.PermuteVar16x32(t3, i3));
+            var b = (Avx512F.PermuteVar16x32(u0, i0) + Avx512F.PermuteVar16x32(u1, i1)) + (Avx512F.PermuteVar16x32(u2, i2) + Avx512F.PermuteVar16x32(u3, i3));
+            i0 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 4 * runBytes));
+            i1 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 5 * runBytes));
+            i2 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 6 * runBytes));
+            i3 = KiviCodes.Nibbles16(ref Unsafe.Add(ref nibbles, 7 * runBytes));
+            a += (Avx512F.PermuteVar16x32(t4, i0) + Avx512F.PermuteVar16x32(t5, i1)) + (Avx512F.PermuteVar16x32(t6, i2) + Avx512F.PermuteVar16x32(t7, i3));
+            b += (Avx512F.PermuteVar16x32(u4, i0) + Avx512F.PermuteVar16x32(u5, i1)) + (Avx512F.PermuteVar16x32(u6, i2) + Avx512F.PermuteVar16x32(u7, i3));
+            (Vector512.LoadUnsafe(ref o, (nuint)c) + a).StoreUnsafe(ref o, (nuint)c);
+            (Vector512.LoadUnsafe(ref o, (nuint)(d + c)) + b).StoreUnsafe(ref o, (nuint)(d + c));
+        }
+    }
+
     [SkipLocalsInit] // every staged float is written before it is read
     static void AccumulateHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
         where TWidth : struct, ICodeWidth
@@ -245,6 +291,14 @@ public static partial class KiviAttention
                 for (int grp = 0; grp < groups; grp++)
                     LookUpOneBitFourHeads(ref Unsafe.Add(ref scaled0, grp * lanes), groups * lanes, ref block, runBytes, grp * gv, (grp + 1) * gv, d, ref o,
                         pattern0, pattern1, pattern2, pattern3);
+                continue;
+            }
+            if (TWidth.Bits == 2 && heads == 4)
+            {
+                for (int grp = 0; grp < groups; grp++)
+                    for (int pair = 0; pair < 4; pair += 2)
+                        LookUpTwoBitsTwoHeads(ref Unsafe.Add(ref scaled0, (pair * groups + grp) * lanes), groups * lanes, ref block, runBytes, grp * gv, (grp + 1) * gv, d,
+                            ref Unsafe.Add(ref o, pair * d), pattern0, pattern1, pattern2, pattern3);
                 continue;
             }
             for (int grp = 0; grp < groups; grp++)
