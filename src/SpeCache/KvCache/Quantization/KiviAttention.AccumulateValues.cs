@@ -31,10 +31,7 @@ public static partial class KiviAttention
     /// </remarks>
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
     {
-        int heads = CheckHeads(format, output);
-        if (probabilities.Length % heads != 0)
-            throw new ArgumentException($"{probabilities.Length} probabilities do not split into {heads} heads", nameof(probabilities));
-        int n = probabilities.Length / heads;
+        int n = TokensPerHead(format, probabilities, output);
         AccumulateValues(format, probabilities, n, n, values, output);
     }
 
@@ -63,10 +60,7 @@ public static partial class KiviAttention
     /// <summary>Scalar reference of <see cref="AccumulateValues(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float})"/>.</summary>
     public static void AccumulateValuesScalar(KiviFormat format, ReadOnlySpan<float> probabilities, ReadOnlySpan<byte> values, Span<float> output)
     {
-        int heads = CheckHeads(format, output);
-        if (probabilities.Length % heads != 0)
-            throw new ArgumentException($"{probabilities.Length} probabilities do not split into {heads} heads", nameof(probabilities));
-        int n = probabilities.Length / heads;
+        int n = TokensPerHead(format, probabilities, output);
         AccumulateValuesScalar(format, probabilities, n, n, values, output);
     }
 
@@ -96,6 +90,15 @@ public static partial class KiviAttention
         if (heads == 0 || output.Length != heads * format.HeadDim)
             throw new ArgumentException($"the output must be a whole number of {format.HeadDim}-float heads, not {output.Length} floats", nameof(output));
         return heads;
+    }
+
+    /// <summary>Tokens of head-major probabilities packed without gaps, one row per head of the output.</summary>
+    static int TokensPerHead(KiviFormat format, ReadOnlySpan<float> probabilities, Span<float> output)
+    {
+        int heads = CheckHeads(format, output);
+        if (probabilities.Length % heads != 0)
+            throw new ArgumentException($"{probabilities.Length} probabilities do not split into {heads} heads", nameof(probabilities));
+        return probabilities.Length / heads;
     }
 
     static int CheckAccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)

@@ -244,6 +244,21 @@ public sealed class SpeCacheKvCacheTests : IDisposable
         Assert.Equal(SpeCacheKvCache.HostTierBytes(_model.Config, 512), fits.Memory.HostTierBytes);
     }
 
+    /// <summary>A model shape for the cache alone (no weights): 4 query heads per KV head, as Llama's GQA.</summary>
+    static ModelConfig KvShape(int layers, int kvHeads, int headDim, int context) => new()
+    {
+        Architecture = "llama",
+        VocabSize = 16,
+        Dim = 4 * kvHeads * headDim,
+        HiddenDim = 16,
+        LayerCount = layers,
+        HeadCount = 4 * kvHeads,
+        KvHeadCount = kvHeads,
+        HeadDim = headDim,
+        RopeDim = headDim,
+        ContextLength = context,
+    };
+
     [Fact]
     public void ALowBitEstimateFarAboveTheRealMaxStillGivesExactAttention()
     {
@@ -252,19 +267,7 @@ public sealed class SpeCacheKvCacheTests : IDisposable
         // largest of any. With top-k covering the context every score is replaced by the exact one, and
         // a softmax shifted by the low-bit max (750 above the real one after the 1/sqrt(d) scale) would
         // be all zeros.
-        var config = new ModelConfig
-        {
-            Architecture = "llama",
-            VocabSize = 16,
-            Dim = 64,
-            HiddenDim = 16,
-            LayerCount = 1,
-            HeadCount = 4,
-            KvHeadCount = 1,
-            HeadDim = 16,
-            RopeDim = 16,
-            ContextLength = 128,
-        };
+        var config = KvShape(layers: 1, kvHeads: 1, headDim: 16, context: 128);
         using var cache = new SpeCacheKvCache(config, 128, new SpeCacheOptions(Bits: 1, GroupSize: 32, ResidualLength: 32, TopK: 128, Speculative: false));
         const int context = 100, d = 16;
         var rng = new Random(3);
@@ -309,19 +312,7 @@ public sealed class SpeCacheKvCacheTests : IDisposable
     [InlineData(32, 8, 128)]
     public void OneBitFastTierIsATenthOfFullPerToken(int layers, int kvHeads, int headDim)
     {
-        var config = new ModelConfig
-        {
-            Architecture = "llama",
-            VocabSize = 16,
-            Dim = 4 * kvHeads * headDim,
-            HiddenDim = 16,
-            LayerCount = layers,
-            HeadCount = 4 * kvHeads,
-            KvHeadCount = kvHeads,
-            HeadDim = headDim,
-            RopeDim = headDim,
-            ContextLength = 8192,
-        };
+        var config = KvShape(layers, kvHeads, headDim, context: 8192);
         long full = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "full" }, config);
         long oneBit = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "specache", SpeCache = new(Bits: 1, GroupSize: 64) }, config);
         long twoBit = KvCacheFactory.FastTierBytesPerToken(new KvCacheOptions { Policy = "specache", SpeCache = new(Bits: 2, GroupSize: 32) }, config);

@@ -243,8 +243,8 @@ public sealed partial class SpeCacheKvCache
                 bool speculative = i >= work.Real * _group;
                 var row = _raw.AsSpan(i * stride, speculative ? stride : stride - 1);
                 var qi = _q.AsSpan(i * d, d);
-                // A shift at or above the row's max keeps every weight at most 1; the max before the
-                // 16-bit scores replaced the low-bit ones is one unless a low-bit estimate was high.
+                // Shifted by the row's max before the 16-bit scores went in, or a 16-bit score above it:
+                // at or above the real max, so every weight is at most 1 (no pass to find the max).
                 float shift = _rowMax[i];
                 for (int e = 0; e < exact; e++)
                     shift = MathF.Max(shift, row[_exact[e]] = AttentionMath.Dot(qi, _selectedK.AsSpan(e * d, d)));
