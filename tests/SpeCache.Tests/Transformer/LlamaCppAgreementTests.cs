@@ -51,7 +51,7 @@ public class LlamaCppAgreementTests(AgreementModels models)
     //
     // Greedy: 24 tokens from the prompt on both sides, one token per step. They must agree for at
     // least the last column's number of tokens, and where they part, the step must be a near-tie
-    // (each side scores the other's pick within the sides' logit difference, see AssertNearTie):
+    // (each side prefers its pick by no more than the accepted logit error, see AssertNearTie):
     //  - On the random-weight models every logit row is nearly flat (the top logits within ~0.02 of
     //    each other), so a quantized one is held only to agreeing until a near-tie: the Q8 rounding
     //    flips can make one anywhere (measured with an F16 cache: agreement for 0 to 22 of the 24
@@ -144,26 +144,29 @@ public class LlamaCppAgreementTests(AgreementModels models)
         {
             // Same prefix up to here, so the rows at this position are both sides' logits for the parting pick.
             int p = prompt.Length + agreed - 1;
-            AssertNearTie(expected[p], Row(actual, p, vocab), $"{variant}, {cacheType} cache");
+            AssertNearTie(expected[p], Row(actual, p, vocab), tolerance, $"{variant}, {cacheType} cache");
         }
     }
 
     /// <summary>
-    /// Where the greedy continuations part, the step must be a near-tie: each side scores the other's
-    /// pick within the largest logit difference between the sides at that position of its own pick.
-    /// Then which one wins is decided by rounding, not by a disagreement about the model.
+    /// Where the greedy continuations part, the step must be a near-tie: each side prefers its pick by
+    /// no more than the logit error the test accepts at that row (<paramref name="tolerance"/> of its
+    /// largest |logit|). Then which one wins is decided by rounding, not by a disagreement about the
+    /// model. (The sides' largest logit difference is no bound: a pick can move by twice it, one
+    /// logit up and the other down; on a CPU without AVX-512, where both engines sum in another
+    /// order, random-q4_0 parted with our gap 0.0403 against a largest difference of 0.0402.)
     /// </summary>
-    static void AssertNearTie(float[] expected, ReadOnlySpan<float> actual, string label)
+    static void AssertNearTie(float[] expected, ReadOnlySpan<float> actual, float tolerance, string label)
     {
         int theirs = LlamaCppModel.ArgMax(expected), ours = LlamaCppModel.ArgMax(actual);
-        float noise = MaxDifference(expected, actual);
+        float noise = MaxDifference(expected, actual), accepted = tolerance * MaxMagnitude(expected);
         float theirGap = expected[theirs] - expected[ours], ourGap = actual[ours] - actual[theirs];
         TestContext.Current.TestOutputHelper?.WriteLine(
             $"{label}: parting step: llama.cpp {theirs}: {expected[theirs]:F4}, {ours}: {expected[ours]:F4}; " +
-            $"ours {ours}: {actual[ours]:F4}, {theirs}: {actual[theirs]:F4}; largest logit difference {noise:F4}");
-        Assert.True(theirGap <= noise && ourGap <= noise,
+            $"ours {ours}: {actual[ours]:F4}, {theirs}: {actual[theirs]:F4}; largest logit difference {noise:F4}, accepted {accepted:F4}");
+        Assert.True(theirGap <= accepted && ourGap <= accepted,
             $"{label}: greedy parts where llama.cpp prefers {theirs} by {theirGap:F4} and we prefer {ours} by {ourGap:F4}, " +
-            $"more than the logit difference {noise:F4}: not a near-tie");
+            $"more than the accepted logit error {accepted:F4}: not a near-tie");
     }
 
     /// <summary>
