@@ -41,19 +41,23 @@ public static partial class KiviAttention
     /// <paramref name="probabilities"/>[h × <paramref name="stride"/>], so a caller's rows over a longer
     /// context (softmax weights of the residual after the low-bit tokens) are read in place.
     /// </summary>
-    public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+    public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output) =>
+        AccumulateValues(format, probabilities, count, stride, values, output, KiviCodes.Best(format));
+
+    /// <summary>The strided <c>AccumulateValues</c> by a chosen kernel (benches and tests compare them); it must <see cref="KiviCodes.Runs"/> here.</summary>
+    public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output, KiviKernel kernel)
     {
         int heads = CheckAccumulateValues(format, probabilities, count, stride, values, output);
-        if (!KiviCodes.VectorPath || !format.Vectorizable)
+        CheckKernel(kernel, format);
+        switch (kernel, format.Bits)
         {
-            AccumulateValuesScalar(format, probabilities, count, stride, values, output);
-            return;
-        }
-        switch (format.Bits)
-        {
-            case 1: AccumulateValuesVector<OneBit>(format, heads, probabilities, count, stride, values, output); break;
-            case 2: AccumulateValuesVector<TwoBits>(format, heads, probabilities, count, stride, values, output); break;
-            default: AccumulateValuesVector<FourBits>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector512, 1): AccumulateValuesVector<OneBit>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector512, 2): AccumulateValuesVector<TwoBits>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector512, _): AccumulateValuesVector<FourBits>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector256, 1): AccumulateValues256<OneBit>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector256, 2): AccumulateValues256<TwoBits>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector256, _): AccumulateValues256<FourBits>(format, heads, probabilities, count, stride, values, output); break;
+            default: AccumulateValuesScalar(format, probabilities, count, stride, values, output); break;
         }
     }
 

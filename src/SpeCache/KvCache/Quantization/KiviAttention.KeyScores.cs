@@ -38,20 +38,30 @@ public static partial class KiviAttention
     /// G scores written at <paramref name="scores"/>[h × <paramref name="stride"/>], so a caller keeping one
     /// row of scores per head over the whole context gets them in place (no copy per group).
     /// </summary>
-    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride) =>
+        KeyScores(format, queries, group, scores, stride, KiviCodes.Best(format));
+
+    /// <summary>The strided <c>KeyScores</c> by a chosen kernel (benches and tests compare them); it must <see cref="KiviCodes.Runs"/> here.</summary>
+    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride, KiviKernel kernel)
     {
         int heads = CheckKeyScores(format, queries, group, scores, stride);
-        if (!KiviCodes.VectorPath || !format.Vectorizable)
+        CheckKernel(kernel, format);
+        switch (kernel, format.Bits)
         {
-            KeyScoresScalar(format, queries, group, scores, stride);
-            return;
+            case (KiviKernel.Vector512, 1): KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector512, 2): KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector512, _): KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector256, 1): KeyScores256<OneBit>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector256, 2): KeyScores256<TwoBits>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector256, _): KeyScores256<FourBits>(format, queries, heads, group, scores, stride); break;
+            default: KeyScoresScalar(format, queries, group, scores, stride); break;
         }
-        switch (format.Bits)
-        {
-            case 1: KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride); break;
-            case 2: KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride); break;
-            default: KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride); break;
-        }
+    }
+
+    static void CheckKernel(KiviKernel kernel, KiviFormat format)
+    {
+        if (!KiviCodes.Runs(kernel, format))
+            throw new PlatformNotSupportedException($"the {kernel} KIVI kernel does not run on this CPU for heads of {format.HeadDim}");
     }
 
     /// <summary>Scalar reference of <see cref="KeyScores(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float}, int)"/>: the same sum, one token and channel at a time.</summary>

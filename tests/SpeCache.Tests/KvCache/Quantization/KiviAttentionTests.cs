@@ -13,6 +13,26 @@ public class KiviAttentionTests
 
     const int Seeds = 6;
 
+    /// <summary>
+    /// The vector kernels this CPU runs on <paramref name="format"/>, each checked against the scalar
+    /// reference (on a CPU with AVX-512 both widths, so the 256-bit kernels stay tested there too;
+    /// none without AVX2, where the scalar reference is still checked against the dequantized math).
+    /// </summary>
+    static KiviKernel[] VectorKernels(KiviFormat format) =>
+        [.. new[] { KiviKernel.Vector256, KiviKernel.Vector512 }.Where(k => KiviCodes.Runs(k, format))];
+
+    /// <summary>The scalar reference and every vector kernel that runs here.</summary>
+    static KiviKernel[] AllKernels(KiviFormat format) => [KiviKernel.Scalar, .. VectorKernels(format)];
+
+    static void Scores(KiviFormat format, ReadOnlySpan<float> queries, byte[] packed, Span<float> scores, KiviKernel kernel) =>
+        KiviAttention.KeyScores(format, queries, packed, scores, format.GroupSize, kernel);
+
+    static void Accumulate(KiviFormat format, ReadOnlySpan<float> p, byte[] tokens, Span<float> output, KiviKernel kernel)
+    {
+        int count = p.Length / (output.Length / format.HeadDim);
+        KiviAttention.AccumulateValues(format, p, count, count, tokens, output, kernel);
+    }
+
     static byte[] KeyGroup(KiviFormat format, Random rng, bool outliers)
     {
         var keys = outliers ? KiviTestData.WithOutlierChannels(rng, format.GroupSize, format.HeadDim) : KiviTestData.Normals(rng, format.GroupSize, format.HeadDim);
@@ -48,21 +68,24 @@ public class KiviAttentionTests
                 var rng = new Random(seed * 31 + heads);
                 var packed = KeyGroup(format, rng, outliers: seed % 2 == 1);
                 var queries = KiviTestData.Normals(rng, heads, headDim);
-                var fused = new float[heads * group];
                 var scalar = new float[heads * group];
-                KiviAttention.KeyScores(format, queries, packed, fused);
                 KiviAttention.KeyScoresScalar(format, queries, packed, scalar);
                 KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
                 var magnitude = ScoreMagnitudes(format, queries, keys);
-                for (int h = 0; h < heads; h++)
-                    for (int t = 0; t < group; t++)
-                    {
-                        double dot = 0;
-                        for (int c = 0; c < headDim; c++) dot += (double)queries[h * headDim + c] * keys[t * headDim + c];
-                        float s = fused[h * group + t];
-                        if (!(MathF.Abs(s - scalar[h * group + t]) <= 2e-6f * magnitude[h] + 1e-6f)) Assert.Fail($"head {h} token {t}: fused {s}, scalar {scalar[h * group + t]}");
-                        if (!(Math.Abs(s - dot) <= 2e-5 * magnitude[h] + 1e-5)) Assert.Fail($"head {h} token {t}: fused {s}, dequantized dot {dot}");
-                    }
+                foreach (var kernel in AllKernels(format))
+                {
+                    var fused = new float[heads * group];
+                    Scores(format, queries, packed, fused, kernel);
+                    for (int h = 0; h < heads; h++)
+                        for (int t = 0; t < group; t++)
+                        {
+                            double dot = 0;
+                            for (int c = 0; c < headDim; c++) dot += (double)queries[h * headDim + c] * keys[t * headDim + c];
+                            float s = fused[h * group + t];
+                            if (!(MathF.Abs(s - scalar[h * group + t]) <= 2e-6f * magnitude[h] + 1e-6f)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, scalar {scalar[h * group + t]}");
+                            if (!(Math.Abs(s - dot) <= 2e-5 * magnitude[h] + 1e-5)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, dequantized dot {dot}");
+                        }
+                }
             }
     }
 
@@ -76,17 +99,20 @@ public class KiviAttentionTests
         var rng = new Random(heads);
         var packed = KeyGroup(format, rng, outliers: true);
         var queries = KiviTestData.Normals(rng, heads, headDim);
-        var together = new float[heads * group];
-        KiviAttention.KeyScores(format, queries, packed, together);
         var keys = new float[group * headDim];
         KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
         var magnitude = ScoreMagnitudes(format, queries, keys);
-        var alone = new float[group];
-        for (int h = 0; h < heads; h++)
+        foreach (var kernel in AllKernels(format))
         {
-            KiviAttention.KeyScores(format, queries.AsSpan(h * headDim, headDim), packed, alone);
-            for (int t = 0; t < group; t++)
-                if (!(MathF.Abs(together[h * group + t] - alone[t]) <= 2e-6f * magnitude[h] + 1e-6f)) Assert.Fail($"head {h} token {t}: {together[h * group + t]} vs {alone[t]}");
+            var together = new float[heads * group];
+            Scores(format, queries, packed, together, kernel);
+            var alone = new float[group];
+            for (int h = 0; h < heads; h++)
+            {
+                Scores(format, queries.AsSpan(h * headDim, headDim), packed, alone, kernel);
+                for (int t = 0; t < group; t++)
+                    if (!(MathF.Abs(together[h * group + t] - alone[t]) <= 2e-6f * magnitude[h] + 1e-6f)) Assert.Fail($"{kernel}: head {h} token {t}: {together[h * group + t]} vs {alone[t]}");
+            }
         }
     }
 
@@ -114,20 +140,23 @@ public class KiviAttentionTests
                 var p = KiviTestData.Normals(rng, 1, count);
                 System.Numerics.Tensors.TensorPrimitives.SoftMax(p, p);
                 var start = KiviTestData.Normals(rng, 1, headDim); // the kernels add into what is there
-                var fused = (float[])start.Clone();
                 var scalar = (float[])start.Clone();
-                KiviAttention.AccumulateValues(format, p, tokens, fused);
                 KiviAttention.AccumulateValuesScalar(format, p, tokens, scalar);
                 float magnitude = 0;
                 for (int t = 0; t < count; t++)
                     for (int c = 0; c < headDim; c++) magnitude = MathF.Max(magnitude, MathF.Abs(dequantized[t * headDim + c]));
-                for (int c = 0; c < headDim; c++)
+                foreach (var kernel in AllKernels(format))
                 {
-                    double sum = start[c];
-                    for (int t = 0; t < count; t++) sum += (double)p[t] * dequantized[t * headDim + c];
-                    float tolerance = 1e-5f * (magnitude + MathF.Abs(start[c])) + 1e-6f;
-                    if (!(MathF.Abs(fused[c] - scalar[c]) <= tolerance)) Assert.Fail($"{count} tokens, channel {c}: fused {fused[c]}, scalar {scalar[c]}");
-                    if (!(Math.Abs(fused[c] - sum) <= tolerance)) Assert.Fail($"{count} tokens, channel {c}: fused {fused[c]}, dequantized sum {sum}");
+                    var fused = (float[])start.Clone();
+                    Accumulate(format, p, tokens, fused, kernel);
+                    for (int c = 0; c < headDim; c++)
+                    {
+                        double sum = start[c];
+                        for (int t = 0; t < count; t++) sum += (double)p[t] * dequantized[t * headDim + c];
+                        float tolerance = 1e-5f * (magnitude + MathF.Abs(start[c])) + 1e-6f;
+                        if (!(MathF.Abs(fused[c] - scalar[c]) <= tolerance)) Assert.Fail($"{kernel}: {count} tokens, channel {c}: {fused[c]}, scalar {scalar[c]}");
+                        if (!(Math.Abs(fused[c] - sum) <= tolerance)) Assert.Fail($"{kernel}: {count} tokens, channel {c}: {fused[c]}, dequantized sum {sum}");
+                    }
                 }
             }
     }
@@ -148,19 +177,22 @@ public class KiviAttentionTests
         var p = KiviTestData.Normals(rng, heads, count);
         for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
         var start = KiviTestData.Normals(rng, heads, headDim);
-        var together = (float[])start.Clone();
         var scalar = (float[])start.Clone();
-        KiviAttention.AccumulateValues(format, p, tokens, together);
         KiviAttention.AccumulateValuesScalar(format, p, tokens, scalar);
-        for (int h = 0; h < heads; h++)
+        foreach (var kernel in AllKernels(format))
         {
-            var alone = start.AsSpan(h * headDim, headDim).ToArray();
-            KiviAttention.AccumulateValues(format, p.AsSpan(h * count, count), tokens, alone);
-            for (int c = 0; c < headDim; c++)
+            var together = (float[])start.Clone();
+            Accumulate(format, p, tokens, together, kernel);
+            for (int h = 0; h < heads; h++)
             {
-                float tolerance = 1e-5f * (4 + MathF.Abs(start[h * headDim + c]));
-                if (!(MathF.Abs(together[h * headDim + c] - alone[c]) <= tolerance)) Assert.Fail($"head {h} channel {c}: together {together[h * headDim + c]}, alone {alone[c]}");
-                if (!(MathF.Abs(together[h * headDim + c] - scalar[h * headDim + c]) <= tolerance)) Assert.Fail($"head {h} channel {c}: together {together[h * headDim + c]}, scalar {scalar[h * headDim + c]}");
+                var alone = start.AsSpan(h * headDim, headDim).ToArray();
+                Accumulate(format, p.AsSpan(h * count, count), tokens, alone, kernel);
+                for (int c = 0; c < headDim; c++)
+                {
+                    float tolerance = 1e-5f * (4 + MathF.Abs(start[h * headDim + c]));
+                    if (!(MathF.Abs(together[h * headDim + c] - alone[c]) <= tolerance)) Assert.Fail($"{kernel}: head {h} channel {c}: together {together[h * headDim + c]}, alone {alone[c]}");
+                    if (!(MathF.Abs(together[h * headDim + c] - scalar[h * headDim + c]) <= tolerance)) Assert.Fail($"{kernel}: head {h} channel {c}: together {together[h * headDim + c]}, scalar {scalar[h * headDim + c]}");
+                }
             }
         }
     }
@@ -176,27 +208,26 @@ public class KiviAttentionTests
         var packed = KeyGroup(format, rng, outliers: true);
         var queries = KiviTestData.Normals(rng, heads, headDim);
         var packedScores = new float[heads * group];
-        KiviAttention.KeyScores(format, queries, packed, packedScores);
+        KiviAttention.KeyScoresScalar(format, queries, packed, packedScores);
         // Rows of a longer context, the group's scores at an offset of 7 in each: the rest must keep its sentinel.
         int stride = 3 * group + 5, offset = 7;
-        foreach (bool scalar in new[] { false, true })
+        foreach (var kernel in AllKernels(format))
         {
             var rows = new float[heads * stride];
             Array.Fill(rows, -12345f);
-            if (scalar) KiviAttention.KeyScoresScalar(format, queries, packed, rows.AsSpan(offset), stride);
-            else KiviAttention.KeyScores(format, queries, packed, rows.AsSpan(offset), stride);
+            KiviAttention.KeyScores(format, queries, packed, rows.AsSpan(offset), stride, kernel);
             for (int h = 0; h < heads; h++)
                 for (int t = 0; t < stride; t++)
                 {
                     float actual = rows[h * stride + t];
                     if (t < offset || t >= offset + group)
                     {
-                        if (actual != -12345f) Assert.Fail($"{(scalar ? "scalar" : "vector")}: head {h}, place {t} outside the group was written ({actual})");
+                        if (actual != -12345f) Assert.Fail($"{kernel}: head {h}, place {t} outside the group was written ({actual})");
                         continue;
                     }
                     float expected = packedScores[h * group + t - offset];
                     if (!(MathF.Abs(actual - expected) <= 2e-6f * (1 + MathF.Abs(expected)) + 1e-4f))
-                        Assert.Fail($"{(scalar ? "scalar" : "vector")}: head {h}, token {t - offset}: strided {actual}, packed {expected}");
+                        Assert.Fail($"{kernel}: head {h}, token {t - offset}: strided {actual}, packed {expected}");
                 }
         }
     }
@@ -216,20 +247,19 @@ public class KiviAttentionTests
         var p = KiviTestData.Normals(rng, heads, count);
         for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
         var expected = new float[heads * headDim];
-        KiviAttention.AccumulateValues(format, p, tokens, expected);
+        KiviAttention.AccumulateValuesScalar(format, p, tokens, expected);
         // Each head's weights at the start of a longer row whose tail (the residual's weights, in a cache) is huge: it must not count.
         int stride = count + 21;
         var rows = new float[(heads - 1) * stride + count];
         Array.Fill(rows, 1e30f);
         for (int h = 0; h < heads; h++) p.AsSpan(h * count, count).CopyTo(rows.AsSpan(h * stride));
-        foreach (bool scalar in new[] { false, true })
+        foreach (var kernel in AllKernels(format))
         {
             var actual = new float[heads * headDim];
-            if (scalar) KiviAttention.AccumulateValuesScalar(format, rows, count, stride, tokens, actual);
-            else KiviAttention.AccumulateValues(format, rows, count, stride, tokens, actual);
+            KiviAttention.AccumulateValues(format, rows, count, stride, tokens, actual, kernel);
             for (int i = 0; i < actual.Length; i++)
                 if (!(MathF.Abs(actual[i] - expected[i]) <= 1e-5f * (4 + MathF.Abs(expected[i]))))
-                    Assert.Fail($"{(scalar ? "scalar" : "vector")}: head {i / headDim}, channel {i % headDim}: strided {actual[i]}, packed {expected[i]}");
+                    Assert.Fail($"{kernel}: head {i / headDim}, channel {i % headDim}: strided {actual[i]}, packed {expected[i]}");
         }
     }
 
@@ -250,6 +280,10 @@ public class KiviAttentionTests
         Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[3], tokens, new float[65]));      // not whole heads
         Assert.Throws<ArgumentOutOfRangeException>(() => KiviAttention.AccumulateValues(format, new float[32], 16, 15, tokens, new float[128])); // rows overlap
         Assert.Throws<ArgumentException>(() => KiviAttention.AccumulateValues(format, new float[35], 16, 20, tokens, new float[128]));          // second row ends at 36
+        // Heads of 24 are no whole 512-bit vector: that kernel refuses them (and every kernel on a CPU without it).
+        var narrow = new KiviFormat(24, 32, 2);
+        Assert.Throws<PlatformNotSupportedException>(() => KiviAttention.KeyScores(narrow, new float[24], new byte[narrow.KeyGroupBytes], new float[32], 32, KiviKernel.Vector512));
+        Assert.Throws<PlatformNotSupportedException>(() => KiviAttention.AccumulateValues(narrow, new float[1], 1, 1, new byte[narrow.ValueBytes(1)], new float[24], KiviKernel.Vector512));
     }
 
     [Theory]
@@ -266,14 +300,16 @@ public class KiviAttentionTests
         KiviQuantizer.QuantizeKeyGroup(format, keys, 64, packed);
         var q = new float[64];
         Array.Fill(q, 2f);
-        var scores = new float[32];
-        KiviAttention.KeyScores(format, q, packed, scores);
-        Assert.All(scores, s => Assert.Equal(64f, s));
-
         var tokens = new byte[format.ValueBytes(4)];
         for (int t = 0; t < 4; t++) KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(0, 64), tokens, t);
-        var output = new float[64];
-        KiviAttention.AccumulateValues(format, [0.25f, 0.25f, 0.25f, 0.25f], tokens, output);
-        Assert.All(output, o => Assert.Equal(0.5f, o));
+        foreach (var kernel in AllKernels(format))
+        {
+            var scores = new float[32];
+            Scores(format, q, packed, scores, kernel);
+            Assert.All(scores, s => Assert.Equal(64f, s));
+            var output = new float[64];
+            Accumulate(format, [0.25f, 0.25f, 0.25f, 0.25f], tokens, output, kernel);
+            Assert.All(output, o => Assert.Equal(0.5f, o));
+        }
     }
 }

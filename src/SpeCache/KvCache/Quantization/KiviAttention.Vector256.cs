@@ -1,0 +1,351 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using SpeCache.Quants;
+
+namespace SpeCache.KvCache.Quantization;
+
+/// <summary>
+/// The 256-bit (AVX2 + FMA) forms of the key-score and value kernels, for CPUs without AVX-512
+/// (most desktop and laptop Intel parts, Zen 1-3): the scalar references they fell back to made a
+/// 32K-token specache decode step 40x slower than the full cache (AttentionBench 32768 5: 27.9 s
+/// against 0.71 s per step). Same layouts and sums as the 512-bit kernels, with two differences
+/// that come from <c>vpermps</c> indexing only 8 lanes:
+/// <list type="bullet">
+/// <item>1-bit key scores tabulate 3 channels per table (8 entries, one register) instead of 4, so
+/// a 32-channel code word takes 11 lookups (10 of 3 channels and one of the last 2) for 8 tokens.
+/// Two 8-entry halves of a 4-channel table would take 8 lookups of two permutes and a blend each.</item>
+/// <item>The value kernel keeps each run's 16-entry table as two 8-entry halves and picks between
+/// them by the nibble's top bit (shifted up to the sign, which <c>vblendvps</c> reads).</item>
+/// </list>
+/// </summary>
+public static partial class KiviAttention
+{
+    [SkipLocalsInit] // every staged float is written before it is read
+    static unsafe void KeyScores256<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+        where TWidth : struct, ICodeWidth
+    {
+        int d = format.HeadDim, g = format.GroupSize;
+        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
+        Span<float> scale = stackalloc float[channels];
+        Span<float> zero = stackalloc float[d];
+        fixed (byte* halves = group)
+        fixed (float* s = scale)
+        fixed (float* z = zero)
+        {
+            F16.ToSingle((ushort*)halves, s, d);
+            F16.ToSingle((ushort*)halves + d, z, d);
+        }
+        scale[d..].Clear(); // padding channels: q∘s is 0 there, so their (zero) codes add nothing
+        Span<float> qs = stackalloc float[4 * channels];
+        int h = 0;
+        if (TWidth.Bits > 1) // the conversion shares each channel's codes between four heads
+            for (; h + 4 <= heads; h += 4)
+            {
+                StartScores256(format, queries.Slice(h * d, 4 * d), 4, scale, zero, qs, ref scores[h * stride], stride);
+                ScoresByConversion256<TWidth, FourHeads>(format, qs, group, ref scores[h * stride], stride);
+            }
+        for (; h < heads; h++)
+        {
+            StartScores256(format, queries.Slice(h * d, d), 1, scale, zero, qs, ref scores[h * stride], stride);
+            if (TWidth.Bits == 1) ScoresByTables256(format, qs, group, ref scores[h * stride]);
+            else ScoresByConversion256<TWidth, OneHead>(format, qs, group, ref scores[h * stride], stride);
+        }
+    }
+
+    /// <summary>q∘s of <paramref name="heads"/> query heads into <paramref name="qs"/> (rows of the padded channel count) and each head's G scores started at its bias Σ q_c z_c.</summary>
+    static void StartScores256(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
+        Span<float> qs, ref float score0, int stride)
+    {
+        const int lanes = 8;
+        int d = format.HeadDim, g = format.GroupSize, channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
+        ref float s0 = ref MemoryMarshal.GetReference(scale);
+        ref float z0 = ref MemoryMarshal.GetReference(zero);
+        for (int i = 0; i < heads; i++)
+        {
+            ref float q = ref Unsafe.Add(ref MemoryMarshal.GetReference(queries), i * d);
+            ref float qsi = ref Unsafe.Add(ref MemoryMarshal.GetReference(qs), i * channels);
+            var bias = Vector256<float>.Zero;
+            for (int c = 0; c < d; c += lanes)
+            {
+                var x = Vector256.LoadUnsafe(ref q, (nuint)c);
+                (x * Vector256.LoadUnsafe(ref s0, (nuint)c)).StoreUnsafe(ref qsi, (nuint)c);
+                bias = Vector256.FusedMultiplyAdd(x, Vector256.LoadUnsafe(ref z0, (nuint)c), bias);
+            }
+            for (int c = d; c < channels; c += lanes) Vector256<float>.Zero.StoreUnsafe(ref qsi, (nuint)c);
+            var start = Vector256.Create(Vector256.Sum(bias));
+            for (int t = 0; t < g; t += lanes) start.StoreUnsafe(ref score0, (nuint)(i * stride + t));
+        }
+    }
+
+    /// <summary>
+    /// 1 bit, one head: per code word its 11 tables of 3 channels (the last of 2) in registers, then
+    /// per 8 tokens one shift, permute and add per table. A permute reads only the low 3 bits of
+    /// each lane's index, so shifting the word by 3 brings the next channels into place.
+    /// </summary>
+    static void ScoresByTables256(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, ref float score)
+    {
+        int g = format.GroupSize, words = format.KeyWordsPerToken;
+        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
+        var mask = Vector256.Create(1);
+        // Lane e of pattern j is the code (bit j) of the j-th channel of a 3-bit index whose value is e.
+        var p0 = Vector256.ConvertToSingle(Vector256<int>.Indices & mask);
+        var p1 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 1) & mask);
+        var p2 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 2) & mask);
+        for (int w = 0; w < words; w++)
+        {
+            ref float q = ref Unsafe.Add(ref MemoryMarshal.GetReference(qs), w * 32);
+            var t0 = Table3(ref q, p0, p1, p2);
+            var t1 = Table3(ref Unsafe.Add(ref q, 3), p0, p1, p2);
+            var t2 = Table3(ref Unsafe.Add(ref q, 6), p0, p1, p2);
+            var t3 = Table3(ref Unsafe.Add(ref q, 9), p0, p1, p2);
+            var t4 = Table3(ref Unsafe.Add(ref q, 12), p0, p1, p2);
+            var t5 = Table3(ref Unsafe.Add(ref q, 15), p0, p1, p2);
+            var t6 = Table3(ref Unsafe.Add(ref q, 18), p0, p1, p2);
+            var t7 = Table3(ref Unsafe.Add(ref q, 21), p0, p1, p2);
+            var t8 = Table3(ref Unsafe.Add(ref q, 24), p0, p1, p2);
+            var t9 = Table3(ref Unsafe.Add(ref q, 27), p0, p1, p2);
+            // Channels 30 and 31: the index (the word shifted by 30) has no third bit.
+            var t10 = Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref q, 31)), p0 * Vector256.Create(Unsafe.Add(ref q, 30)));
+            for (int t = 0; t < g; t += 8)
+            {
+                var i0 = Vector256.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.BlockTokens * words + w) * KiviFormat.BlockTokens + t % KiviFormat.BlockTokens));
+                var a = ((Avx2.PermuteVar8x32(t0, i0) + Avx2.PermuteVar8x32(t1, i0 >>> 3)) + (Avx2.PermuteVar8x32(t2, i0 >>> 6) + Avx2.PermuteVar8x32(t3, i0 >>> 9)))
+                    + ((Avx2.PermuteVar8x32(t4, i0 >>> 12) + Avx2.PermuteVar8x32(t5, i0 >>> 15)) + (Avx2.PermuteVar8x32(t6, i0 >>> 18) + Avx2.PermuteVar8x32(t7, i0 >>> 21)))
+                    + ((Avx2.PermuteVar8x32(t8, i0 >>> 24) + Avx2.PermuteVar8x32(t9, i0 >>> 27)) + Avx2.PermuteVar8x32(t10, i0 >>> 30));
+                (Vector256.LoadUnsafe(ref score, (nuint)t) + a).StoreUnsafe(ref score, (nuint)t);
+            }
+        }
+    }
+
+    /// <summary>The 8 sums of q∘s over 3 channels (from <paramref name="qs"/>), entry e taking each channel's code from e's bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Table3(ref float qs, Vector256<float> p0, Vector256<float> p1, Vector256<float> p2) =>
+        Vector256.FusedMultiplyAdd(p2, Vector256.Create(Unsafe.Add(ref qs, 2)),
+            Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref qs, 1)), p0 * Vector256.Create(qs)));
+
+    /// <summary>2 and 4 bits: per channel one shift, mask and conversion of 8 tokens' codes and one multiply-add per head, as the 512-bit kernel.</summary>
+    static void ScoresByConversion256<TWidth, THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, ref float score0, int stride)
+        where TWidth : struct, ICodeWidth
+        where THeads : struct, IHeadCount
+    {
+        int n = THeads.Count, g = format.GroupSize, words = format.KeyWordsPerToken;
+        int perWord = format.ChannelsPerKeyWord, channels = words * perWord;
+        ref float qs0 = ref MemoryMarshal.GetReference(qs);
+        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
+        var mask = Vector256.Create((1 << TWidth.Bits) - 1);
+        for (int w = 0; w < words; w++)
+            for (int t = 0; t < g; t += 8)
+            {
+                var word = Vector256.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.BlockTokens * words + w) * KiviFormat.BlockTokens + t % KiviFormat.BlockTokens));
+                var a0 = Vector256.LoadUnsafe(ref score0, (nuint)t);
+                Vector256<float> a1 = default, a2 = default, a3 = default;
+                if (n == 4)
+                {
+                    a1 = Vector256.LoadUnsafe(ref score0, (nuint)(stride + t));
+                    a2 = Vector256.LoadUnsafe(ref score0, (nuint)(2 * stride + t));
+                    a3 = Vector256.LoadUnsafe(ref score0, (nuint)(3 * stride + t));
+                }
+                ref float qc = ref Unsafe.Add(ref qs0, w * perWord);
+                for (int j = 0; j < perWord; j++)
+                {
+                    var x = Vector256.ConvertToSingle(word & mask);
+                    word >>>= TWidth.Bits;
+                    a0 = Vector256.FusedMultiplyAdd(x, Vector256.Create(qc), a0);
+                    if (n == 4)
+                    {
+                        a1 = Vector256.FusedMultiplyAdd(x, Vector256.Create(Unsafe.Add(ref qc, channels)), a1);
+                        a2 = Vector256.FusedMultiplyAdd(x, Vector256.Create(Unsafe.Add(ref qc, 2 * channels)), a2);
+                        a3 = Vector256.FusedMultiplyAdd(x, Vector256.Create(Unsafe.Add(ref qc, 3 * channels)), a3);
+                    }
+                    qc = ref Unsafe.Add(ref qc, 1);
+                }
+                a0.StoreUnsafe(ref score0, (nuint)t);
+                if (n == 4)
+                {
+                    a1.StoreUnsafe(ref score0, (nuint)(stride + t));
+                    a2.StoreUnsafe(ref score0, (nuint)(2 * stride + t));
+                    a3.StoreUnsafe(ref score0, (nuint)(3 * stride + t));
+                }
+            }
+    }
+
+    static void AccumulateValues256<TWidth>(KiviFormat format, int heads, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+        where TWidth : struct, ICodeWidth
+    {
+        if (count == 0) return;
+        int d = format.HeadDim, h = 0;
+        for (; h + 4 <= heads; h += 4)
+            AccumulateHeads256<TWidth, FourHeads>(format, probabilities.Slice(h * stride, 3 * stride + count), count, stride, values, output.Slice(h * d, 4 * d));
+        for (; h < heads; h++)
+            AccumulateHeads256<TWidth, OneHead>(format, probabilities.Slice(h * stride, count), count, stride, values, output.Slice(h * d, d));
+    }
+
+    /// <summary>
+    /// Per block of 16 tokens: its p_t s_t staged, then per channel group the tables of every head
+    /// and run (two 8-entry halves each, in memory: 16 runs x 4 heads do not fit 16 registers), then
+    /// per 8 channels and run one index and one sign vector from the run's 4 bytes of nibbles, and
+    /// per head two permutes, a blend and an add.
+    /// </summary>
+    [SkipLocalsInit] // every staged float is written before it is read
+    static void AccumulateHeads256<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+        where TWidth : struct, ICodeWidth
+        where THeads : struct, IHeadCount
+    {
+        const int lanes = 8, blockTokens = KiviFormat.BlockTokens;
+        int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
+        int runTokens = 4 / TWidth.Bits, runs = blockTokens / runTokens, runBytes = d / 2, blockBytes = format.ValueBlockBytes;
+        int headTables = runs * 2 * lanes;
+        Span<float> scaled = stackalloc float[heads * groups * blockTokens]; // p_t s_t, [head][group][token]
+        Span<float> biases = stackalloc float[heads * groups * lanes];       // running Σ p_t z_t, [head][group][lane]
+        Span<float> tables = stackalloc float[heads * headTables];           // one group's tables, [head][run][entry]
+        Span<float> partial = stackalloc float[blockTokens];
+        biases.Clear();
+        ref float scaled0 = ref MemoryMarshal.GetReference(scaled);
+        ref float bias0 = ref MemoryMarshal.GetReference(biases);
+        ref float table0 = ref MemoryMarshal.GetReference(tables);
+        ref float p0 = ref MemoryMarshal.GetReference(probabilities);
+        ref float o = ref MemoryMarshal.GetReference(output);
+
+        // Lane e of pattern k (low half: entries 0-7, high: 8-15) is the code of the run's k-th token in nibble value e.
+        var mask = Vector256.Create((1 << TWidth.Bits) - 1);
+        var low = Vector256<int>.Indices;
+        var high = low + Vector256.Create(8);
+        var low0 = Vector256.ConvertToSingle(low & mask);
+        var low1 = Vector256.ConvertToSingle((low >>> TWidth.Bits) & mask);
+        var low2 = Vector256.ConvertToSingle((low >>> (2 * TWidth.Bits)) & mask);
+        var low3 = Vector256.ConvertToSingle((low >>> (3 * TWidth.Bits)) & mask);
+        var high0 = Vector256.ConvertToSingle(high & mask);
+        var high1 = Vector256.ConvertToSingle((high >>> TWidth.Bits) & mask);
+        var high2 = Vector256.ConvertToSingle((high >>> (2 * TWidth.Bits)) & mask);
+        var high3 = Vector256.ConvertToSingle((high >>> (3 * TWidth.Bits)) & mask);
+        var down = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28);  // nibble i to the bottom of lane i
+        var up = Vector256.Create(28u, 24, 20, 16, 12, 8, 4, 0);     // nibble i's top bit to the sign of lane i
+
+        for (int start = 0; start < count; start += blockTokens)
+        {
+            ref byte block = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)(start / blockTokens) * blockBytes);
+            StageBlock256<THeads>(format, ref p0, count, stride, values, start, ref scaled0, ref bias0, partial);
+            for (int grp = 0; grp < groups; grp++)
+            {
+                for (int i = 0; i < heads; i++)
+                {
+                    ref float ps = ref Unsafe.Add(ref scaled0, (i * groups + grp) * blockTokens);
+                    for (int run = 0; run < runs; run++)
+                    {
+                        ref float first = ref Unsafe.Add(ref ps, run * runTokens);
+                        ref float table = ref Unsafe.Add(ref table0, i * headTables + run * 2 * lanes);
+                        Table256<TWidth>(ref first, low0, low1, low2, low3).StoreUnsafe(ref table);
+                        Table256<TWidth>(ref first, high0, high1, high2, high3).StoreUnsafe(ref table, lanes);
+                    }
+                }
+                for (int c = grp * gv; c < (grp + 1) * gv; c += lanes)
+                {
+                    var a0 = Vector256.LoadUnsafe(ref o, (nuint)c);
+                    Vector256<float> a1 = default, a2 = default, a3 = default;
+                    if (heads == 4)
+                    {
+                        a1 = Vector256.LoadUnsafe(ref o, (nuint)(d + c));
+                        a2 = Vector256.LoadUnsafe(ref o, (nuint)(2 * d + c));
+                        a3 = Vector256.LoadUnsafe(ref o, (nuint)(3 * d + c));
+                    }
+                    ref byte nibbles = ref Unsafe.Add(ref block, c / 2); // run 0's nibbles of channels c .. c+7
+                    ref float tn = ref table0;
+                    for (int run = 0; run < runs; run++)
+                    {
+                        var word = Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref nibbles, run * runBytes)));
+                        var index = Avx2.ShiftRightLogicalVariable(word, down).AsInt32();
+                        var upper = Avx2.ShiftLeftLogicalVariable(word, up).AsSingle();
+                        a0 += LookUp16(ref tn, index, upper);
+                        if (heads == 4)
+                        {
+                            a1 += LookUp16(ref Unsafe.Add(ref tn, headTables), index, upper);
+                            a2 += LookUp16(ref Unsafe.Add(ref tn, 2 * headTables), index, upper);
+                            a3 += LookUp16(ref Unsafe.Add(ref tn, 3 * headTables), index, upper);
+                        }
+                        tn = ref Unsafe.Add(ref tn, 2 * lanes);
+                    }
+                    a0.StoreUnsafe(ref o, (nuint)c);
+                    if (heads == 4)
+                    {
+                        a1.StoreUnsafe(ref o, (nuint)(d + c));
+                        a2.StoreUnsafe(ref o, (nuint)(2 * d + c));
+                        a3.StoreUnsafe(ref o, (nuint)(3 * d + c));
+                    }
+                }
+            }
+        }
+
+        // Σ_t p_t z_t of each head and group, added to each of the group's channels.
+        for (int i = 0; i < heads; i++)
+            for (int grp = 0; grp < groups; grp++)
+            {
+                var bias = Vector256.Create(Vector256.Sum(Vector256.LoadUnsafe(ref bias0, (nuint)((i * groups + grp) * lanes))));
+                for (int c = grp * gv; c < (grp + 1) * gv; c += lanes)
+                    (Vector256.LoadUnsafe(ref o, (nuint)(i * d + c)) + bias).StoreUnsafe(ref o, (nuint)(i * d + c));
+            }
+    }
+
+    /// <summary>Entry <paramref name="index"/> (low 3 bits) of a 16-entry table's low or high half, by the sign of <paramref name="upper"/> (the nibble's top bit).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> LookUp16(ref float table, Vector256<int> index, Vector256<float> upper) =>
+        Avx.BlendVariable(Avx2.PermuteVar8x32(Vector256.LoadUnsafe(ref table), index), Avx2.PermuteVar8x32(Vector256.LoadUnsafe(ref table, 8), index), upper);
+
+    /// <summary>8 entries of a run's table: Σ over the run's tokens k of p_k s_k × pattern k (the tokens' codes in those entries).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Table256<TWidth>(ref float ps, Vector256<float> p0, Vector256<float> p1, Vector256<float> p2, Vector256<float> p3)
+        where TWidth : struct, ICodeWidth
+    {
+        var table = p0 * Vector256.Create(ps);
+        if (TWidth.Bits <= 2) table = Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref ps, 1)), table);
+        if (TWidth.Bits == 1)
+        {
+            table = Vector256.FusedMultiplyAdd(p2, Vector256.Create(Unsafe.Add(ref ps, 2)), table);
+            table = Vector256.FusedMultiplyAdd(p3, Vector256.Create(Unsafe.Add(ref ps, 3)), table);
+        }
+        return table;
+    }
+
+    /// <summary>Block <paramref name="start"/>/16's p_t s_t into <paramref name="scaled"/> ([head][group][token]) and its p_t z_t added to the running <paramref name="bias"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StageBlock256<THeads>(KiviFormat format, ref float p0, int count, int stride, ReadOnlySpan<byte> values, int start, ref float scaled, ref float bias, Span<float> partial)
+        where THeads : struct, IHeadCount
+    {
+        const int lanes = 8, blockTokens = KiviFormat.BlockTokens;
+        int heads = THeads.Count, groups = format.ValueGroupsPerToken;
+        int n = Math.Min(blockTokens, count - start);
+        ref ushort halves = ref Unsafe.As<byte, ushort>(ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)start / blockTokens * format.ValueBlockBytes + format.ValueScalesOffset));
+        // A part-filled block's empty lanes may hold anything: their scales, zeros and probabilities count as 0.
+        var validLow = Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(n)).AsSingle();
+        var validHigh = Vector256.LessThan(Vector256<int>.Indices + Vector256.Create(lanes), Vector256.Create(n)).AsSingle();
+        for (int grp = 0; grp < groups; grp++)
+        {
+            var sLow = HalvesToSingle(ref halves, grp * blockTokens) & validLow;
+            var sHigh = HalvesToSingle(ref halves, grp * blockTokens + lanes) & validHigh;
+            var zLow = HalvesToSingle(ref halves, (groups + grp) * blockTokens) & validLow;
+            var zHigh = HalvesToSingle(ref halves, (groups + grp) * blockTokens + lanes) & validHigh;
+            for (int i = 0; i < heads; i++)
+            {
+                ref float p = ref Unsafe.Add(ref p0, i * stride + start);
+                if (n < blockTokens)
+                {
+                    // By hand, not Span.CopyTo: a call here would make the JIT keep the method's vectors on the stack.
+                    for (int t = 0; t < blockTokens; t++) partial[t] = t < n ? Unsafe.Add(ref p, t) : 0;
+                    p = ref MemoryMarshal.GetReference(partial);
+                }
+                var pLow = Vector256.LoadUnsafe(ref p);
+                var pHigh = Vector256.LoadUnsafe(ref p, lanes);
+                int at = (i * groups + grp) * blockTokens;
+                (pLow * sLow).StoreUnsafe(ref scaled, (nuint)at);
+                (pHigh * sHigh).StoreUnsafe(ref scaled, (nuint)(at + lanes));
+                ref float b = ref Unsafe.Add(ref bias, (i * groups + grp) * lanes);
+                Vector256.FusedMultiplyAdd(pHigh, zHigh, Vector256.FusedMultiplyAdd(pLow, zLow, Vector256.LoadUnsafe(ref b))).StoreUnsafe(ref b);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> HalvesToSingle(ref ushort halves, int at) =>
+        QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.LoadUnsafe(ref halves, (nuint)at).ToVector256Unsafe()));
+}
