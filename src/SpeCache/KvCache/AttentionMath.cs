@@ -48,6 +48,20 @@ public static class AttentionMath
             }
             sum = Vector512.Sum(total);
         }
+        else if (x.Length >= VectorFrom && Vector256.IsHardwareAccelerated)
+        {
+            ref float px = ref MemoryMarshal.GetReference(x);
+            ref float pd = ref MemoryMarshal.GetReference(dest);
+            var by = Vector256.Create(shift);
+            var total = Vector256<float>.Zero;
+            for (; i + 8 <= x.Length; i += 8)
+            {
+                var e = Exp(Vector256.LoadUnsafe(ref px, (nuint)i) - by);
+                e.StoreUnsafe(ref pd, (nuint)i);
+                total += e;
+            }
+            sum = Vector256.Sum(total);
+        }
         else if (x.Length >= VectorFrom)
         {
             TensorPrimitives.Subtract(x, shift, dest);
@@ -88,6 +102,25 @@ public static class AttentionMath
         return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-87.33f)), Vector512<float>.Zero, p * twoToN);
     }
 
+    /// <summary><see cref="Exp(Vector512{float})"/> in 256 bits, for CPUs without AVX-512 (the library's Vector256.Exp is out of line and in double too).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Exp(Vector256<float> x)
+    {
+        var clamped = Vector256.Min(x, Vector256.Create(88.7f));
+        var n = Vector256.Round(clamped * Vector256.Create(1.44269504088896341f));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), clamped);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
+        var p = Vector256.Create(1.9875691500e-4f);
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.3981999507e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
+        var twoToN = (Vector256.ConvertToInt32(n) + Vector256.Create(127) << 23).AsSingle();
+        return Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(-87.33f)), Vector256<float>.Zero, p * twoToN);
+    }
+
     /// <summary>
     /// dest[t] = max over the rows j of (rows[j × stride + t] - shifts[j]), for t below dest's length:
     /// the GQA aggregation of several heads' scores, each shifted by its own max, in one pass over the
@@ -109,6 +142,18 @@ public static class AttentionMath
                 var best = Vector512.LoadUnsafe(ref r, (nuint)t) - Vector512.Create(shifts[0]);
                 for (int j = 1; j < count; j++)
                     best = Vector512.Max(best, Vector512.LoadUnsafe(ref r, (nuint)(j * stride + t)) - Vector512.Create(shifts[j]));
+                best.StoreUnsafe(ref o, (nuint)t);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            ref float r = ref MemoryMarshal.GetReference(rows);
+            ref float o = ref MemoryMarshal.GetReference(dest);
+            for (; t + 8 <= n; t += 8)
+            {
+                var best = Vector256.LoadUnsafe(ref r, (nuint)t) - Vector256.Create(shifts[0]);
+                for (int j = 1; j < count; j++)
+                    best = Vector256.Max(best, Vector256.LoadUnsafe(ref r, (nuint)(j * stride + t)) - Vector256.Create(shifts[j]));
                 best.StoreUnsafe(ref o, (nuint)t);
             }
         }
@@ -141,6 +186,16 @@ public static class AttentionMath
                 Vector512.AndNot(v, Vector512.LessThan(v, limit)).StoreUnsafe(ref p, (nuint)i); // a NaN stays NaN
             }
         }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            ref float p = ref MemoryMarshal.GetReference(x);
+            var limit = Vector256.Create(threshold);
+            for (; i + 8 <= x.Length; i += 8)
+            {
+                var v = Vector256.LoadUnsafe(ref p, (nuint)i);
+                Vector256.AndNot(v, Vector256.LessThan(v, limit)).StoreUnsafe(ref p, (nuint)i);
+            }
+        }
         for (; i < x.Length; i++)
             if (x[i] < threshold) x[i] = 0;
     }
@@ -150,7 +205,7 @@ public static class AttentionMath
 
     /// <summary>
     /// a·b, with a plain loop for short rows. Heads of a multiple of 16 values (64, 128) take an
-    /// inlined loop of 512-bit multiply-adds: a 32K-token decode step calls this 17 million times
+    /// inlined loop of 512-bit multiply-adds (256-bit without AVX-512): a 32K-token decode step calls this 17 million times
     /// (16 layers × 32 query heads × 32K positions), and TensorPrimitives' general entry (lengths,
     /// alignment, remainders) cost more than the 4 multiply-adds of a 64-value head.
     /// </summary>
@@ -165,6 +220,15 @@ public static class AttentionMath
             for (nuint i = 0; i < (nuint)a.Length; i += 16)
                 products = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref pa, i), Vector512.LoadUnsafe(ref pb, i), products);
             return Vector512.Sum(products);
+        }
+        if (Vector256.IsHardwareAccelerated && a.Length % 16 == 0 && a.Length > 0 && b.Length >= a.Length)
+        {
+            ref float pa = ref MemoryMarshal.GetReference(a);
+            ref float pb = ref MemoryMarshal.GetReference(b);
+            var products = Vector256<float>.Zero;
+            for (nuint i = 0; i < (nuint)a.Length; i += 8)
+                products = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref pa, i), Vector256.LoadUnsafe(ref pb, i), products);
+            return Vector256.Sum(products);
         }
         if (a.Length >= ShortRow) return TensorPrimitives.Dot(a, b);
         float sum = 0;
@@ -183,6 +247,15 @@ public static class AttentionMath
             var s = Vector512.Create(scale);
             for (nuint i = 0; i < (nuint)x.Length; i += 16)
                 Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref px, i), s, Vector512.LoadUnsafe(ref pa, i)).StoreUnsafe(ref pa, i);
+            return;
+        }
+        if (Vector256.IsHardwareAccelerated && x.Length % 16 == 0 && x.Length > 0 && accumulator.Length >= x.Length)
+        {
+            ref float px = ref MemoryMarshal.GetReference(x);
+            ref float pa = ref MemoryMarshal.GetReference(accumulator);
+            var s = Vector256.Create(scale);
+            for (nuint i = 0; i < (nuint)x.Length; i += 8)
+                Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref px, i), s, Vector256.LoadUnsafe(ref pa, i)).StoreUnsafe(ref pa, i);
             return;
         }
         if (x.Length >= ShortRow)

@@ -185,7 +185,6 @@ public class TopKTests
     [InlineData(4099, 16, 3)]
     public void ChunkedScanEqualsThePlainLoopWithNaNsAndTies(int n, int k, int seed)
     {
-        Assert.SkipUnless(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated, "the chunked scan needs 512-bit vectors");
         var rnd = new Random(seed);
         var scores = Enumerable.Range(0, n).Select(_ => (float)rnd.Next(200)).ToArray();
         for (int i = 0; i < n / 50 + 1; i++) scores[rnd.Next(n)] = float.NaN;

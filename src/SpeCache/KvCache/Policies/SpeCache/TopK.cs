@@ -14,9 +14,9 @@ public static class TopK
     /// </summary>
     /// <param name="heap">Scratch of at least k floats for the running minimum heap of scores.</param>
     public static int Select(ReadOnlySpan<float> scores, int k, Span<int> positions, Span<float> heap) =>
-        Select(scores, k, positions, heap, chunked: Vector512.IsHardwareAccelerated);
+        Select(scores, k, positions, heap, chunked: Vector128.IsHardwareAccelerated);
 
-    /// <param name="chunked">Compare 16 scores at a time against the heap's root (tests compare it with the plain loop).</param>
+    /// <param name="chunked">Compare a vector of scores at a time against the heap's root, 16 or 8 or 4 as the CPU has them (tests compare it with the plain loop).</param>
     internal static int Select(ReadOnlySpan<float> scores, int k, Span<int> positions, Span<float> heap, bool chunked)
     {
         int n = scores.Length;
@@ -37,18 +37,30 @@ public static class TopK
         int at = k;
         if (chunked)
         {
-            // Sixteen scores against the root at once: only a chunk with a score above it (or a NaN,
+            // A vector of scores against the root at once: only a chunk with a score above it (or a NaN,
             // which the scalar test below admits too) goes through one by one, in order, so the
             // heap sees the same sequence as the plain loop. At 32K positions and k = 64 almost
             // every chunk is skipped; the scalar compare-and-branch per score was 3 % of a specache
             // decode step.
             ref float first = ref MemoryMarshal.GetReference(scores);
-            for (; at + 16 <= n; at += 16)
-            {
-                var chunk = Vector512.LoadUnsafe(ref first, (nuint)at);
-                if (Vector512.LessThanOrEqualAll(chunk, Vector512.Create(heap[0]))) continue;
-                for (int i = at; i < at + 16; i++) Offer(scores[i], i, heap, positions, k);
-            }
+            if (Vector512.IsHardwareAccelerated)
+                for (; at + 16 <= n; at += 16)
+                {
+                    if (Vector512.LessThanOrEqualAll(Vector512.LoadUnsafe(ref first, (nuint)at), Vector512.Create(heap[0]))) continue;
+                    for (int i = at; i < at + 16; i++) Offer(scores[i], i, heap, positions, k);
+                }
+            else if (Vector256.IsHardwareAccelerated)
+                for (; at + 8 <= n; at += 8)
+                {
+                    if (Vector256.LessThanOrEqualAll(Vector256.LoadUnsafe(ref first, (nuint)at), Vector256.Create(heap[0]))) continue;
+                    for (int i = at; i < at + 8; i++) Offer(scores[i], i, heap, positions, k);
+                }
+            else
+                for (; at + 4 <= n; at += 4)
+                {
+                    if (Vector128.LessThanOrEqualAll(Vector128.LoadUnsafe(ref first, (nuint)at), Vector128.Create(heap[0]))) continue;
+                    for (int i = at; i < at + 4; i++) Offer(scores[i], i, heap, positions, k);
+                }
         }
         for (; at < n; at++) Offer(scores[at], at, heap, positions, k);
         positions[..k].Sort();
