@@ -6,6 +6,7 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
+using SpeCache.KvCache;
 using SpeCache.KvCache.Quantization;
 
 int tokens = args.Length > 0 ? int.Parse(args[0]) : 32 * 1024;
@@ -29,7 +30,9 @@ var scores = new float[queryHeads * tokens];
     double cold = Best(_ => TensorPrimitives.Sum(big), _ => 0), hot = Best(_ => TensorPrimitives.Sum(small), _ => 0);
     Console.WriteLine($"read bandwidth, one core: {coldBytes / cold / 1e9:F1} GB/s from DRAM (256 MB), {(1 << 20) / hot / 1e9:F1} GB/s from cache (1 MB)");
 }
-Console.WriteLine($"KeyScores, headDim {headDim}, {tokens} tokens, {queryHeads} query heads per KV head, vector path: {(Vector512.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "AVX-512" : "scalar")}");
+// Every vector kernel this CPU runs (the scalar references take seconds per pass at 32K tokens).
+var kernels = new[] { KiviKernel.Vector512, KiviKernel.Vector256 }.Where(k => KiviAttention.Runs(k, new KiviFormat(headDim, 32, 1))).ToArray();
+Console.WriteLine($"KeyScores, headDim {headDim}, {tokens} tokens, {queryHeads} query heads per KV head, kernels: {string.Join(", ", kernels)}");
 Console.WriteLine($"{"format",-16} {"B/token",8} {"vs F16",7} {"hot us",9} {"hot GB/s",9} {"cold us",9} {"cold GB/s",10} {"ns/token",9}");
 
 // F16 baseline: what FullKvCache streams, 2*headDim bytes per token; converted a row at a time and dotted.
@@ -43,7 +46,7 @@ Console.WriteLine($"{"format",-16} {"B/token",8} {"vs F16",7} {"hot us",9} {"hot
         TensorPrimitives.ConvertToHalf(keys, heads[h]);
     }
     // As FullKvCache does it: Half -> float in blocks (one library call per 64 tokens, so its
-    // overhead is amortized), then a 512-bit dot per token and query head, the four heads together.
+    // overhead is amortized), then a dot per token and query head.
     const int block = 64;
     var rows = new float[block * headDim];
     void Pass(Half[] k)
@@ -52,21 +55,8 @@ Console.WriteLine($"{"format",-16} {"B/token",8} {"vs F16",7} {"hot us",9} {"hot
         {
             TensorPrimitives.ConvertToSingle(k.AsSpan(t0 * headDim, block * headDim), rows);
             for (int t = 0; t < block; t++)
-            {
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (int c = 0; c < headDim; c += 16)
-                {
-                    var x = Vector512.Create(rows.AsSpan(t * headDim + c, 16));
-                    a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(queries.AsSpan(c, 16)), a0);
-                    a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(queries.AsSpan(headDim + c, 16)), a1);
-                    a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(queries.AsSpan(2 * headDim + c, 16)), a2);
-                    a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(queries.AsSpan(3 * headDim + c, 16)), a3);
-                }
-                scores[t0 + t] = Vector512.Sum(a0);
-                scores[tokens + t0 + t] = Vector512.Sum(a1);
-                scores[2 * tokens + t0 + t] = Vector512.Sum(a2);
-                scores[3 * tokens + t0 + t] = Vector512.Sum(a3);
-            }
+                for (int q = 0; q < queryHeads; q++)
+                    scores[q * tokens + t0 + t] = AttentionMath.Dot(rows.AsSpan(t * headDim, headDim), queries.AsSpan(q * headDim, headDim));
         }
     }
     Report("F16 (baseline)", 2 * headDim, headBytes, h => Pass(heads[h % copies]), copies);
@@ -85,12 +75,15 @@ foreach (int bits in new[] { 1, 2, 4 })
         var heads = new byte[copies][];
         for (int h = 0; h < copies; h++) heads[h] = (byte[])packed.Clone();
         var groupScores = new float[queryHeads * group];
-        void Pass(byte[] head)
+        foreach (var kernel in kernels)
         {
-            for (int g = 0; g < groups; g++)
-                KiviAttention.KeyScores(format, queries, head.AsSpan(g * format.KeyGroupBytes, format.KeyGroupBytes), groupScores);
+            void Pass(byte[] head)
+            {
+                for (int g = 0; g < groups; g++)
+                    KiviAttention.KeyScores(format, queries, head.AsSpan(g * format.KeyGroupBytes, format.KeyGroupBytes), groupScores, group, kernel);
+            }
+            Report($"{bits}b G={group} {Width(kernel)}", (double)format.KeyGroupBytes / group, headBytes, h => Pass(heads[h % copies]), copies);
         }
-        Report($"KIVI {bits}b G={group}", (double)format.KeyGroupBytes / group, headBytes, h => Pass(heads[h % copies]), copies);
     }
 
 // AccumulateValues over the same 32K tokens, 4 query heads sharing the KV head (probabilities from a softmax).
@@ -112,8 +105,12 @@ foreach (int bits in new[] { 1, 2, 4 })
             KiviQuantizer.QuantizeValueToken(format, keys.AsSpan(t * headDim, headDim), packed, t);
         var heads = new byte[copies][];
         for (int h = 0; h < copies; h++) heads[h] = (byte[])packed.Clone();
-        Report($"KIVI {bits}b G={group}", format.ValueTokenBytes, headBytes, h => KiviAttention.AccumulateValues(format, probabilities, heads[h % copies], output), copies);
+        foreach (var kernel in kernels)
+            Report($"{bits}b G={group} {Width(kernel)}", format.ValueTokenBytes, headBytes,
+                h => KiviAttention.AccumulateValues(format, probabilities, tokens, tokens, heads[h % copies], output, kernel), copies);
     }
+
+static string Width(KiviKernel kernel) => kernel == KiviKernel.Vector512 ? "512" : "256";
 
 void Report(string name, double bytesPerToken, long headBytes, Action<int> pass, int copies)
 {

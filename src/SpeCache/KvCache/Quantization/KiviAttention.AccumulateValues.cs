@@ -42,9 +42,9 @@ public static partial class KiviAttention
     /// context (softmax weights of the residual after the low-bit tokens) are read in place.
     /// </summary>
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output) =>
-        AccumulateValues(format, probabilities, count, stride, values, output, KiviCodes.Best(format));
+        AccumulateValues(format, probabilities, count, stride, values, output, BestKernel(format));
 
-    /// <summary>The strided <c>AccumulateValues</c> by a chosen kernel (benches and tests compare them); it must <see cref="KiviCodes.Runs"/> here.</summary>
+    /// <summary>The strided <c>AccumulateValues</c> by a chosen kernel (benches and tests compare them); it must <see cref="Runs"/> here.</summary>
     public static void AccumulateValues(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output, KiviKernel kernel)
     {
         int heads = CheckAccumulateValues(format, probabilities, count, stride, values, output);

@@ -39,9 +39,9 @@ public static partial class KiviAttention
     /// row of scores per head over the whole context gets them in place (no copy per group).
     /// </summary>
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride) =>
-        KeyScores(format, queries, group, scores, stride, KiviCodes.Best(format));
+        KeyScores(format, queries, group, scores, stride, BestKernel(format));
 
-    /// <summary>The strided <c>KeyScores</c> by a chosen kernel (benches and tests compare them); it must <see cref="KiviCodes.Runs"/> here.</summary>
+    /// <summary>The strided <c>KeyScores</c> by a chosen kernel (benches and tests compare them); it must <see cref="Runs"/> here.</summary>
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride, KiviKernel kernel)
     {
         int heads = CheckKeyScores(format, queries, group, scores, stride);
@@ -58,9 +58,25 @@ public static partial class KiviAttention
         }
     }
 
+    /// <summary>
+    /// The widest kernel this CPU runs on <paramref name="format"/>: 512-bit (AVX-512, heads of a
+    /// multiple of 16), else 256-bit (AVX2 and FMA, every head the format takes), else the scalar
+    /// reference.
+    /// </summary>
+    public static KiviKernel BestKernel(KiviFormat format) =>
+        Runs(KiviKernel.Vector512, format) ? KiviKernel.Vector512 : Runs(KiviKernel.Vector256, format) ? KiviKernel.Vector256 : KiviKernel.Scalar;
+
+    /// <summary>Whether <paramref name="kernel"/> can run on this CPU and read <paramref name="format"/>.</summary>
+    public static bool Runs(KiviKernel kernel, KiviFormat format) => kernel switch
+    {
+        KiviKernel.Vector512 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && format.Vectorizable,
+        KiviKernel.Vector256 => Avx2.IsSupported && Fma.IsSupported && format.HeadDim % KiviFormat.HeadDimMultiple == 0,
+        _ => true,
+    };
+
     static void CheckKernel(KiviKernel kernel, KiviFormat format)
     {
-        if (!KiviCodes.Runs(kernel, format))
+        if (!Runs(kernel, format))
             throw new PlatformNotSupportedException($"the {kernel} KIVI kernel does not run on this CPU for heads of {format.HeadDim}");
     }
 

@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace SpeCache.KvCache.Quantization;
 
-/// <summary>The kernels that read KIVI codes, widest first in <see cref="KiviCodes.Best"/>; tests run each one the CPU has against the scalar reference.</summary>
+/// <summary>The kernels that read KIVI codes, the widest that runs chosen by <see cref="KiviAttention.BestKernel"/>; tests run each one the CPU has against the scalar reference.</summary>
 public enum KiviKernel
 {
     Scalar,
@@ -51,22 +51,6 @@ internal static class KiviCodes
         var word = codes[offset..];
         BinaryPrimitives.WriteUInt32LittleEndian(word, BinaryPrimitives.ReadUInt32LittleEndian(word) | (uint)code << shift);
     }
-
-    /// <summary>
-    /// The widest kernel this CPU runs on <paramref name="format"/>: 512-bit (AVX-512, heads of a
-    /// multiple of 16), else 256-bit (AVX2 and FMA, every head the format takes), else the scalar
-    /// reference.
-    /// </summary>
-    public static KiviKernel Best(KiviFormat format) =>
-        Runs(KiviKernel.Vector512, format) ? KiviKernel.Vector512 : Runs(KiviKernel.Vector256, format) ? KiviKernel.Vector256 : KiviKernel.Scalar;
-
-    /// <summary>Whether <paramref name="kernel"/> can run on this CPU and read <paramref name="format"/>.</summary>
-    public static bool Runs(KiviKernel kernel, KiviFormat format) => kernel switch
-    {
-        KiviKernel.Vector512 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && format.Vectorizable,
-        KiviKernel.Vector256 => Avx2.IsSupported && Fma.IsSupported && format.HeadDim % KiviFormat.HeadDimMultiple == 0,
-        _ => true,
-    };
 
     /// <summary>
     /// 16 consecutive nibbles (8 bytes at <paramref name="chunk"/>), nibble i in the low 4 bits of lane

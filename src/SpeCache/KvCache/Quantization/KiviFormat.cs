@@ -53,13 +53,14 @@ public readonly record struct KiviFormat
     public const int Lanes = 16;
 
     /// <summary>
-    /// Head sizes must be a multiple of this, so that a value token's 1-bit codes fill whole bytes.
-    /// Heads that are a multiple of <see cref="Lanes"/> take the vector kernels; others (llama2.c's
-    /// small models have heads of 8) take the scalar ones.
+    /// Head sizes must be a multiple of this, so that a value token's 1-bit codes fill whole bytes
+    /// (and the 256-bit kernels read whole vectors of 8 channels). Heads that are a multiple of
+    /// <see cref="Lanes"/> also take the 512-bit kernels; others (llama2.c's small models have heads
+    /// of 8) take the 256-bit ones, or the scalar ones on a CPU without AVX2.
     /// </summary>
     public const int HeadDimMultiple = 8;
 
-    /// <summary>Whether the vector kernels can read this format (whole vectors of channels).</summary>
+    /// <summary>Whether the 512-bit kernels can read this format (whole 16-lane vectors of channels).</summary>
     public bool Vectorizable => HeadDim % Lanes == 0;
 
     /// <param name="headDim">Channels per head; a multiple of 8, at most <see cref="MaxHeadDim"/>.</param>

@@ -19,7 +19,7 @@ public class KiviAttentionTests
     /// none without AVX2, where the scalar reference is still checked against the dequantized math).
     /// </summary>
     static KiviKernel[] VectorKernels(KiviFormat format) =>
-        [.. new[] { KiviKernel.Vector256, KiviKernel.Vector512 }.Where(k => KiviCodes.Runs(k, format))];
+        [.. new[] { KiviKernel.Vector256, KiviKernel.Vector512 }.Where(k => KiviAttention.Runs(k, format))];
 
     /// <summary>The scalar reference and every vector kernel that runs here.</summary>
     static KiviKernel[] AllKernels(KiviFormat format) => [KiviKernel.Scalar, .. VectorKernels(format)];
