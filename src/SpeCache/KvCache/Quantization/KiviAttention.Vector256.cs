@@ -16,8 +16,10 @@ namespace SpeCache.KvCache.Quantization;
 /// <item>1-bit key scores tabulate 3 channels per table (8 entries, one register) instead of 4, so
 /// a 32-channel code word takes 11 lookups (10 of 3 channels and one of the last 2) for 8 tokens.
 /// Two 8-entry halves of a 4-channel table would take 8 lookups of two permutes and a blend each.</item>
-/// <item>The value kernel keeps each run's 16-entry table as two 8-entry halves and picks between
-/// them by the nibble's top bit (shifted up to the sign, which <c>vblendvps</c> reads).</item>
+/// <item>The 1-bit value kernel looks a run's nibble up in the 8-entry table of its first 3 tokens
+/// and adds the 4th token's weight where the nibble's top bit (shifted to the sign, which
+/// <c>vblendvps</c> reads) is set. At 2 and 4 bits the value kernel converts codes, as the key
+/// kernel does: a permute per 2 or 1 tokens saved nothing.</item>
 /// </list>
 /// </summary>
 public static partial class KiviAttention
@@ -183,10 +185,10 @@ public static partial class KiviAttention
     }
 
     /// <summary>
-    /// Per block of 16 tokens: its p_t s_t staged, then per channel group the tables of every head
-    /// and run (two 8-entry halves each, in memory: 16 runs x 4 heads do not fit 16 registers), then
-    /// per 8 channels and run one index and one sign vector from the run's 4 bytes of nibbles, and
-    /// per head two permutes, a blend and an add.
+    /// Per block of 16 tokens its p_t s_t staged, then per channel group the codes' part: by tables
+    /// at 1 bit, by conversion at 2 and 4 (as the key kernels choose; KiviBench 32768 0.5 64 on an
+    /// AVX2-only EPYC: 1 bit by tables 708-746 us, by conversion 1054; 2 bits 1311 and 997; 4 bits
+    /// 2507 and 1077, where the tables also cost their building per block).
     /// </summary>
     [SkipLocalsInit] // every staged float is written before it is read
     static void AccumulateHeads256<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
@@ -195,85 +197,24 @@ public static partial class KiviAttention
     {
         const int lanes = 8, blockTokens = KiviFormat.BlockTokens;
         int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
-        int runTokens = 4 / TWidth.Bits, runs = blockTokens / runTokens, runBytes = d / 2, blockBytes = format.ValueBlockBytes;
-        int headTables = runs * 2 * lanes;
         Span<float> scaled = stackalloc float[heads * groups * blockTokens]; // p_t s_t, [head][group][token]
         Span<float> biases = stackalloc float[heads * groups * lanes];       // running Σ p_t z_t, [head][group][lane]
-        Span<float> tables = stackalloc float[heads * headTables];           // one group's tables, [head][run][entry]
+        Span<float> tables = stackalloc float[TWidth.Bits == 1 ? heads * 4 * 2 * lanes : 0]; // [head][run][table, top bit's weight]
         Span<float> partial = stackalloc float[blockTokens];
         biases.Clear();
         ref float scaled0 = ref MemoryMarshal.GetReference(scaled);
         ref float bias0 = ref MemoryMarshal.GetReference(biases);
-        ref float table0 = ref MemoryMarshal.GetReference(tables);
         ref float p0 = ref MemoryMarshal.GetReference(probabilities);
         ref float o = ref MemoryMarshal.GetReference(output);
-
-        // Lane e of pattern k (low half: entries 0-7, high: 8-15) is the code of the run's k-th token in nibble value e.
-        var mask = Vector256.Create((1 << TWidth.Bits) - 1);
-        var low = Vector256<int>.Indices;
-        var high = low + Vector256.Create(8);
-        var low0 = Vector256.ConvertToSingle(low & mask);
-        var low1 = Vector256.ConvertToSingle((low >>> TWidth.Bits) & mask);
-        var low2 = Vector256.ConvertToSingle((low >>> (2 * TWidth.Bits)) & mask);
-        var low3 = Vector256.ConvertToSingle((low >>> (3 * TWidth.Bits)) & mask);
-        var high0 = Vector256.ConvertToSingle(high & mask);
-        var high1 = Vector256.ConvertToSingle((high >>> TWidth.Bits) & mask);
-        var high2 = Vector256.ConvertToSingle((high >>> (2 * TWidth.Bits)) & mask);
-        var high3 = Vector256.ConvertToSingle((high >>> (3 * TWidth.Bits)) & mask);
-        var down = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28);  // nibble i to the bottom of lane i
-        var up = Vector256.Create(28u, 24, 20, 16, 12, 8, 4, 0);     // nibble i's top bit to the sign of lane i
-
         for (int start = 0; start < count; start += blockTokens)
         {
-            ref byte block = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)(start / blockTokens) * blockBytes);
+            ref byte block = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)(start / blockTokens) * format.ValueBlockBytes);
             StageBlock256<THeads>(format, ref p0, count, stride, values, start, ref scaled0, ref bias0, partial);
             for (int grp = 0; grp < groups; grp++)
             {
-                for (int i = 0; i < heads; i++)
-                {
-                    ref float ps = ref Unsafe.Add(ref scaled0, (i * groups + grp) * blockTokens);
-                    for (int run = 0; run < runs; run++)
-                    {
-                        ref float first = ref Unsafe.Add(ref ps, run * runTokens);
-                        ref float table = ref Unsafe.Add(ref table0, i * headTables + run * 2 * lanes);
-                        Table256<TWidth>(ref first, low0, low1, low2, low3).StoreUnsafe(ref table);
-                        Table256<TWidth>(ref first, high0, high1, high2, high3).StoreUnsafe(ref table, lanes);
-                    }
-                }
-                for (int c = grp * gv; c < (grp + 1) * gv; c += lanes)
-                {
-                    var a0 = Vector256.LoadUnsafe(ref o, (nuint)c);
-                    Vector256<float> a1 = default, a2 = default, a3 = default;
-                    if (heads == 4)
-                    {
-                        a1 = Vector256.LoadUnsafe(ref o, (nuint)(d + c));
-                        a2 = Vector256.LoadUnsafe(ref o, (nuint)(2 * d + c));
-                        a3 = Vector256.LoadUnsafe(ref o, (nuint)(3 * d + c));
-                    }
-                    ref byte nibbles = ref Unsafe.Add(ref block, c / 2); // run 0's nibbles of channels c .. c+7
-                    ref float tn = ref table0;
-                    for (int run = 0; run < runs; run++)
-                    {
-                        var word = Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref nibbles, run * runBytes)));
-                        var index = Avx2.ShiftRightLogicalVariable(word, down).AsInt32();
-                        var upper = Avx2.ShiftLeftLogicalVariable(word, up).AsSingle();
-                        a0 += LookUp16(ref tn, index, upper);
-                        if (heads == 4)
-                        {
-                            a1 += LookUp16(ref Unsafe.Add(ref tn, headTables), index, upper);
-                            a2 += LookUp16(ref Unsafe.Add(ref tn, 2 * headTables), index, upper);
-                            a3 += LookUp16(ref Unsafe.Add(ref tn, 3 * headTables), index, upper);
-                        }
-                        tn = ref Unsafe.Add(ref tn, 2 * lanes);
-                    }
-                    a0.StoreUnsafe(ref o, (nuint)c);
-                    if (heads == 4)
-                    {
-                        a1.StoreUnsafe(ref o, (nuint)(d + c));
-                        a2.StoreUnsafe(ref o, (nuint)(2 * d + c));
-                        a3.StoreUnsafe(ref o, (nuint)(3 * d + c));
-                    }
-                }
+                ref float ps = ref Unsafe.Add(ref scaled0, grp * blockTokens);
+                if (TWidth.Bits == 1) AddOneBitByTables256<THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, tables, ref o);
+                else AddByConversion256<TWidth, THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, ref o);
             }
         }
 
@@ -287,24 +228,128 @@ public static partial class KiviAttention
             }
     }
 
-    /// <summary>Entry <paramref name="index"/> (low 3 bits) of a 16-entry table's low or high half, by the sign of <paramref name="upper"/> (the nibble's top bit).</summary>
+    /// <summary>
+    /// 1 bit: Σ_t p_t s_t code_t,c into channels [first, end) of each head's output, from one
+    /// group's staged p_t s_t (<paramref name="ps"/>, heads <paramref name="headStaged"/> apart). A
+    /// run's nibble indexes a 16-entry table, but a permute reads 8: entries 8-15 are entries 0-7
+    /// plus the run's 4th token's p_t s_t (the nibble's top bit), so per run and head one 8-entry
+    /// table (the 3-token sums, as the key kernel's) is looked up and the 4th token added where the
+    /// top bit, shifted to the sign, says so. Two permutes and a blend per run and head took half
+    /// as long again (KiviBench 1b G=64: 1104 -> 708 us).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> LookUp16(ref float table, Vector256<int> index, Vector256<float> upper) =>
-        Avx.BlendVariable(Avx2.PermuteVar8x32(Vector256.LoadUnsafe(ref table), index), Avx2.PermuteVar8x32(Vector256.LoadUnsafe(ref table, 8), index), upper);
-
-    /// <summary>8 entries of a run's table: Σ over the run's tokens k of p_k s_k × pattern k (the tokens' codes in those entries).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Table256<TWidth>(ref float ps, Vector256<float> p0, Vector256<float> p1, Vector256<float> p2, Vector256<float> p3)
-        where TWidth : struct, ICodeWidth
+    static void AddOneBitByTables256<THeads>(ref float ps, int headStaged, ref byte block, int d, int first, int end, Span<float> tables, ref float o)
+        where THeads : struct, IHeadCount
     {
-        var table = p0 * Vector256.Create(ps);
-        if (TWidth.Bits <= 2) table = Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref ps, 1)), table);
-        if (TWidth.Bits == 1)
+        const int lanes = 8, runs = 4;
+        int heads = THeads.Count, runBytes = d / 2, headTables = runs * 2 * lanes; // a run is d nibbles
+        ref float table0 = ref MemoryMarshal.GetReference(tables);
+        var one = Vector256.Create(1);
+        var p0 = Vector256.ConvertToSingle(Vector256<int>.Indices & one);
+        var p1 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 1) & one);
+        var p2 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 2) & one);
+        for (int i = 0; i < heads; i++)
+            for (int run = 0; run < runs; run++)
+            {
+                ref float tokens = ref Unsafe.Add(ref ps, i * headStaged + run * 4);
+                ref float table = ref Unsafe.Add(ref table0, i * headTables + run * 2 * lanes);
+                Table3(ref tokens, p0, p1, p2).StoreUnsafe(ref table);
+                Vector256.Create(Unsafe.Add(ref tokens, 3)).StoreUnsafe(ref table, lanes);
+            }
+        var down = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28); // nibble i to the bottom of lane i
+        var up = Vector256.Create(28u, 24, 20, 16, 12, 8, 4, 0);    // nibble i's top bit to the sign of lane i
+        for (int c = first; c < end; c += lanes)
         {
-            table = Vector256.FusedMultiplyAdd(p2, Vector256.Create(Unsafe.Add(ref ps, 2)), table);
-            table = Vector256.FusedMultiplyAdd(p3, Vector256.Create(Unsafe.Add(ref ps, 3)), table);
+            var a0 = Vector256.LoadUnsafe(ref o, (nuint)c);
+            Vector256<float> a1 = default, a2 = default, a3 = default;
+            if (heads == 4)
+            {
+                a1 = Vector256.LoadUnsafe(ref o, (nuint)(d + c));
+                a2 = Vector256.LoadUnsafe(ref o, (nuint)(2 * d + c));
+                a3 = Vector256.LoadUnsafe(ref o, (nuint)(3 * d + c));
+            }
+            ref byte nibbles = ref Unsafe.Add(ref block, c / 2); // run 0's nibbles of channels c .. c+7
+            ref float tn = ref table0;
+            for (int run = 0; run < runs; run++)
+            {
+                var word = Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref nibbles, run * runBytes)));
+                var index = Avx2.ShiftRightLogicalVariable(word, down).AsInt32();
+                var top = Avx2.ShiftLeftLogicalVariable(word, up).AsSingle();
+                a0 += LookUpRun(ref tn, index, top);
+                if (heads == 4)
+                {
+                    a1 += LookUpRun(ref Unsafe.Add(ref tn, headTables), index, top);
+                    a2 += LookUpRun(ref Unsafe.Add(ref tn, 2 * headTables), index, top);
+                    a3 += LookUpRun(ref Unsafe.Add(ref tn, 3 * headTables), index, top);
+                }
+                tn = ref Unsafe.Add(ref tn, 2 * lanes);
+            }
+            a0.StoreUnsafe(ref o, (nuint)c);
+            if (heads == 4)
+            {
+                a1.StoreUnsafe(ref o, (nuint)(d + c));
+                a2.StoreUnsafe(ref o, (nuint)(2 * d + c));
+                a3.StoreUnsafe(ref o, (nuint)(3 * d + c));
+            }
         }
-        return table;
+    }
+
+    /// <summary>A run's 3-token table entry at <paramref name="index"/> (low 3 bits), plus its 4th token's p_t s_t where <paramref name="top"/>'s sign is set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> LookUpRun(ref float table, Vector256<int> index, Vector256<float> top) =>
+        Avx2.PermuteVar8x32(Vector256.LoadUnsafe(ref table), index) + Avx.BlendVariable(Vector256<float>.Zero, Vector256.LoadUnsafe(ref table, 8), top);
+
+    /// <summary>
+    /// 2 and 4 bits: as <see cref="AddOneBitByTables256"/>, but each token's codes of 8 channels are
+    /// shifted out of the run's nibbles, masked and converted, and multiply-added per head.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void AddByConversion256<TWidth, THeads>(ref float ps, int headStaged, ref byte block, int d, int first, int end, ref float o)
+        where TWidth : struct, ICodeWidth
+        where THeads : struct, IHeadCount
+    {
+        const int lanes = 8;
+        int heads = THeads.Count, runTokens = 4 / TWidth.Bits, runs = KiviFormat.BlockTokens / runTokens, runBytes = d / 2;
+        var mask = Vector256.Create((uint)((1 << TWidth.Bits) - 1));
+        var down = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28); // token 0's code of channel i to the bottom of lane i
+        for (int c = first; c < end; c += lanes)
+        {
+            var a0 = Vector256.LoadUnsafe(ref o, (nuint)c);
+            Vector256<float> a1 = default, a2 = default, a3 = default;
+            if (heads == 4)
+            {
+                a1 = Vector256.LoadUnsafe(ref o, (nuint)(d + c));
+                a2 = Vector256.LoadUnsafe(ref o, (nuint)(2 * d + c));
+                a3 = Vector256.LoadUnsafe(ref o, (nuint)(3 * d + c));
+            }
+            ref byte nibbles = ref Unsafe.Add(ref block, c / 2);
+            ref float pt = ref ps;
+            for (int run = 0; run < runs; run++)
+            {
+                var word = Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref nibbles, run * runBytes)));
+                var shift = down;
+                for (int j = 0; j < runTokens; j++)
+                {
+                    var code = Vector256.ConvertToSingle((Avx2.ShiftRightLogicalVariable(word, shift) & mask).AsInt32());
+                    shift += Vector256.Create((uint)TWidth.Bits);
+                    a0 = Vector256.FusedMultiplyAdd(code, Vector256.Create(pt), a0);
+                    if (heads == 4)
+                    {
+                        a1 = Vector256.FusedMultiplyAdd(code, Vector256.Create(Unsafe.Add(ref pt, headStaged)), a1);
+                        a2 = Vector256.FusedMultiplyAdd(code, Vector256.Create(Unsafe.Add(ref pt, 2 * headStaged)), a2);
+                        a3 = Vector256.FusedMultiplyAdd(code, Vector256.Create(Unsafe.Add(ref pt, 3 * headStaged)), a3);
+                    }
+                    pt = ref Unsafe.Add(ref pt, 1);
+                }
+            }
+            a0.StoreUnsafe(ref o, (nuint)c);
+            if (heads == 4)
+            {
+                a1.StoreUnsafe(ref o, (nuint)(d + c));
+                a2.StoreUnsafe(ref o, (nuint)(2 * d + c));
+                a3.StoreUnsafe(ref o, (nuint)(3 * d + c));
+            }
+        }
     }
 
     /// <summary>Block <paramref name="start"/>/16's p_t s_t into <paramref name="scaled"/> ([head][group][token]) and its p_t z_t added to the running <paramref name="bias"/>.</summary>
