@@ -31,7 +31,7 @@ var scores = new float[queryHeads * tokens];
     Console.WriteLine($"read bandwidth, one core: {coldBytes / cold / 1e9:F1} GB/s from DRAM (256 MB), {(1 << 20) / hot / 1e9:F1} GB/s from cache (1 MB)");
 }
 // Every vector kernel this CPU runs (the scalar references take seconds per pass at 32K tokens).
-var kernels = new[] { KiviKernel.Vector512, KiviKernel.Vector256 }.Where(k => KiviAttention.Runs(k, new KiviFormat(headDim, 32, 1))).ToArray();
+var kernels = new[] { KiviKernel.Vector512, KiviKernel.Vector256, KiviKernel.Vector128 }.Where(k => KiviAttention.Runs(k, new KiviFormat(headDim, 32, 1))).ToArray();
 Console.WriteLine($"KeyScores, headDim {headDim}, {tokens} tokens, {queryHeads} query heads per KV head, kernels: {string.Join(", ", kernels)}");
 Console.WriteLine($"{"format",-16} {"B/token",8} {"vs F16",7} {"hot us",9} {"hot GB/s",9} {"cold us",9} {"cold GB/s",10} {"ns/token",9}");
 
@@ -110,7 +110,7 @@ foreach (int bits in new[] { 1, 2, 4 })
                 h => KiviAttention.AccumulateValues(format, probabilities, tokens, tokens, heads[h % copies], output, kernel), copies);
     }
 
-static string Width(KiviKernel kernel) => kernel == KiviKernel.Vector512 ? "512" : "256";
+static string Width(KiviKernel kernel) => kernel switch { KiviKernel.Vector512 => "512", KiviKernel.Vector256 => "256", _ => "128" };
 
 void Report(string name, double bytesPerToken, long headBytes, Action<int> pass, int copies)
 {

@@ -57,6 +57,9 @@ public static partial class KiviAttention
             case (KiviKernel.Vector256, 1): AccumulateValues256<OneBit>(format, heads, probabilities, count, stride, values, output); break;
             case (KiviKernel.Vector256, 2): AccumulateValues256<TwoBits>(format, heads, probabilities, count, stride, values, output); break;
             case (KiviKernel.Vector256, _): AccumulateValues256<FourBits>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector128, 1): AccumulateValues128<OneBit>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector128, 2): AccumulateValues128<TwoBits>(format, heads, probabilities, count, stride, values, output); break;
+            case (KiviKernel.Vector128, _): AccumulateValues128<FourBits>(format, heads, probabilities, count, stride, values, output); break;
             default: AccumulateValuesScalar(format, probabilities, count, stride, values, output); break;
         }
     }

@@ -54,23 +54,30 @@ public static partial class KiviAttention
             case (KiviKernel.Vector256, 1): KeyScores256<OneBit>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, 2): KeyScores256<TwoBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, _): KeyScores256<FourBits>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector128, 1): KeyScores128<OneBit>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector128, 2): KeyScores128<TwoBits>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector128, _): KeyScores128<FourBits>(format, queries, heads, group, scores, stride); break;
             default: KeyScoresScalar(format, queries, group, scores, stride); break;
         }
     }
 
     /// <summary>
     /// The widest kernel this CPU runs on <paramref name="format"/>: 512-bit (AVX-512, heads of a
-    /// multiple of 16), else 256-bit (AVX2 and FMA, every head the format takes), else the scalar
-    /// reference.
+    /// multiple of 16), else 256-bit (AVX2 and FMA), else 128-bit (any CPU with hardware vectors:
+    /// NEON, SSE), else the scalar reference.
     /// </summary>
     public static KiviKernel BestKernel(KiviFormat format) =>
-        Runs(KiviKernel.Vector512, format) ? KiviKernel.Vector512 : Runs(KiviKernel.Vector256, format) ? KiviKernel.Vector256 : KiviKernel.Scalar;
+        Runs(KiviKernel.Vector512, format) ? KiviKernel.Vector512
+        : Runs(KiviKernel.Vector256, format) ? KiviKernel.Vector256
+        : Runs(KiviKernel.Vector128, format) ? KiviKernel.Vector128
+        : KiviKernel.Scalar;
 
     /// <summary>Whether <paramref name="kernel"/> can run on this CPU and read <paramref name="format"/>.</summary>
     public static bool Runs(KiviKernel kernel, KiviFormat format) => kernel switch
     {
         KiviKernel.Vector512 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && format.Vectorizable,
         KiviKernel.Vector256 => Avx2.IsSupported && Fma.IsSupported && format.HeadDim % KiviFormat.HeadDimMultiple == 0,
+        KiviKernel.Vector128 => Vector128.IsHardwareAccelerated && format.HeadDim % KiviFormat.HeadDimMultiple == 0,
         _ => true,
     };
 

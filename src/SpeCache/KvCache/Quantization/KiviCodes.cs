@@ -9,6 +9,7 @@ namespace SpeCache.KvCache.Quantization;
 public enum KiviKernel
 {
     Scalar,
+    Vector128,
     Vector256,
     Vector512,
 }

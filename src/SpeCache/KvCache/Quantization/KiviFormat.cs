@@ -54,9 +54,9 @@ public readonly record struct KiviFormat
 
     /// <summary>
     /// Head sizes must be a multiple of this, so that a value token's 1-bit codes fill whole bytes
-    /// (and the 256-bit kernels read whole vectors of 8 channels). Heads that are a multiple of
-    /// <see cref="Lanes"/> also take the 512-bit kernels; others (llama2.c's small models have heads
-    /// of 8) take the 256-bit ones, or the scalar ones on a CPU without AVX2.
+    /// (and the 256- and 128-bit kernels read whole vectors of 8 or 4 channels). Heads that are a
+    /// multiple of <see cref="Lanes"/> also take the 512-bit kernels; others (llama2.c's small models
+    /// have heads of 8) the narrower ones.
     /// </summary>
     public const int HeadDimMultiple = 8;
 

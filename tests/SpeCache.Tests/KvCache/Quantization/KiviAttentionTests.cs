@@ -15,11 +15,12 @@ public class KiviAttentionTests
 
     /// <summary>
     /// The vector kernels this CPU runs on <paramref name="format"/>, each checked against the scalar
-    /// reference (on a CPU with AVX-512 both widths, so the 256-bit kernels stay tested there too;
-    /// none without AVX2, where the scalar reference is still checked against the dequantized math).
+    /// reference (on a CPU with AVX-512 all three widths, so the narrower kernels stay tested there
+    /// too; with no hardware vectors none, and the scalar reference is still checked against the
+    /// dequantized math).
     /// </summary>
     static KiviKernel[] VectorKernels(KiviFormat format) =>
-        [.. new[] { KiviKernel.Vector256, KiviKernel.Vector512 }.Where(k => KiviAttention.Runs(k, format))];
+        [.. new[] { KiviKernel.Vector128, KiviKernel.Vector256, KiviKernel.Vector512 }.Where(k => KiviAttention.Runs(k, format))];
 
     /// <summary>The scalar reference and every vector kernel that runs here.</summary>
     static KiviKernel[] AllKernels(KiviFormat format) => [KiviKernel.Scalar, .. VectorKernels(format)];
