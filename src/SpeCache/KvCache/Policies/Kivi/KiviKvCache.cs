@@ -43,11 +43,14 @@ public sealed class KiviKvCache : IKvCache
     readonly float _scale;
 
     /// <summary>One worker's buffers for one KV head's attention.</summary>
-    sealed class Scratch(int group, int capacity, int groupSize)
+    sealed class Scratch(int group, int capacity, int groupSize, int headDim)
     {
+        /// <summary>One row per query head of the group, as long as the context: scores, then softmax weights in place.</summary>
         public readonly float[] Scores = new float[group * capacity];
-        public readonly float[] Probabilities = new float[group * capacity];
+        /// <summary>A part-filled last key group's scores, before they go to their rows.</summary>
         public readonly float[] GroupScores = new float[group * groupSize];
+        /// <summary>The group's queries times 1/sqrt(d), so the scores need no scaling pass.</summary>
+        public readonly float[] Queries = new float[group * headDim];
     }
 
     /// <summary>Contexts from this many positions (over all KV heads) on spread the heads over threads.</summary>
@@ -71,7 +74,7 @@ public sealed class KiviKvCache : IKvCache
         _pending = new int[_layers];
         _workers = Math.Clamp(Environment.ProcessorCount, 1, _kvHeads);
         _scratch = new Scratch[_workers];
-        for (int w = 0; w < _workers; w++) _scratch[w] = new Scratch(_group, capacity, options.GroupSize);
+        for (int w = 0; w < _workers; w++) _scratch[w] = new Scratch(_group, capacity, options.GroupSize, _headDim);
         _scale = 1f / MathF.Sqrt(_headDim);
     }
 
@@ -127,23 +130,26 @@ public sealed class KiviKvCache : IKvCache
         int g = Options.GroupSize, qDim = _kvHeads * _group * _headDim, quantized = _quantized[layer];
         int slot = layer * _kvHeads + h;
         var scores = scratch.Scores;
-        var probabilities = scratch.Probabilities;
         var groupScores = scratch.GroupScores;
+        var q = scratch.Queries.AsSpan(0, _group * _headDim);
         for (int i = 0; i < count; i++)
         {
             int visible = Length + i + 1; // causal: positions 0 .. Length + i
             int fromCodes = Math.Min(quantized, visible);
             int fromResidual = visible - fromCodes;
-            var q = queries.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
+            TensorPrimitives.Multiply(queries.Slice(i * qDim + h * _group * _headDim, _group * _headDim), _scale, q);
             var o = output.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
 
-            // Scores: packed key groups (all query heads of this KV head at once), then the residual.
-            for (int first = 0; first < fromCodes; first += g)
+            // Scores, one row of `visible` per query head: packed key groups (all query heads of this
+            // KV head at once, each head's scores straight into its row), then the residual.
+            int whole = fromCodes / g * g; // a prefill row may see only part of the last quantized group
+            for (int first = 0; first < whole; first += g)
+                KiviAttention.KeyScores(_format, q, KeyGroup(slot, first), scores.AsSpan(first, (_group - 1) * visible + g), visible);
+            if (whole < fromCodes)
             {
-                KiviAttention.KeyScores(_format, q, _keyGroups[slot].AsSpan(first / g * _format.KeyGroupBytes, _format.KeyGroupBytes), groupScores);
-                int n = Math.Min(g, fromCodes - first);
+                KiviAttention.KeyScores(_format, q, KeyGroup(slot, whole), groupScores);
                 for (int j = 0; j < _group; j++)
-                    groupScores.AsSpan(j * g, n).CopyTo(scores.AsSpan(j * visible + first, n));
+                    groupScores.AsSpan(j * g, fromCodes - whole).CopyTo(scores.AsSpan(j * visible + whole));
             }
             for (int j = 0; j < _group; j++)
             {
@@ -151,14 +157,13 @@ public sealed class KiviKvCache : IKvCache
                 var row = scores.AsSpan(j * visible, visible);
                 for (int t = 0; t < fromResidual; t++)
                     row[fromCodes + t] = TensorPrimitives.Dot(qj, _residualK[slot].AsSpan(t * _headDim, _headDim));
-                TensorPrimitives.Multiply(row, _scale, row);
                 AttentionMath.SoftMax(row);
-                scores.AsSpan(j * visible, fromCodes).CopyTo(probabilities.AsSpan(j * fromCodes, fromCodes));
             }
 
+            // Values: the weight rows read in place (each row's first fromCodes), then the residual's.
             o.Clear();
             if (fromCodes > 0)
-                KiviAttention.AccumulateValues(_format, probabilities.AsSpan(0, _group * fromCodes),
+                KiviAttention.AccumulateValues(_format, scores.AsSpan(0, (_group - 1) * visible + fromCodes), fromCodes, visible,
                     _values[slot].AsSpan(0, (int)_format.ValueBytes(fromCodes)), o);
             for (int j = 0; j < _group; j++)
             {
@@ -169,6 +174,8 @@ public sealed class KiviKvCache : IKvCache
             }
         }
     }
+
+    ReadOnlySpan<byte> KeyGroup(int slot, int first) => _keyGroups[slot].AsSpan(first / Options.GroupSize * _format.KeyGroupBytes, _format.KeyGroupBytes);
 
     public void Commit(int count)
     {
