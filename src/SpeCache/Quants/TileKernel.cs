@@ -20,8 +20,15 @@ namespace SpeCache.Quants;
 /// </summary>
 internal abstract unsafe class TileKernel
 {
-    /// <summary>The tiled kernels use 256-bit VNNI (AVX-VNNI or AVX512-VNNI's VEX form); other CPUs take the row dots.</summary>
-    public static readonly bool IsSupported = AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+    /// <summary>
+    /// The Q8_0 and Q4_0 tiles run on AVX2 and FMA, their integer dots by 256-bit VNNI (AVX-VNNI or
+    /// AVX512-VNNI's VEX form) where the CPU has it, else by AVX2's multiply-add pairs; other CPUs
+    /// take the row dots.
+    /// </summary>
+    public static readonly bool IsSupported = Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>The K-quant tiles need 256-bit VNNI besides (and AVX512-BW, see theirs).</summary>
+    public static readonly bool VnniSupported = IsSupported && AvxVnni.IsSupported;
 
     /// <summary>Bytes of one packed activation row of <paramref name="cols"/> values (a multiple of 64, so rows stay aligned).</summary>
     public abstract int PackedRowBytes(int cols);
