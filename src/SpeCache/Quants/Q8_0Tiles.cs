@@ -148,11 +148,6 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     static void Tile<TM, TN>(byte* w, long ws, float* wd, int nb, byte* a, int aStride, float* y, long yStride)
         where TM : struct, ITileExtent where TN : struct, ITileExtent
     {
-        if (!AvxVnni.IsSupported)
-        {
-            SignedTile<TM, TN>(w, ws, wd, nb, a, aStride, y, yStride);
-            return;
-        }
         Vector256<float> c00 = default, c10 = default, c20 = default, c30 = default;
         Vector256<float> c01 = default, c11 = default, c21 = default, c31 = default;
         Vector256<float> c02 = default, c12 = default, c22 = default, c32 = default;
@@ -160,10 +155,10 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         for (int b = 0; b < nb; b++)
         {
             byte* wb = w + (long)b * TW.BlockBytes;
-            var w0 = TW.Load(wb);
-            var w1 = TM.Value > 1 ? TW.Load(wb + ws) : default;
-            var w2 = TM.Value > 2 ? TW.Load(wb + 2 * ws) : default;
-            var w3 = TM.Value > 3 ? TW.Load(wb + 3 * ws) : default;
+            var w0 = LoadForStep(wb);
+            var w1 = TM.Value > 1 ? LoadForStep(wb + ws) : default;
+            var w2 = TM.Value > 2 ? LoadForStep(wb + 2 * ws) : default;
+            var w3 = TM.Value > 3 ? LoadForStep(wb + 3 * ws) : default;
             float* d = wd + b;
             Column<TM>(a, b, nb, d, w0, w1, w2, w3, ref c00, ref c10, ref c20, ref c30);
             if (TN.Value > 1) Column<TM>(a + aStride, b, nb, d, w0, w1, w2, w3, ref c01, ref c11, ref c21, ref c31);
@@ -176,61 +171,13 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         if (TN.Value > 3) Store<TM>(y + 3 * yStride, c03, c13, c23, c33);
     }
 
-    /// <summary>
-    /// <see cref="Tile{TM, TN}"/> without VNNI: AVX2's u8 × s8 pairs saturate at 16 bits, so the
-    /// offset weights (up to 255) cannot go in; each block's lane sums are taken as |q| · (x signed
-    /// like q) instead, as <see cref="OneRow"/> does, the same integers, so the same outputs bit for bit.
-    /// </summary>
-    static void SignedTile<TM, TN>(byte* w, long ws, float* wd, int nb, byte* a, int aStride, float* y, long yStride)
-        where TM : struct, ITileExtent where TN : struct, ITileExtent
-    {
-        Vector256<float> c00 = default, c10 = default, c20 = default, c30 = default;
-        Vector256<float> c01 = default, c11 = default, c21 = default, c31 = default;
-        Vector256<float> c02 = default, c12 = default, c22 = default, c32 = default;
-        Vector256<float> c03 = default, c13 = default, c23 = default, c33 = default;
-        for (int b = 0; b < nb; b++)
-        {
-            byte* wb = w + (long)b * TW.BlockBytes;
-            var q0 = TW.LoadSigned(wb);
-            var q1 = TM.Value > 1 ? TW.LoadSigned(wb + ws) : default;
-            var q2 = TM.Value > 2 ? TW.LoadSigned(wb + 2 * ws) : default;
-            var q3 = TM.Value > 3 ? TW.LoadSigned(wb + 3 * ws) : default;
-            float* d = wd + b;
-            SignedColumn<TM>(a, b, nb, d, q0, q1, q2, q3, ref c00, ref c10, ref c20, ref c30);
-            if (TN.Value > 1) SignedColumn<TM>(a + aStride, b, nb, d, q0, q1, q2, q3, ref c01, ref c11, ref c21, ref c31);
-            if (TN.Value > 2) SignedColumn<TM>(a + 2 * aStride, b, nb, d, q0, q1, q2, q3, ref c02, ref c12, ref c22, ref c32);
-            if (TN.Value > 3) SignedColumn<TM>(a + 3 * aStride, b, nb, d, q0, q1, q2, q3, ref c03, ref c13, ref c23, ref c33);
-        }
-        Store<TM>(y, c00, c10, c20, c30);
-        if (TN.Value > 1) Store<TM>(y + yStride, c01, c11, c21, c31);
-        if (TN.Value > 2) Store<TM>(y + 2 * yStride, c02, c12, c22, c32);
-        if (TN.Value > 3) Store<TM>(y + 3 * yStride, c03, c13, c23, c33);
-    }
-
-    /// <summary><see cref="Column{TM}"/> by signed blocks.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SignedColumn<TM>(byte* x, int b, int nb, float* wd, Vector256<sbyte> q0, Vector256<sbyte> q1, Vector256<sbyte> q2, Vector256<sbyte> q3,
-        ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3) where TM : struct, ITileExtent
-    {
-        var xq = Vector256.Load((sbyte*)x + b * 32);
-        var dx = Vector256.Create(((float*)(x + nb * 64))[b]);
-        c0 = SignedStep(c0, q0, xq, Vector256.Create(wd[0]) * dx);
-        if (TM.Value > 1) c1 = SignedStep(c1, q1, xq, Vector256.Create(wd[nb]) * dx);
-        if (TM.Value > 2) c2 = SignedStep(c2, q2, xq, Vector256.Create(wd[2 * nb]) * dx);
-        if (TM.Value > 3) c3 = SignedStep(c3, q3, xq, Vector256.Create(wd[3 * nb]) * dx);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> SignedStep(Vector256<float> acc, Vector256<sbyte> q, Vector256<sbyte> x, Vector256<float> scale) =>
-        Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantMath.UnsignedDot(Avx2.Abs(q), Avx2.Sign(x, q))), scale, acc);
-
     /// <summary>One activation block against the tile's (up to) four weight blocks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Column<TM>(byte* x, int b, int nb, float* wd, Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
         ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3) where TM : struct, ITileExtent
     {
         var q = Vector256.Load((sbyte*)x + b * 32);
-        var offset = Vector256.Load((int*)(x + nb * 32) + b * 8) << TW.OffsetShift;
+        var offset = AvxVnni.IsSupported ? Vector256.Load((int*)(x + nb * 32) + b * 8) << TW.OffsetShift : default;
         var dx = Vector256.Create(((float*)(x + nb * 64))[b]);
         c0 = Step(c0, w0, q, offset, Vector256.Create(wd[0]) * dx);
         if (TM.Value > 1) c1 = Step(c1, w1, q, offset, Vector256.Create(wd[nb]) * dx);
@@ -280,9 +227,24 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, c);
     }
 
+    /// <summary>A weight block as <see cref="Step"/> takes it: q + offset for VNNI, q itself (as bytes) for AVX2.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Step(Vector256<float> acc, Vector256<byte> w, Vector256<sbyte> x, Vector256<int> offset, Vector256<float> scale) =>
-        Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(offset, w, x)), scale, acc);
+    static Vector256<byte> LoadForStep(byte* block) => AvxVnni.IsSupported ? TW.Load(block) : TW.LoadSigned(block).AsByte();
+
+    /// <summary>
+    /// One block's eight lane sums into the accumulator. VNNI: (q + offset) · x less the offset's
+    /// share. Without VNNI, AVX2's u8 × s8 pairs saturate at 16 bits, so offset weights (up to 255)
+    /// cannot go in: |q| · (x signed like q) instead, as <see cref="SignedBlock"/>, the same integers,
+    /// so the same outputs bit for bit.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Step(Vector256<float> acc, Vector256<byte> w, Vector256<sbyte> x, Vector256<int> offset, Vector256<float> scale)
+    {
+        var sums = AvxVnni.IsSupported
+            ? AvxVnni.MultiplyWideningAndAdd(offset, w, x)
+            : QuantMath.UnsignedDotAvx2(Avx2.Abs(w.AsSByte()), Avx2.Sign(x, w.AsSByte()));
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Store<TM>(float* y, Vector256<float> c0, Vector256<float> c1, Vector256<float> c2, Vector256<float> c3) where TM : struct, ITileExtent
