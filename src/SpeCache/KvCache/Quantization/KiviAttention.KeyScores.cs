@@ -129,16 +129,15 @@ public static partial class KiviAttention
         return heads;
     }
 
-    [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
-    static unsafe void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
-        where TWidth : struct, ICodeWidth
+    /// <summary>
+    /// A key group's per-channel scales and zeros as floats, by the full cache's inlined half
+    /// conversion (two library calls per 64-token group were 2 % of a 32K-token specache step); the
+    /// scales of padding channels past the head are 0, so q∘s is 0 there and their (zero) codes add
+    /// nothing.
+    /// </summary>
+    static unsafe void GroupScalesAndZeros(KiviFormat format, ReadOnlySpan<byte> group, Span<float> scale, Span<float> zero)
     {
-        int d = format.HeadDim, g = format.GroupSize;
-        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord; // d, or more when the last word is padded
-        Span<float> scale = stackalloc float[channels];
-        Span<float> zero = stackalloc float[d];
-        // The group's scales and zeros by the full cache's inlined half conversion: two library
-        // calls per 64-token group were 2 % of a 32K-token specache step.
+        int d = format.HeadDim;
         fixed (byte* halves = group)
         fixed (float* s = scale)
         fixed (float* z = zero)
@@ -146,7 +145,18 @@ public static partial class KiviAttention
             F16.ToSingle((ushort*)halves, s, d);
             F16.ToSingle((ushort*)halves + d, z, d);
         }
-        scale[d..].Clear(); // padding channels: q∘s is 0 there, so their (zero) codes add nothing
+        scale[d..].Clear();
+    }
+
+    [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
+    static void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+        where TWidth : struct, ICodeWidth
+    {
+        int d = format.HeadDim, g = format.GroupSize;
+        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord; // d, or more when the last word is padded
+        Span<float> scale = stackalloc float[channels];
+        Span<float> zero = stackalloc float[d];
+        GroupScalesAndZeros(format, group, scale, zero);
         Span<float> qs = stackalloc float[4 * channels];
         int h = 0;
         // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to

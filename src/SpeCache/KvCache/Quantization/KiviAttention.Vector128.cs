@@ -17,20 +17,14 @@ namespace SpeCache.KvCache.Quantization;
 public static partial class KiviAttention
 {
     [SkipLocalsInit] // every staged float is written before it is read
-    static unsafe void KeyScores128<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    static void KeyScores128<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, g = format.GroupSize;
         int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
         Span<float> scale = stackalloc float[channels];
         Span<float> zero = stackalloc float[d];
-        fixed (byte* halves = group)
-        fixed (float* s = scale)
-        fixed (float* z = zero)
-        {
-            F16.ToSingle((ushort*)halves, s, d);
-            F16.ToSingle((ushort*)halves + d, z, d);
-        }
+        GroupScalesAndZeros(format, group, scale, zero);
         Span<float> qs = stackalloc float[4 * channels];
         qs.Clear(); // padding channels: q∘s is 0 there, so their (zero) codes add nothing
         int h = 0;

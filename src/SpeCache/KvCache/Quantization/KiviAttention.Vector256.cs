@@ -25,21 +25,14 @@ namespace SpeCache.KvCache.Quantization;
 public static partial class KiviAttention
 {
     [SkipLocalsInit] // every staged float is written before it is read
-    static unsafe void KeyScores256<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    static void KeyScores256<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, g = format.GroupSize;
         int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
         Span<float> scale = stackalloc float[channels];
         Span<float> zero = stackalloc float[d];
-        fixed (byte* halves = group)
-        fixed (float* s = scale)
-        fixed (float* z = zero)
-        {
-            F16.ToSingle((ushort*)halves, s, d);
-            F16.ToSingle((ushort*)halves + d, z, d);
-        }
-        scale[d..].Clear(); // padding channels: q∘s is 0 there, so their (zero) codes add nothing
+        GroupScalesAndZeros(format, group, scale, zero);
         Span<float> qs = stackalloc float[4 * channels];
         int h = 0;
         if (TWidth.Bits > 1) // the conversion shares each channel's codes between four heads
