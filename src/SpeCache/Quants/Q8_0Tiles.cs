@@ -62,7 +62,8 @@ internal unsafe struct Q4_0Weights : IBlock32Weights
 /// Q8_0 and Q4_0 weights against Q8_0 activations. A packed activation row holds, per 32-value
 /// block, the same 32 bytes as <see cref="Q8_0.QuantizeActivationRow"/> (plane 1), the negated
 /// sums of each four of them (plane 2, the offset correction's input, so it costs one shift per
-/// block and tile instead of work per output) and the half scale as a float (plane 3).
+/// block and tile instead of work per output; written with VNNI only, the one path that reads it)
+/// and the half scale as a float (plane 3).
 /// Per output and block: eight exact lane sums of four products, converted to float and
 /// multiply-added with (weight scale × activation scale) into eight lanes.
 /// </summary>
@@ -88,8 +89,8 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
             for (int b = 0; b < nb; b++)
             {
                 scales[b] = QuantMath.ToFloat(Q8_0.QuantizeBlock256(xs + b * 32, qs + b * 32));
-                var sum4 = QuantMath.UnsignedDot(ones, Vector256.Load(qs + b * 32));
-                (-sum4).Store(sums + b * 8);
+                if (AvxVnni.IsSupported)
+                    (-AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ones, Vector256.Load(qs + b * 32))).Store(sums + b * 8);
             }
         }
     }
@@ -223,8 +224,7 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     {
         var q = TW.LoadSigned(w + (long)b * TW.BlockBytes);
         var x = Vector256.Load((sbyte*)a + b * 32);
-        var sums = QuantMath.UnsignedDot(Avx2.Abs(q), Avx2.Sign(x, q));
-        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, c);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantMath.SignedDot(q, x)), scale, c);
     }
 
     /// <summary>A weight block as <see cref="Step"/> takes it: q + offset for VNNI, q itself (as bytes) for AVX2.</summary>
@@ -240,9 +240,7 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<float> Step(Vector256<float> acc, Vector256<byte> w, Vector256<sbyte> x, Vector256<int> offset, Vector256<float> scale)
     {
-        var sums = AvxVnni.IsSupported
-            ? AvxVnni.MultiplyWideningAndAdd(offset, w, x)
-            : QuantMath.UnsignedDotAvx2(Avx2.Abs(w.AsSByte()), Avx2.Sign(x, w.AsSByte()));
+        var sums = AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(offset, w, x) : QuantMath.SignedDot(w.AsSByte(), x);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
     }
 
