@@ -29,14 +29,23 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     const int MetaBytes = 64;
     const int MaxStackMeta = 64 * 1024;
 
-    /// <summary>Packed block: float d, padding, 8 float sub-block sums × d at 32, 256 reordered quants at 64.</summary>
-    const int PackedBlockBytes = 320;
-    const int SumsAt = 32;
-    const int QuantsAt = 64;
+    /// <summary>
+    /// Packed block (this kernel's and <see cref="Q4_KTiles256"/>'s): float d, padding, 8 float
+    /// sub-block sums × d at 32, 256 reordered quants at 64.
+    /// </summary>
+    internal const int PackedBlockBytes = 320;
+    internal const int SumsAt = 32;
+    internal const int QuantsAt = 64;
 
-    public override int PackedRowBytes(int cols) => cols / Q8_K.BlockSize * PackedBlockBytes;
+    public override int PackedRowBytes(int cols) => PackedBytes(cols);
 
-    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed)
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => PackBlocks(x, packed);
+
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => UnpackBlocks(packed, cols);
+
+    internal static int PackedBytes(int cols) => cols / Q8_K.BlockSize * PackedBlockBytes;
+
+    internal static void PackBlocks(ReadOnlySpan<float> x, Span<byte> packed)
     {
         int nb = x.Length / Q8_K.BlockSize;
         if (packed.Length < nb * PackedBlockBytes) throw new ArgumentException("packed row too short");
@@ -56,9 +65,9 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     }
 
     /// <summary>Where sub-block <paramref name="sub"/> sits among the packed quants: order 0, 2, 1, 3, 4, 6, 5, 7.</summary>
-    static int Slot(int sub) => (sub & 4) | ((sub & 1) << 1) | ((sub >> 1) & 1);
+    internal static int Slot(int sub) => (sub & 4) | ((sub & 1) << 1) | ((sub >> 1) & 1);
 
-    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols)
+    internal static float[] UnpackBlocks(ReadOnlySpan<byte> packed, int cols)
     {
         var x = new float[cols];
         for (int b = 0; b < cols / Q8_K.BlockSize; b++)
@@ -130,12 +139,12 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 
     /// <summary>A block's d and dmin (lanes 0 and 1), in one vector conversion.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<float> DAndDMin(byte* block) =>
+    internal static Vector128<float> DAndDMin(byte* block) =>
         QuantMath.HalfToSingle(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(*(uint*)block).AsUInt16()).AsUInt32());
 
     /// <summary>dmin × each sub-block's 6-bit min (byte j of <paramref name="mins"/>), the weight side of the mins' dot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> MinFloats(ulong mins, Vector128<float> dAndDMin) =>
+    internal static Vector256<float> MinFloats(ulong mins, Vector128<float> dAndDMin) =>
         Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())) * Vector256.Create(dAndDMin.GetElement(1));
 
     /// <summary>
@@ -287,33 +296,44 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 byte* xb = x + b * PackedBlockBytes;
                 float dx = *(float*)xb;
                 sbyte* q8 = (sbyte*)(xb + QuantsAt);
-                float d = QuantMath.ToFloat(*(ushort*)wb) * dx, dmin = QuantMath.ToFloat(*(ushort*)(wb + 2));
+                float d = QuantMath.ToFloat(*(ushort*)wb) * dx;
                 for (int lane = 0; lane < 16; lane++)
                 {
                     // Lane 4l..4l+3 of register r holds values 4l.. of sub-block (0,1,4,5)[r] + 2 * (lane / 8).
                     int sum = 0;
                     for (int r = 0; r < 4; r++)
-                    {
-                        int sub = (r & 1) + 4 * (r >> 1) + 2 * (lane / 8);
-                        Q4_K.ScaleMin(sub, wb + 4, out int sc, out _);
-                        int part = 0;
-                        for (int v = 32 * sub + 4 * (lane % 8); v < 32 * sub + 4 * (lane % 8) + 4; v++)
-                            part += ((wb[16 + 32 * (sub / 2) + v % 32] >> (4 * (sub & 1))) & 0xF) * q8[32 * Slot(sub) + v % 32];
-                        sum += sc * part;
-                    }
+                        sum += ScaledPart(wb, q8, (r & 1) + 4 * (r >> 1) + 2 * (lane / 8), 4 * (lane % 8));
                     acc[lane] = MathF.FusedMultiplyAdd(sum, d, acc[lane]);
                 }
-                for (int l = 0; l < 8; l++)
-                {
-                    // The activation side from the quants themselves, so the packed sums are checked too.
-                    Q4_K.ScaleMin(l, wb + 4, out _, out int m);
-                    int subSum = 0;
-                    for (int v = 0; v < 32; v++) subSum += q8[32 * Slot(l) + v];
-                    minAcc[l] = MathF.FusedMultiplyAdd(m * dmin, subSum * dx, minAcc[l]);
-                }
+                ReferenceMins(wb, xb, minAcc);
             }
         Span<float> folded = stackalloc float[8];
         for (int l = 0; l < 8; l++) folded[l] = acc[l] + acc[l + 8];
         return HorizontalSum(folded) - HorizontalSum(minAcc);
+    }
+
+    /// <summary>Scalar: sub-block <paramref name="sub"/>'s scale × the dot of its values first..first+3 with the activation's (one integer lane's share).</summary>
+    internal static int ScaledPart(byte* wb, sbyte* q8, int sub, int first)
+    {
+        Q4_K.ScaleMin(sub, wb + 4, out int sc, out _);
+        int part = 0;
+        for (int v = first; v < first + 4; v++)
+            part += ((wb[16 + 32 * (sub / 2) + v] >> (4 * (sub & 1))) & 0xF) * q8[32 * Slot(sub) + v];
+        return sc * part;
+    }
+
+    /// <summary>Scalar: one block's mins term into the eight lanes of <paramref name="minAcc"/>, as the kernels' one multiply-add.</summary>
+    internal static void ReferenceMins(byte* wb, byte* xb, Span<float> minAcc)
+    {
+        float dx = *(float*)xb, dmin = QuantMath.ToFloat(*(ushort*)(wb + 2));
+        sbyte* q8 = (sbyte*)(xb + QuantsAt);
+        for (int l = 0; l < 8; l++)
+        {
+            // The activation side from the quants themselves, so the packed sums are checked too.
+            Q4_K.ScaleMin(l, wb + 4, out _, out int m);
+            int subSum = 0;
+            for (int v = 0; v < 32; v++) subSum += q8[32 * Slot(l) + v];
+            minAcc[l] = MathF.FusedMultiplyAdd(m * dmin, subSum * dx, minAcc[l]);
+        }
     }
 }

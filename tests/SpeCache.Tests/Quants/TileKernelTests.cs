@@ -5,13 +5,35 @@ namespace SpeCache.Tests.Quants;
 
 public unsafe class TileKernelTests
 {
-    public static TheoryData<GgmlType> TiledTypes() => new(GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K);
-
-    static TileKernel KernelOf(GgmlType type)
+    /// <summary>Every tile kernel by name, each format's at every width, so a CPU that runs the wide one tests the narrow one too.</summary>
+    static readonly Dictionary<string, (GgmlType Type, TileKernel Kernel, bool Runs, string Needs)> Kernels = new()
     {
-        var tiles = TypeTraits.Of(type).Tiles;
-        Assert.SkipWhen(tiles is null, $"{type} has no tile kernel on this CPU (Q8_0 and Q4_0 need AVX2, the K-quants 256-bit VNNI and AVX512-BW); the row dots run instead");
-        return tiles!;
+        ["Q8_0"] = (GgmlType.Q8_0, Q8_0Tiles<Q8_0Weights>.Instance, TileKernel.IsSupported, "AVX2 and FMA"),
+        ["Q4_0"] = (GgmlType.Q4_0, Q8_0Tiles<Q4_0Weights>.Instance, TileKernel.IsSupported, "AVX2 and FMA"),
+        ["Q4_K/512"] = (GgmlType.Q4_K, Q4_KTiles.Instance, Q4_KTiles.Supported, "256-bit VNNI and AVX512-BW"),
+        ["Q4_K/256"] = (GgmlType.Q4_K, Q4_KTiles256.Instance, Q4_KTiles256.Supported, "AVX2 and FMA"),
+        ["Q6_K/512"] = (GgmlType.Q6_K, Q6_KTiles.Instance, Q6_KTiles.Supported, "256-bit VNNI and AVX512-BW"),
+    };
+
+    public static TheoryData<string> TiledKernels() => new(Kernels.Keys);
+
+    static (GgmlType Type, TileKernel Kernel) KernelOf(string name)
+    {
+        var (type, kernel, runs, needs) = Kernels[name];
+        Assert.SkipUnless(runs, $"the {name} tile kernel needs {needs}, which this CPU lacks");
+        return (type, kernel);
+    }
+
+    /// <summary>Each format computes with the widest tile kernel the CPU runs (and the row dots without one).</summary>
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void FormatsTakeTheirWidestKernel(GgmlType type)
+    {
+        var widest = Kernels.Values.Where(k => k.Type == type && k.Runs).Select(k => k.Kernel).FirstOrDefault();
+        Assert.Same(widest, TypeTraits.Of(type).Tiles);
     }
 
     static int BlockOf(GgmlType type) => GgmlTypeInfo.Geometry(type).BlockSize;
@@ -41,10 +63,10 @@ public unsafe class TileKernelTests
     /// Real weight scales (~1e-2, subnormal half sub-scales for K-quants) and outliers.
     /// </summary>
     [Theory]
-    [MemberData(nameof(TiledTypes))]
-    public void EveryOutputEqualsScalarReferenceBitForBit(GgmlType type)
+    [MemberData(nameof(TiledKernels))]
+    public void EveryOutputEqualsScalarReferenceBitForBit(string name)
     {
-        var kernel = KernelOf(type);
+        var (type, kernel) = KernelOf(name);
         // 19 and 9 blocks: the one-row kernels take blocks eight at a time, then the rest one by one.
         int cols = BlockOf(type) == 32 ? 32 * 19 : 256 * 9;
         foreach (int rows in new[] { 1, 2, 3, 4, 5, 6, 7, 9 })
@@ -70,10 +92,10 @@ public unsafe class TileKernelTests
     /// where its row falls in a tile: the last row computed alone equals it computed with the rest.
     /// </summary>
     [Theory]
-    [MemberData(nameof(TiledTypes))]
-    public void OutputsDoNotDependOnRowCount(GgmlType type)
+    [MemberData(nameof(TiledKernels))]
+    public void OutputsDoNotDependOnRowCount(string name)
     {
-        var kernel = KernelOf(type);
+        var (type, kernel) = KernelOf(name);
         int cols = BlockOf(type) == 32 ? 32 * 13 : 256 * 9;
         const int rows = 11;
         var w = new TestWeightRows(type, rows, cols, seed: 5, scale: 0.02f);
@@ -91,10 +113,10 @@ public unsafe class TileKernelTests
     /// mirror and the format's scalar row dot must all give the exact dot of the integers.
     /// </summary>
     [Theory]
-    [MemberData(nameof(TiledTypes))]
-    public void UnitScalesGiveTheExactIntegerDot(GgmlType type)
+    [MemberData(nameof(TiledKernels))]
+    public void UnitScalesGiveTheExactIntegerDot(string name)
     {
-        var kernel = KernelOf(type);
+        var (type, kernel) = KernelOf(name);
         int cols = BlockOf(type) == 32 ? 32 * 9 : 256 * 9;
         const int rows = 6, n = 5;
         var rng = new Random((int)type + 7);
@@ -127,10 +149,10 @@ public unsafe class TileKernelTests
 
     /// <summary>With real scales the tiled result and the row dot differ only in float summation order.</summary>
     [Theory]
-    [MemberData(nameof(TiledTypes))]
-    public void AgreesWithRowDot(GgmlType type)
+    [MemberData(nameof(TiledKernels))]
+    public void AgreesWithRowDot(string name)
     {
-        var kernel = KernelOf(type);
+        var (type, kernel) = KernelOf(name);
         int cols = BlockOf(type) == 32 ? 32 * 33 : 256 * 5;
         const int rows = 7, n = 6;
         var w = new TestWeightRows(type, rows, cols, seed: 9, scale: 0.02f);
@@ -153,10 +175,10 @@ public unsafe class TileKernelTests
     }
 
     [Theory]
-    [MemberData(nameof(TiledTypes))]
-    public void PackedActivationsHoldTheRowDotsQuantizedValues(GgmlType type)
+    [MemberData(nameof(TiledKernels))]
+    public void PackedActivationsHoldTheRowDotsQuantizedValues(string name)
     {
-        var kernel = KernelOf(type);
+        var (type, kernel) = KernelOf(name);
         int cols = BlockOf(type) == 32 ? 32 * 4 : 256 * 2;
         var x = TestRows.WithOutliers(cols, 11);
         var packed = Pack(kernel, x, 1, cols);
