@@ -40,16 +40,15 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         int nb = cols / Q4_K.BlockSize;
-        // Decode streams the matrix once, one row after another (see Q4_KTiles).
-        if (n == 1)
+        // Up to four activation rows (decode, the two-row speculative decode, small batches) stream
+        // the matrix once, one row after another, without the table: building it costs about as
+        // much as one activation tile's work, so it pays only when several tiles pass over it.
+        switch (n)
         {
-            Direct<Extent1>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride);
-            return;
-        }
-        if (n == 2)
-        {
-            Direct<Extent2>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride);
-            return;
+            case 1: Direct<Extent1>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
+            case 2: Direct<Extent2>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
+            case 3: Direct<Extent3>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
+            case 4: Direct<Extent4>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
         }
         int metaBytes = 4 * nb * MetaBytes;
         byte[]? heap = metaBytes > MaxStackMeta ? new byte[metaBytes] : null;
@@ -172,8 +171,7 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     }
 
     /// <summary>
-    /// Each weight row against one or two activation rows (decode, and the two-row speculative
-    /// decode), everything in registers and each block's scales unpacked as it is read: the
+    /// Each weight row against up to four activation rows, everything in registers and each block's scales unpacked as it is read: the
     /// unpacked table costs as much to build as a tile's work on one activation row. The same
     /// integer lanes, multiply-adds and reduction as <see cref="Tile{TM, TN}"/>, so the bits agree.
     /// </summary>
@@ -181,7 +179,8 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     {
         for (int r = 0; r < rows; r++)
         {
-            Vector256<float> acc0 = default, acc1 = default, min0 = default, min1 = default;
+            Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            Vector256<float> min0 = default, min1 = default, min2 = default, min3 = default;
             for (int b = 0; b < nb; b++)
             {
                 byte* xb = a + (long)b * PackedBlockBytes;
@@ -190,19 +189,23 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
                 // The eight scales as words in both halves; a byte shuffle per sub-block spreads its scale over every word.
                 var words = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(sc).AsByte()).AsByte();
                 var scales = Vector256.Create(words, words);
-                Vector256<int> s0 = default, s1 = default, unused = default;
-                ChunkRows<TN>(wb, SpreadScale(scales, 0), SpreadScale(scales, 1), xb, aStride, 0, ref s0, ref s1, ref unused, ref unused);
-                ChunkRows<TN>(wb, SpreadScale(scales, 2), SpreadScale(scales, 3), xb, aStride, 1, ref s0, ref s1, ref unused, ref unused);
-                ChunkRows<TN>(wb, SpreadScale(scales, 4), SpreadScale(scales, 5), xb, aStride, 2, ref s0, ref s1, ref unused, ref unused);
-                ChunkRows<TN>(wb, SpreadScale(scales, 6), SpreadScale(scales, 7), xb, aStride, 3, ref s0, ref s1, ref unused, ref unused);
+                Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
+                ChunkRows<TN>(wb, SpreadScale(scales, 0), SpreadScale(scales, 1), xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
+                ChunkRows<TN>(wb, SpreadScale(scales, 2), SpreadScale(scales, 3), xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
+                ChunkRows<TN>(wb, SpreadScale(scales, 4), SpreadScale(scales, 5), xb, aStride, 2, ref s0, ref s1, ref s2, ref s3);
+                ChunkRows<TN>(wb, SpreadScale(scales, 6), SpreadScale(scales, 7), xb, aStride, 3, ref s0, ref s1, ref s2, ref s3);
                 var dd = Q4_KTiles.DAndDMin(wb);
                 var d = Vector256.Create(dd.ToScalar());
                 var minFloats = Q4_KTiles.MinFloats(mins, dd);
                 Finish(xb, d, minFloats, ref acc0, ref min0, s0);
                 if (TN.Value > 1) Finish(xb + aStride, d, minFloats, ref acc1, ref min1, s1);
+                if (TN.Value > 2) Finish(xb + 2 * aStride, d, minFloats, ref acc2, ref min2, s2);
+                if (TN.Value > 3) Finish(xb + 3 * aStride, d, minFloats, ref acc3, ref min3, s3);
             }
             y[r] = HorizontalSum(acc0) - HorizontalSum(min0);
             if (TN.Value > 1) y[yStride + r] = HorizontalSum(acc1) - HorizontalSum(min1);
+            if (TN.Value > 2) y[2 * yStride + r] = HorizontalSum(acc2) - HorizontalSum(min2);
+            if (TN.Value > 3) y[3 * yStride + r] = HorizontalSum(acc3) - HorizontalSum(min3);
         }
     }
 

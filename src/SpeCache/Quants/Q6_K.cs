@@ -235,6 +235,25 @@ public static unsafe class Q6_K
         q4 = (Vector512.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector512.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
     }
 
+    /// <summary>
+    /// Half <paramref name="h"/> (values 128h..128h+127) of a block as four registers of unsigned
+    /// 6-bit bytes: register r holds values 128h + 32r..128h + 32r + 31 (the 256-bit form of the
+    /// 512-bit overload).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SixBitValues(byte* wb, int h, out Vector256<byte> q1, out Vector256<byte> q2, out Vector256<byte> q3, out Vector256<byte> q4)
+    {
+        var m4 = Vector256.Create((byte)0x0F);
+        var m2 = Vector256.Create((byte)0x30);
+        var qh = Vector256.Load(wb + 128 + 32 * h);
+        var ql0 = Vector256.Load(wb + 64 * h);
+        var ql1 = Vector256.Load(wb + 64 * h + 32);
+        q1 = (ql0 & m4) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
+        q2 = (ql1 & m4) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
+        q3 = (Vector256.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
+        q4 = (Vector256.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
+    }
+
     // Group scale index of each 8-word quarter (16 values) of registers q1..q4. Inlined constants
     // (built from pieces, they were assembled every block; as static readonly fields, a kernel
     // compiled before the static constructor ran reads them through a class-init check).
@@ -379,8 +398,6 @@ public static unsafe class Q6_K
         fixed (byte* px = x)
         {
             var acc = Vector256<float>.Zero;
-            var m4 = Vector256.Create((byte)0x0F);
-            var m2 = Vector256.Create((byte)0x30);
             for (int b = 0; b < nb; b++)
             {
                 byte* wb = pw + b * BlockBytes;
@@ -393,14 +410,7 @@ public static unsafe class Q6_K
                 var isum = -(offset << 5);
                 for (int h = 0; h < 2; h++)
                 {
-                    byte* ql = wb + 64 * h;
-                    var qh = Vector256.Load(wb + 128 + 32 * h);
-                    var ql0 = Vector256.Load(ql);
-                    var ql1 = Vector256.Load(ql + 32);
-                    var q1 = (ql0 & m4) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & m2);
-                    var q2 = (ql1 & m4) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & m2);
-                    var q3 = (Vector256.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m2);
-                    var q4 = (Vector256.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m2);
+                    SixBitValues(wb, h, out var q1, out var q2, out var q3, out var q4);
                     sbyte* s = sc + 8 * h;
                     sbyte* y = q8 + 128 * h;
                     isum += Group(q1, y, s[0], s[1]);

@@ -22,13 +22,23 @@ internal sealed unsafe class Q6_KTiles : TileKernel
 
     public static readonly bool Supported = VnniSupported && Avx512BW.IsSupported;
 
-    /// <summary>Packed block: float d, 16 group sums, padding to a cache line, 256 reordered quants.</summary>
-    const int PackedBlockBytes = 320;
-    const int QuantsAt = 64;
+    /// <summary>
+    /// Packed block (this kernel's and <see cref="Q6_KTiles256"/>'s): float d, 16 group sums,
+    /// padding to a cache line, 256 reordered quants (each run of 32 values contiguous).
+    /// </summary>
+    internal const int PackedBlockBytes = 320;
+    internal const int GroupSumsAt = 4;
+    internal const int QuantsAt = 64;
 
-    public override int PackedRowBytes(int cols) => cols / Q8_K.BlockSize * PackedBlockBytes;
+    public override int PackedRowBytes(int cols) => PackedBytes(cols);
 
-    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed)
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => PackBlocks(x, packed);
+
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => UnpackBlocks(packed, cols);
+
+    internal static int PackedBytes(int cols) => cols / Q8_K.BlockSize * PackedBlockBytes;
+
+    internal static void PackBlocks(ReadOnlySpan<float> x, Span<byte> packed)
     {
         int nb = x.Length / Q8_K.BlockSize;
         if (packed.Length < nb * PackedBlockBytes) throw new ArgumentException("packed row too short");
@@ -49,9 +59,9 @@ internal sealed unsafe class Q6_KTiles : TileKernel
     }
 
     /// <summary>Where value <paramref name="v"/> of a block sits among the packed quants.</summary>
-    static int Slot(int v) => 64 * (v % 128 / 32) + 32 * (v / 128) + v % 32;
+    internal static int Slot(int v) => 64 * (v % 128 / 32) + 32 * (v / 128) + v % 32;
 
-    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols)
+    internal static float[] UnpackBlocks(ReadOnlySpan<byte> packed, int cols)
     {
         var x = new float[cols];
         for (int b = 0; b < cols / Q8_K.BlockSize; b++)
@@ -162,7 +172,7 @@ internal sealed unsafe class Q6_KTiles : TileKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Step(Vector512<float> acc, byte* wb, byte* xb, Vector512<int> s)
     {
-        var offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + 4)), Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(wb + 192))));
+        var offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(xb + GroupSumsAt)), Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(wb + 192))));
         s -= (offset << 5).ToVector512(); // the upper eight lanes get zero
         return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(QuantMath.ToFloat(*(ushort*)(wb + 208)) * *(float*)xb), acc);
     }
@@ -213,7 +223,7 @@ internal sealed unsafe class Q6_KTiles : TileKernel
                 byte* wb = w + b * Q6_K.BlockBytes;
                 byte* xb = x + b * PackedBlockBytes;
                 float d = QuantMath.ToFloat(*(ushort*)(wb + 208)) * *(float*)xb;
-                short* groups = (short*)(xb + 4);
+                short* groups = (short*)(xb + GroupSumsAt);
                 sbyte* scales = (sbyte*)(wb + 192);
                 sbyte* q8 = (sbyte*)(xb + QuantsAt);
                 for (int lane = 0; lane < 16; lane++)
@@ -236,7 +246,7 @@ internal sealed unsafe class Q6_KTiles : TileKernel
     }
 
     /// <summary>Value <paramref name="v"/> of the block as stored, 0..63 (the -32 not applied), as <see cref="Q6_K.DequantizeRow"/> reads it.</summary>
-    static int Unsigned(byte* wb, int v)
+    internal static int Unsigned(byte* wb, int v)
     {
         int h = v / 128, l = v % 32, quarter = v % 128 / 32;
         byte* ql = wb + 64 * h;

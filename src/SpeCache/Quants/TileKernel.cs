@@ -27,7 +27,7 @@ internal abstract unsafe class TileKernel
     /// </summary>
     public static readonly bool IsSupported = Avx2.IsSupported && Fma.IsSupported;
 
-    /// <summary>The 512-bit K-quant tiles need 256-bit VNNI besides (and AVX512-BW, see theirs); <see cref="Q4_KTiles256"/> runs wherever <see cref="IsSupported"/>.</summary>
+    /// <summary>The 512-bit K-quant tiles need 256-bit VNNI besides (and AVX512-BW, see theirs); <see cref="Q4_KTiles256"/> and <see cref="Q6_KTiles256"/> run wherever <see cref="IsSupported"/>.</summary>
     public static readonly bool VnniSupported = IsSupported && AvxVnni.IsSupported;
 
     /// <summary>Bytes of one packed activation row of <paramref name="cols"/> values (a multiple of 64, so rows stay aligned).</summary>

@@ -13,6 +13,7 @@ public unsafe class TileKernelTests
         ["Q4_K/512"] = (GgmlType.Q4_K, Q4_KTiles.Instance, Q4_KTiles.Supported, "256-bit VNNI and AVX512-BW"),
         ["Q4_K/256"] = (GgmlType.Q4_K, Q4_KTiles256.Instance, Q4_KTiles256.Supported, "AVX2 and FMA"),
         ["Q6_K/512"] = (GgmlType.Q6_K, Q6_KTiles.Instance, Q6_KTiles.Supported, "256-bit VNNI and AVX512-BW"),
+        ["Q6_K/256"] = (GgmlType.Q6_K, Q6_KTiles256.Instance, Q6_KTiles256.Supported, "AVX2 and FMA"),
     };
 
     public static TheoryData<string> TiledKernels() => new(Kernels.Keys);
