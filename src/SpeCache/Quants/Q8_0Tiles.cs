@@ -107,13 +107,22 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         int nb = cols / 32;
-        if (n == 1)
+        // Decode is bound by reading the weights: one row at a time, each block's scale read where
+        // it lies, streams the matrix once, where four rows side by side after a strided pass for
+        // their scales left the second thread adding no bandwidth. Same sums as the tile below.
+        // Without VNNI the tile shares nothing between activation rows but the weight load (each
+        // product needs the weights' signs on that row's activations), so up to four rows (the
+        // two-row speculative decode, small batches) also take this path, each weight block's
+        // |q| and scales made once for all of them.
+        if (n == 1 || (!AvxVnni.IsSupported && n <= 4))
         {
-            // Decode is bound by reading the weights: one row at a time, each block's scale read where
-            // it lies, streams the matrix once, where four rows side by side after a strided pass for
-            // their scales left the second thread adding no bandwidth. Same sums as the tile below.
-            for (int r = 0; r < rows; r++) y[r] = OneRow(w + r * weightRowBytes, a, nb);
-            return;
+            switch (n)
+            {
+                case 1: Direct<Extent1>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
+                case 2: Direct<Extent2>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
+                case 3: Direct<Extent3>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
+                default: Direct<Extent4>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
+            }
         }
         int scaleCount = 4 * nb;
         float[]? heap = scaleCount > MaxStackScales ? new float[scaleCount] : null;
@@ -187,8 +196,8 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     }
 
     /// <summary>
-    /// One weight row against one packed activation row: exactly <see cref="Tile{TM, TN}"/>'s
-    /// arithmetic for one accumulator (F16 to float is exact, so the scale read here equals the
+    /// Each weight row against up to four packed activation rows: exactly <see cref="Tile{TM, TN}"/>'s
+    /// arithmetic for each accumulator (F16 to float is exact, so the scale read here equals the
     /// tile's table entry), so a row's result does not depend on how many rows are computed.
     /// The four-product lane sums are the same integers by another route: |q| times x with q's
     /// sign (llama.cpp's trick) instead of (q + offset) times x less the offset's share, so the
@@ -196,33 +205,60 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     /// into L1 beside the weight stream: Llama's FFN-down rows (8192 values) otherwise read 17 KB
     /// of activation per weight row.
     /// </summary>
-    static float OneRow(byte* w, byte* a, int nb)
+    static void Direct<TN>(byte* w, long ws, int rows, byte* a, int aStride, int nb, float* y, long yStride) where TN : struct, ITileExtent
     {
-        Vector256<float> c = default;
-        float* scales = (float*)(a + nb * 64);
-        int b = 0;
-        // Eight blocks' scale products in one vector (F16 to float is exact, and lane j's product is
-        // the same float as the scalar one), each broadcast in turn: the scalar conversion per
-        // block cost more than the block's integer dot.
-        for (; b + 8 <= nb; b += 8)
+        for (int r = 0; r < rows; r++)
         {
-            var d8 = QuantMath.Scales8(w + (long)b * TW.BlockBytes, TW.BlockBytes) * Vector256.Load(scales + b);
-            for (int j = 0; j < 8; j++)
-                c = SignedBlock(c, w, a, b + j, Avx2.PermuteVar8x32(d8, Vector256.Create(j)));
+            byte* row = w + r * ws;
+            Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+            int b = 0;
+            // Eight blocks' scale products in one vector (F16 to float is exact, and lane j's product is
+            // the same float as the scalar one), each broadcast in turn: the scalar conversion per
+            // block cost more than the block's integer dot.
+            for (; b + 8 <= nb; b += 8)
+            {
+                var d8 = QuantMath.Scales8(row + (long)b * TW.BlockBytes, TW.BlockBytes);
+                var p0 = d8 * Vector256.Load(ActivationScales(a, nb) + b);
+                var p1 = TN.Value > 1 ? d8 * Vector256.Load(ActivationScales(a + aStride, nb) + b) : default;
+                var p2 = TN.Value > 2 ? d8 * Vector256.Load(ActivationScales(a + 2 * aStride, nb) + b) : default;
+                var p3 = TN.Value > 3 ? d8 * Vector256.Load(ActivationScales(a + 3 * aStride, nb) + b) : default;
+                for (int j = 0; j < 8; j++)
+                {
+                    var q = TW.LoadSigned(row + (long)(b + j) * TW.BlockBytes);
+                    var index = Vector256.Create(j);
+                    c0 = SignedBlock(c0, q, a, b + j, Avx2.PermuteVar8x32(p0, index));
+                    if (TN.Value > 1) c1 = SignedBlock(c1, q, a + aStride, b + j, Avx2.PermuteVar8x32(p1, index));
+                    if (TN.Value > 2) c2 = SignedBlock(c2, q, a + 2 * aStride, b + j, Avx2.PermuteVar8x32(p2, index));
+                    if (TN.Value > 3) c3 = SignedBlock(c3, q, a + 3 * aStride, b + j, Avx2.PermuteVar8x32(p3, index));
+                }
+            }
+            for (; b < nb; b++)
+            {
+                var q = TW.LoadSigned(row + (long)b * TW.BlockBytes);
+                var d = Vector256.Create(QuantMath.ToFloat(*(ushort*)(row + (long)b * TW.BlockBytes)));
+                c0 = SignedBlock(c0, q, a, b, d * Vector256.Create(ActivationScales(a, nb)[b]));
+                if (TN.Value > 1) c1 = SignedBlock(c1, q, a + aStride, b, d * Vector256.Create(ActivationScales(a + aStride, nb)[b]));
+                if (TN.Value > 2) c2 = SignedBlock(c2, q, a + 2 * aStride, b, d * Vector256.Create(ActivationScales(a + 2 * aStride, nb)[b]));
+                if (TN.Value > 3) c3 = SignedBlock(c3, q, a + 3 * aStride, b, d * Vector256.Create(ActivationScales(a + 3 * aStride, nb)[b]));
+            }
+            y[r] = HorizontalSum(c0);
+            if (TN.Value > 1) y[yStride + r] = HorizontalSum(c1);
+            if (TN.Value > 2) y[2 * yStride + r] = HorizontalSum(c2);
+            if (TN.Value > 3) y[3 * yStride + r] = HorizontalSum(c3);
         }
-        for (; b < nb; b++)
-            c = SignedBlock(c, w, a, b, Vector256.Create(QuantMath.ToFloat(*(ushort*)(w + (long)b * TW.BlockBytes))) * Vector256.Create(scales[b]));
-        return HorizontalSum(c);
     }
+
+    /// <summary>A packed activation row's block scales as floats (plane 3).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float* ActivationScales(byte* packedRow, int nb) => (float*)(packedRow + nb * 64);
 
     /// <summary>
     /// <see cref="Step"/> for one block, the lane sums taken as |q| · (x signed like q): equal to
     /// Step's, since activations are never -128 (Q8_0 rounds to ±127), so negating one cannot wrap.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> SignedBlock(Vector256<float> c, byte* w, byte* a, int b, Vector256<float> scale)
+    static Vector256<float> SignedBlock(Vector256<float> c, Vector256<sbyte> q, byte* a, int b, Vector256<float> scale)
     {
-        var q = TW.LoadSigned(w + (long)b * TW.BlockBytes);
         var x = Vector256.Load((sbyte*)a + b * 32);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantMath.SignedDot(q, x)), scale, c);
     }
