@@ -24,7 +24,6 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     const int MetaBytes = 96;
     const int ScalesAt = 32;
     const int DAt = 64;
-    const int MaxStackMeta = 64 * 1024;
 
     const int PackedBlockBytes = Q4_KTiles.PackedBlockBytes;
     const int SumsAt = Q4_KTiles.SumsAt;
@@ -36,39 +35,26 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => Q4_KTiles.UnpackBlocks(packed, cols);
 
-    [SkipLocalsInit] // the table is written before it is read
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         int nb = cols / Q4_K.BlockSize;
-        // Up to four activation rows (decode, the two-row speculative decode, small batches) stream
-        // the matrix once, one row after another, without the table: building it costs about as
-        // much as one activation tile's work, so it pays only when several tiles pass over it.
-        switch (n)
-        {
-            case 1: Direct<Extent1>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
-            case 2: Direct<Extent2>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
-            case 3: Direct<Extent3>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
-            case 4: Direct<Extent4>(w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride); return;
-        }
-        int metaBytes = 4 * nb * MetaBytes;
-        byte[]? heap = metaBytes > MaxStackMeta ? new byte[metaBytes] : null;
-        Span<byte> metaSpan = heap ?? stackalloc byte[metaBytes];
-        fixed (byte* meta = metaSpan)
-            for (int r0 = 0; r0 < rows; r0 += 4)
-            {
-                int m = Math.Min(4, rows - r0);
-                byte* wt = w + r0 * weightRowBytes;
-                for (int i = 0; i < m; i++)
-                    UnpackMeta(wt + i * weightRowBytes, meta + i * nb * MetaBytes, nb);
-                Tiles<Body>(m, n, wt, weightRowBytes, meta, nb, a, packedRowBytes, y + r0, yStride);
-            }
+        // Up to four activation rows (decode, the two-row speculative decode, small batches) skip
+        // the table: building it costs about as much as one activation tile's work, so it pays
+        // only when several tiles pass over it.
+        if (!RowByRow<Kernel>(n, w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride))
+            TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, MetaBytes, a, packedRowBytes, n, y, yStride);
     }
 
-    struct Body : ITileBody
+    struct Kernel : ITileBody, IWeightTable, IRowByRow
     {
         public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
             where TM : struct, ITileExtent where TN : struct, ITileExtent =>
             Q4_KTiles256.Tile<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
+
+        public static void Unpack(byte* row, byte* table, int nb) => UnpackMeta(row, table, nb);
+
+        public static void Rows<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent =>
+            Direct<TN>(w, ws, rows, nb, a, aStride, y, yStride);
     }
 
     /// <summary>

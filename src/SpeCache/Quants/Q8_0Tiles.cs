@@ -71,8 +71,6 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
 {
     public static readonly Q8_0Tiles<TW> Instance = new();
 
-    const int MaxStackScales = 16384;
-
     public override int PackedRowBytes(int cols) => CacheLines((long)cols / 32 * 68);
 
     public override void Pack(ReadOnlySpan<float> x, Span<byte> packed)
@@ -114,41 +112,28 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         // product needs the weights' signs on that row's activations), so up to four rows (the
         // two-row speculative decode, small batches) also take this path, each weight block's
         // |q| and scales made once for all of them.
-        if (n == 1 || (!AvxVnni.IsSupported && n <= 4))
-        {
-            switch (n)
-            {
-                case 1: Direct<Extent1>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
-                case 2: Direct<Extent2>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
-                case 3: Direct<Extent3>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
-                default: Direct<Extent4>(w, weightRowBytes, rows, a, packedRowBytes, nb, y, yStride); return;
-            }
-        }
-        int scaleCount = 4 * nb;
-        float[]? heap = scaleCount > MaxStackScales ? new float[scaleCount] : null;
-        Span<float> scaleSpan = heap ?? stackalloc float[scaleCount];
-        fixed (float* wd = scaleSpan)
-            for (int r0 = 0; r0 < rows; r0 += 4)
-            {
-                int m = Math.Min(4, rows - r0);
-                byte* wt = w + r0 * weightRowBytes;
-                // Half scales to float once per weight tile; every activation tile below reuses them.
-                for (int i = 0; i < m; i++)
-                {
-                    byte* row = wt + i * weightRowBytes;
-                    int b = 0;
-                    for (; b + 8 <= nb; b += 8) QuantMath.Scales8(row + (long)b * TW.BlockBytes, TW.BlockBytes).Store(wd + i * nb + b);
-                    for (; b < nb; b++) wd[i * nb + b] = QuantMath.ToFloat(*(ushort*)(row + (long)b * TW.BlockBytes));
-                }
-                Tiles<Body>(m, n, wt, weightRowBytes, (byte*)wd, nb, a, packedRowBytes, y + r0, yStride);
-            }
+        if ((n == 1 || !AvxVnni.IsSupported) && RowByRow<Kernel>(n, w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride))
+            return;
+        // The table: each weight tile's half scales as floats, once for every activation tile.
+        TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, sizeof(float), a, packedRowBytes, n, y, yStride);
     }
 
-    struct Body : ITileBody
+    struct Kernel : ITileBody, IWeightTable, IRowByRow
     {
         public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
             where TM : struct, ITileExtent where TN : struct, ITileExtent =>
             Q8_0Tiles<TW>.Tile<TM, TN>(w, ws, (float*)table, nb, a, aStride, y, yStride);
+
+        public static void Unpack(byte* row, byte* table, int nb)
+        {
+            float* wd = (float*)table;
+            int b = 0;
+            for (; b + 8 <= nb; b += 8) QuantMath.Scales8(row + (long)b * TW.BlockBytes, TW.BlockBytes).Store(wd + b);
+            for (; b < nb; b++) wd[b] = QuantMath.ToFloat(*(ushort*)(row + (long)b * TW.BlockBytes));
+        }
+
+        public static void Rows<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent =>
+            Direct<TN>(w, ws, rows, nb, a, aStride, y, yStride);
     }
 
     /// <summary>
@@ -205,7 +190,7 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     /// into L1 beside the weight stream: Llama's FFN-down rows (8192 values) otherwise read 17 KB
     /// of activation per weight row.
     /// </summary>
-    static void Direct<TN>(byte* w, long ws, int rows, byte* a, int aStride, int nb, float* y, long yStride) where TN : struct, ITileExtent
+    static void Direct<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
     {
         for (int r = 0; r < rows; r++)
         {

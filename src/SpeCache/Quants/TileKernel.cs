@@ -103,6 +103,50 @@ internal abstract unsafe class TileKernel
         }
     }
 
+    /// <summary>
+    /// Up to four activation rows by <typeparamref name="TRows"/>, which takes the weight rows one
+    /// after another (a single stream the hardware prefetcher follows) with each weight block
+    /// decoded once for all activation rows; false, computing nothing, for more rows.
+    /// </summary>
+    protected static bool RowByRow<TRows>(int n, byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride)
+        where TRows : IRowByRow
+    {
+        switch (n)
+        {
+            case 1: TRows.Rows<Extent1>(w, ws, rows, nb, a, aStride, y, yStride); return true;
+            case 2: TRows.Rows<Extent2>(w, ws, rows, nb, a, aStride, y, yStride); return true;
+            case 3: TRows.Rows<Extent3>(w, ws, rows, nb, a, aStride, y, yStride); return true;
+            case 4: TRows.Rows<Extent4>(w, ws, rows, nb, a, aStride, y, yStride); return true;
+            default: return false;
+        }
+    }
+
+    /// <summary>Largest table <see cref="TiledWithTable{TKernel}"/> puts on the stack (threads have at least 1.5 MB).</summary>
+    const int MaxStackTable = 128 * 1024;
+
+    /// <summary>
+    /// <typeparamref name="TKernel"/>'s tiles over the weight rows four at a time, each weight tile
+    /// first unpacked into a table (<paramref name="tableBlockBytes"/> per block and row) that every
+    /// activation tile passing over it reads.
+    /// </summary>
+    [SkipLocalsInit] // the table is written before it is read
+    protected static void TiledWithTable<TKernel>(byte* w, long ws, int rows, int nb, int tableBlockBytes, byte* a, int aStride, int n, float* y, long yStride)
+        where TKernel : ITileBody, IWeightTable
+    {
+        int tableBytes = 4 * nb * tableBlockBytes;
+        byte[]? heap = tableBytes > MaxStackTable ? new byte[tableBytes] : null;
+        Span<byte> tableSpan = heap ?? stackalloc byte[tableBytes];
+        fixed (byte* table = tableSpan)
+            for (int r0 = 0; r0 < rows; r0 += 4)
+            {
+                int m = Math.Min(4, rows - r0);
+                byte* wt = w + r0 * ws;
+                for (int i = 0; i < m; i++)
+                    TKernel.Unpack(wt + i * ws, table + i * nb * tableBlockBytes, nb);
+                Tiles<TKernel>(m, n, wt, ws, table, nb, a, aStride, y + r0, yStride);
+            }
+    }
+
     /// <summary>Rounds a packed row size up to whole cache lines.</summary>
     protected static int CacheLines(long bytes) => checked((int)((bytes + 63) & ~63L));
 }
@@ -112,6 +156,18 @@ internal unsafe interface ITileBody
 {
     static abstract void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
         where TM : struct, ITileExtent where TN : struct, ITileExtent;
+}
+
+/// <summary>A kernel's path for a few activation rows: each weight row in turn against all of them, outputs to <c>y[j * yStride + r]</c>.</summary>
+internal unsafe interface IRowByRow
+{
+    static abstract void Rows<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent;
+}
+
+/// <summary>What a kernel unpacks from one weight row before its tiles run: <paramref name="nb"/> blocks' entries.</summary>
+internal unsafe interface IWeightTable
+{
+    static abstract void Unpack(byte* row, byte* table, int nb);
 }
 
 /// <summary>Tile extents as type parameters, so the JIT compiles one specialized, branch-free body per tile shape.</summary>
