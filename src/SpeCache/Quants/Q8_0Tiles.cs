@@ -190,32 +190,36 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     /// into L1 beside the weight stream: Llama's FFN-down rows (8192 values) otherwise read 17 KB
     /// of activation per weight row.
     /// </summary>
+    [SkipLocalsInit] // the products are stored before they are read
     static void Direct<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
     {
+        float* products = stackalloc float[32]; // eight blocks' scale products per activation row
         for (int r = 0; r < rows; r++)
         {
             byte* row = w + r * ws;
             Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
             int b = 0;
             // Eight blocks' scale products in one vector (F16 to float is exact, and lane j's product is
-            // the same float as the scalar one), each broadcast in turn: the scalar conversion per
-            // block cost more than the block's integer dot.
+            // the same float as the scalar one), stored and broadcast from memory in turn, a load
+            // rather than a lane permute (three µops on Zen 1, which this loop is short of): the
+            // scalar conversion per block cost more than the block's integer dot.
             for (; b + 8 <= nb; b += 8)
             {
                 var d8 = QuantMath.Scales8(row + (long)b * TW.BlockBytes, TW.BlockBytes);
-                var p0 = d8 * Vector256.Load(ActivationScales(a, nb) + b);
-                var p1 = TN.Value > 1 ? d8 * Vector256.Load(ActivationScales(a + aStride, nb) + b) : default;
-                var p2 = TN.Value > 2 ? d8 * Vector256.Load(ActivationScales(a + 2 * aStride, nb) + b) : default;
-                var p3 = TN.Value > 3 ? d8 * Vector256.Load(ActivationScales(a + 3 * aStride, nb) + b) : default;
-                for (int j = 0; j < 8; j++)
-                {
-                    var q = TW.LoadSigned(row + (long)(b + j) * TW.BlockBytes);
-                    var index = Vector256.Create(j);
-                    c0 = SignedBlock(c0, q, a, b + j, Avx2.PermuteVar8x32(p0, index));
-                    if (TN.Value > 1) c1 = SignedBlock(c1, q, a + aStride, b + j, Avx2.PermuteVar8x32(p1, index));
-                    if (TN.Value > 2) c2 = SignedBlock(c2, q, a + 2 * aStride, b + j, Avx2.PermuteVar8x32(p2, index));
-                    if (TN.Value > 3) c3 = SignedBlock(c3, q, a + 3 * aStride, b + j, Avx2.PermuteVar8x32(p3, index));
-                }
+                (d8 * Vector256.Load(ActivationScales(a, nb) + b)).Store(products);
+                if (TN.Value > 1) (d8 * Vector256.Load(ActivationScales(a + aStride, nb) + b)).Store(products + 8);
+                if (TN.Value > 2) (d8 * Vector256.Load(ActivationScales(a + 2 * aStride, nb) + b)).Store(products + 16);
+                if (TN.Value > 3) (d8 * Vector256.Load(ActivationScales(a + 3 * aStride, nb) + b)).Store(products + 24);
+                byte* wb = row + (long)b * TW.BlockBytes;
+                byte* xb = a + b * 32;
+                Eight<TN>(wb, xb, aStride, products, 0, ref c0, ref c1, ref c2, ref c3);
+                Eight<TN>(wb, xb, aStride, products, 1, ref c0, ref c1, ref c2, ref c3);
+                Eight<TN>(wb, xb, aStride, products, 2, ref c0, ref c1, ref c2, ref c3);
+                Eight<TN>(wb, xb, aStride, products, 3, ref c0, ref c1, ref c2, ref c3);
+                Eight<TN>(wb, xb, aStride, products, 4, ref c0, ref c1, ref c2, ref c3);
+                Eight<TN>(wb, xb, aStride, products, 5, ref c0, ref c1, ref c2, ref c3);
+                Eight<TN>(wb, xb, aStride, products, 6, ref c0, ref c1, ref c2, ref c3);
+                Eight<TN>(wb, xb, aStride, products, 7, ref c0, ref c1, ref c2, ref c3);
             }
             for (; b < nb; b++)
             {
@@ -231,6 +235,18 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
             if (TN.Value > 2) y[2 * yStride + r] = HorizontalSum(c2);
             if (TN.Value > 3) y[3 * yStride + r] = HorizontalSum(c3);
         }
+    }
+
+    /// <summary>Block <paramref name="j"/> (a constant at each call, so the loop body is unrolled) of a group of eight.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Eight<TN>(byte* wb, byte* xb, int aStride, float* products, int j,
+        ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3) where TN : struct, ITileExtent
+    {
+        var q = TW.LoadSigned(wb + j * TW.BlockBytes);
+        c0 = SignedBlock(c0, q, xb, j, Vector256.Create(products[j]));
+        if (TN.Value > 1) c1 = SignedBlock(c1, q, xb + aStride, j, Vector256.Create(products[8 + j]));
+        if (TN.Value > 2) c2 = SignedBlock(c2, q, xb + 2 * aStride, j, Vector256.Create(products[16 + j]));
+        if (TN.Value > 3) c3 = SignedBlock(c3, q, xb + 3 * aStride, j, Vector256.Create(products[24 + j]));
     }
 
     /// <summary>A packed activation row's block scales as floats (plane 3).</summary>
