@@ -27,7 +27,6 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 
     /// <summary>Bytes per weight block in the unpacked table: 8 float mins (dmin × min), 8 short scales, d.</summary>
     const int MetaBytes = 64;
-    const int MaxStackMeta = 64 * 1024;
 
     /// <summary>
     /// Packed block (this kernel's and <see cref="Q4_KTiles256"/>'s): float d, padding, 8 float
@@ -85,9 +84,8 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     /// reads scales straight from the weight blocks: the unpacked table costs as much to build as
     /// a tile's work on one activation row, so it only pays when several rows reuse it.
     /// </summary>
-    internal const int DirectRows = 1;
+    const int DirectRows = 1;
 
-    [SkipLocalsInit] // the table is written before it is read
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         int nb = cols / Q4_K.BlockSize;
@@ -101,25 +99,16 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                     y[i * yStride + r] = OneRow(w + r * weightRowBytes, nb, a + (long)i * packedRowBytes);
             return;
         }
-        int metaBytes = 4 * nb * MetaBytes;
-        byte[]? heap = metaBytes > MaxStackMeta ? new byte[metaBytes] : null;
-        Span<byte> metaSpan = heap ?? stackalloc byte[metaBytes];
-        fixed (byte* meta = metaSpan)
-            for (int r0 = 0; r0 < rows; r0 += 4)
-            {
-                int m = Math.Min(4, rows - r0);
-                byte* wt = w + r0 * weightRowBytes;
-                for (int i = 0; i < m; i++)
-                    UnpackMeta(wt + i * weightRowBytes, meta + i * nb * MetaBytes, nb);
-                Tiles<Body>(m, n, wt, weightRowBytes, meta, nb, a, packedRowBytes, y + r0, yStride);
-            }
+        TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, MetaBytes, a, packedRowBytes, n, y, yStride);
     }
 
-    struct Body : ITileBody
+    struct Kernel : ITileBody, IWeightTable
     {
         public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
             where TM : struct, ITileExtent where TN : struct, ITileExtent =>
             Q4_KTiles.Tile<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
+
+        public static void Unpack(byte* row, byte* table, int nb) => UnpackMeta(row, table, nb);
     }
 
     /// <summary>One weight row's table: the scales as words, dmin × each min and d as floats.</summary>
