@@ -12,24 +12,33 @@ namespace SpeCache.KvCache;
 /// </summary>
 internal static unsafe class AttentionQuads
 {
+    /// <summary>The kernels on float keys and values (the prefill kernel's rows, decoded tiles).</summary>
+    public static void AccumulateValues(int vectorBits, float* p, int pStride, float* v, int stride, int n, float* o, int d) =>
+        AccumulateValues<SingleElement>(vectorBits, p, pStride, (byte*)v, stride, n, o, d);
+
+    /// <summary>The kernels on float keys.</summary>
+    public static void Scores(int vectorBits, float* q, float* k, int n, int d, float scale, float* s, int sStride) =>
+        Scores<SingleElement>(vectorBits, q, (byte*)k, n, d, scale, s, sStride);
+
     /// <summary>
     /// Adds four query heads' weighted values of <paramref name="n"/> positions to their outputs:
     /// head r's weight of position t at p[r × pStride + t], position t's value at v[t × stride],
     /// head r's output at o[r × d]. <paramref name="vectorBits"/> 512 needs d a multiple of 16, 256
     /// a multiple of 8; 0 runs plain loops (which skip zero weights).
     /// </summary>
-    public static void AccumulateValues(int vectorBits, float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    public static void AccumulateValues<TElement>(int vectorBits, float* p, int pStride, byte* v, int stride, int n, float* o, int d)
+        where TElement : IKvElement
     {
         int c = 0;
         if (vectorBits == 512)
         {
-            for (; c + 64 <= d; c += 64) Accumulate512x4(p, pStride, v + c, stride, n, o + c, d);
-            for (; c < d; c += 16) Accumulate512x1(p, pStride, v + c, stride, n, o + c, d);
+            for (; c + 64 <= d; c += 64) Accumulate512x4<TElement>(p, pStride, v + c * TElement.Size, stride, n, o + c, d);
+            for (; c < d; c += 16) Accumulate512x1<TElement>(p, pStride, v + c * TElement.Size, stride, n, o + c, d);
         }
         else if (vectorBits == 256)
         {
-            for (; c + 16 <= d; c += 16) Accumulate256x2(p, pStride, v + c, stride, n, o + c, d);
-            for (; c < d; c += 8) Accumulate256x1(p, pStride, v + c, stride, n, o + c, d);
+            for (; c + 16 <= d; c += 16) Accumulate256x2<TElement>(p, pStride, v + c * TElement.Size, stride, n, o + c, d);
+            for (; c < d; c += 8) Accumulate256x1<TElement>(p, pStride, v + c * TElement.Size, stride, n, o + c, d);
         }
         else
         {
@@ -38,7 +47,7 @@ internal static unsafe class AttentionQuads
                 {
                     float w = p[r * pStride + t];
                     if (w == 0) continue;
-                    for (int i = 0; i < d; i++) o[r * d + i] += w * v[(long)t * stride + i];
+                    for (int i = 0; i < d; i++) o[r * d + i] += w * TElement.Load(v + ((long)t * stride + i) * TElement.Size);
                 }
         }
     }
@@ -46,30 +55,120 @@ internal static unsafe class AttentionQuads
     /// <summary>
     /// Scores of four query heads (head r at q[r × d]) against <paramref name="n"/> keys (position
     /// t at k[t × d]), times <paramref name="scale"/>, into s[r × sStride + t]. Each key is loaded
-    /// once for the four heads, and the four dot products' horizontal sums are done together: a
-    /// sum of one 512-bit register alone is two dozen instructions, four at once about a dozen.
-    /// Needs d a multiple of 16 and 512-bit vectors.
+    /// once for the four heads, and the four dot products' horizontal sums are done together.
+    /// <paramref name="vectorBits"/> as in <see cref="AccumulateValues"/>.
     /// </summary>
-    public static void Scores512(float* q, float* k, int n, int d, float scale, float* s, int sStride)
+    public static void Scores<TElement>(int vectorBits, float* q, byte* k, int n, int d, float scale, float* s, int sStride)
+        where TElement : IKvElement
+    {
+        if (vectorBits == 512) Scores512<TElement>(q, k, n, d, scale, s, sStride);
+        else if (vectorBits == 256) Scores256<TElement>(q, k, n, d, scale, s, sStride);
+        else
+        {
+            for (int r = 0; r < 4; r++)
+                for (int t = 0; t < n; t++)
+                {
+                    float sum = 0;
+                    for (int i = 0; i < d; i++) sum += q[r * d + i] * TElement.Load(k + ((long)t * d + i) * TElement.Size);
+                    s[r * sStride + t] = sum * scale;
+                }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Scores"/> in 512 bits (d a multiple of 16): a sum of one 512-bit register alone is
+    /// two dozen instructions, four at once about a dozen.
+    /// </summary>
+    static void Scores512<TElement>(float* q, byte* k, int n, int d, float scale, float* s, int sStride)
+        where TElement : IKvElement
     {
         for (int t = 0; t < n; t++)
         {
-            float* key = k + (long)t * d;
+            byte* key = k + (long)t * d * TElement.Size;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int i = 0; i < d; i += 16)
             {
-                var kv = Vector512.Load(key + i);
+                var kv = TElement.Load512(key + i * TElement.Size);
                 a0 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + i), a0);
                 a1 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + d + i), a1);
                 a2 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + 2 * d + i), a2);
                 a3 = Vector512.FusedMultiplyAdd(kv, Vector512.Load(q + 3 * d + i), a3);
             }
-            var sums = Sum4(a0, a1, a2, a3) * scale;
-            s[t] = sums.GetElement(0);
-            s[sStride + t] = sums.GetElement(1);
-            s[2 * sStride + t] = sums.GetElement(2);
-            s[3 * sStride + t] = sums.GetElement(3);
+            StoreColumn(Sum4(a0, a1, a2, a3) * scale, s + t, sStride);
         }
+    }
+
+    /// <summary>
+    /// <see cref="Scores"/> in 256 bits (d a multiple of 8), two positions per pass: eight dot
+    /// products in flight hide the multiply-add latency that one position's four chains expose
+    /// (each is d / 8 dependent multiply-adds), and the key of the second position is loaded once
+    /// for the four heads like the first.
+    /// </summary>
+    static void Scores256<TElement>(float* q, byte* k, int n, int d, float scale, float* s, int sStride)
+        where TElement : IKvElement
+    {
+        float* q1 = q + d, q2 = q1 + d, q3 = q2 + d;
+        int t = 0;
+        for (; t + 2 <= n; t += 2)
+        {
+            byte* key = k + (long)t * d * TElement.Size, next = key + d * TElement.Size;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+            for (int i = 0; i < d; i += 8)
+            {
+                var k0 = TElement.Load256(key + i * TElement.Size);
+                var k1 = TElement.Load256(next + i * TElement.Size);
+                var h = Vector256.Load(q + i);
+                a0 = Vector256.FusedMultiplyAdd(k0, h, a0);
+                b0 = Vector256.FusedMultiplyAdd(k1, h, b0);
+                h = Vector256.Load(q1 + i);
+                a1 = Vector256.FusedMultiplyAdd(k0, h, a1);
+                b1 = Vector256.FusedMultiplyAdd(k1, h, b1);
+                h = Vector256.Load(q2 + i);
+                a2 = Vector256.FusedMultiplyAdd(k0, h, a2);
+                b2 = Vector256.FusedMultiplyAdd(k1, h, b2);
+                h = Vector256.Load(q3 + i);
+                a3 = Vector256.FusedMultiplyAdd(k0, h, a3);
+                b3 = Vector256.FusedMultiplyAdd(k1, h, b3);
+            }
+            StoreColumn(Sum4(a0, a1, a2, a3) * scale, s + t, sStride);
+            StoreColumn(Sum4(b0, b1, b2, b3) * scale, s + t + 1, sStride);
+        }
+        for (; t < n; t++)
+        {
+            byte* key = k + (long)t * d * TElement.Size;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int i = 0; i < d; i += 8)
+            {
+                var k0 = TElement.Load256(key + i * TElement.Size);
+                a0 = Vector256.FusedMultiplyAdd(k0, Vector256.Load(q + i), a0);
+                a1 = Vector256.FusedMultiplyAdd(k0, Vector256.Load(q1 + i), a1);
+                a2 = Vector256.FusedMultiplyAdd(k0, Vector256.Load(q2 + i), a2);
+                a3 = Vector256.FusedMultiplyAdd(k0, Vector256.Load(q3 + i), a3);
+            }
+            StoreColumn(Sum4(a0, a1, a2, a3) * scale, s + t, sStride);
+        }
+    }
+
+    /// <summary>Lane r of <paramref name="x"/> into s[r × sStride], r &lt; 4.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StoreColumn(Vector128<float> x, float* s, int sStride)
+    {
+        s[0] = x.ToScalar();
+        s[sStride] = x.GetElement(1);
+        s[2 * sStride] = x.GetElement(2);
+        s[3 * sStride] = x.GetElement(3);
+    }
+
+    /// <summary>The lane sums of four 256-bit registers, as the four lanes of one: three horizontal adds and one add of the halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector128<float> Sum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        if (!Avx.IsSupported)
+            return Vector128.Create(Vector256.Sum(a), Vector256.Sum(b), Vector256.Sum(c), Vector256.Sum(d));
+        // Per 128-bit half: [a0+a1, a2+a3, b0+b1, b2+b3], then [a0..a3, b0..b3, c0..c3, d0..d3].
+        var abcd = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
+        return abcd.GetLower() + abcd.GetUpper();
     }
 
     /// <summary>The lane sums of four registers, as the four lanes of one.</summary>
@@ -88,7 +187,8 @@ internal static unsafe class AttentionQuads
     }
 
     /// <summary>Four query heads × 64 of the head's dimensions: 16 accumulators over the tile's positions.</summary>
-    static void Accumulate512x4(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    static void Accumulate512x4<TElement>(float* p, int pStride, byte* v, int stride, int n, float* o, int d)
+        where TElement : IKvElement
     {
         float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
         float* p1 = p + pStride, p2 = p1 + pStride, p3 = p2 + pStride;
@@ -98,11 +198,11 @@ internal static unsafe class AttentionQuads
         var a30 = Vector512.Load(o3); var a31 = Vector512.Load(o3 + 16); var a32 = Vector512.Load(o3 + 32); var a33 = Vector512.Load(o3 + 48);
         for (int t = 0; t < n; t++)
         {
-            float* value = v + (long)t * stride;
-            var v0 = Vector512.Load(value);
-            var v1 = Vector512.Load(value + 16);
-            var v2 = Vector512.Load(value + 32);
-            var v3 = Vector512.Load(value + 48);
+            byte* value = v + (long)t * stride * TElement.Size;
+            var v0 = TElement.Load512(value);
+            var v1 = TElement.Load512(value + 16 * TElement.Size);
+            var v2 = TElement.Load512(value + 32 * TElement.Size);
+            var v3 = TElement.Load512(value + 48 * TElement.Size);
             var w = Vector512.Create(p[t]);
             a00 = Vector512.FusedMultiplyAdd(v0, w, a00);
             a01 = Vector512.FusedMultiplyAdd(v1, w, a01);
@@ -131,7 +231,8 @@ internal static unsafe class AttentionQuads
     }
 
     /// <summary>Four query heads × 16 dimensions (heads that are not a multiple of 64 wide).</summary>
-    static void Accumulate512x1(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    static void Accumulate512x1<TElement>(float* p, int pStride, byte* v, int stride, int n, float* o, int d)
+        where TElement : IKvElement
     {
         var a0 = Vector512.Load(o);
         var a1 = Vector512.Load(o + d);
@@ -139,7 +240,7 @@ internal static unsafe class AttentionQuads
         var a3 = Vector512.Load(o + 3 * d);
         for (int t = 0; t < n; t++)
         {
-            var value = Vector512.Load(v + (long)t * stride);
+            var value = TElement.Load512(v + (long)t * stride * TElement.Size);
             a0 = Vector512.FusedMultiplyAdd(value, Vector512.Create(p[t]), a0);
             a1 = Vector512.FusedMultiplyAdd(value, Vector512.Create(p[pStride + t]), a1);
             a2 = Vector512.FusedMultiplyAdd(value, Vector512.Create(p[2 * pStride + t]), a2);
@@ -152,7 +253,8 @@ internal static unsafe class AttentionQuads
     }
 
     /// <summary>Four query heads × 16 dimensions in two 256-bit halves: 8 accumulators.</summary>
-    static void Accumulate256x2(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    static void Accumulate256x2<TElement>(float* p, int pStride, byte* v, int stride, int n, float* o, int d)
+        where TElement : IKvElement
     {
         float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
         var a00 = Vector256.Load(o); var a01 = Vector256.Load(o + 8);
@@ -161,9 +263,9 @@ internal static unsafe class AttentionQuads
         var a30 = Vector256.Load(o3); var a31 = Vector256.Load(o3 + 8);
         for (int t = 0; t < n; t++)
         {
-            float* value = v + (long)t * stride;
-            var v0 = Vector256.Load(value);
-            var v1 = Vector256.Load(value + 8);
+            byte* value = v + (long)t * stride * TElement.Size;
+            var v0 = TElement.Load256(value);
+            var v1 = TElement.Load256(value + 8 * TElement.Size);
             var w = Vector256.Create(p[t]);
             a00 = Vector256.FusedMultiplyAdd(v0, w, a00);
             a01 = Vector256.FusedMultiplyAdd(v1, w, a01);
@@ -184,7 +286,8 @@ internal static unsafe class AttentionQuads
     }
 
     /// <summary>Four query heads × 8 dimensions.</summary>
-    static void Accumulate256x1(float* p, int pStride, float* v, int stride, int n, float* o, int d)
+    static void Accumulate256x1<TElement>(float* p, int pStride, byte* v, int stride, int n, float* o, int d)
+        where TElement : IKvElement
     {
         var a0 = Vector256.Load(o);
         var a1 = Vector256.Load(o + d);
@@ -192,7 +295,7 @@ internal static unsafe class AttentionQuads
         var a3 = Vector256.Load(o + 3 * d);
         for (int t = 0; t < n; t++)
         {
-            var value = Vector256.Load(v + (long)t * stride);
+            var value = TElement.Load256(v + (long)t * stride * TElement.Size);
             a0 = Vector256.FusedMultiplyAdd(value, Vector256.Create(p[t]), a0);
             a1 = Vector256.FusedMultiplyAdd(value, Vector256.Create(p[pStride + t]), a1);
             a2 = Vector256.FusedMultiplyAdd(value, Vector256.Create(p[2 * pStride + t]), a2);
@@ -203,4 +306,60 @@ internal static unsafe class AttentionQuads
         a2.Store(o + 2 * d);
         a3.Store(o + 3 * d);
     }
+}
+
+/// <summary>
+/// How the four-head kernels read one element type of keys and values into float lanes; a struct
+/// type argument, so each element type gets its own compiled kernel with the load inlined.
+/// </summary>
+internal unsafe interface IKvElement
+{
+    /// <summary>Bytes per element.</summary>
+    static abstract int Size { get; }
+
+    static abstract float Load(byte* at);
+
+    static abstract Vector256<float> Load256(byte* at);
+
+    static abstract Vector512<float> Load512(byte* at);
+}
+
+/// <summary>Floats, read as they are.</summary>
+internal readonly unsafe struct SingleElement : IKvElement
+{
+    public static int Size => sizeof(float);
+
+    public static float Load(byte* at) => *(float*)at;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(byte* at) => Vector256.Load((float*)at);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(byte* at) => Vector512.Load((float*)at);
+}
+
+/// <summary>
+/// Halves with no infinity or NaN among them, read as floats 2^-112 times their value: the
+/// conversion of <see cref="Quants.QuantMath.FiniteHalfToSingle(Vector256{int})"/> without its
+/// multiply, which the caller folds into the other factor instead (queries and weights 2^112 times
+/// theirs; every product is then the exact one: powers of two scale without rounding). A full
+/// cache's decode step converts every key and value of the context, and the multiply shared the
+/// multiply-add ports with the products themselves; a shift and a mask run beside them.
+/// </summary>
+internal readonly unsafe struct ScaledHalfElement : IKvElement
+{
+    /// <summary>What the other factor is multiplied by: 2^112.</summary>
+    public const float Compensation = 5.192296858534828E+33f;
+
+    public static int Size => sizeof(ushort);
+
+    public static float Load(byte* at) => BitConverter.Int32BitsToSingle((*(short*)at << 13) & unchecked((int)0x8FFFFFFF));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(byte* at) =>
+        ((Vector256.WidenLower(Vector128.Load((short*)at).ToVector256Unsafe()) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(byte* at) =>
+        ((Vector512.WidenLower(Vector256.Load((short*)at).ToVector512Unsafe()) << 13) & Vector512.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
 }

@@ -47,6 +47,46 @@ public unsafe class QuantMathTests
         }
     }
 
+    /// <summary>
+    /// The short conversion for halves known finite, 256 and 512 bits, through <see cref="F16"/>'s
+    /// pointer loop too (vectors and the scalar tail): every finite half in every lane is exactly
+    /// (float)Half.
+    /// </summary>
+    [Fact]
+    public void FiniteHalfToFloatMatchesDotNetForAllFiniteInputs()
+    {
+        var finite = Enumerable.Range(0, 65536).Where(h => (h & 0x7C00) != 0x7C00).Select(h => (ushort)h).ToArray();
+        var converted = new float[finite.Length];
+        fixed (ushort* source = finite)
+        fixed (float* destination = converted)
+            F16.FiniteToSingle(source, destination, finite.Length);
+        for (int i = 0; i < finite.Length; i++)
+        {
+            uint expected = BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf(finite[i]));
+            Assert.True(expected == BitConverter.SingleToUInt32Bits(converted[i]), $"{finite[i]:x4} gave {converted[i]}");
+            var lanes256 = QuantMath.FiniteHalfToSingle(Vector256.Create(0x3C01).WithElement(i % 8, (int)(short)finite[i]));
+            Assert.Equal(expected, BitConverter.SingleToUInt32Bits(lanes256[i % 8]));
+            var lanes512 = QuantMath.FiniteHalfToSingle(Vector512.Create(0x3C01).WithElement(i % 16, (int)(short)finite[i]));
+            Assert.Equal(expected, BitConverter.SingleToUInt32Bits(lanes512[i % 16]));
+        }
+    }
+
+    /// <summary>An infinity or NaN anywhere (in the vector part or the tail, either sign) is found; the largest finite halves are not one.</summary>
+    [Fact]
+    public void InfinitiesAndNaNsAreFoundAnywhere()
+    {
+        var halves = new ushort[37];
+        for (int i = 0; i < halves.Length; i++) halves[i] = (ushort)(i % 2 == 0 ? 0x7BFF : 0xFBFF); // ±65504
+        Assert.False(F16.AnyInfinityOrNaN(halves));
+        foreach (ushort special in new ushort[] { 0x7C00, 0xFC00, 0x7E00, 0x7C01, 0xFFFF })
+            for (int at = 0; at < halves.Length; at++)
+            {
+                var copy = (ushort[])halves.Clone();
+                copy[at] = special;
+                Assert.True(F16.AnyInfinityOrNaN(copy), $"{special:x4} at {at} of {copy.Length} was missed");
+            }
+    }
+
     /// <summary>The 128-bit conversion (a Q4_K block's d and dmin together), every half in every lane.</summary>
     [Fact]
     public void HalfToFloat128MatchesDotNetForAllInputs()

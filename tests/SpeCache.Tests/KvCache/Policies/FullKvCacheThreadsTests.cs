@@ -106,4 +106,53 @@ public class FullKvCacheTiledAttentionTests
                     $"{element}, {threads} threads, context {prefix}: value {i} of the tiled decode is {actual[i]}, the prefill path's {expected[i]}");
         }
     }
+
+    /// <summary>
+    /// An F16 cache's decode step reads halves in place only while they are all finite and the
+    /// queries small enough to scale: a value that overflows to an infinite half, a key of the
+    /// largest finite half, and a query of 10^5 must each give what the prefill path (the exact
+    /// conversion, no scaling) gives, infinities and NaNs in the same places.
+    /// </summary>
+    [Theory]
+    [InlineData("infinite value")]
+    [InlineData("largest finite key")]
+    [InlineData("huge query")]
+    public void HalvesOutOfTheScaledRangeGiveTheExactResult(string what)
+    {
+        var c = Shape(kvHeads: 2, group: 4, headDim: 64) with { ContextLength = 512 };
+        var rng = new Random(29);
+        const int prefix = 100;
+        var k = KiviTestData.Normals(rng, prefix + 1, c.KvDim);
+        var v = KiviTestData.Normals(rng, prefix + 1, c.KvDim);
+        var q = KiviTestData.Normals(rng, prefix + 1, c.QDim);
+        switch (what)
+        {
+            case "infinite value": v[37 * c.KvDim + 5] = 70000f; break; // past 65504: an infinite half
+            case "largest finite key": k[37 * c.KvDim + 5] = 65504f; break;
+            case "huge query": q[prefix * c.QDim + 70] = 1e5f; break;
+        }
+        // The decode step after the prefix, against all the rows in one call (more than two: the prefill path).
+        using var tiled = new FullKvCache(c, 256, FullKvElement.F16, 1);
+        tiled.Append(0, k.AsSpan(0, prefix * c.KvDim), v.AsSpan(0, prefix * c.KvDim), prefix);
+        tiled.Attend(0, q.AsSpan(0, prefix * c.QDim), new float[prefix * c.QDim], prefix);
+        tiled.Commit(prefix);
+        var actual = new float[c.QDim];
+        tiled.Append(0, k.AsSpan(prefix * c.KvDim), v.AsSpan(prefix * c.KvDim), 1);
+        tiled.Attend(0, q.AsSpan(prefix * c.QDim), actual, 1);
+        using var reference = new FullKvCache(c, 256, FullKvElement.F16, 1);
+        reference.Append(0, k, v, prefix + 1);
+        var all = new float[(prefix + 1) * c.QDim];
+        reference.Attend(0, q, all, prefix + 1);
+        var wanted = all.AsSpan(prefix * c.QDim);
+        int special = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            if (!float.IsFinite(wanted[i])) special++;
+            bool same = float.IsNaN(wanted[i]) ? float.IsNaN(actual[i])
+                : float.IsInfinity(wanted[i]) ? actual[i] == wanted[i]
+                : Math.Abs(actual[i] - wanted[i]) <= 1e-5f * (1 + Math.Abs(wanted[i]));
+            Assert.True(same, $"{what}: output {i} of the decode step is {actual[i]}, the prefill path's {wanted[i]}");
+        }
+        if (what == "infinite value") Assert.True(special > 0, "the infinite value reached no output");
+    }
 }

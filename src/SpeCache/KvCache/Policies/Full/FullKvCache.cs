@@ -47,10 +47,13 @@ public sealed unsafe class FullKvCache : IKvCache
     readonly float[] _valueRows;
     readonly int[] _pending;   // tokens appended to each layer but not yet committed
     readonly float[][] _scores;  // per attention worker: (groupSize, capacity)
+    readonly float[][] _scaledQueries; // per attention worker: (groupSize, headDim) one group's queries times 2^112, for keys read as halves in place
     readonly float[][] _tiles;   // per attention worker: (TilePositions, headDim) of one head's keys or values, decoded in a decode step
     readonly CausalAttention[] _causal; // per attention worker: longer calls' attention
     readonly int _headBytes;     // bytes of one head's slice of a row; 0 when a head is not a whole number of blocks
     readonly int _workers;
+    readonly int _quadBits;      // the four-head kernels' vector width for this head size; 0: one head at a time
+    bool _infinityOrNaN;         // an F16 cache holds an infinite or NaN half: tiles take the exact conversion that keeps them
     readonly ParallelWorkers _parallel = new();
     readonly float _scale;
 
@@ -103,11 +106,15 @@ public sealed unsafe class FullKvCache : IKvCache
         for (int w = 0; w < _workers; w++) _scores[w] = new float[_groupSize * capacity];
         // A head decodes on its own when it is a unit (the F32 cache is read in place instead).
         _headBytes = element == FullKvElement.F32 || _units == 1 ? 0 : _unitBytes;
+        _scaledQueries = new float[_workers][];
+        for (int w = 0; w < _workers; w++) _scaledQueries[w] = new float[_groupSize * _headDim];
         _tiles = new float[_workers][];
         for (int w = 0; w < _workers; w++) _tiles[w] = _headBytes == 0 ? [] : new float[TilePositions * _headDim];
         _causal = new CausalAttention[_workers];
         for (int w = 0; w < _workers; w++) _causal[w] = new CausalAttention(_headDim, _groupSize);
         _scale = 1f / MathF.Sqrt(_headDim);
+        _quadBits = Vector512.IsHardwareAccelerated && _headDim % 16 == 0 ? 512
+            : Vector256.IsHardwareAccelerated && _headDim % 8 == 0 ? 256 : 0;
     }
 
     /// <summary>Bytes of one token's keys (or values) for all KV heads of one layer.</summary>
@@ -205,6 +212,21 @@ public sealed unsafe class FullKvCache : IKvCache
                 }
         }
         _pending[layer] = count;
+        // Halves overflow to infinity past 65504; a model's activations rarely do, so the decode
+        // step keeps the shorter conversion until one is stored (checked here once per token, not
+        // per step over the whole context).
+        if (_element == FullKvElement.F16 && !_infinityOrNaN)
+            _infinityOrNaN = HasInfinityOrNaN(_keys[layer], count) || HasInfinityOrNaN(_values[layer], count);
+    }
+
+    /// <summary>Whether the <paramref name="count"/> positions just appended to a layer's keys or values hold an infinite or NaN half.</summary>
+    bool HasInfinityOrNaN(byte[] encoded, int count)
+    {
+        var halves = MemoryMarshal.Cast<byte, ushort>(encoded.AsSpan());
+        int perUnit = _unitBytes / sizeof(ushort);
+        for (int u = 0; u < _units; u++)
+            if (F16.AnyInfinityOrNaN(halves.Slice((u * Capacity + Length) * perUnit, count * perUnit))) return true;
+        return false;
     }
 
     public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int count)
@@ -291,9 +313,12 @@ public sealed unsafe class FullKvCache : IKvCache
     }
 
     /// <summary>
-    /// A decode step's (one or two rows) attention against KV head <paramref name="g"/>: the head's
-    /// keys, then its values, decoded into the worker's tile a tile of positions at a time as they
-    /// are needed (<see cref="TileRows"/>), each tile serving every query head of the group. (A
+    /// A decode step's (one or two rows) attention against KV head <paramref name="g"/>, a tile of
+    /// positions at a time, each tile serving every query head of the group. Four heads at a time
+    /// share each key and value (<see cref="AttentionQuads"/>): on an F16 cache they read the halves
+    /// in place (<see cref="ScaledHalfElement"/>, the queries and weights scaled to match); on other
+    /// types, on a cache holding an infinite or NaN half, and for the heads left over, the head's
+    /// keys and values are decoded into the worker's tile first (<see cref="TileRows"/>). (A
     /// 32K-token F16 cache is 64 MB per layer; decoded up front it is written out as 128 MB of
     /// floats and read back from memory.)
     /// </summary>
@@ -302,53 +327,83 @@ public sealed unsafe class FullKvCache : IKvCache
         var scoreBuffer = _scores[worker];
         var tile = _tiles[worker];
         int qDim = _kvHeads * _groupSize * _headDim, d = _headDim;
-        // Four heads of the group at a time share each key and value (AttentionQuads); the rest one by one.
-        int quads = Vector512.IsHardwareAccelerated && d % 16 == 0 ? _groupSize / 4 * 4 : 0;
+        int quads = _quadBits > 0 ? _groupSize / 4 * 4 : 0;
+        bool halves = quads > 0 && _element == FullKvElement.F16 && !_infinityOrNaN;
         var queries = new ReadOnlySpan<float>(_callQueries, _callRowsLength);
         var output = new Span<float>(_callOutput, _callRowsLength);
+        long headAt = (long)g * Capacity * _headBytes;
         fixed (float* scores0 = scoreBuffer)
         fixed (float* tile0 = tile)
+        fixed (float* scaled0 = _scaledQueries[worker])
+        fixed (byte* keys0 = _keys[_callLayer])
+        fixed (byte* values0 = _values[_callLayer])
             for (int i = 0; i < _callCount; i++)
             {
                 int visible = Length + i + 1; // causal: positions 0 .. Length + i
                 int heads = i * qDim + g * _groupSize * d; // the group's first query head (and output) in this row
+                bool inPlace = halves && ScaleForHalves(queries.Slice(heads, quads * d), _scaledQueries[worker]);
+                bool tiled = !inPlace || quads < _groupSize;
                 for (int t0 = 0; t0 < visible; t0 += TilePositions)
                 {
                     int n = Math.Min(TilePositions, visible - t0);
+                    float* scores = scores0 + t0;
+                    if (inPlace)
+                        for (int j = 0; j < quads; j += 4)
+                            AttentionQuads.Scores<ScaledHalfElement>(_quadBits, scaled0 + j * d, keys0 + headAt + (long)t0 * _headBytes, n, d, _scale, scores + j * Capacity, Capacity);
+                    if (!tiled) continue;
                     var keys = TileRows(_keys[_callLayer], g, t0, n, tile);
-                    for (int j = 0; j < quads; j += 4)
-                        AttentionQuads.Scores512(_callQueries + heads + j * d, tile0, n, d, _scale, scores0 + j * Capacity + t0, Capacity);
+                    for (int j = inPlace ? quads : 0; j < quads; j += 4)
+                        AttentionQuads.Scores(_quadBits, _callQueries + heads + j * d, tile0, n, d, _scale, scores + j * Capacity, Capacity);
                     for (int j = quads; j < _groupSize; j++)
                     {
                         var q = queries.Slice(heads + j * d, d);
-                        var scores = scoreBuffer.AsSpan(j * Capacity + t0, n);
                         for (int t = 0; t < n; t++)
-                            scores[t] = AttentionMath.Dot(q, keys.Slice(t * d, d)) * _scale;
+                            scores[j * Capacity + t] = AttentionMath.Dot(q, keys.Slice(t * d, d)) * _scale;
                     }
                 }
                 for (int j = 0; j < _groupSize; j++)
                 {
+                    // Weights for halves read in place are 2^112 times theirs (a power of two: the
+                    // same bits scaled), and so is the weight below which they count as 0.
+                    float factor = inPlace && j < quads ? ScaledHalfElement.Compensation : 1f;
                     var weights = scoreBuffer.AsSpan(j * Capacity, visible);
-                    AttentionMath.SoftMax(weights);
+                    float sum = AttentionMath.ExpSum(weights, TensorPrimitives.Max(weights), weights);
+                    TensorPrimitives.Multiply(weights, factor * (1f / sum), weights);
                     // The four-head kernel cannot skip negligible weights one head at a time.
-                    AttentionMath.ZeroBelow(weights, AttentionMath.NegligibleWeight);
+                    AttentionMath.ZeroBelow(weights, AttentionMath.NegligibleWeight * factor);
                     output.Slice(heads + j * d, d).Clear();
                 }
                 for (int t0 = 0; t0 < visible; t0 += TilePositions)
                 {
                     int n = Math.Min(TilePositions, visible - t0);
+                    float* weights = scores0 + t0;
+                    if (inPlace)
+                        for (int j = 0; j < quads; j += 4)
+                            AttentionQuads.AccumulateValues<ScaledHalfElement>(_quadBits, weights + j * Capacity, Capacity, values0 + headAt + (long)t0 * _headBytes, d, n, _callOutput + heads + j * d, d);
+                    if (!tiled) continue;
                     var values = TileRows(_values[_callLayer], g, t0, n, tile);
-                    for (int j = 0; j < quads; j += 4)
-                        AttentionQuads.AccumulateValues(512, scores0 + j * Capacity + t0, Capacity, tile0, d, n, _callOutput + heads + j * d, d);
+                    for (int j = inPlace ? quads : 0; j < quads; j += 4)
+                        AttentionQuads.AccumulateValues(_quadBits, weights + j * Capacity, Capacity, tile0, d, n, _callOutput + heads + j * d, d);
                     for (int j = quads; j < _groupSize; j++)
                     {
-                        var weights = scoreBuffer.AsSpan(j * Capacity + t0, n);
                         var o = output.Slice(heads + j * d, d);
                         for (int t = 0; t < n; t++)
-                            if (weights[t] != 0) AttentionMath.MultiplyAdd(values.Slice(t * d, d), weights[t], o);
+                            if (weights[j * Capacity + t] != 0) AttentionMath.MultiplyAdd(values.Slice(t * d, d), weights[j * Capacity + t], o);
                     }
                 }
             }
+    }
+
+    /// <summary>
+    /// The queries times 2^112 into <paramref name="scaled"/>, for keys read as halves in place;
+    /// false when one is too large for that (2^16 and up would overflow) or NaN, so the call decodes
+    /// tiles instead.
+    /// </summary>
+    static bool ScaleForHalves(ReadOnlySpan<float> queries, Span<float> scaled)
+    {
+        if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(queries)) < 65536f)) return false;
+        TensorPrimitives.Multiply(queries, ScaledHalfElement.Compensation, scaled[..queries.Length]);
+        return true;
     }
 
     /// <summary>Head <paramref name="g"/>'s keys or values at positions <paramref name="t0"/> .. t0 + n, decoded into <paramref name="tile"/>.</summary>
@@ -362,7 +417,10 @@ public sealed unsafe class FullKvCache : IKvCache
             // Inline: the same conversion as the general decoder, without its checks and casts.
             fixed (byte* source = encoded)
             fixed (float* destination = tile)
-                F16.ToSingle((ushort*)(source + at), destination, n * _headDim);
+            {
+                if (_infinityOrNaN) F16.ToSingle((ushort*)(source + at), destination, n * _headDim);
+                else F16.FiniteToSingle((ushort*)(source + at), destination, n * _headDim);
+            }
         }
         else
         {
@@ -385,6 +443,7 @@ public sealed unsafe class FullKvCache : IKvCache
     public void Clear()
     {
         Length = 0;
+        _infinityOrNaN = false;
         Array.Clear(_pending);
     }
 
