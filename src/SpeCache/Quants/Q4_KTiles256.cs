@@ -171,6 +171,7 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
             {
                 byte* xb = a + (long)b * PackedBlockBytes;
                 byte* wb = w + r * ws + (long)b * Q4_K.BlockBytes;
+                PrefetchAhead(wb, Q4_K.BlockBytes);
                 Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
                 // The eight scales as words in both halves; a byte shuffle per sub-block spreads its scale over every word.
                 var words = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(sc).AsByte()).AsByte();

@@ -139,6 +139,7 @@ internal sealed unsafe class Q6_KTiles256 : TileKernel
             {
                 byte* wb = w + r * ws + (long)b * Q6_K.BlockBytes;
                 byte* xb = a + (long)b * PackedBlockBytes;
+                PrefetchAhead(wb, Q6_K.BlockBytes);
                 var scales = Vector128.Load((sbyte*)(wb + 192));
                 Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
                 Half<TN>(wb, scales, xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);

@@ -212,6 +212,7 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
                 if (TN.Value > 3) (d8 * Vector256.Load(ActivationScales(a + 3 * aStride, nb) + b)).Store(products + 24);
                 byte* wb = row + (long)b * TW.BlockBytes;
                 byte* xb = a + b * 32;
+                PrefetchAhead(wb, 8 * TW.BlockBytes);
                 Eight<TN>(wb, xb, aStride, products, 0, ref c0, ref c1, ref c2, ref c3);
                 Eight<TN>(wb, xb, aStride, products, 1, ref c0, ref c1, ref c2, ref c3);
                 Eight<TN>(wb, xb, aStride, products, 2, ref c0, ref c1, ref c2, ref c3);

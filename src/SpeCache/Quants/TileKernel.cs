@@ -54,6 +54,27 @@ internal abstract unsafe class TileKernel
     public abstract float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols);
 
     /// <summary>
+    /// How far ahead of the block being read the row-at-a-time kernels (decode) prefetch their
+    /// weight stream. The hardware prefetcher alone left one Q8_0 decode thread at 9.1-9.5 GB/s on
+    /// an AVX2-only EPYC, 11 GB/s with this (MatMulBench 1 Q8_0; 512 to 4096 bytes ahead all gained,
+    /// 2 to 3 KB the most): the loop waits on memory, not on its multiply-adds.
+    /// </summary>
+    public const int PrefetchDistance = 2048;
+
+    /// <summary>
+    /// Prefetches the weight bytes <see cref="PrefetchDistance"/> past [<paramref name="at"/>,
+    /// at + <paramref name="bytes"/>): a call per block (or group of blocks) read in order covers every
+    /// cache line of the stream, since no two of its prefetches are more than a line apart.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PrefetchAhead(byte* at, int bytes)
+    {
+        if (!Sse.IsSupported) return;
+        byte* ahead = at + PrefetchDistance;
+        for (int i = 0; i < bytes; i += 64) Sse.Prefetch0(ahead + i);
+    }
+
+    /// <summary>
     /// The fixed reduction of eight lanes: (l0+l4 + l2+l6) + (l1+l5 + l3+l7). Written out rather
     /// than <c>Vector256.Sum</c>, whose order is not specified, so the scalar reference can mirror it.
     /// </summary>
