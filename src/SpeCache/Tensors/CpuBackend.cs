@@ -59,6 +59,14 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
                     : Quantize(traits.QuantizeActivation, px, cols, activationRowBytes, n);
                 _matMul.Dot = traits.Dot;
                 _matMul.Dot2 = traits.Dot2;
+                // F16 weights with no infinity or NaN read their halves by the short conversion,
+                // against activations scaled to match (when none is too large to scale).
+                byte* scaled = w.Type == GgmlType.F16 && F16.DotScaledIsFaster && w.HalvesFinite ? ScaleForHalves(x[..(n * cols)]) : null;
+                if (scaled != null)
+                {
+                    activations = scaled;
+                    _matMul.Dot = DotScaled;
+                }
                 _matMul.Set(w, activations, activationRowBytes, py, n);
                 job = _matMul;
             }
@@ -68,14 +76,29 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         }
     }
 
+    static readonly RowDotFn DotScaled = F16.DotScaled;
+
+    /// <summary>The activation rows times 2^112 in the shared scratch buffer (<see cref="F16.ScaleActivations"/>), or null when one cannot be scaled.</summary>
+    byte* ScaleForHalves(ReadOnlySpan<float> x)
+    {
+        byte* scaled = Scratch((long)x.Length * sizeof(float));
+        return F16.ScaleActivations(x, new Span<float>(scaled, x.Length)) ? scaled : null;
+    }
+
+    /// <summary>The shared scratch buffer, at least <paramref name="bytes"/> long, from a cache line.</summary>
+    byte* Scratch(long bytes)
+    {
+        long need = bytes + 64;
+        if (_activations.Length < need)
+            _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
+        // Rows start on cache lines (packed row sizes are whole lines), so wide loads never straddle two.
+        return (byte*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations)) + 63) & ~(nint)63);
+    }
+
     /// <summary>Quantizes <paramref name="n"/> activation rows into the shared scratch buffer, split over the pool.</summary>
     byte* Quantize(QuantizeRowFn quantize, float* x, int cols, int rowBytes, int n)
     {
-        // Rows start on cache lines (packed row sizes are whole lines), so wide loads never straddle two.
-        long need = (long)rowBytes * n + 64;
-        if (_activations.Length < need)
-            _activations = GC.AllocateUninitializedArray<byte>(checked((int)need), pinned: true);
-        byte* activations = (byte*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_activations)) + 63) & ~(nint)63);
+        byte* activations = Scratch((long)rowBytes * n);
         _quantize.Quantize = quantize;
         _quantize.Source = x;
         _quantize.Destination = activations;

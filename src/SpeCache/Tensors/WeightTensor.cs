@@ -58,5 +58,31 @@ public sealed unsafe class WeightTensor
         return MemoryMarshal.Cast<byte, float>(Bytes);
     }
 
+    int _halvesFinite; // 0: not checked yet, 1: every half finite, 2: an infinity or NaN among them
+
+    /// <summary>
+    /// Whether an F16 tensor holds no infinite or NaN half, which lets its matmuls take the short
+    /// conversion (<see cref="Quants.F16.DotScaled"/>). Checked on first use, one pass over the
+    /// tensor (a race computes the same answer twice).
+    /// </summary>
+    public bool HalvesFinite
+    {
+        get
+        {
+            if (Type != GgmlType.F16) return false;
+            if (_halvesFinite == 0)
+            {
+                bool finite = true;
+                for (long at = 0; finite && at < ByteLength; at += 1 << 30)
+                {
+                    int bytes = (int)Math.Min(1 << 30, ByteLength - at);
+                    finite = !Quants.F16.AnyInfinityOrNaN(new ReadOnlySpan<ushort>(Data + at, bytes / sizeof(ushort)));
+                }
+                _halvesFinite = finite ? 1 : 2;
+            }
+            return _halvesFinite == 1;
+        }
+    }
+
     public override string ToString() => $"{Name} {GgmlTypeInfo.Name(Type)} [{string.Join(", ", Shape)}]";
 }

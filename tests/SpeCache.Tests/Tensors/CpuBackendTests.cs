@@ -136,6 +136,71 @@ public class CpuBackendTests
         }
     }
 
+    /// <summary>
+    /// F16 weights take the short conversion against activations scaled by 2^112 where every half
+    /// is finite and every activation below 2^16: each output must be the exact dot's bits
+    /// (<see cref="F16.Dot"/>, one row at a time). A weight overflowed to infinity, a NaN weight and
+    /// an activation of 10^5 each fall back to it, so infinities and NaNs land where the exact dot
+    /// puts them; a stale "finite" flag or a missed range check would turn them into finite values.
+    /// </summary>
+    [Theory]
+    [InlineData("finite")]
+    [InlineData("infinite weight")]
+    [InlineData("NaN weight")]
+    [InlineData("huge activation")]
+    public unsafe void F16MatMulGivesTheExactDotsBits(string what)
+    {
+        const int rows = 21, cols = 103, n = 3;
+        using var weights = new TestWeights(GgmlType.F16, rows, cols, seed: 9);
+        var halves = new Span<ushort>(weights.Tensor.Data, rows * cols);
+        halves[5 * cols + 7] = 0x0001;      // the smallest subnormal
+        halves[6 * cols + 8] = 0x8000;      // -0
+        halves[7 * cols + 9] = 0x7BFF;      // 65504, the largest finite half
+        if (what == "infinite weight") halves[8 * cols + 10] = 0xFC00;
+        if (what == "NaN weight") halves[9 * cols + 11] = 0x7E00;
+        var x = TestRows.WithOutliers(n * cols, 77);
+        if (what == "huge activation") x[cols + 4] = 1e5f;
+        Assert.Equal(what is "finite" or "huge activation", weights.Tensor.HalvesFinite);
+        var y = new float[n * rows];
+        using (var backend = new CpuBackend(2))
+            backend.MatMul(weights.Tensor, x, y, n);
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = F16.Dot(weights.Tensor.Row(r), System.Runtime.InteropServices.MemoryMarshal.AsBytes(x.AsSpan(i * cols, cols)), cols);
+                Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(y[i * rows + r]) || float.IsNaN(expected) && float.IsNaN(y[i * rows + r]),
+                    $"{what}: y[{i},{r}] = {y[i * rows + r]}, the exact dot {expected}");
+            }
+    }
+
+    /// <summary>The scaled dot alone, every length from 1 to 40 and a long odd one (vector loops and tails), bit for bit against the exact dot.</summary>
+    [Fact]
+    public void F16ScaledDotIsTheExactDotsBits()
+    {
+        var rng = new Random(31);
+        foreach (int cols in Enumerable.Range(1, 40).Append(4099))
+        {
+            var w = new ushort[cols];
+            for (int i = 0; i < cols; i++)
+            {
+                ushort h;
+                do h = (ushort)rng.Next(65536); while ((h & 0x7C00) == 0x7C00);
+                w[i] = h;
+            }
+            var x = TestRows.WithOutliers(cols, cols);
+            var scaled = new float[cols];
+            Assert.True(F16.ScaleActivations(x, scaled));
+            var wb = System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan());
+            float expected = F16.Dot(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(x.AsSpan()), cols);
+            float actual = F16.DotScaled(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(scaled.AsSpan()), cols);
+            if (F16.DotScaledIsFaster) Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(actual));
+            else Assert.True(Math.Abs(actual - expected) <= 1e-5f * (1 + Math.Abs(expected)), $"{cols} columns: {actual}, exact {expected}");
+        }
+        Assert.False(F16.ScaleActivations([1f, 65536f], new float[2]));
+        Assert.False(F16.ScaleActivations([float.NaN], new float[1]));
+        Assert.True(F16.ScaleActivations([-65535f], new float[1]));
+    }
+
     [Fact]
     public void MatMulRejectsShortBuffers()
     {
