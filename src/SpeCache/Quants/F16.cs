@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace SpeCache.Quants;
 
@@ -144,6 +145,7 @@ public static unsafe class F16
             // Multiply-adds in the lanes and order of Dot256: the same roundings, so the same bits.
             for (; i + 16 <= cols; i += 16)
             {
+                if ((i & 31) == 0) Sse.Prefetch0((byte*)(h + i) + TileKernel.PrefetchDistance);
                 acc0 = Vector256.FusedMultiplyAdd(ScaledHalves(h + i), Vector256.Load(f + i), acc0);
                 acc1 = Vector256.FusedMultiplyAdd(ScaledHalves(h + i + 8), Vector256.Load(f + i + 8), acc1);
             }
