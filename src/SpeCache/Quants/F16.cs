@@ -158,6 +158,54 @@ public static unsafe class F16
     }
 
     /// <summary>
+    /// <see cref="DotScaled"/> of one weight row with two activation rows, each bit for bit its own
+    /// call's (the same lanes and order): each half is converted once for both (prefill, where the
+    /// one-row form made F16 prefill convert every weight once per prompt token).
+    /// </summary>
+    public static void DotScaled2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
+    {
+        if (!Vector256.IsHardwareAccelerated || Vector512.IsHardwareAccelerated)
+        {
+            y0 = DotScaledPortable(w, x0, cols);
+            y1 = DotScaledPortable(w, x1, cols);
+            return;
+        }
+        if (w.Length < cols * 2 || x0.Length < cols * 4 || x1.Length < cols * 4) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px0 = x0)
+        fixed (byte* px1 = x1)
+        {
+            short* h = (short*)pw;
+            float* f = (float*)px0, g = (float*)px1;
+            Vector256<float> a0 = Vector256<float>.Zero, a1 = Vector256<float>.Zero, b0 = Vector256<float>.Zero, b1 = Vector256<float>.Zero;
+            int i = 0;
+            for (; i + 16 <= cols; i += 16)
+            {
+                var w0 = ScaledHalves(h + i);
+                var w1 = ScaledHalves(h + i + 8);
+                a0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(f + i), a0);
+                a1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(f + i + 8), a1);
+                b0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(g + i), b0);
+                b1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(g + i + 8), b1);
+            }
+            for (; i + 8 <= cols; i += 8)
+            {
+                var w0 = ScaledHalves(h + i);
+                a0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(f + i), a0);
+                b0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(g + i), b0);
+            }
+            float s0 = Vector256.Sum(a0 + a1), s1 = Vector256.Sum(b0 + b1);
+            for (; i < cols; i++)
+            {
+                float wi = ScaledHalf(h[i]);
+                s0 += wi * f[i];
+                s1 += wi * g[i];
+            }
+            (y0, y1) = (s0, s1);
+        }
+    }
+
+    /// <summary>
     /// <see cref="DotScaled"/> where it has no 256-bit loop (AVX-512 CPUs take the 512-bit
     /// conversion's <see cref="Dot"/> speed anyway; others have no vectors): the exact dot of the
     /// unscaled values, which is the same dot.

@@ -66,6 +66,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
                 {
                     activations = scaled;
                     _matMul.Dot = DotScaled;
+                    _matMul.Dot2 = DotScaled2;
                 }
                 _matMul.Set(w, activations, activationRowBytes, py, n);
                 job = _matMul;
@@ -77,6 +78,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
     }
 
     static readonly RowDotFn DotScaled = F16.DotScaled;
+    static readonly RowDot2Fn DotScaled2 = F16.DotScaled2;
 
     /// <summary>The activation rows times 2^112 in the shared scratch buffer (<see cref="F16.ScaleActivations"/>), or null when one cannot be scaled.</summary>
     byte* ScaleForHalves(ReadOnlySpan<float> x)

@@ -195,6 +195,13 @@ public class CpuBackendTests
             float actual = F16.DotScaled(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(scaled.AsSpan()), cols);
             if (F16.DotScaledIsFaster) Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(actual));
             else Assert.True(Math.Abs(actual - expected) <= 1e-5f * (1 + Math.Abs(expected)), $"{cols} columns: {actual}, exact {expected}");
+            // Two activation rows at once: each the one-row call's bits, whichever of the two it is.
+            var other = TestRows.WithOutliers(cols, cols + 1000);
+            var otherScaled = new float[cols];
+            Assert.True(F16.ScaleActivations(other, otherScaled));
+            F16.DotScaled2(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(otherScaled.AsSpan()), System.Runtime.InteropServices.MemoryMarshal.AsBytes(scaled.AsSpan()), cols, out float first, out float second);
+            Assert.Equal(BitConverter.SingleToUInt32Bits(F16.DotScaled(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(otherScaled.AsSpan()), cols)), BitConverter.SingleToUInt32Bits(first));
+            Assert.Equal(BitConverter.SingleToUInt32Bits(actual), BitConverter.SingleToUInt32Bits(second));
         }
         Assert.False(F16.ScaleActivations([1f, 65536f], new float[2]));
         Assert.False(F16.ScaleActivations([float.NaN], new float[1]));
