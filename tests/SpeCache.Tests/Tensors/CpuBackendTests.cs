@@ -117,6 +117,7 @@ public class CpuBackendTests
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
     [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
     public void RowResultsDoNotDependOnRowCountOrThreads(GgmlType type)
     {
         const int rows = 38;
