@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using SpeCache.Quants;
 
 namespace SpeCache.KvCache;
 
@@ -340,7 +341,7 @@ internal readonly unsafe struct SingleElement : IKvElement
 
 /// <summary>
 /// Halves with no infinity or NaN among them, read as floats 2^-112 times their value: the
-/// conversion of <see cref="Quants.QuantMath.FiniteHalfToSingle(Vector256{int})"/> without its
+/// conversion of <see cref="QuantMath.FiniteHalfToSingle(Vector256{int})"/> without its
 /// multiply, which the caller folds into the other factor instead (queries and weights 2^112 times
 /// theirs; every product is then the exact one: powers of two scale without rounding). A full
 /// cache's decode step converts every key and value of the context, and the multiply shared the
@@ -353,11 +354,10 @@ internal readonly unsafe struct ScaledHalfElement : IKvElement
 
     public static int Size => sizeof(ushort);
 
-    public static float Load(byte* at) => BitConverter.Int32BitsToSingle((*(short*)at << 13) & unchecked((int)0x8FFFFFFF));
+    public static float Load(byte* at) => ScaledHalves.ToFloat(*(ushort*)at);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load256(byte* at) =>
-        ((Vector256.WidenLower(Vector128.Load((short*)at).ToVector256Unsafe()) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
+    public static Vector256<float> Load256(byte* at) => ScaledHalves.Load8((ushort*)at);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load512(byte* at) =>

@@ -94,27 +94,7 @@ public static unsafe class BF16
         }
     }
 
-    internal static float Dot256(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
-    {
-        if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
-        fixed (byte* pw = w)
-        fixed (byte* px = x)
-        {
-            ushort* h = (ushort*)pw;
-            float* f = (float*)px;
-            var acc0 = Vector256<float>.Zero;
-            var acc1 = Vector256<float>.Zero;
-            int i = 0;
-            for (; i + 16 <= cols; i += 16)
-            {
-                if ((i & 31) == 0) Sse.Prefetch0((byte*)(h + i) + TileKernel.PrefetchDistance);
-                var (lo, hi) = Vector256.Widen(Vector256.Load(h + i));
-                acc0 = Vector256.FusedMultiplyAdd((lo << 16).AsSingle(), Vector256.Load(f + i), acc0);
-                acc1 = Vector256.FusedMultiplyAdd((hi << 16).AsSingle(), Vector256.Load(f + i + 8), acc1);
-            }
-            return DotScalar(w, x, cols, i, Vector256.Sum(acc0 + acc1));
-        }
-    }
+    internal static float Dot256(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) => HalfRows.Dot256<BFloat16s>(w, x, cols);
 
     /// <summary>
     /// One weight row against two activation rows, each result bit for bit its own <see cref="Dot"/>
@@ -129,27 +109,6 @@ public static unsafe class BF16
             y1 = Dot(w, x1, cols);
             return;
         }
-        if (w.Length < cols * 2 || x0.Length < cols * 4 || x1.Length < cols * 4) throw new ArgumentException("row too short");
-        fixed (byte* pw = w)
-        fixed (byte* px0 = x0)
-        fixed (byte* px1 = x1)
-        {
-            ushort* h = (ushort*)pw;
-            float* f = (float*)px0, g = (float*)px1;
-            Vector256<float> a0 = Vector256<float>.Zero, a1 = Vector256<float>.Zero, b0 = Vector256<float>.Zero, b1 = Vector256<float>.Zero;
-            int i = 0;
-            for (; i + 16 <= cols; i += 16)
-            {
-                var (lo, hi) = Vector256.Widen(Vector256.Load(h + i));
-                var w0 = (lo << 16).AsSingle();
-                var w1 = (hi << 16).AsSingle();
-                a0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(f + i), a0);
-                a1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(f + i + 8), a1);
-                b0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(g + i), b0);
-                b1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(g + i + 8), b1);
-            }
-            y0 = DotScalar(w, x0, cols, i, Vector256.Sum(a0 + a1));
-            y1 = DotScalar(w, x1, cols, i, Vector256.Sum(b0 + b1));
-        }
+        HalfRows.Dot2_256<BFloat16s>(w, x0, x1, cols, out y0, out y1);
     }
 }

@@ -130,32 +130,8 @@ public static unsafe class F16
     /// on a CPU where <see cref="DotScaledIsFaster"/> the bits are Dot's: a matmul's outputs do not
     /// depend on which of the two it took (a large activation in another row sends all to Dot).
     /// </summary>
-    public static float DotScaled(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
-    {
-        if (!Vector256.IsHardwareAccelerated || Vector512.IsHardwareAccelerated) return DotScaledPortable(w, x, cols);
-        if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
-        fixed (byte* pw = w)
-        fixed (byte* px = x)
-        {
-            short* h = (short*)pw;
-            float* f = (float*)px;
-            var acc0 = Vector256<float>.Zero;
-            var acc1 = Vector256<float>.Zero;
-            int i = 0;
-            // Multiply-adds in the lanes and order of Dot256: the same roundings, so the same bits.
-            for (; i + 16 <= cols; i += 16)
-            {
-                if ((i & 31) == 0) Sse.Prefetch0((byte*)(h + i) + TileKernel.PrefetchDistance);
-                acc0 = Vector256.FusedMultiplyAdd(ScaledHalves(h + i), Vector256.Load(f + i), acc0);
-                acc1 = Vector256.FusedMultiplyAdd(ScaledHalves(h + i + 8), Vector256.Load(f + i + 8), acc1);
-            }
-            for (; i + 8 <= cols; i += 8)
-                acc0 = Vector256.FusedMultiplyAdd(ScaledHalves(h + i), Vector256.Load(f + i), acc0);
-            float sum = Vector256.Sum(acc0 + acc1);
-            for (; i < cols; i++) sum += ScaledHalf(h[i]) * f[i];
-            return sum;
-        }
-    }
+    public static float DotScaled(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
+        DotScaledIsFaster ? HalfRows.Dot256<ScaledHalves>(w, x, cols) : DotScaledPortable(w, x, cols);
 
     /// <summary>
     /// <see cref="DotScaled"/> of one weight row with two activation rows, each bit for bit its own
@@ -164,67 +140,28 @@ public static unsafe class F16
     /// </summary>
     public static void DotScaled2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
     {
-        if (!Vector256.IsHardwareAccelerated || Vector512.IsHardwareAccelerated)
+        if (DotScaledIsFaster)
         {
-            y0 = DotScaledPortable(w, x0, cols);
-            y1 = DotScaledPortable(w, x1, cols);
+            HalfRows.Dot2_256<ScaledHalves>(w, x0, x1, cols, out y0, out y1);
             return;
         }
-        if (w.Length < cols * 2 || x0.Length < cols * 4 || x1.Length < cols * 4) throw new ArgumentException("row too short");
-        fixed (byte* pw = w)
-        fixed (byte* px0 = x0)
-        fixed (byte* px1 = x1)
-        {
-            short* h = (short*)pw;
-            float* f = (float*)px0, g = (float*)px1;
-            Vector256<float> a0 = Vector256<float>.Zero, a1 = Vector256<float>.Zero, b0 = Vector256<float>.Zero, b1 = Vector256<float>.Zero;
-            int i = 0;
-            for (; i + 16 <= cols; i += 16)
-            {
-                var w0 = ScaledHalves(h + i);
-                var w1 = ScaledHalves(h + i + 8);
-                a0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(f + i), a0);
-                a1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(f + i + 8), a1);
-                b0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(g + i), b0);
-                b1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(g + i + 8), b1);
-            }
-            for (; i + 8 <= cols; i += 8)
-            {
-                var w0 = ScaledHalves(h + i);
-                a0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(f + i), a0);
-                b0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(g + i), b0);
-            }
-            float s0 = Vector256.Sum(a0 + a1), s1 = Vector256.Sum(b0 + b1);
-            for (; i < cols; i++)
-            {
-                float wi = ScaledHalf(h[i]);
-                s0 += wi * f[i];
-                s1 += wi * g[i];
-            }
-            (y0, y1) = (s0, s1);
-        }
+        y0 = DotScaledPortable(w, x0, cols);
+        y1 = DotScaledPortable(w, x1, cols);
     }
 
     /// <summary>
-    /// <see cref="DotScaled"/> where it has no 256-bit loop (AVX-512 CPUs take the 512-bit
-    /// conversion's <see cref="Dot"/> speed anyway; others have no vectors): the exact dot of the
-    /// unscaled values, which is the same dot.
+    /// <see cref="DotScaled"/> where it has no 256-bit loop (AVX-512 CPUs keep the 512-bit
+    /// conversion's <see cref="Dot"/>; others have no vectors): a plain loop, the same dot but not
+    /// necessarily Dot's bits, so the backend does not take this path there.
     /// </summary>
     static float DotScaledPortable(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
-        var h = MemoryMarshal.Cast<byte, short>(w);
+        var h = MemoryMarshal.Cast<byte, ushort>(w);
         var f = MemoryMarshal.Cast<byte, float>(x);
         float sum = 0;
-        for (int i = 0; i < cols; i++) sum += ScaledHalf(h[i]) * f[i];
+        for (int i = 0; i < cols; i++) sum += ScaledHalves.ToFloat(h[i]) * f[i];
         return sum;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> ScaledHalves(short* at) =>
-        ((Vector256.WidenLower(Vector128.Load(at).ToVector256Unsafe()) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float ScaledHalf(short h) => BitConverter.Int32BitsToSingle((h << 13) & unchecked((int)0x8FFFFFFF));
 
     internal static float Dot512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
@@ -248,25 +185,5 @@ public static unsafe class F16
         }
     }
 
-    internal static float Dot256(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
-    {
-        if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
-        fixed (byte* pw = w)
-        fixed (byte* px = x)
-        {
-            ushort* h = (ushort*)pw;
-            float* f = (float*)px;
-            var acc0 = Vector256<float>.Zero;
-            var acc1 = Vector256<float>.Zero;
-            int i = 0;
-            for (; i + 16 <= cols; i += 16)
-            {
-                acc0 = Vector256.FusedMultiplyAdd(QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(h + i).ToVector256Unsafe())), Vector256.Load(f + i), acc0);
-                acc1 = Vector256.FusedMultiplyAdd(QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(h + i + 8).ToVector256Unsafe())), Vector256.Load(f + i + 8), acc1);
-            }
-            for (; i + 8 <= cols; i += 8)
-                acc0 = Vector256.FusedMultiplyAdd(QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(h + i).ToVector256Unsafe())), Vector256.Load(f + i), acc0);
-            return DotScalar(w, x, cols, i, Vector256.Sum(acc0 + acc1));
-        }
-    }
+    internal static float Dot256(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) => HalfRows.Dot256<ExactHalves>(w, x, cols);
 }

@@ -168,7 +168,7 @@ public class DotTests
     [Fact]
     public void TwoRowDotIsBitIdenticalToTwoSingleDots()
     {
-        foreach (var type in new[] { GgmlType.Q4_K, GgmlType.Q6_K })
+        foreach (var type in new[] { GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.BF16 })
         {
             var traits = TypeTraits.Of(type);
             Assert.NotNull(traits.Dot2);
