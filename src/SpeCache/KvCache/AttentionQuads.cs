@@ -340,26 +340,23 @@ internal readonly unsafe struct SingleElement : IKvElement
 }
 
 /// <summary>
-/// Halves with no infinity or NaN among them, read as floats 2^-112 times their value: the
-/// conversion of <see cref="QuantMath.FiniteHalfToSingle(Vector256{int})"/> without its
-/// multiply, which the caller folds into the other factor instead (queries and weights 2^112 times
-/// theirs; every product is then the exact one: powers of two scale without rounding). A full
+/// Halves with no infinity or NaN among them, read as floats 2^-112 times their value
+/// (<see cref="QuantMath.ScaledHalfToSingle(Vector256{int})"/>); the caller folds
+/// <see cref="QuantMath.HalfRebias"/> into the other factor instead (queries and weights 2^112
+/// times theirs; every product is then the exact one: powers of two scale without rounding). A full
 /// cache's decode step converts every key and value of the context, and the multiply shared the
 /// multiply-add ports with the products themselves; a shift and a mask run beside them.
 /// </summary>
 internal readonly unsafe struct ScaledHalfElement : IKvElement
 {
-    /// <summary>What the other factor is multiplied by: 2^112.</summary>
-    public const float Compensation = 5.192296858534828E+33f;
-
     public static int Size => sizeof(ushort);
 
-    public static float Load(byte* at) => ScaledHalves.ToFloat(*(ushort*)at);
+    public static float Load(byte* at) => QuantMath.ScaledHalfToSingle(*(ushort*)at);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load256(byte* at) => ScaledHalves.Load8((ushort*)at);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load512(byte* at) =>
-        ((Vector512.WidenLower(Vector256.Load((short*)at).ToVector512Unsafe()) << 13) & Vector512.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
+        QuantMath.ScaledHalfToSingle(Vector512.WidenLower(Vector256.Load((short*)at).ToVector512Unsafe()));
 }

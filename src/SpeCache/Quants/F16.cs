@@ -104,20 +104,16 @@ public static unsafe class F16
     public static bool DotScaledIsFaster => Vector256.IsHardwareAccelerated && !Vector512.IsHardwareAccelerated;
 
     /// <summary>
-    /// What <see cref="ScaleActivations"/> multiplies activations by, so that <see cref="DotScaled"/>
-    /// can read each half as a float 2^-112 times its value (a shift and a mask, no multiply).
-    /// </summary>
-    public const float ActivationScale = 5.192296858534828E+33f; // 2^112
-
-    /// <summary>
-    /// x times 2^112 into <paramref name="scaled"/> (exact: a power of two), for the weights'
-    /// <see cref="DotScaled"/>; false, writing nothing, when a value is NaN or 2^16 or more in
-    /// size (the product would overflow), so the caller takes <see cref="Dot"/> instead.
+    /// x times 2^112 (<see cref="QuantMath.HalfRebias"/>) into <paramref name="scaled"/> (exact: a
+    /// power of two), the other factor of halves read 2^-112 times their value (the weights'
+    /// <see cref="DotScaled"/>, the full cache's keys); false, writing nothing, when a value is NaN
+    /// or 2^16 or more in size (the product would overflow), so the caller takes the exact
+    /// conversion instead.
     /// </summary>
     public static bool ScaleActivations(ReadOnlySpan<float> x, Span<float> scaled)
     {
         if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(x)) < 65536f)) return false;
-        TensorPrimitives.Multiply(x, ActivationScale, scaled[..x.Length]);
+        TensorPrimitives.Multiply(x, QuantMath.HalfRebias, scaled[..x.Length]);
         return true;
     }
 

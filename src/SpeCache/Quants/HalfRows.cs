@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace SpeCache.Quants;
 
@@ -32,9 +31,9 @@ internal readonly unsafe struct ScaledHalves : IHalfReader
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(ushort* at) =>
-        ((Vector256.WidenLower(Vector128.Load((short*)at).ToVector256Unsafe()) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
+        QuantMath.ScaledHalfToSingle(Vector256.WidenLower(Vector128.Load((short*)at).ToVector256Unsafe()));
 
-    public static float ToFloat(ushort bits) => BitConverter.Int32BitsToSingle(((short)bits << 13) & unchecked((int)0x8FFFFFFF));
+    public static float ToFloat(ushort bits) => QuantMath.ScaledHalfToSingle(bits);
 }
 
 /// <summary>bfloat16: the top half of a float, moved up.</summary>
@@ -66,7 +65,7 @@ internal static unsafe class HalfRows
             int i = 0;
             for (; i + 16 <= cols; i += 16)
             {
-                if ((i & 31) == 0) Sse.Prefetch0((byte*)(h + i) + TileKernel.PrefetchDistance);
+                if ((i & 31) == 0) TileKernel.PrefetchAhead((byte*)(h + i), 64);
                 acc0 = Vector256.FusedMultiplyAdd(T.Load8(h + i), Vector256.Load(f + i), acc0);
                 acc1 = Vector256.FusedMultiplyAdd(T.Load8(h + i + 8), Vector256.Load(f + i + 8), acc1);
             }

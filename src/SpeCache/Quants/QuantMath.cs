@@ -76,7 +76,7 @@ internal static unsafe class QuantMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> HalfToSingle(Vector256<uint> h)
     {
-        var scaled = (((h & Vector256.Create(0x7FFFu)) << 13).AsSingle() * Vector256.Create(5.192296858534828E+33f /* 2^112 */)).AsUInt32();
+        var scaled = (((h & Vector256.Create(0x7FFFu)) << 13).AsSingle() * Vector256.Create(HalfRebias)).AsUInt32();
         var infinityOrNaN = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
         return (scaled | (infinityOrNaN & Vector256.Create(0x7F800000u)) | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
     }
@@ -93,33 +93,57 @@ internal static unsafe class QuantMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> HalfToSingle(Vector512<uint> h)
     {
-        var scaled = (((h & Vector512.Create(0x7FFFu)) << 13).AsSingle() * Vector512.Create(5.192296858534828E+33f /* 2^112 */)).AsUInt32();
+        var scaled = (((h & Vector512.Create(0x7FFFu)) << 13).AsSingle() * Vector512.Create(HalfRebias)).AsUInt32();
         var infinityOrNaN = Vector512.Equals(h & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u));
         return (scaled | (infinityOrNaN & Vector512.Create(0x7F800000u)) | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 
     /// <summary>
-    /// Eight halves that are neither infinite nor NaN to floats, exactly, from their sign-extended
-    /// lanes (a sign-extending load widens them) in 3 operations instead of 9: the sign-extension
-    /// puts the sign at bit 31 already, and copies of it at bits 28-30 once shifted, which the mask
-    /// clears; multiplying by 2^112 rebiases the exponent, exact for normals, subnormals and zeros
-    /// as in <see cref="HalfToSingle(Vector512{uint})"/>. An infinity or NaN comes out finite (2^16
-    /// times its mantissa's 1.m): callers know their halves have none.
+    /// 2^112: a half's exponent and mantissa moved into a float's places make a float 2^-112 times
+    /// the half's value, and multiplying by this rebiases it. Code that reads halves without the
+    /// multiply (<see cref="ScaledHalfToSingle(Vector256{int})"/>) puts this factor on the other
+    /// side of its products instead: a power of two, so every product is the exact one.
+    /// </summary>
+    public const float HalfRebias = 5.192296858534828E+33f;
+
+    /// <summary>
+    /// Eight halves that are neither infinite nor NaN, from their sign-extended lanes (a
+    /// sign-extending load widens them), as floats 2^-112 times their value, in 2 operations: the
+    /// sign-extension puts the sign at bit 31 already, and copies of it at bits 28-30 once shifted,
+    /// which the mask clears. Exact for normals, subnormals and zeros; an infinity or NaN comes out
+    /// finite (2^-96 times its mantissa's 1.m): callers know their halves have none.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ScaledHalfToSingle(Vector256<int> signExtended) =>
+        ((signExtended << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
+
+    /// <summary><see cref="ScaledHalfToSingle(Vector256{int})"/> on sixteen lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ScaledHalfToSingle(Vector512<int> signExtended) =>
+        ((signExtended << 13) & Vector512.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
+
+    /// <summary><see cref="ScaledHalfToSingle(Vector256{int})"/> on one half's bits.</summary>
+    public static float ScaledHalfToSingle(ushort bits) => BitConverter.Int32BitsToSingle(((short)bits << 13) & unchecked((int)0x8FFFFFFF));
+
+    /// <summary>
+    /// Eight halves that are neither infinite nor NaN to floats, exactly, in 3 operations instead
+    /// of <see cref="HalfToSingle(Vector256{uint})"/>'s 9: <see cref="ScaledHalfToSingle(Vector256{int})"/>
+    /// times <see cref="HalfRebias"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> FiniteHalfToSingle(Vector256<int> signExtended) =>
-        ((signExtended << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle() * Vector256.Create(5.192296858534828E+33f /* 2^112 */);
+        ScaledHalfToSingle(signExtended) * Vector256.Create(HalfRebias);
 
     /// <summary><see cref="FiniteHalfToSingle(Vector256{int})"/> on sixteen lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> FiniteHalfToSingle(Vector512<int> signExtended) =>
-        ((signExtended << 13) & Vector512.Create(unchecked((int)0x8FFFFFFF))).AsSingle() * Vector512.Create(5.192296858534828E+33f /* 2^112 */);
+        ScaledHalfToSingle(signExtended) * Vector512.Create(HalfRebias);
 
     /// <summary>Four 32-bit lanes holding halves to floats, as <see cref="HalfToSingle(Vector512{uint})"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> HalfToSingle(Vector128<uint> h)
     {
-        var scaled = (((h & Vector128.Create(0x7FFFu)) << 13).AsSingle() * Vector128.Create(5.192296858534828E+33f /* 2^112 */)).AsUInt32();
+        var scaled = (((h & Vector128.Create(0x7FFFu)) << 13).AsSingle() * Vector128.Create(HalfRebias)).AsUInt32();
         var infinityOrNaN = Vector128.Equals(h & Vector128.Create(0x7C00u), Vector128.Create(0x7C00u));
         return (scaled | (infinityOrNaN & Vector128.Create(0x7F800000u)) | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
     }

@@ -38,7 +38,7 @@ public unsafe class AttentionQuadsTests
             var q = KiviTestData.Normals(rng, 4, d);
             var k = KiviTestData.Normals(rng, n, d);
             var (kBytes, kValues) = Encode(k, halves);
-            var qUsed = halves ? q.Select(x => x * ScaledHalfElement.Compensation).ToArray() : q;
+            var qUsed = halves ? q.Select(x => x * QuantMath.HalfRebias).ToArray() : q;
             const int sStride = 70;
             var s = new float[4 * sStride];
             float scale = 0.125f;
@@ -82,7 +82,7 @@ public unsafe class AttentionQuadsTests
             var p = new float[4 * pStride];
             for (int i = 0; i < p.Length; i++) p[i] = (float)rng.NextDouble();
             p[3] = 0; // a zero weight, which the plain loop skips
-            var pUsed = halves ? p.Select(x => x * ScaledHalfElement.Compensation).ToArray() : p;
+            var pUsed = halves ? p.Select(x => x * QuantMath.HalfRebias).ToArray() : p;
             var o = KiviTestData.Normals(rng, 4, d);
             var expected = o.Select(x => (double)x).ToArray();
             for (int r = 0; r < 4; r++)
@@ -120,11 +120,11 @@ public unsafe class AttentionQuadsTests
                 for (int lane = 0; lane < 16; lane++)
                 {
                     uint expected = BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf(bits[lane]));
-                    Assert.Equal(expected, BitConverter.SingleToUInt32Bits(ScaledHalfElement.Load((byte*)(b + lane)) * ScaledHalfElement.Compensation));
+                    Assert.Equal(expected, BitConverter.SingleToUInt32Bits(ScaledHalfElement.Load((byte*)(b + lane)) * QuantMath.HalfRebias));
                     if (Vector512.IsHardwareAccelerated)
-                        Assert.Equal(expected, BitConverter.SingleToUInt32Bits(wide[lane] * ScaledHalfElement.Compensation));
+                        Assert.Equal(expected, BitConverter.SingleToUInt32Bits(wide[lane] * QuantMath.HalfRebias));
                     if (Vector256.IsHardwareAccelerated && lane < 8)
-                        Assert.Equal(expected, BitConverter.SingleToUInt32Bits(narrow[lane] * ScaledHalfElement.Compensation));
+                        Assert.Equal(expected, BitConverter.SingleToUInt32Bits(narrow[lane] * QuantMath.HalfRebias));
                 }
             }
         }

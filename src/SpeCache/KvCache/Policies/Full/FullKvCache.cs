@@ -341,7 +341,8 @@ public sealed unsafe class FullKvCache : IKvCache
             {
                 int visible = Length + i + 1; // causal: positions 0 .. Length + i
                 int heads = i * qDim + g * _groupSize * d; // the group's first query head (and output) in this row
-                bool inPlace = halves && ScaleForHalves(queries.Slice(heads, quads * d), _scaledQueries[worker]);
+                // Queries of 2^16 and more (or NaN) cannot be scaled: the call decodes tiles instead.
+                bool inPlace = halves && F16.ScaleActivations(queries.Slice(heads, quads * d), _scaledQueries[worker]);
                 bool tiled = !inPlace || quads < _groupSize;
                 for (int t0 = 0; t0 < visible; t0 += TilePositions)
                 {
@@ -365,7 +366,7 @@ public sealed unsafe class FullKvCache : IKvCache
                 {
                     // Weights for halves read in place are 2^112 times theirs (a power of two: the
                     // same bits scaled), and so is the weight below which they count as 0.
-                    float factor = inPlace && j < quads ? ScaledHalfElement.Compensation : 1f;
+                    float factor = inPlace && j < quads ? QuantMath.HalfRebias : 1f;
                     var weights = scoreBuffer.AsSpan(j * Capacity, visible);
                     float sum = AttentionMath.ExpSum(weights, TensorPrimitives.Max(weights), weights);
                     TensorPrimitives.Multiply(weights, factor * (1f / sum), weights);
@@ -392,18 +393,6 @@ public sealed unsafe class FullKvCache : IKvCache
                     }
                 }
             }
-    }
-
-    /// <summary>
-    /// The queries times 2^112 into <paramref name="scaled"/>, for keys read as halves in place;
-    /// false when one is too large for that (2^16 and up would overflow) or NaN, so the call decodes
-    /// tiles instead.
-    /// </summary>
-    static bool ScaleForHalves(ReadOnlySpan<float> queries, Span<float> scaled)
-    {
-        if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(queries)) < 65536f)) return false;
-        TensorPrimitives.Multiply(queries, ScaledHalfElement.Compensation, scaled[..queries.Length]);
-        return true;
     }
 
     /// <summary>Head <paramref name="g"/>'s keys or values at positions <paramref name="t0"/> .. t0 + n, decoded into <paramref name="tile"/>.</summary>
