@@ -2,7 +2,6 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace SpeCache.Quants;
 
@@ -120,7 +119,7 @@ public static unsafe class F16
     /// <summary>
     /// <see cref="Dot"/> for weight rows with no infinite or NaN half and activations from
     /// <see cref="ScaleActivations"/>: each product is the same float as the unscaled one's, the
-    /// conversion 3 operations instead of 9 (QuantMath.FiniteHalfToSingle without its multiply).
+    /// conversion 2 operations instead of 9 (<see cref="QuantMath.ScaledHalfToSingle(Vector256{int})"/>).
     /// Without F16C in .NET, the full conversion made an F16 matmul compute-bound at a third of
     /// the memory bandwidth on AVX2 CPUs. Sums in the same lanes and order as <see cref="Dot"/>, so
     /// on a CPU where <see cref="DotScaledIsFaster"/> the bits are Dot's: a matmul's outputs do not
