@@ -109,16 +109,18 @@ internal static unsafe class AttentionQuads
         where TElement : IKvElement
     {
         float* q1 = q + d, q2 = q1 + d, q3 = q2 + d;
+        nint rowBytes = (nint)d * TElement.Size;
+        byte* key = k;
         int t = 0;
-        for (; t + 2 <= n; t += 2)
+        for (; t + 2 <= n; t += 2, key += 2 * rowBytes)
         {
-            byte* key = k + (long)t * d * TElement.Size, next = key + d * TElement.Size;
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
-            for (int i = 0; i < d; i += 8)
+            byte* k0At = key;
+            for (nint i = 0; i < d; i += 8, k0At += 8 * TElement.Size)
             {
-                var k0 = TElement.Load256(key + i * TElement.Size);
-                var k1 = TElement.Load256(next + i * TElement.Size);
+                var k0 = TElement.Load256(k0At);
+                var k1 = TElement.Load256(k0At + rowBytes);
                 var h = Vector256.Load(q + i);
                 a0 = Vector256.FusedMultiplyAdd(k0, h, a0);
                 b0 = Vector256.FusedMultiplyAdd(k1, h, b0);
@@ -135,11 +137,10 @@ internal static unsafe class AttentionQuads
             StoreColumn(Sum4(a0, a1, a2, a3) * scale, s + t, sStride);
             StoreColumn(Sum4(b0, b1, b2, b3) * scale, s + t + 1, sStride);
         }
-        for (; t < n; t++)
+        for (; t < n; t++, key += rowBytes)
         {
-            byte* key = k + (long)t * d * TElement.Size;
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (int i = 0; i < d; i += 8)
+            for (nint i = 0; i < d; i += 8)
             {
                 var k0 = TElement.Load256(key + i * TElement.Size);
                 a0 = Vector256.FusedMultiplyAdd(k0, Vector256.Load(q + i), a0);
@@ -258,25 +259,27 @@ internal static unsafe class AttentionQuads
         where TElement : IKvElement
     {
         float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
+        float* p1 = p + pStride, p2 = p1 + pStride, p3 = p2 + pStride;
         var a00 = Vector256.Load(o); var a01 = Vector256.Load(o + 8);
         var a10 = Vector256.Load(o1); var a11 = Vector256.Load(o1 + 8);
         var a20 = Vector256.Load(o2); var a21 = Vector256.Load(o2 + 8);
         var a30 = Vector256.Load(o3); var a31 = Vector256.Load(o3 + 8);
-        for (int t = 0; t < n; t++)
+        nint step = (nint)stride * TElement.Size;
+        byte* value = v;
+        for (nint t = 0; t < n; t++, value += step)
         {
-            byte* value = v + (long)t * stride * TElement.Size;
             var v0 = TElement.Load256(value);
             var v1 = TElement.Load256(value + 8 * TElement.Size);
             var w = Vector256.Create(p[t]);
             a00 = Vector256.FusedMultiplyAdd(v0, w, a00);
             a01 = Vector256.FusedMultiplyAdd(v1, w, a01);
-            w = Vector256.Create(p[pStride + t]);
+            w = Vector256.Create(p1[t]);
             a10 = Vector256.FusedMultiplyAdd(v0, w, a10);
             a11 = Vector256.FusedMultiplyAdd(v1, w, a11);
-            w = Vector256.Create(p[2 * pStride + t]);
+            w = Vector256.Create(p2[t]);
             a20 = Vector256.FusedMultiplyAdd(v0, w, a20);
             a21 = Vector256.FusedMultiplyAdd(v1, w, a21);
-            w = Vector256.Create(p[3 * pStride + t]);
+            w = Vector256.Create(p3[t]);
             a30 = Vector256.FusedMultiplyAdd(v0, w, a30);
             a31 = Vector256.FusedMultiplyAdd(v1, w, a31);
         }

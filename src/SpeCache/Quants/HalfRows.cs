@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace SpeCache.Quants;
 
@@ -31,7 +32,7 @@ internal readonly unsafe struct ScaledHalves : IHalfReader
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(ushort* at) =>
-        QuantMath.ScaledHalfToSingle(Vector256.WidenLower(Vector128.Load((short*)at).ToVector256Unsafe()));
+        QuantMath.ScaledHalfToSingle(Avx2.IsSupported ? Avx2.ConvertToVector256Int32((short*)at) : Vector256.WidenLower(Vector128.Load((short*)at).ToVector256Unsafe()));
 
     public static float ToFloat(ushort bits) => QuantMath.ScaledHalfToSingle(bits);
 }
