@@ -98,7 +98,7 @@ public static class AttentionMath
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
         p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        var twoToN = (Vector512.ConvertToInt32(n) + Vector512.Create(127) << 23).AsSingle();
+        var twoToN = (Vector512.ConvertToInt32Native(n) + Vector512.Create(127) << 23).AsSingle();
         return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-87.33f)), Vector512<float>.Zero, p * twoToN);
     }
 
@@ -117,7 +117,7 @@ public static class AttentionMath
         p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
         p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
         p = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
-        var twoToN = (Vector256.ConvertToInt32(n) + Vector256.Create(127) << 23).AsSingle();
+        var twoToN = (Vector256.ConvertToInt32Native(n) + Vector256.Create(127) << 23).AsSingle();
         return Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(-87.33f)), Vector256<float>.Zero, p * twoToN);
     }
 

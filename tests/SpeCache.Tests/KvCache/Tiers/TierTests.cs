@@ -176,6 +176,38 @@ public class TopKTests
     }
 
     /// <summary>
+    /// The floor the scan starts from (the least of k chunks' maxima) at lengths just past k, where
+    /// chunks are one score, and with a tail past the chunks; scores drawn from a few values so that
+    /// many tie with the floor (-0 and +0 among them), or with infinities and rows whose chunks are
+    /// all -∞ (masked positions), which take the plain scan: the same positions as sorting.
+    /// </summary>
+    [Theory]
+    [InlineData(65, 64, "ties")]
+    [InlineData(127, 64, "ties")]
+    [InlineData(128, 64, "ties")]
+    [InlineData(4099, 64, "ties")]
+    [InlineData(4096, 64, "zeros")]
+    [InlineData(1000, 16, "infinities")]
+    [InlineData(1000, 64, "masked")]
+    public void FloorSelectsWhatSortingSelects(int n, int k, string shape)
+    {
+        var rnd = new Random(n * 31 + k);
+        var scores = shape switch
+        {
+            "zeros" => Enumerable.Range(0, n).Select(_ => rnd.Next(3) switch { 0 => -0f, 1 => 0f, _ => -1f }).ToArray(),
+            "infinities" => Enumerable.Range(0, n).Select(_ => rnd.Next(50) switch { 0 => float.PositiveInfinity, 1 => float.NegativeInfinity, var v => (float)v }).ToArray(),
+            "masked" => Enumerable.Range(0, n).Select(i => i < 900 ? float.NegativeInfinity : (float)rnd.Next(5)).ToArray(),
+            _ => Enumerable.Range(0, n).Select(_ => (float)rnd.Next(6)).ToArray(),
+        };
+        var positions = new int[k];
+        int count = TopK.Select(scores, k, positions, new float[k]);
+        var expected = Enumerable.Range(0, n).OrderByDescending(i => scores[i]).ThenBy(i => i).Take(k).Order().ToArray();
+        Assert.Equal(expected, positions[..count]);
+        var plain = new int[k];
+        Assert.Equal(positions[..count], plain[..TopK.Select(scores, k, plain, new float[k], chunked: false)]);
+    }
+
+    /// <summary>
     /// NaN scores (inside chunks and in the tail) and ties: the chunked scan selects exactly what the
     /// plain compare-per-score loop does, whatever that makes of a NaN.
     /// </summary>

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -28,43 +29,98 @@ public static class TopK
         if (k <= 0) return 0;
         // A min-heap of the k best so far: O(n log k), and for n >> k most scores fail the first
         // comparison against the heap's root, so the loop is mostly a compare and a branch.
-        for (int i = 0; i < k; i++)
+        int at = 0;
+        if (chunked && LowerBound(scores, k) is float floor)
         {
-            heap[i] = scores[i];
-            positions[i] = i;
-            SiftUp(heap, positions, i);
+            // Seeded with k placeholders just below the floor, the heap admits exactly the scores at
+            // or above it, and its root rises past the floor only once k of them are in (there are at
+            // least k, so none of the placeholders is left).
+            heap[..k].Fill(MathF.BitDecrement(floor));
+            positions[..k].Fill(-1);
         }
-        int at = k;
+        else
+        {
+            for (; at < k; at++)
+            {
+                heap[at] = scores[at];
+                positions[at] = at;
+                SiftUp(heap, positions, at);
+            }
+        }
         if (chunked)
         {
-            // A vector of scores against the root at once: only a chunk with a score above it (or a NaN,
-            // which the scalar test below admits too) goes through one by one, in order, so the
-            // heap sees the same sequence as the plain loop. At 32K positions and k = 64 almost
+            // A vector of scores against the root at once: only the scores above it (or NaN, which
+            // the scalar test below admits too) go through one by one, in order, so the heap sees
+            // the same sequence as the plain loop. At 32K positions and k = 64 almost
             // every chunk is skipped; the scalar compare-and-branch per score was 3 % of a specache
             // decode step.
+            // Within a chunk, only the scores the root did not rule out are offered.
             ref float first = ref MemoryMarshal.GetReference(scores);
             if (Vector512.IsHardwareAccelerated)
                 for (; at + 16 <= n; at += 16)
-                {
-                    if (Vector512.LessThanOrEqualAll(Vector512.LoadUnsafe(ref first, (nuint)at), Vector512.Create(heap[0]))) continue;
-                    for (int i = at; i < at + 16; i++) Offer(scores[i], i, heap, positions, k);
-                }
+                    OfferEach(~Vector512.LessThanOrEqual(Vector512.LoadUnsafe(ref first, (nuint)at), Vector512.Create(heap[0])).ExtractMostSignificantBits() & 0xFFFF, at, scores, heap, positions, k);
             else if (Vector256.IsHardwareAccelerated)
                 for (; at + 8 <= n; at += 8)
-                {
-                    if (Vector256.LessThanOrEqualAll(Vector256.LoadUnsafe(ref first, (nuint)at), Vector256.Create(heap[0]))) continue;
-                    for (int i = at; i < at + 8; i++) Offer(scores[i], i, heap, positions, k);
-                }
+                    OfferEach(~Vector256.LessThanOrEqual(Vector256.LoadUnsafe(ref first, (nuint)at), Vector256.Create(heap[0])).ExtractMostSignificantBits() & 0xFF, at, scores, heap, positions, k);
             else
                 for (; at + 4 <= n; at += 4)
-                {
-                    if (Vector128.LessThanOrEqualAll(Vector128.LoadUnsafe(ref first, (nuint)at), Vector128.Create(heap[0]))) continue;
-                    for (int i = at; i < at + 4; i++) Offer(scores[i], i, heap, positions, k);
-                }
+                    OfferEach(~Vector128.LessThanOrEqual(Vector128.LoadUnsafe(ref first, (nuint)at), Vector128.Create(heap[0])).ExtractMostSignificantBits() & 0xF, at, scores, heap, positions, k);
         }
         for (; at < n; at++) Offer(scores[at], at, heap, positions, k);
         positions[..k].Sort();
         return k;
+    }
+
+    /// <summary>
+    /// A score no top-k member is below: the least of the maxima of k disjoint chunks (k scores at
+    /// distinct positions are at or above it). A heap seeded from the first k scores starts with its
+    /// root near the row's bottom and takes about k ln(n/k) replacements on unordered scores (266
+    /// sift-downs for 64 of 4096, most of a specache step's top-k); seeded at this floor, far fewer.
+    /// Null where the plain scan is the one to take: rows holding a NaN (which the heap admits in
+    /// its own way), an infinity, or a floor of -∞.
+    /// </summary>
+    static float? LowerBound(ReadOnlySpan<float> scores, int k)
+    {
+        if (!Vector256.IsHardwareAccelerated) return null;
+        int n = scores.Length, chunk = n / k;
+        ref float first = ref MemoryMarshal.GetReference(scores);
+        float floor = float.PositiveInfinity;
+        // Any NaN or infinity among the scores makes their sum NaN or infinite.
+        var sum = Vector256<float>.Zero;
+        float tailSum = 0;
+        for (int start = 0; start < k * chunk; start += chunk)
+        {
+            var max = Vector256.Create(float.NegativeInfinity);
+            int i = start;
+            for (; i + 8 <= start + chunk; i += 8)
+            {
+                var x = Vector256.LoadUnsafe(ref first, (nuint)i);
+                max = Vector256.MaxNative(max, x);
+                sum += x;
+            }
+            var half = Vector128.MaxNative(max.GetLower(), max.GetUpper());
+            half = Vector128.MaxNative(half, Vector128.Shuffle(half, Vector128.Create(2, 3, 0, 1)));
+            float m = MathF.Max(half.ToScalar(), half.GetElement(1));
+            for (; i < start + chunk; i++)
+            {
+                m = MathF.Max(m, scores[i]);
+                tailSum += scores[i];
+            }
+            floor = MathF.Min(floor, m);
+        }
+        for (int i = k * chunk; i < n; i++) tailSum += scores[i];
+        return float.IsFinite(Vector256.Sum(sum) + tailSum) && floor > float.NegativeInfinity ? floor : null;
+    }
+
+    /// <summary>Offers the chunk's scores at <paramref name="at"/> + each set bit of <paramref name="candidates"/>, lowest first.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void OfferEach(ulong candidates, int at, ReadOnlySpan<float> scores, Span<float> heap, Span<int> positions, int k)
+    {
+        for (; candidates != 0; candidates &= candidates - 1)
+        {
+            int i = at + BitOperations.TrailingZeroCount(candidates);
+            Offer(scores[i], i, heap, positions, k);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -87,23 +143,34 @@ public static class TopK
         }
     }
 
+    /// <summary>The root sinks to its place: each smaller child moves up into the hole, the root is written once at the end.</summary>
     static void SiftDown(Span<float> heap, Span<int> positions, int count)
     {
-        int i = 0;
+        ref float scores = ref MemoryMarshal.GetReference(heap);
+        ref int places = ref MemoryMarshal.GetReference(positions);
+        float score = scores;
+        int position = places, hole = 0;
         while (true)
         {
-            int left = 2 * i + 1, smallest = i;
-            if (left < count && Less(heap, positions, left, smallest)) smallest = left;
-            if (left + 1 < count && Less(heap, positions, left + 1, smallest)) smallest = left + 1;
-            if (smallest == i) return;
-            Swap(heap, positions, i, smallest);
-            i = smallest;
+            int child = 2 * hole + 1;
+            if (child >= count) break;
+            if (child + 1 < count && Before(Unsafe.Add(ref scores, child + 1), Unsafe.Add(ref places, child + 1), Unsafe.Add(ref scores, child), Unsafe.Add(ref places, child)))
+                child++;
+            if (!Before(Unsafe.Add(ref scores, child), Unsafe.Add(ref places, child), score, position)) break;
+            Unsafe.Add(ref scores, hole) = Unsafe.Add(ref scores, child);
+            Unsafe.Add(ref places, hole) = Unsafe.Add(ref places, child);
+            hole = child;
         }
+        Unsafe.Add(ref scores, hole) = score;
+        Unsafe.Add(ref places, hole) = position;
     }
 
+    /// <summary><see cref="Less"/> on values: entry (a, at a) drops before entry (b, at b).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static bool Before(float a, int atA, float b, int atB) => a < b || (a == b && atA > atB);
+
     // The heap's root is the entry to drop first: the lowest score, and among equal scores the later position.
-    static bool Less(Span<float> heap, Span<int> positions, int a, int b) =>
-        heap[a] < heap[b] || (heap[a] == heap[b] && positions[a] > positions[b]);
+    static bool Less(Span<float> heap, Span<int> positions, int a, int b) => Before(heap[a], positions[a], heap[b], positions[b]);
 
     static void Swap(Span<float> heap, Span<int> positions, int a, int b)
     {
