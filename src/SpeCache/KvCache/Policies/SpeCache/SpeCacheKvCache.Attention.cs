@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using SpeCache.KvCache.Quantization;
 
 namespace SpeCache.KvCache.Policies.SpeCache;
@@ -93,6 +94,8 @@ public sealed partial class SpeCacheKvCache
         readonly float[] _rowMax, _inverseSums;    // (rows x group) each head's max score before the 16-bit pairs replace theirs; 1 / its softmax sum
         readonly float[] _importance, _shifted, _heap;
         readonly float[] _selectedK, _selectedV;   // (k, headDim) the 16-bit pairs attended this step
+        readonly float[] _pairScores;              // (rows x group, k) the four-head kernels' scores, then weights, of those pairs
+        readonly int _quadBits;                    // AttentionQuads' vector width here, 0 for none
         readonly float[] _hostKeys, _hostValues;   // (context, headDim) prefill and recall checks
         readonly int[] _selected, _exact, _truth;
         readonly CausalAttention _causal;          // prefill rows' attention
@@ -116,6 +119,8 @@ public sealed partial class SpeCacheKvCache
             _heap = new float[_k];
             _selectedK = new float[_k * _d];
             _selectedV = new float[_k * _d];
+            _pairScores = new float[rows * _k];
+            _quadBits = Vector512.IsHardwareAccelerated && _d % 16 == 0 ? 512 : Vector256.IsHardwareAccelerated && _d % 8 == 0 ? 256 : 0;
             _hostKeys = new float[(long)cache.Capacity * _d];
             _hostValues = new float[(long)cache.Capacity * _d];
             _selected = new int[_k];
@@ -201,12 +206,16 @@ public sealed partial class SpeCacheKvCache
             for (int first = 0; first < quantized; first += g)
                 KiviAttention.KeyScores(c._format, _q.AsSpan(0, heads * d), c._keyGroups[slot].AsSpan(first / g * c._format.KeyGroupBytes, c._format.KeyGroupBytes),
                     _raw.AsSpan(first), stride);
-            // Exact scores against the residual (and, for the speculative row, its own key).
+            // Exact scores against the residual (and, for the speculative row, its own key): four
+            // heads at a time share each key (AttentionQuads), the heads left over one by one.
+            int quads = QuadHeads(heads);
+            for (int i = 0; i < quads; i += 4)
+                QuadScores(i, c._residualK[slot], residual, _raw, i * stride + quantized, stride);
             for (int i = 0; i < heads; i++)
             {
                 var qi = _q.AsSpan(i * d, d);
                 var row = _raw.AsSpan(i * stride, stride);
-                for (int t = 0; t < residual; t++)
+                for (int t = i < quads ? residual : 0; t < residual; t++)
                     row[quantized + t] = AttentionMath.Dot(qi, c._residualK[slot].AsSpan(t * d, d));
                 bool speculative = i >= work.Real * _group;
                 if (speculative) row[stride - 1] = AttentionMath.Dot(qi, c._specK.AsSpan(h * d, d));
@@ -238,6 +247,8 @@ public sealed partial class SpeCacheKvCache
 
             // One softmax per query head over the mixed cache, 16-bit scores at the selected pairs,
             // left unnormalized: the outputs are divided by the sums at the end, once per channel.
+            for (int i = 0; i < quads && exact > 0; i += 4)
+                QuadScores(i, _selectedK, exact, _pairScores, i * _k, _k);
             for (int i = 0; i < heads; i++)
             {
                 bool speculative = i >= work.Real * _group;
@@ -247,7 +258,7 @@ public sealed partial class SpeCacheKvCache
                 // at or above the real max, so every weight is at most 1 (no pass to find the max).
                 float shift = _rowMax[i];
                 for (int e = 0; e < exact; e++)
-                    shift = MathF.Max(shift, row[_exact[e]] = AttentionMath.Dot(qi, _selectedK.AsSpan(e * d, d)));
+                    shift = MathF.Max(shift, row[_exact[e]] = i < quads ? _pairScores[i * _k + e] : AttentionMath.Dot(qi, _selectedK.AsSpan(e * d, d)));
                 var weights = _weights.AsSpan(i * stride, row.Length);
                 float sum = AttentionMath.ExpSum(row, shift, weights);
                 // The sum is at least e^(max - shift): below 1e-3 the estimate overshot the real max by
@@ -266,18 +277,53 @@ public sealed partial class SpeCacheKvCache
                 var p = _weights.AsSpan(i * stride, stride);
                 for (int e = 0; e < exact; e++)
                 {
-                    AttentionMath.MultiplyAdd(_selectedV.AsSpan(e * d, d), p[_exact[e]], oi);
+                    // The quads' weights of the 16-bit pairs, side by side for their kernel.
+                    if (i < quads) _pairScores[i * _k + e] = p[_exact[e]];
+                    else AttentionMath.MultiplyAdd(_selectedV.AsSpan(e * d, d), p[_exact[e]], oi);
                     p[_exact[e]] = 0;
                 }
-                for (int t = 0; t < residual; t++)
-                    AttentionMath.MultiplyAdd(c._residualV[slot].AsSpan(t * d, d), p[quantized + t], oi);
+                if (i >= quads)
+                    for (int t = 0; t < residual; t++)
+                        AttentionMath.MultiplyAdd(c._residualV[slot].AsSpan(t * d, d), p[quantized + t], oi);
                 if (i >= work.Real * _group)
                     AttentionMath.MultiplyAdd(c._specV.AsSpan(h * d, d), p[stride - 1], oi);
+            }
+            for (int i = 0; i < quads; i += 4)
+            {
+                QuadValues(i, _pairScores, i * _k, _k, _selectedV, exact);
+                QuadValues(i, _weights, i * stride + quantized, stride, c._residualV[slot], residual);
             }
             if (quantized > 0)
                 KiviAttention.AccumulateValues(c._format, _weights, quantized, stride, c._values[slot].AsSpan(0, (int)c._format.ValueBytes(quantized)), o);
             for (int i = 0; i < heads; i++)
                 TensorPrimitives.Multiply(o.Slice(i * d, d), _inverseSums[i], o.Slice(i * d, d));
+        }
+
+        /// <summary>
+        /// How many of the step's stacked query heads go through the four-head kernels: every whole
+        /// four where the CPU has them (none on CPUs without 256-bit vectors, whose plain loops
+        /// would be slower than the per-head dots).
+        /// </summary>
+        int QuadHeads(int heads) => _quadBits > 0 ? heads / 4 * 4 : 0;
+
+        /// <summary>Scores of query heads i .. i + 3 against <paramref name="n"/> float keys, head r's into scores[at + r × sStride ..].</summary>
+        unsafe void QuadScores(int i, float[] keys, int n, float[] scores, int at, int sStride)
+        {
+            if (n == 0) return;
+            fixed (float* q = _q)
+            fixed (float* k = keys)
+            fixed (float* s = scores)
+                AttentionQuads.Scores(_quadBits, q + i * _d, k, n, _d, 1f, s + at, sStride);
+        }
+
+        /// <summary>Adds to heads i .. i + 3's outputs their weights (head r's at weights[at + r × pStride ..]) of <paramref name="n"/> float values.</summary>
+        unsafe void QuadValues(int i, float[] weights, int at, int pStride, float[] values, int n)
+        {
+            if (n == 0) return;
+            fixed (float* p = weights)
+            fixed (float* v = values)
+            fixed (float* o = _out)
+                AttentionQuads.AccumulateValues(_quadBits, p + at, pStride, v, _d, n, o + i * _d, _d);
         }
 
         /// <summary>
