@@ -13,6 +13,13 @@ namespace SpeCache.KvCache;
 /// </summary>
 internal static unsafe class AttentionQuads
 {
+    /// <summary>
+    /// The widest vectors the kernels take for heads of <paramref name="headDim"/> on this CPU: 512
+    /// or 256, or 0 where only the plain loops run (slower than one dot per head: callers then keep theirs).
+    /// </summary>
+    public static int VectorBits(int headDim) =>
+        Vector512.IsHardwareAccelerated && headDim % 16 == 0 ? 512 : Vector256.IsHardwareAccelerated && headDim % 8 == 0 ? 256 : 0;
+
     /// <summary>The kernels on float keys and values (the prefill kernel's rows, decoded tiles).</summary>
     public static void AccumulateValues(int vectorBits, float* p, int pStride, float* v, int stride, int n, float* o, int d) =>
         AccumulateValues<SingleElement>(vectorBits, p, pStride, (byte*)v, stride, n, o, d);

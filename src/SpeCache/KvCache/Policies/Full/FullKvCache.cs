@@ -1,7 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 using SpeCache.Quants;
 using SpeCache.Tensors;
 
@@ -113,8 +112,7 @@ public sealed unsafe class FullKvCache : IKvCache
         _causal = new CausalAttention[_workers];
         for (int w = 0; w < _workers; w++) _causal[w] = new CausalAttention(_headDim, _groupSize);
         _scale = 1f / MathF.Sqrt(_headDim);
-        _quadBits = Vector512.IsHardwareAccelerated && _headDim % 16 == 0 ? 512
-            : Vector256.IsHardwareAccelerated && _headDim % 8 == 0 ? 256 : 0;
+        _quadBits = AttentionQuads.VectorBits(_headDim);
     }
 
     /// <summary>Bytes of one token's keys (or values) for all KV heads of one layer.</summary>

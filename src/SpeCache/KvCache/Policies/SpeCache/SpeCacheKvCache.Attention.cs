@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
-using System.Runtime.Intrinsics;
 using SpeCache.KvCache.Quantization;
 
 namespace SpeCache.KvCache.Policies.SpeCache;
@@ -120,7 +119,7 @@ public sealed partial class SpeCacheKvCache
             _selectedK = new float[_k * _d];
             _selectedV = new float[_k * _d];
             _pairScores = new float[rows * _k];
-            _quadBits = Vector512.IsHardwareAccelerated && _d % 16 == 0 ? 512 : Vector256.IsHardwareAccelerated && _d % 8 == 0 ? 256 : 0;
+            _quadBits = AttentionQuads.VectorBits(_d);
             _hostKeys = new float[(long)cache.Capacity * _d];
             _hostValues = new float[(long)cache.Capacity * _d];
             _selected = new int[_k];
