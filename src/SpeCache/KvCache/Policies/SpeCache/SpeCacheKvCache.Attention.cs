@@ -246,7 +246,7 @@ public sealed partial class SpeCacheKvCache
 
             // One softmax per query head over the mixed cache, 16-bit scores at the selected pairs,
             // left unnormalized: the outputs are divided by the sums at the end, once per channel.
-            for (int i = 0; i < quads && exact > 0; i += 4)
+            for (int i = 0; i < quads; i += 4)
                 QuadScores(i, _selectedK, exact, _pairScores, i * _k, _k);
             for (int i = 0; i < heads; i++)
             {
