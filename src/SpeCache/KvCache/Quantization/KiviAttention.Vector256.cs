@@ -10,12 +10,12 @@ namespace SpeCache.KvCache.Quantization;
 /// The 256-bit (AVX2 + FMA) forms of the key-score and value kernels, for CPUs without AVX-512
 /// (most desktop and laptop Intel parts, Zen 1-3): the scalar references they fell back to made a
 /// 32K-token specache decode step 40x slower than the full cache (AttentionBench 32768 5: 27.9 s
-/// against 0.71 s per step). Same layouts and sums as the 512-bit kernels, with two differences
-/// that come from <c>vpermps</c> indexing only 8 lanes:
+/// against 0.71 s per step). Same layouts as the 512-bit kernels, and the same sums but for 1-bit
+/// keys, with two differences that come from <c>vpermps</c> indexing only 8 lanes:
 /// <list type="bullet">
-/// <item>1-bit key scores tabulate 3 channels per table (8 entries, one register) instead of 4, so
-/// a 32-channel code word takes 11 lookups (10 of 3 channels and one of the last 2) for 8 tokens.
-/// Two 8-entry halves of a 4-channel table would take 8 lookups of two permutes and a blend each.</item>
+/// <item>1-bit key scores are integer sums of q∘s rounded to bytes (KiviAttention.OneBitKeys256.cs),
+/// not lookups in float tables of 3 channels (8 entries), which took a permute and an add per 3
+/// channels, 8 tokens and head.</item>
 /// <item>The 1-bit value kernel looks a run's nibble up in the 8-entry table of its first 3 tokens
 /// and adds the 4th token's weight where the nibble's top bit (shifted to the sign, which
 /// <c>vblendvps</c> reads) is set. At 2 and 4 bits the value kernel converts codes, as the key
@@ -25,7 +25,7 @@ namespace SpeCache.KvCache.Quantization;
 public static partial class KiviAttention
 {
     [SkipLocalsInit] // every staged float is written before it is read
-    static void KeyScores256<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    static unsafe void KeyScores256<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, g = format.GroupSize;
@@ -33,19 +33,28 @@ public static partial class KiviAttention
         Span<float> scale = stackalloc float[channels];
         Span<float> zero = stackalloc float[d];
         GroupScalesAndZeros(format, group, scale, zero);
-        Span<float> qs = stackalloc float[4 * channels];
         int h = 0;
-        if (TWidth.Bits > 1) // the conversion shares each channel's codes between four heads
+        if (TWidth.Bits == 1)
+        {
+            int* setCounts = stackalloc int[g];
+            SetCodeCounts(format, group, setCounts);
             for (; h + 4 <= heads; h += 4)
-            {
-                StartScores256(format, queries.Slice(h * d, 4 * d), 4, scale, zero, qs, ref scores[h * stride], stride);
-                ScoresByConversion256<TWidth, FourHeads>(format, qs, group, ref scores[h * stride], stride);
-            }
+                ScoresByByteSums256<FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, group, setCounts, ref scores[h * stride], stride);
+            for (; h < heads; h++)
+                ScoresByByteSums256<OneHead>(format, queries.Slice(h * d, d), scale, zero, group, setCounts, ref scores[h * stride], stride);
+            return;
+        }
+        Span<float> qs = stackalloc float[4 * channels];
+        // The conversion shares each channel's codes between four heads; the rest one at a time.
+        for (; h + 4 <= heads; h += 4)
+        {
+            StartScores256(format, queries.Slice(h * d, 4 * d), 4, scale, zero, qs, ref scores[h * stride], stride);
+            ScoresByConversion256<TWidth, FourHeads>(format, qs, group, ref scores[h * stride], stride);
+        }
         for (; h < heads; h++)
         {
             StartScores256(format, queries.Slice(h * d, d), 1, scale, zero, qs, ref scores[h * stride], stride);
-            if (TWidth.Bits == 1) ScoresByTables256(format, qs, group, ref scores[h * stride]);
-            else ScoresByConversion256<TWidth, OneHead>(format, qs, group, ref scores[h * stride], stride);
+            ScoresByConversion256<TWidth, OneHead>(format, qs, group, ref scores[h * stride], stride);
         }
     }
 
@@ -74,47 +83,7 @@ public static partial class KiviAttention
         }
     }
 
-    /// <summary>
-    /// 1 bit, one head: per code word its 11 tables of 3 channels (the last of 2) in registers, then
-    /// per 8 tokens one shift, permute and add per table. A permute reads only the low 3 bits of
-    /// each lane's index, so shifting the word by 3 brings the next channels into place.
-    /// </summary>
-    static void ScoresByTables256(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, ref float score)
-    {
-        int g = format.GroupSize, words = format.KeyWordsPerToken;
-        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
-        var mask = Vector256.Create(1);
-        // Lane e of pattern j is the code (bit j) of the j-th channel of a 3-bit index whose value is e.
-        var p0 = Vector256.ConvertToSingle(Vector256<int>.Indices & mask);
-        var p1 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 1) & mask);
-        var p2 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 2) & mask);
-        for (int w = 0; w < words; w++)
-        {
-            ref float q = ref Unsafe.Add(ref MemoryMarshal.GetReference(qs), w * 32);
-            var t0 = Table3(ref q, p0, p1, p2);
-            var t1 = Table3(ref Unsafe.Add(ref q, 3), p0, p1, p2);
-            var t2 = Table3(ref Unsafe.Add(ref q, 6), p0, p1, p2);
-            var t3 = Table3(ref Unsafe.Add(ref q, 9), p0, p1, p2);
-            var t4 = Table3(ref Unsafe.Add(ref q, 12), p0, p1, p2);
-            var t5 = Table3(ref Unsafe.Add(ref q, 15), p0, p1, p2);
-            var t6 = Table3(ref Unsafe.Add(ref q, 18), p0, p1, p2);
-            var t7 = Table3(ref Unsafe.Add(ref q, 21), p0, p1, p2);
-            var t8 = Table3(ref Unsafe.Add(ref q, 24), p0, p1, p2);
-            var t9 = Table3(ref Unsafe.Add(ref q, 27), p0, p1, p2);
-            // Channels 30 and 31: the index (the word shifted by 30) has no third bit.
-            var t10 = Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref q, 31)), p0 * Vector256.Create(Unsafe.Add(ref q, 30)));
-            for (int t = 0; t < g; t += 8)
-            {
-                var i0 = Vector256.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.BlockTokens * words + w) * KiviFormat.BlockTokens + t % KiviFormat.BlockTokens));
-                var a = ((Avx2.PermuteVar8x32(t0, i0) + Avx2.PermuteVar8x32(t1, i0 >>> 3)) + (Avx2.PermuteVar8x32(t2, i0 >>> 6) + Avx2.PermuteVar8x32(t3, i0 >>> 9)))
-                    + ((Avx2.PermuteVar8x32(t4, i0 >>> 12) + Avx2.PermuteVar8x32(t5, i0 >>> 15)) + (Avx2.PermuteVar8x32(t6, i0 >>> 18) + Avx2.PermuteVar8x32(t7, i0 >>> 21)))
-                    + ((Avx2.PermuteVar8x32(t8, i0 >>> 24) + Avx2.PermuteVar8x32(t9, i0 >>> 27)) + Avx2.PermuteVar8x32(t10, i0 >>> 30));
-                (Vector256.LoadUnsafe(ref score, (nuint)t) + a).StoreUnsafe(ref score, (nuint)t);
-            }
-        }
-    }
-
-    /// <summary>The 8 sums of q∘s over 3 channels (from <paramref name="qs"/>), entry e taking each channel's code from e's bits.</summary>
+    /// <summary>The 8 sums of 3 weights (from <paramref name="qs"/>), entry e taking each one's code from e's bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<float> Table3(ref float qs, Vector256<float> p0, Vector256<float> p1, Vector256<float> p2) =>
         Vector256.FusedMultiplyAdd(p2, Vector256.Create(Unsafe.Add(ref qs, 2)),

@@ -73,9 +73,11 @@ public class KiviKvCacheTests
             var k = new float[stored][];
             var v = new float[stored][];
             for (int t = 0; t < stored; t++) { k[t] = keys[t][(h * c.HeadDim)..((h + 1) * c.HeadDim)]; v[t] = values[t][(h * c.HeadDim)..((h + 1) * c.HeadDim)]; }
+            var groups = new List<byte[]>();
             for (int g0 = 0; g0 < folded; g0 += o.GroupSize)
             {
                 var packed = new byte[format.KeyGroupBytes];
+                groups.Add(packed);
                 var block = new float[o.GroupSize * c.HeadDim];
                 for (int t = 0; t < o.GroupSize; t++) k[g0 + t].CopyTo(block, t * c.HeadDim);
                 KiviQuantizer.QuantizeKeyGroup(format, block, c.HeadDim, packed);
@@ -97,7 +99,15 @@ public class KiviKvCacheTests
                     var qh = q.AsSpan(i * c.QDim + head * c.HeadDim, c.HeadDim);
                     int visible = start + i + 1;
                     var s = new double[visible];
-                    for (int t = 0; t < visible; t++)
+                    // Low-bit groups scored as the kernel this CPU runs computes them (on AVX2 at 1 bit, with
+                    // q∘s rounded to bytes); the rest exactly, against the dequantized keys.
+                    var groupScores = new float[o.GroupSize];
+                    for (int g0 = 0; g0 < Math.Min(folded, visible); g0 += o.GroupSize)
+                    {
+                        KiviAttention.KeyScoresReference(KiviAttention.BestKernel(format), format, qh, groups[g0 / o.GroupSize], groupScores, o.GroupSize);
+                        for (int t = 0; t < o.GroupSize && g0 + t < visible; t++) s[g0 + t] = groupScores[t] / Math.Sqrt(c.HeadDim);
+                    }
+                    for (int t = Math.Min(folded, visible); t < visible; t++)
                     {
                         double dot = 0;
                         for (int d = 0; d < c.HeadDim; d++) dot += qh[d] * k[t][d];

@@ -57,6 +57,36 @@ public class KiviAttentionTests
         return result;
     }
 
+    /// <summary>
+    /// Per head, the byte rounding's half step (how far it may move a score per set code: (max w − min w)
+    /// / 510 over the padded channels) and the size of the terms its sum adds per set code, |low| + 255
+    /// step; both 0 for kernels that keep floats.
+    /// </summary>
+    static (float HalfStep, float Term)[] ByteRounding(KiviFormat format, KiviKernel kernel, float[] queries, byte[] packed)
+    {
+        int d = format.HeadDim, heads = queries.Length / d;
+        var result = new (float, float)[heads];
+        if (!(kernel == KiviKernel.Vector256 && format.Bits == 1)) return result;
+        var scales = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(packed.AsSpan(0, 2 * d));
+        var weights = new float[format.KeyWordsPerToken * 32];
+        var bytes = new byte[weights.Length];
+        for (int h = 0; h < heads; h++)
+        {
+            for (int c = 0; c < d; c++) weights[c] = queries[h * d + c] * (float)scales[c];
+            var (low, step) = KiviAttention.ByteWeights(weights, bytes);
+            result[h] = (step / 2, MathF.Abs(low) + 255 * step);
+        }
+        return result;
+    }
+
+    /// <summary>Token t's codes that are 1 (its set channels).</summary>
+    static int SetCodes(KiviFormat format, byte[] packed, int t)
+    {
+        int set = 0;
+        for (int c = 0; c < format.HeadDim; c++) set += KiviCodes.ReadKey(packed.AsSpan(format.KeyCodesOffset), format, t, c);
+        return set;
+    }
+
     [Theory]
     [MemberData(nameof(Formats))]
     public void KeyScoresMatchScalarAndDequantizedDot(int headDim, int group, int bits)
@@ -69,12 +99,15 @@ public class KiviAttentionTests
                 var rng = new Random(seed * 31 + heads);
                 var packed = KeyGroup(format, rng, outliers: seed % 2 == 1);
                 var queries = KiviTestData.Normals(rng, heads, headDim);
-                var scalar = new float[heads * group];
-                KiviAttention.KeyScoresScalar(format, queries, packed, scalar);
                 KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
                 var magnitude = ScoreMagnitudes(format, queries, keys);
                 foreach (var kernel in AllKernels(format))
                 {
+                    // Each kernel against the scalar form of its own arithmetic (tight), and against the
+                    // exact dot with the dequantized keys, allowing the byte rounding where the kernel rounds.
+                    var reference = new float[heads * group];
+                    KiviAttention.KeyScoresReference(kernel, format, queries, packed, reference, group);
+                    var rounding = ByteRounding(format, kernel, queries, packed);
                     var fused = new float[heads * group];
                     Scores(format, queries, packed, fused, kernel);
                     for (int h = 0; h < heads; h++)
@@ -83,11 +116,111 @@ public class KiviAttentionTests
                             double dot = 0;
                             for (int c = 0; c < headDim; c++) dot += (double)queries[h * headDim + c] * keys[t * headDim + c];
                             float s = fused[h * group + t];
-                            if (!(MathF.Abs(s - scalar[h * group + t]) <= 2e-6f * magnitude[h] + 1e-6f)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, scalar {scalar[h * group + t]}");
-                            if (!(Math.Abs(s - dot) <= 2e-5 * magnitude[h] + 1e-5)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, dequantized dot {dot}");
+                            int set = SetCodes(format, packed, t);
+                            // Float rounding grows with the terms summed: the byte path's reach past the score's own size.
+                            float terms = magnitude[h] + rounding[h].Term * set;
+                            if (!(MathF.Abs(s - reference[h * group + t]) <= 2e-6f * terms + 1e-6f)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, its scalar reference {reference[h * group + t]}");
+                            if (!(Math.Abs(s - dot) <= rounding[h].HalfStep * set + 2e-5 * terms + 1e-5)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, dequantized dot {dot}");
                         }
                 }
             }
+    }
+
+    [Theory]
+    [InlineData(64, 64)]
+    [InlineData(128, 32)]
+    [InlineData(8, 16)] // one word of 32 channels, 24 of them padding
+    [InlineData(48, 16)]
+    public void ByteWeightScoresStayWithinHalfAStepPerSetCodeOfTheExactSum(int headDim, int group)
+    {
+        var format = new KiviFormat(headDim, group, 1);
+        var rng = new Random(headDim + group);
+        double worst = 0;
+        for (int seed = 0; seed < Seeds; seed++)
+        {
+            var packed = KeyGroup(format, rng, outliers: seed % 2 == 0);
+            var queries = KiviTestData.Normals(rng, 3, headDim);
+            var exact = new float[3 * group];
+            var rounded = new float[3 * group];
+            KiviAttention.KeyScoresScalar(format, queries, packed, exact);
+            KiviAttention.KeyScoresByteWeightsScalar(format, queries, packed, rounded, group);
+            var rounding = ByteRounding(format, KiviKernel.Vector256, queries, packed);
+            for (int h = 0; h < 3; h++)
+                for (int t = 0; t < group; t++)
+                {
+                    int set = SetCodes(format, packed, t);
+                    double moved = Math.Abs(rounded[h * group + t] - exact[h * group + t]);
+                    double bound = rounding[h].HalfStep * set + 2e-6 * rounding[h].Term * set + 1e-5 * (1 + Math.Abs(exact[h * group + t]));
+                    if (!(moved <= bound)) Assert.Fail($"head {h} token {t}: moved {moved} by byte rounding, bound {bound}");
+                    worst = Math.Max(worst, moved / Math.Max(bound, 1e-12));
+                }
+        }
+        // The rounding is real (scores do move) and the bound is not loose by orders of magnitude.
+        Assert.InRange(worst, 0.01, 1.0);
+    }
+
+    [Theory]
+    [InlineData(false, 0.02)]
+    [InlineData(true, 0.04)]
+    public void ByteRoundingIsSmallBesideTheOneBitCodesOwnError(bool outliers, double most)
+    {
+        // Scores of the true float keys, of their 1-bit codes (exact sum) and of the codes with byte weights.
+        var format = new KiviFormat(64, 64, 1);
+        var rng = new Random(outliers ? 2 : 1);
+        double codeError = 0, byteError = 0;
+        for (int rep = 0; rep < 20; rep++)
+        {
+            var keys = outliers ? KiviTestData.WithOutlierChannels(rng, 64, 64) : KiviTestData.Normals(rng, 64, 64);
+            var packed = new byte[format.KeyGroupBytes];
+            KiviQuantizer.QuantizeKeyGroup(format, keys, 64, packed);
+            var queries = KiviTestData.Normals(rng, 4, 64);
+            var exact = new float[4 * 64];
+            var rounded = new float[4 * 64];
+            KiviAttention.KeyScoresScalar(format, queries, packed, exact);
+            KiviAttention.KeyScoresByteWeightsScalar(format, queries, packed, rounded, 64);
+            for (int h = 0; h < 4; h++)
+                for (int t = 0; t < 64; t++)
+                {
+                    double truth = 0;
+                    for (int c = 0; c < 64; c++) truth += (double)queries[h * 64 + c] * keys[t * 64 + c];
+                    codeError += Math.Pow(exact[h * 64 + t] - truth, 2);
+                    byteError += Math.Pow(rounded[h * 64 + t] - exact[h * 64 + t], 2);
+                }
+        }
+        double ratio = Math.Sqrt(byteError / codeError);
+        Assert.InRange(ratio, 1e-4, most);
+    }
+
+    [Fact]
+    public void ByteWeightsSpanTheRangeAndRoundHalfToEven()
+    {
+        var bytes = new byte[6];
+        // low 0 and step 1 (the range 255): the ends map to 0 and 255, and halves are ties, which go to the even byte.
+        var (low, step) = KiviAttention.ByteWeights([0f, 255f, 127.5f, 0.5f, 1.5f, 2.4f], bytes);
+        Assert.Equal(0f, low);
+        Assert.Equal(1f, step);
+        Assert.Equal([0, 255, 128, 0, 2, 2], bytes);
+
+        Array.Fill(bytes, (byte)9);
+        Assert.Equal((2.5f, 0f), KiviAttention.ByteWeights([2.5f, 2.5f, 2.5f], bytes.AsSpan(0, 3)));
+        Assert.All(bytes[..3], b => Assert.Equal(0, b));
+        Assert.True(float.IsNaN(KiviAttention.ByteWeights([1f, float.NaN, 3f], bytes).Low));
+    }
+
+    [Fact]
+    public void ByteWeightKernelScoresAreNaNWhenAQueryIsNaN()
+    {
+        var format = new KiviFormat(64, 32, 1);
+        if (!KiviAttention.Runs(KiviKernel.Vector256, format)) return;
+        var rng = new Random(3);
+        var packed = KeyGroup(format, rng, outliers: false);
+        var queries = KiviTestData.Normals(rng, 4, 64);
+        queries[70] = float.NaN; // head 1
+        var scores = new float[4 * 32];
+        Scores(format, queries, packed, scores, KiviKernel.Vector256);
+        for (int h = 0; h < 4; h++)
+            for (int t = 0; t < 32; t++)
+                Assert.Equal(h == 1, float.IsNaN(scores[h * 32 + t]));
     }
 
     [Theory]
@@ -208,12 +341,13 @@ public class KiviAttentionTests
         var rng = new Random(31 * heads + bits);
         var packed = KeyGroup(format, rng, outliers: true);
         var queries = KiviTestData.Normals(rng, heads, headDim);
-        var packedScores = new float[heads * group];
-        KiviAttention.KeyScoresScalar(format, queries, packed, packedScores);
         // Rows of a longer context, the group's scores at an offset of 7 in each: the rest must keep its sentinel.
         int stride = 3 * group + 5, offset = 7;
         foreach (var kernel in AllKernels(format))
         {
+            // The same kernel unstrided: the stride changes where scores land, not their bits.
+            var packedScores = new float[heads * group];
+            Scores(format, queries, packed, packedScores, kernel);
             var rows = new float[heads * stride];
             Array.Fill(rows, -12345f);
             KiviAttention.KeyScores(format, queries, packed, rows.AsSpan(offset), stride, kernel);
@@ -227,8 +361,7 @@ public class KiviAttentionTests
                         continue;
                     }
                     float expected = packedScores[h * group + t - offset];
-                    if (!(MathF.Abs(actual - expected) <= 2e-6f * (1 + MathF.Abs(expected)) + 1e-4f))
-                        Assert.Fail($"{kernel}: head {h}, token {t - offset}: strided {actual}, packed {expected}");
+                    if (actual != expected) Assert.Fail($"{kernel}: head {h}, token {t - offset}: strided {actual}, packed {expected}");
                 }
         }
     }
