@@ -28,7 +28,9 @@ public static partial class KiviAttention
     /// per 4 channels and query head, where converting codes to floats and multiply-adding them cost
     /// a conversion per channel and an FMA per channel and head: about a third of the operations
     /// (perf had that kernel at 27 % of a 32K-token specache decode step). At 2 and 4 bits a table
-    /// covers only 2 or 1 channels and the conversion is cheaper.
+    /// covers only 2 or 1 channels and the conversion is cheaper. The 256-bit kernel at 1 bit sums
+    /// q∘s rounded to bytes instead (KiviAttention.OneBitKeys256.cs), within half a byte step per set
+    /// code of this sum; <see cref="KeyScoresReference"/> names the scalar form each kernel computes.
     /// </remarks>
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores) =>
         KeyScores(format, queries, group, scores, format.GroupSize);

@@ -16,9 +16,9 @@ namespace SpeCache.KvCache.Quantization;
 /// <remarks>
 /// <para>Why bytes: on AVX2 a float table lookup covers 3 channels (<c>vpermps</c>, 8 entries) or 2
 /// (<c>vpshufb</c> on 16-byte tables) and needs a float add of 8 lanes per lookup; on the first Zen
-/// cores (128-bit units, <c>vpermps</c> about 4 cycles) the 3-channel table kernel spent 58 cycles per
-/// 8 tokens, 32 channels and head, a 2-channel <c>vpshufb</c> form 56, and this one 42 with its
-/// per-group set-up (32K tokens, 8 query heads, heads of 64: 1.31 ms a pass -> 0.95 ms). The
+/// cores (128-bit units, <c>vpermps</c> about 4 cycles) a pass of the 3-channel table kernel over
+/// 32K tokens took 651-656 us, a 2-channel <c>vpshufb</c> form 589, and this one 486 with its
+/// per-group set-up (<c>bench/KiviBench 32768 0.5 64</c>: 4 query heads, heads of 64, groups of 64). The
 /// 512-bit kernel keeps its 16-entry float tables (<c>vpermps</c> on 16 lanes is one instruction
 /// per 4 channels there) and the 128-bit kernel its conversions.</para>
 /// <para>What rounding costs: each weight moves by at most step / 2, so a score by at most step / 2
@@ -88,6 +88,8 @@ public static partial class KiviAttention
     /// </summary>
     public static (float Low, float Step) ByteWeights(ReadOnlySpan<float> weights, Span<byte> bytes)
     {
+        if (weights.IsEmpty) throw new ArgumentException("no weights to round", nameof(weights));
+        if (bytes.Length < weights.Length) throw new ArgumentException($"{weights.Length} weights need as many bytes, got {bytes.Length}", nameof(bytes));
         float low = weights[0], high = weights[0];
         foreach (float w in weights)
         {

@@ -83,11 +83,11 @@ public static partial class KiviAttention
         }
     }
 
-    /// <summary>The 8 sums of 3 weights (from <paramref name="qs"/>), entry e taking each one's code from e's bits.</summary>
+    /// <summary>The 8 sums of 3 weights (from <paramref name="weights"/>: a run's p_t s_t), entry e taking each one's code from e's bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Table3(ref float qs, Vector256<float> p0, Vector256<float> p1, Vector256<float> p2) =>
-        Vector256.FusedMultiplyAdd(p2, Vector256.Create(Unsafe.Add(ref qs, 2)),
-            Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref qs, 1)), p0 * Vector256.Create(qs)));
+    static Vector256<float> Table3(ref float weights, Vector256<float> p0, Vector256<float> p1, Vector256<float> p2) =>
+        Vector256.FusedMultiplyAdd(p2, Vector256.Create(Unsafe.Add(ref weights, 2)),
+            Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref weights, 1)), p0 * Vector256.Create(weights)));
 
     /// <summary>2 and 4 bits: per channel one shift, mask and conversion of 8 tokens' codes and one multiply-add per head, as the 512-bit kernel.</summary>
     static void ScoresByConversion256<TWidth, THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, ref float score0, int stride)
