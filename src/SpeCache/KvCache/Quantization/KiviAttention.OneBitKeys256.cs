@@ -166,7 +166,7 @@ public static partial class KiviAttention
     static unsafe void SetCodeCounts(KiviFormat format, ReadOnlySpan<byte> group, int* counts)
     {
         int words = format.KeyWordsPerToken;
-        ref byte codes = ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset);
+        ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
         var bitsIn = Vector256.Create((byte)0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
         var low = Vector256.Create((byte)0x0F);
         for (int t = 0; t < format.GroupSize; t += 8)
@@ -174,7 +174,7 @@ public static partial class KiviAttention
             var bytes = Vector256<byte>.Zero; // per byte at most 8 × words ≤ 128 set codes
             for (int w = 0; w < words; w++)
             {
-                var x = Vector256.LoadUnsafe(ref codes, (nuint)(4 * ((t / KiviFormat.BlockTokens * words + w) * KiviFormat.BlockTokens + t % KiviFormat.BlockTokens)));
+                var x = Vector256.LoadUnsafe(ref codes, (nuint)format.KeyWordIndex(t, w)).AsByte();
                 bytes += Avx2.Shuffle(bitsIn, x & low) + Avx2.Shuffle(bitsIn, (x.AsUInt16() >>> 4).AsByte() & low);
             }
             // Each token's four bytes summed: adjacent pairs, then adjacent words.
@@ -213,7 +213,7 @@ public static partial class KiviAttention
             Vector256<ulong> e0 = default, o0 = default, e1 = default, o1 = default, e2 = default, o2 = default, e3 = default, o3 = default;
             for (int w = 0; w < words; w++)
             {
-                var x = Vector256.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.BlockTokens * words + w) * KiviFormat.BlockTokens + t % KiviFormat.BlockTokens)).AsByte();
+                var x = Vector256.LoadUnsafe(ref codes, (nuint)format.KeyWordIndex(t, w)).AsByte();
                 byte* bw = bytes + 32 * w;
                 for (int k = 0; k < 4; k++, bw += 8)
                 {

@@ -61,7 +61,7 @@ public static partial class KiviAttention
         for (int w = 0; w < words; w++)
             for (int t = 0; t < g; t += lanes)
             {
-                var word = Vector128.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.BlockTokens * words + w) * KiviFormat.BlockTokens + t % KiviFormat.BlockTokens));
+                var word = Vector128.LoadUnsafe(ref codes, (nuint)format.KeyWordIndex(t, w));
                 var a0 = Vector128.LoadUnsafe(ref score0, (nuint)t);
                 Vector128<float> a1 = default, a2 = default, a3 = default;
                 if (n == 4)

@@ -102,7 +102,7 @@ public static partial class KiviAttention
         for (int w = 0; w < words; w++)
             for (int t = 0; t < g; t += 8)
             {
-                var word = Vector256.LoadUnsafe(ref codes, (nuint)((t / KiviFormat.BlockTokens * words + w) * KiviFormat.BlockTokens + t % KiviFormat.BlockTokens));
+                var word = Vector256.LoadUnsafe(ref codes, (nuint)format.KeyWordIndex(t, w));
                 var a0 = Vector256.LoadUnsafe(ref score0, (nuint)t);
                 Vector256<float> a1 = default, a2 = default, a3 = default;
                 if (n == 4)

@@ -119,10 +119,16 @@ public readonly record struct KiviFormat
     /// </summary>
     public (int WordOffset, int Shift) KeyCodePlace(int token, int channel)
     {
-        int bit = channel * Bits, words = KeyWordsPerToken;
-        int block = token / BlockTokens, lane = token % BlockTokens;
-        return (4 * ((block * words + bit / 32) * BlockTokens + lane), bit % 32);
+        int bit = channel * Bits;
+        return (4 * KeyWordIndex(token, bit / 32), bit % 32);
     }
+
+    /// <summary>
+    /// Which 32-bit word of a key group's codes holds word <paramref name="word"/> of token
+    /// <paramref name="token"/>'s codes: block b's word w of its 16 tokens lie together, so 8 or 16
+    /// consecutive tokens from a multiple of 8 load as one vector from here.
+    /// </summary>
+    public int KeyWordIndex(int token, int word) => (token / BlockTokens * KeyWordsPerToken + word) * BlockTokens + token % BlockTokens;
 
     /// <summary>Channels per value group: the group size, but never more than one token's head.</summary>
     public int ValueGroupSize => Math.Min(GroupSize, HeadDim);
