@@ -29,10 +29,12 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     const int MetaBytes = 64;
 
     /// <summary>
-    /// Packed block (this kernel's and <see cref="Q4_KTiles256"/>'s): float d, padding, 8 float
-    /// sub-block sums × d at 32, 256 reordered quants at 64.
+    /// Packed block (this kernel's and <see cref="Q4_KTiles256"/>'s): float d, padding, the 8
+    /// sub-block sums of the quants as shorts at 8 (<see cref="Q4_KTiles256"/>'s integer mins),
+    /// padding, the same sums × d as floats at 32 (this kernel's), 256 reordered quants at 64.
     /// </summary>
     internal const int PackedBlockBytes = 320;
+    internal const int ShortSumsAt = 8;
     internal const int SumsAt = 32;
     internal const int QuantsAt = 64;
 
@@ -57,7 +59,14 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             float d = BitConverter.ToSingle(block);
             var groupSums = MemoryMarshal.Cast<byte, short>(block.Slice(260, 32));
             var sums = MemoryMarshal.Cast<byte, float>(dst.Slice(SumsAt, 32));
-            for (int sub = 0; sub < 8; sub++) sums[sub] = (groupSums[2 * sub] + groupSums[2 * sub + 1]) * d;
+            var shortSums = MemoryMarshal.Cast<byte, short>(dst.Slice(ShortSumsAt, 16));
+            for (int sub = 0; sub < 8; sub++)
+            {
+                // 32 quants of at most 127 in size: the sum fits a short.
+                int sum = groupSums[2 * sub] + groupSums[2 * sub + 1];
+                shortSums[sub] = (short)sum;
+                sums[sub] = sum * d;
+            }
             for (int sub = 0; sub < 8; sub++)
                 block.Slice(4 + 32 * sub, 32).CopyTo(dst.Slice(QuantsAt + 32 * Slot(sub)));
         }

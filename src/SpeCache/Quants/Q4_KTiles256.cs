@@ -5,14 +5,22 @@ using System.Runtime.Intrinsics.X86;
 namespace SpeCache.Quants;
 
 /// <summary>
-/// Q4_K weights against Q8_K activations on 256-bit registers (AVX2 and FMA): the tile for CPUs
-/// without the AVX512-BW that <see cref="Q4_KTiles"/> needs (AMD before Zen 4, most Intel
-/// desktops and laptops), on <see cref="Q4_KTiles"/>'s packed activations. One register holds a
-/// 32-byte chunk c of a block's quants, whose low nibbles are sub-block 2c and high nibbles
-/// sub-block 2c + 1. Per output and 256-value block: u8 × s8 pair sums (at most 2·15·127, no
-/// saturation), a word multiply-add by the sub-block's 6-bit scale into eight exact 32-bit lanes
-/// (lane l sums values 4l..4l+3 of every sub-block), then one float multiply-add by
-/// d × activation scale; the mins' term is <see cref="Q4_KTiles"/>'s eight-lane multiply-add.
+/// Q4_K weights against Q8_K activations for CPUs with AVX2 and FMA but not the AVX512-BW that
+/// <see cref="Q4_KTiles"/> needs (AMD before Zen 4, most Intel desktops and laptops), on
+/// <see cref="Q4_KTiles"/>'s packed activations. It works on 128-bit registers: the first Zen
+/// cores run a 256-bit instruction as two 128-bit halves, so what costs is the count of halves,
+/// and 16-byte halves let the two halves of a sub-block be added as words before its scale is
+/// applied, which a 32-byte register can only do with a lane-crossing shuffle. A 32-byte chunk c
+/// of a block's quants holds sub-block 2c in its low nibbles and 2c + 1 in its high ones. Per
+/// output, block and sub-block: u8 × s8 pair sums of each 16-value half (at most 2·15·127), the
+/// two halves added as words (at most 4·15·127, no saturation), a word multiply-add by the
+/// 6-bit scale into four exact 32-bit lanes (lane l sums values 4l..4l+3 and 16+4l..16+4l+3 of
+/// every sub-block), then one float multiply-add by d × activation scale. The mins' term is
+/// integer too: the eight 6-bit mins against the activation's short sub-block sums by one word
+/// multiply-add (lane l: sub-blocks 2l and 2l + 1), then a float multiply-add by dmin ×
+/// activation scale. On a first-generation EPYC (MatMulBench, the former 256-bit form against
+/// this one in the same minutes) one thread went from 6.7 to 8.4 GB/s of Q4_K weights in decode
+/// and two from 60 to 79 GOPS in an 8192 × 2048 prefill product.
 /// </summary>
 internal sealed unsafe class Q4_KTiles256 : TileKernel
 {
@@ -20,13 +28,16 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     public static readonly bool Supported = IsSupported;
 
-    /// <summary>Bytes per weight block in the unpacked table: 8 float mins (dmin × min), each sub-block's scale as a word pair, d.</summary>
-    const int MetaBytes = 96;
-    const int ScalesAt = 32;
-    const int DAt = 64;
+    /// <summary>
+    /// Bytes per weight block in the unpacked table: each sub-block's scale as a word pair at 0,
+    /// the 8 mins as words at 32, d and dmin as floats at 48.
+    /// </summary>
+    const int MetaBytes = 64;
+    const int MinsAt = 32;
+    const int DAt = 48;
 
     const int PackedBlockBytes = Q4_KTiles.PackedBlockBytes;
-    const int SumsAt = Q4_KTiles.SumsAt;
+    const int ShortSumsAt = Q4_KTiles.ShortSumsAt;
     const int QuantsAt = Q4_KTiles.QuantsAt;
 
     public override int PackedRowBytes(int cols) => Q4_KTiles.PackedBytes(cols);
@@ -58,8 +69,8 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     }
 
     /// <summary>
-    /// One weight row's table: dmin × each min and d as floats, and each scale as the pair of
-    /// words (sc, sc) that one 32-bit broadcast load spreads over a register's word pairs.
+    /// One weight row's table: each scale as the pair of words (sc, sc) that one 32-bit broadcast
+    /// load spreads over a register's word pairs, the mins as words, d and dmin as floats.
     /// </summary>
     static void UnpackMeta(byte* row, byte* meta, int nb)
     {
@@ -68,28 +79,29 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
             byte* block = row + (long)b * Q4_K.BlockBytes;
             byte* mb = meta + b * MetaBytes;
             Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
-            var dd = Q4_KTiles.DAndDMin(block);
-            Q4_KTiles.MinFloats(mins, dd).Store((float*)mb);
             var scales = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(sc).AsByte());
-            (scales | (scales << 16)).Store((int*)(mb + ScalesAt));
-            *(float*)(mb + DAt) = dd.ToScalar();
+            (scales | (scales << 16)).Store((int*)mb);
+            Words(mins).Store((short*)(mb + MinsAt));
+            Q4_KTiles.DAndDMin(block).Store((float*)(mb + DAt));
         }
     }
 
+    /// <summary>The eight bytes of <paramref name="packed"/> as words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector128<short> Words(ulong packed) => Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packed).AsByte());
+
     /// <summary>
-    /// TM weight rows × TN activation rows. AVX2 has 16 registers, too few for the 16 integer
-    /// accumulators of a 4 × 4 tile (the JIT spilled 15 of them, a load and a store per
-    /// multiply-add), so each weight row of a block is taken in turn against the tile's
-    /// activation rows: four accumulators, the row's nibbles split once per chunk, the activation
-    /// quants read from L1 as memory operands. The float accumulators, touched once per block,
-    /// live in a small stack table.
+    /// TM weight rows × TN activation rows. Each weight row of a block is taken in turn against
+    /// the tile's activation rows (four integer accumulators, the row's nibbles split once per
+    /// chunk, the activation quants read from L1 as memory operands); the float accumulators,
+    /// touched once per block, live in a small stack table.
     /// </summary>
     [SkipLocalsInit] // the accumulators are zeroed below
     static void Tile<TM, TN>(byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
         where TM : struct, ITileExtent where TN : struct, ITileExtent
     {
-        var acc = stackalloc Vector256<float>[16]; // [I * 4 + J]
-        var minAcc = stackalloc Vector256<float>[16];
+        var acc = stackalloc Vector128<float>[16]; // [I * 4 + J]
+        var minAcc = stackalloc Vector128<float>[16];
         for (int k = 0; k < 16; k++)
         {
             acc[k] = default;
@@ -103,18 +115,18 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
             {
                 byte* wb = w + i * ws + (long)b * Q4_K.BlockBytes;
                 byte* mb = meta + i * metaRow + b * MetaBytes;
-                Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
+                Vector128<int> s0 = default, s1 = default, s2 = default, s3 = default;
                 ChunkRows<TN>(wb, TableScale(mb, 0), TableScale(mb, 1), xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, TableScale(mb, 2), TableScale(mb, 3), xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, TableScale(mb, 4), TableScale(mb, 5), xb, aStride, 2, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, TableScale(mb, 6), TableScale(mb, 7), xb, aStride, 3, ref s0, ref s1, ref s2, ref s3);
-                var d = Vector256.Create(*(float*)(mb + DAt));
-                var mins = Vector256.Load((float*)mb);
-                Vector256<float>* ai = acc + 4 * i, mi = minAcc + 4 * i;
-                Finish(xb, d, mins, ref ai[0], ref mi[0], s0);
-                if (TN.Value > 1) Finish(xb + aStride, d, mins, ref ai[1], ref mi[1], s1);
-                if (TN.Value > 2) Finish(xb + 2 * aStride, d, mins, ref ai[2], ref mi[2], s2);
-                if (TN.Value > 3) Finish(xb + 3 * aStride, d, mins, ref ai[3], ref mi[3], s3);
+                var dd = Vector128.Load((float*)(mb + DAt));
+                var mins = Vector128.Load((short*)(mb + MinsAt));
+                Vector128<float>* ai = acc + 4 * i, mi = minAcc + 4 * i;
+                Finish(xb, dd, mins, ref ai[0], ref mi[0], s0);
+                if (TN.Value > 1) Finish(xb + aStride, dd, mins, ref ai[1], ref mi[1], s1);
+                if (TN.Value > 2) Finish(xb + 2 * aStride, dd, mins, ref ai[2], ref mi[2], s2);
+                if (TN.Value > 3) Finish(xb + 3 * aStride, dd, mins, ref ai[3], ref mi[3], s3);
             }
         }
         for (int j = 0; j < TN.Value; j++)
@@ -124,70 +136,81 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     /// <summary>Chunk <paramref name="c"/> (a constant at each call) of one weight block against TN activation blocks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void ChunkRows<TN>(byte* wb, Vector256<short> kLo, Vector256<short> kHi, byte* xb, int aStride, int c,
-        ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3) where TN : struct, ITileExtent
+    static void ChunkRows<TN>(byte* wb, Vector128<short> kLo, Vector128<short> kHi, byte* xb, int aStride, int c,
+        ref Vector128<int> s0, ref Vector128<int> s1, ref Vector128<int> s2, ref Vector128<int> s3) where TN : struct, ITileExtent
     {
-        var v = Vector256.Load(wb + 16 + 32 * c);
-        var mask = Vector256.Create((byte)0x0F);
-        var lo = v & mask;
-        var hi = Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & mask;
+        byte* q = wb + 16 + 32 * c;
+        var v0 = Vector128.Load(q);
+        var v1 = Vector128.Load(q + 16);
+        var mask = Vector128.Create((byte)0x0F);
+        var lo0 = v0 & mask;
+        var lo1 = v1 & mask;
+        var hi0 = Vector128.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask;
+        var hi1 = Vector128.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask;
         sbyte* x = (sbyte*)(xb + QuantsAt);
         int slotLo = 32 * Q4_KTiles.Slot(2 * c), slotHi = 32 * Q4_KTiles.Slot(2 * c + 1);
-        s0 += Scaled(lo, x + slotLo, kLo) + Scaled(hi, x + slotHi, kHi);
-        if (TN.Value > 1) s1 += Scaled(lo, x + aStride + slotLo, kLo) + Scaled(hi, x + aStride + slotHi, kHi);
-        if (TN.Value > 2) s2 += Scaled(lo, x + 2 * aStride + slotLo, kLo) + Scaled(hi, x + 2 * aStride + slotHi, kHi);
-        if (TN.Value > 3) s3 += Scaled(lo, x + 3 * aStride + slotLo, kLo) + Scaled(hi, x + 3 * aStride + slotHi, kHi);
+        s0 += Scaled(lo0, lo1, x + slotLo, kLo) + Scaled(hi0, hi1, x + slotHi, kHi);
+        if (TN.Value > 1) s1 += Scaled(lo0, lo1, x + aStride + slotLo, kLo) + Scaled(hi0, hi1, x + aStride + slotHi, kHi);
+        if (TN.Value > 2) s2 += Scaled(lo0, lo1, x + 2 * aStride + slotLo, kLo) + Scaled(hi0, hi1, x + 2 * aStride + slotHi, kHi);
+        if (TN.Value > 3) s3 += Scaled(lo0, lo1, x + 3 * aStride + slotLo, kLo) + Scaled(hi0, hi1, x + 3 * aStride + slotHi, kHi);
     }
 
     /// <summary>Sub-block <paramref name="sub"/>'s scale in every word, one broadcast load from the weight row's table.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<short> TableScale(byte* mb, int sub) => Vector256.Create(*(int*)(mb + ScalesAt + 4 * sub)).AsInt16();
+    static Vector128<short> TableScale(byte* mb, int sub) => Vector128.Create(*(int*)(mb + 4 * sub)).AsInt16();
 
-    /// <summary>One sub-block's nibbles against its 32 activation quants, times its scale: eight exact lanes.</summary>
+    /// <summary>
+    /// One sub-block's two 16-value halves of nibbles against its 32 activation quants: the
+    /// halves' pair sums added as words, then times the scale into four exact lanes.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<int> Scaled(Vector256<byte> nibbles, sbyte* x, Vector256<short> scale) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(nibbles, Vector256.Load(x)), scale);
+    static Vector128<int> Scaled(Vector128<byte> first, Vector128<byte> second, sbyte* x, Vector128<short> scale) =>
+        Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(first, Vector128.Load(x)) + Ssse3.MultiplyAddAdjacent(second, Vector128.Load(x + 16)), scale);
 
-    /// <summary>End of a block for one (weight row, activation row): scale the integer sums and add the mins.</summary>
+    /// <summary>
+    /// End of a block for one (weight row, activation row): the integer sums times d × the
+    /// activation scale, and the mins' integer dot times dmin × the activation scale.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Finish(byte* x, Vector256<float> d, Vector256<float> mins, ref Vector256<float> acc, ref Vector256<float> minAcc, Vector256<int> s)
+    static void Finish(byte* x, Vector128<float> dAndDMin, Vector128<short> mins, ref Vector128<float> acc, ref Vector128<float> minAcc, Vector128<int> s)
     {
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s), d * Vector256.Create(*(float*)x), acc);
-        minAcc = Fma.MultiplyAdd(mins, Vector256.Load((float*)(x + SumsAt)), minAcc);
+        var scaled = dAndDMin * Vector128.Create(*(float*)x);
+        acc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(s), Avx2.BroadcastScalarToVector128(scaled), acc);
+        var minDot = Sse2.MultiplyAddAdjacent(mins, Vector128.Load((short*)(x + ShortSumsAt)));
+        minAcc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(minDot), Avx.Permute(scaled, 0b01_01_01_01), minAcc);
     }
 
     /// <summary>
-    /// Each weight row against up to four activation rows, everything in registers and each block's scales unpacked as it is read: the
-    /// unpacked table costs as much to build as a tile's work on one activation row. The same
-    /// integer lanes, multiply-adds and reduction as <see cref="Tile{TM, TN}"/>, so the bits agree.
+    /// Each weight row against up to four activation rows, everything in registers and each
+    /// block's scales unpacked as it is read: the unpacked table costs as much to build as a
+    /// tile's work on one activation row. The same integer lanes, multiply-adds and reduction as
+    /// <see cref="Tile{TM, TN}"/>, so the bits agree.
     /// </summary>
     static void Direct<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
     {
         for (int r = 0; r < rows; r++)
         {
-            Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            Vector256<float> min0 = default, min1 = default, min2 = default, min3 = default;
+            Vector128<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            Vector128<float> min0 = default, min1 = default, min2 = default, min3 = default;
             for (int b = 0; b < nb; b++)
             {
                 byte* xb = a + (long)b * PackedBlockBytes;
                 byte* wb = w + r * ws + (long)b * Q4_K.BlockBytes;
                 PrefetchAhead(wb, Q4_K.BlockBytes);
                 Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
-                // The eight scales as words in both halves; a byte shuffle per sub-block spreads its scale over every word.
-                var words = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(sc).AsByte()).AsByte();
-                var scales = Vector256.Create(words, words);
-                Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
+                // The eight scales as words; a byte shuffle per sub-block spreads its scale over every word.
+                var scales = Words(sc).AsByte();
+                Vector128<int> s0 = default, s1 = default, s2 = default, s3 = default;
                 ChunkRows<TN>(wb, SpreadScale(scales, 0), SpreadScale(scales, 1), xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 2), SpreadScale(scales, 3), xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 4), SpreadScale(scales, 5), xb, aStride, 2, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 6), SpreadScale(scales, 7), xb, aStride, 3, ref s0, ref s1, ref s2, ref s3);
                 var dd = Q4_KTiles.DAndDMin(wb);
-                var d = Vector256.Create(dd.ToScalar());
-                var minFloats = Q4_KTiles.MinFloats(mins, dd);
-                Finish(xb, d, minFloats, ref acc0, ref min0, s0);
-                if (TN.Value > 1) Finish(xb + aStride, d, minFloats, ref acc1, ref min1, s1);
-                if (TN.Value > 2) Finish(xb + 2 * aStride, d, minFloats, ref acc2, ref min2, s2);
-                if (TN.Value > 3) Finish(xb + 3 * aStride, d, minFloats, ref acc3, ref min3, s3);
+                var minWords = Words(mins);
+                Finish(xb, dd, minWords, ref acc0, ref min0, s0);
+                if (TN.Value > 1) Finish(xb + aStride, dd, minWords, ref acc1, ref min1, s1);
+                if (TN.Value > 2) Finish(xb + 2 * aStride, dd, minWords, ref acc2, ref min2, s2);
+                if (TN.Value > 3) Finish(xb + 3 * aStride, dd, minWords, ref acc3, ref min3, s3);
             }
             y[r] = HorizontalSum(acc0) - HorizontalSum(min0);
             if (TN.Value > 1) y[yStride + r] = HorizontalSum(acc1) - HorizontalSum(min1);
@@ -198,17 +221,14 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     /// <summary>Sub-block <paramref name="sub"/>'s scale (a constant at each call) in every word, by a byte shuffle of the eight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<short> SpreadScale(Vector256<byte> scales, int sub) => Avx2.Shuffle(scales, Spread(sub)).AsInt16();
-
-    /// <summary>The byte shuffle that copies word <paramref name="sub"/> into every word.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<byte> Spread(int sub) => Vector256.Create((ushort)(((2 * sub + 1) << 8) | (2 * sub))).AsByte();
+    static Vector128<short> SpreadScale(Vector128<byte> scales, int sub) =>
+        Ssse3.Shuffle(scales, Vector128.Create((ushort)(((2 * sub + 1) << 8) | (2 * sub))).AsByte()).AsInt16();
 
     public override float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols)
     {
         int nb = cols / Q4_K.BlockSize;
-        Span<float> acc = stackalloc float[8];
-        Span<float> minAcc = stackalloc float[8];
+        Span<float> acc = stackalloc float[4];
+        Span<float> minAcc = stackalloc float[4];
         acc.Clear();
         minAcc.Clear();
         fixed (byte* w = weightRow)
@@ -218,15 +238,26 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
                 byte* wb = w + b * Q4_K.BlockBytes;
                 byte* xb = x + b * PackedBlockBytes;
                 sbyte* q8 = (sbyte*)(xb + QuantsAt);
-                float d = QuantMath.ToFloat(*(ushort*)wb) * *(float*)xb;
-                for (int lane = 0; lane < 8; lane++)
+                float dx = *(float*)xb;
+                float d = QuantMath.ToFloat(*(ushort*)wb) * dx, dmin = QuantMath.ToFloat(*(ushort*)(wb + 2)) * dx;
+                for (int lane = 0; lane < 4; lane++)
                 {
-                    // Lane l holds values 4l..4l+3 of every sub-block.
+                    // Lane l holds values 4l..4l+3 and 16+4l..16+4l+3 of every sub-block.
                     int sum = 0;
-                    for (int sub = 0; sub < 8; sub++) sum += Q4_KTiles.ScaledPart(wb, q8, sub, 4 * lane);
+                    for (int sub = 0; sub < 8; sub++)
+                        sum += Q4_KTiles.ScaledPart(wb, q8, sub, 4 * lane) + Q4_KTiles.ScaledPart(wb, q8, sub, 16 + 4 * lane);
                     acc[lane] = MathF.FusedMultiplyAdd(sum, d, acc[lane]);
+                    // Lane l of the mins: sub-blocks 2l and 2l + 1, their activation sums taken from the quants themselves so the packed sums are checked too.
+                    int minDot = 0;
+                    for (int sub = 2 * lane; sub < 2 * lane + 2; sub++)
+                    {
+                        Q4_K.ScaleMin(sub, wb + 4, out _, out int m);
+                        int subSum = 0;
+                        for (int v = 0; v < 32; v++) subSum += q8[32 * Q4_KTiles.Slot(sub) + v];
+                        minDot += m * subSum;
+                    }
+                    minAcc[lane] = MathF.FusedMultiplyAdd(minDot, dmin, minAcc[lane]);
                 }
-                Q4_KTiles.ReferenceMins(wb, xb, minAcc);
             }
         return HorizontalSum(acc) - HorizontalSum(minAcc);
     }

@@ -79,16 +79,20 @@ internal abstract unsafe class TileKernel
     /// than <c>Vector256.Sum</c>, whose order is not specified, so the scalar reference can mirror it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HorizontalSum(Vector256<float> v)
+    public static float HorizontalSum(Vector256<float> v) => HorizontalSum(v.GetLower() + v.GetUpper());
+
+    /// <summary>The fixed reduction of four lanes: (l0+l2) + (l1+l3), the last two steps of the eight-lane one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalSum(Vector128<float> v)
     {
-        var s = v.GetLower() + v.GetUpper();
-        var t = s + Vector128.Shuffle(s, Vector128.Create(2, 3, 0, 1));
+        var t = v + Vector128.Shuffle(v, Vector128.Create(2, 3, 0, 1));
         return t.ToScalar() + t.GetElement(1);
     }
 
-    /// <summary>Scalar mirror of <see cref="HorizontalSum"/>.</summary>
-    public static float HorizontalSum(ReadOnlySpan<float> l) =>
-        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    /// <summary>Scalar mirror of <see cref="HorizontalSum(Vector256{float})"/> (eight lanes) or <see cref="HorizontalSum(Vector128{float})"/> (four).</summary>
+    public static float HorizontalSum(ReadOnlySpan<float> l) => l.Length == 4
+        ? (l[0] + l[2]) + (l[1] + l[3])
+        : ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 
     /// <summary>
     /// Runs <typeparamref name="TBody"/>'s tile over <paramref name="m"/> (≤ 4) weight rows and
