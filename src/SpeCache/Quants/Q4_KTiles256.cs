@@ -20,7 +20,8 @@ namespace SpeCache.Quants;
 /// multiply-add (lane l: sub-blocks 2l and 2l + 1), then a float multiply-add by dmin ×
 /// activation scale. On a first-generation EPYC (MatMulBench, the former 256-bit form against
 /// this one in the same minutes) one thread went from 6.7 to 8.4 GB/s of Q4_K weights in decode
-/// and two from 60 to 79 GOPS in an 8192 × 2048 prefill product.
+/// and two from 60 to 79 GOPS in an 8192 × 2048 prefill product. (The name is the AVX2 tier's,
+/// as <see cref="Q6_KTiles256"/>'s, though the registers are now 128-bit.)
 /// </summary>
 internal sealed unsafe class Q4_KTiles256 : TileKernel
 {

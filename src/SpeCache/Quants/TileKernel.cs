@@ -90,9 +90,12 @@ internal abstract unsafe class TileKernel
     }
 
     /// <summary>Scalar mirror of <see cref="HorizontalSum(Vector256{float})"/> (eight lanes) or <see cref="HorizontalSum(Vector128{float})"/> (four).</summary>
-    public static float HorizontalSum(ReadOnlySpan<float> l) => l.Length == 4
-        ? (l[0] + l[2]) + (l[1] + l[3])
-        : ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    public static float HorizontalSum(ReadOnlySpan<float> l) => l.Length switch
+    {
+        4 => (l[0] + l[2]) + (l[1] + l[3]),
+        8 => ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])),
+        _ => throw new ArgumentException($"a horizontal sum mirrors four or eight lanes, not {l.Length}", nameof(l)),
+    };
 
     /// <summary>
     /// Runs <typeparamref name="TBody"/>'s tile over <paramref name="m"/> (≤ 4) weight rows and
