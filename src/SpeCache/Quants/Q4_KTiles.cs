@@ -130,7 +130,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
             var dd = DAndDMin(block);
             MinFloats(mins, dd).Store((float*)mb);
-            Sse41.ConvertToVector128Int16(Vector128.CreateScalar(sc).AsByte()).Store((short*)(mb + 32));
+            Words(sc).Store((short*)(mb + 32));
             *(float*)(mb + 48) = dd.ToScalar();
         }
     }
@@ -329,9 +329,20 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         {
             // The activation side from the quants themselves, so the packed sums are checked too.
             Q4_K.ScaleMin(l, wb + 4, out _, out int m);
-            int subSum = 0;
-            for (int v = 0; v < 32; v++) subSum += q8[32 * Slot(l) + v];
-            minAcc[l] = MathF.FusedMultiplyAdd(m * dmin, subSum * dx, minAcc[l]);
+            minAcc[l] = MathF.FusedMultiplyAdd(m * dmin, SubBlockSum(q8, l) * dx, minAcc[l]);
         }
     }
+
+    /// <summary>Scalar: the sum of sub-block <paramref name="sub"/>'s 32 packed activation quants, taken from the quants themselves so the packed sums are checked too.</summary>
+    internal static int SubBlockSum(sbyte* q8, int sub)
+    {
+        int sum = 0;
+        for (int v = 0; v < 32; v++) sum += q8[32 * Slot(sub) + v];
+        return sum;
+    }
+
+    /// <summary>The eight bytes of <paramref name="packed"/> (a block's unpacked scales or mins) as words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<short> Words(ulong packed) => Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packed).AsByte());
+
 }

@@ -82,20 +82,18 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
             Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
             var scales = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(sc).AsByte());
             (scales | (scales << 16)).Store((int*)mb);
-            Words(mins).Store((short*)(mb + MinsAt));
+            Q4_KTiles.Words(mins).Store((short*)(mb + MinsAt));
             Q4_KTiles.DAndDMin(block).Store((float*)(mb + DAt));
         }
     }
 
-    /// <summary>The eight bytes of <paramref name="packed"/> as words.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<short> Words(ulong packed) => Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packed).AsByte());
-
     /// <summary>
-    /// TM weight rows × TN activation rows. Each weight row of a block is taken in turn against
-    /// the tile's activation rows (four integer accumulators, the row's nibbles split once per
-    /// chunk, the activation quants read from L1 as memory operands); the float accumulators,
-    /// touched once per block, live in a small stack table.
+    /// TM weight rows × TN activation rows. AVX2 has 16 registers, too few for the 16 integer
+    /// accumulators of a 4 × 4 tile (the JIT spilled 15 of them in the 256-bit form, a load and a
+    /// store per multiply-add), so each weight row of a block is taken in turn against the tile's
+    /// activation rows: four accumulators, the row's nibbles split once per chunk, the activation
+    /// quants read from L1 as memory operands. The float accumulators, touched once per block,
+    /// live in a small stack table.
     /// </summary>
     [SkipLocalsInit] // the accumulators are zeroed below
     static void Tile<TM, TN>(byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
@@ -200,14 +198,14 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
                 PrefetchAhead(wb, Q4_K.BlockBytes);
                 Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
                 // The eight scales as words; a byte shuffle per sub-block spreads its scale over every word.
-                var scales = Words(sc).AsByte();
+                var scales = Q4_KTiles.Words(sc).AsByte();
                 Vector128<int> s0 = default, s1 = default, s2 = default, s3 = default;
                 ChunkRows<TN>(wb, SpreadScale(scales, 0), SpreadScale(scales, 1), xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 2), SpreadScale(scales, 3), xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 4), SpreadScale(scales, 5), xb, aStride, 2, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 6), SpreadScale(scales, 7), xb, aStride, 3, ref s0, ref s1, ref s2, ref s3);
                 var dd = Q4_KTiles.DAndDMin(wb);
-                var minWords = Words(mins);
+                var minWords = Q4_KTiles.Words(mins);
                 Finish(xb, dd, minWords, ref acc0, ref min0, s0);
                 if (TN.Value > 1) Finish(xb + aStride, dd, minWords, ref acc1, ref min1, s1);
                 if (TN.Value > 2) Finish(xb + 2 * aStride, dd, minWords, ref acc2, ref min2, s2);
@@ -248,14 +246,12 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
                     for (int sub = 0; sub < 8; sub++)
                         sum += Q4_KTiles.ScaledPart(wb, q8, sub, 4 * lane) + Q4_KTiles.ScaledPart(wb, q8, sub, 16 + 4 * lane);
                     acc[lane] = MathF.FusedMultiplyAdd(sum, d, acc[lane]);
-                    // Lane l of the mins: sub-blocks 2l and 2l + 1, their activation sums taken from the quants themselves so the packed sums are checked too.
+                    // Lane l of the mins: sub-blocks 2l and 2l + 1.
                     int minDot = 0;
                     for (int sub = 2 * lane; sub < 2 * lane + 2; sub++)
                     {
                         Q4_K.ScaleMin(sub, wb + 4, out _, out int m);
-                        int subSum = 0;
-                        for (int v = 0; v < 32; v++) subSum += q8[32 * Q4_KTiles.Slot(sub) + v];
-                        minDot += m * subSum;
+                        minDot += m * Q4_KTiles.SubBlockSum(q8, sub);
                     }
                     minAcc[lane] = MathF.FusedMultiplyAdd(minDot, dmin, minAcc[lane]);
                 }
