@@ -370,3 +370,4 @@ internal interface IHeadCount
 internal readonly struct OneHead : IHeadCount { public static int Count => 1; }
 internal readonly struct TwoHeads : IHeadCount { public static int Count => 2; }
 internal readonly struct FourHeads : IHeadCount { public static int Count => 4; }
+internal readonly struct EightHeads : IHeadCount { public static int Count => 8; }

@@ -16,10 +16,9 @@ namespace SpeCache.KvCache.Quantization;
 /// <item>1-bit key scores are integer sums of q∘s rounded to bytes (KiviAttention.OneBitKeys256.cs),
 /// not lookups in float tables of 3 channels (8 entries), which took a permute and an add per 3
 /// channels, 8 tokens and head.</item>
-/// <item>The 1-bit value kernel looks a run's nibble up in the 8-entry table of its first 3 tokens
-/// and adds the 4th token's weight where the nibble's top bit (shifted to the sign, which
-/// <c>vblendvps</c> reads) is set. At 2 and 4 bits the value kernel converts codes, as the key
-/// kernel does: a permute per 2 or 1 tokens saved nothing.</item>
+/// <item>The 1-bit value kernel looks each pair of tokens up in a 4-entry float table, 16 bytes,
+/// with <c>vpshufb</c> (see <see cref="AddOneBitByPairTables256"/>). At 2 and 4 bits the value
+/// kernel converts codes, as the key kernel does: a permute per 2 or 1 tokens saved nothing.</item>
 /// </list>
 /// </summary>
 public static partial class KiviAttention
@@ -83,12 +82,6 @@ public static partial class KiviAttention
         }
     }
 
-    /// <summary>The 8 sums of 3 weights (from <paramref name="weights"/>: a run's p_t s_t), entry e taking each one's code from e's bits.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Table3(ref float weights, Vector256<float> p0, Vector256<float> p1, Vector256<float> p2) =>
-        Vector256.FusedMultiplyAdd(p2, Vector256.Create(Unsafe.Add(ref weights, 2)),
-            Vector256.FusedMultiplyAdd(p1, Vector256.Create(Unsafe.Add(ref weights, 1)), p0 * Vector256.Create(weights)));
-
     /// <summary>2 and 4 bits: per channel one shift, mask and conversion of 8 tokens' codes and one multiply-add per head, as the 512-bit kernel.</summary>
     static void ScoresByConversion256<TWidth, THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, ref float score0, int stride)
         where TWidth : struct, ICodeWidth
@@ -140,6 +133,10 @@ public static partial class KiviAttention
     {
         if (count == 0) return;
         int d = format.HeadDim, h = 0;
+        // At 1 bit, eight heads (a decode step's real and speculative rows of a GQA group of 4) share each run's byte controls.
+        if (TWidth.Bits == 1)
+            for (; h + 8 <= heads; h += 8)
+                AccumulateHeads256<TWidth, EightHeads>(format, probabilities.Slice(h * stride, 7 * stride + count), count, stride, values, output.Slice(h * d, 8 * d));
         for (; h + 4 <= heads; h += 4)
             AccumulateHeads256<TWidth, FourHeads>(format, probabilities.Slice(h * stride, 3 * stride + count), count, stride, values, output.Slice(h * d, 4 * d));
         for (; h < heads; h++)
@@ -149,11 +146,12 @@ public static partial class KiviAttention
     /// <summary>
     /// Per block of 16 tokens its p_t s_t staged, then per channel group the codes' part: by tables
     /// at 1 bit, by conversion at 2 and 4 (as the key kernels choose; KiviBench 32768 0.5 64 on an
-    /// AVX2-only EPYC: 1 bit by tables 708-746 us, by conversion 1054; 2 bits 1311 and 997; 4 bits
-    /// 2507 and 1077, where the tables also cost their building per block).
+    /// AVX2-only EPYC, when the 1-bit tables were 3-token ones: 1 bit by tables 708-746 us, by
+    /// conversion 1054; 2 bits 1311 and 997; 4 bits 2507 and 1077, where the tables also cost their
+    /// building per block).
     /// </summary>
     [SkipLocalsInit] // every staged float is written before it is read
-    static void AccumulateHeads256<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+    static unsafe void AccumulateHeads256<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
@@ -161,7 +159,7 @@ public static partial class KiviAttention
         int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
         Span<float> scaled = stackalloc float[heads * groups * blockTokens]; // p_t s_t, [head][group][token]
         Span<float> biases = stackalloc float[heads * groups * lanes];       // running Σ p_t z_t, [head][group][lane]
-        Span<float> tables = stackalloc float[TWidth.Bits == 1 ? heads * 4 * 2 * lanes : 0]; // [head][run][table, top bit's weight]
+        float* tables = stackalloc float[TWidth.Bits == 1 ? heads * 4 * lanes : 0]; // [head][run][two pairs' tables]
         Span<float> partial = stackalloc float[blockTokens];
         biases.Clear();
         ref float scaled0 = ref MemoryMarshal.GetReference(scaled);
@@ -175,7 +173,7 @@ public static partial class KiviAttention
             for (int grp = 0; grp < groups; grp++)
             {
                 ref float ps = ref Unsafe.Add(ref scaled0, grp * blockTokens);
-                if (TWidth.Bits == 1) AddOneBitByTables256<THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, tables, ref o);
+                if (TWidth.Bits == 1) AddOneBitByPairTables256<THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, tables, ref o);
                 else AddByConversion256<TWidth, THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, ref o);
             }
         }
@@ -192,77 +190,120 @@ public static partial class KiviAttention
 
     /// <summary>
     /// 1 bit: Σ_t p_t s_t code_t,c into channels [first, end) of each head's output, from one
-    /// group's staged p_t s_t (<paramref name="ps"/>, heads <paramref name="headStaged"/> apart). A
-    /// run's nibble indexes a 16-entry table, but a permute reads 8: entries 8-15 are entries 0-7
-    /// plus the run's 4th token's p_t s_t (the nibble's top bit), so per run and head one 8-entry
-    /// table (the 3-token sums, as the key kernel's) is looked up and the 4th token added where the
-    /// top bit, shifted to the sign, says so. Two permutes and a blend per run and head took half
-    /// as long again (KiviBench 1b G=64: 1104 -> 708 us).
+    /// group's staged p_t s_t (<paramref name="ps"/>, heads <paramref name="headStaged"/> apart). Each
+    /// pair of tokens has a 4-entry table (0, w_a, w_b, w_a + w_b), 16 bytes, and two bits of a
+    /// channel's nibble pick its entry's 4 bytes by <c>vpshufb</c>, whose byte controls come from the
+    /// nibbles by shifts and masks by constants.
     /// </summary>
+    /// <remarks>
+    /// Why bytes: on the first Zen generation (measured: a run of independent instructions, cycles
+    /// each) <c>vpshufb</c> on 32 bytes takes 1, as an add; <c>vpermps</c> and <c>vpermilps</c> by a
+    /// register 4, and so does <c>vpsrlvd</c>. The kernel before looked a run's nibble up in an
+    /// 8-entry table of 3 tokens by <c>vpermps</c>, added the 4th token by a blend, and shifted the
+    /// nibbles into place by <c>vpsrlvd</c>; the same pair tables by <c>vpermilps</c> were slower
+    /// still (KiviBench 32768 0.5 64, 1 bit, groups of 64, 4 heads: 847 us a pass before, 1254 by
+    /// <c>vpermilps</c>, 772 so). Eight heads (<see cref="EightHeads"/>, a decode step's real and
+    /// speculative rows) share a run's controls: 32K tokens, 1 bit, groups of 64, 8 heads in one call
+    /// 1370-1433 us against 1589-1604 as two calls of four.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void AddOneBitByTables256<THeads>(ref float ps, int headStaged, ref byte block, int d, int first, int end, Span<float> tables, ref float o)
+    static unsafe void AddOneBitByPairTables256<THeads>(ref float ps, int headStaged, ref byte block, int d, int first, int end, float* tables, ref float o)
         where THeads : struct, IHeadCount
     {
         const int lanes = 8, runs = 4;
-        int heads = THeads.Count, runBytes = d / 2, headTables = runs * 2 * lanes; // a run is d nibbles
-        ref float table0 = ref MemoryMarshal.GetReference(tables);
-        var one = Vector256.Create(1);
-        var p0 = Vector256.ConvertToSingle(Vector256<int>.Indices & one);
-        var p1 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 1) & one);
-        var p2 = Vector256.ConvertToSingle((Vector256<int>.Indices >>> 2) & one);
+        int heads = THeads.Count, runBytes = d / 2; // a run is d nibbles, 4 tokens' codes each
+        // Eight tokens' weights (a0 b0 a1 b1 | a2 b2 a3 b3) make the tables of pairs 0 and 2 in one
+        // register's halves and of pairs 1 and 3 in another's, by shuffles within halves; stored a
+        // table at a time, in token order.
+        var hasFirst = Vector256.Create(0f, 1, 0, 1, 0, 1, 0, 1);
+        var hasSecond = Vector256.Create(0f, 0, 1, 1, 0, 0, 1, 1);
         for (int i = 0; i < heads; i++)
-            for (int run = 0; run < runs; run++)
+        {
+            ref float tokens = ref Unsafe.Add(ref ps, i * headStaged);
+            float* table = tables + i * runs * lanes;
+            for (int t = 0; t < KiviFormat.BlockTokens; t += lanes, table += 2 * lanes)
             {
-                ref float tokens = ref Unsafe.Add(ref ps, i * headStaged + run * 4);
-                ref float table = ref Unsafe.Add(ref table0, i * headTables + run * 2 * lanes);
-                Table3(ref tokens, p0, p1, p2).StoreUnsafe(ref table);
-                Vector256.Create(Unsafe.Add(ref tokens, 3)).StoreUnsafe(ref table, lanes);
+                var x = Vector256.LoadUnsafe(ref tokens, (nuint)t);
+                var even = Vector256.FusedMultiplyAdd(Avx.Shuffle(x, x, 0x55), hasSecond, Avx.Shuffle(x, x, 0x00) * hasFirst);
+                var odd = Vector256.FusedMultiplyAdd(Avx.Shuffle(x, x, 0xFF), hasSecond, Avx.Shuffle(x, x, 0xAA) * hasFirst);
+                even.GetLower().Store(table);
+                odd.GetLower().Store(table + 4);
+                even.GetUpper().Store(table + lanes);
+                odd.GetUpper().Store(table + lanes + 4);
             }
-        var down = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28); // nibble i to the bottom of lane i
-        var up = Vector256.Create(28u, 24, 20, 16, 12, 8, 4, 0);    // nibble i's top bit to the sign of lane i
+        }
+        // Lane i's byte control: the word's byte holding channel i's nibble in all four bytes.
+        var spread = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        var entryBits = Vector256.Create((byte)0x0C);
+        var entryBytes = Vector256.Create(0x03020100).AsByte(); // an entry's 4 bytes, from 4 × its index
+        int headTables = runs * lanes;
         for (int c = first; c < end; c += lanes)
         {
             var a0 = Vector256.LoadUnsafe(ref o, (nuint)c);
-            Vector256<float> a1 = default, a2 = default, a3 = default;
-            if (heads == 4)
+            Vector256<float> a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            if (heads >= 4)
             {
                 a1 = Vector256.LoadUnsafe(ref o, (nuint)(d + c));
                 a2 = Vector256.LoadUnsafe(ref o, (nuint)(2 * d + c));
                 a3 = Vector256.LoadUnsafe(ref o, (nuint)(3 * d + c));
             }
+            if (heads == 8)
+            {
+                a4 = Vector256.LoadUnsafe(ref o, (nuint)(4 * d + c));
+                a5 = Vector256.LoadUnsafe(ref o, (nuint)(5 * d + c));
+                a6 = Vector256.LoadUnsafe(ref o, (nuint)(6 * d + c));
+                a7 = Vector256.LoadUnsafe(ref o, (nuint)(7 * d + c));
+            }
             ref byte nibbles = ref Unsafe.Add(ref block, c / 2); // run 0's nibbles of channels c .. c+7
-            ref float tn = ref table0;
+            float* tn = tables;
             for (int run = 0; run < runs; run++)
             {
-                var word = Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref nibbles, run * runBytes)));
-                var index = Avx2.ShiftRightLogicalVariable(word, down).AsInt32();
-                var top = Avx2.ShiftLeftLogicalVariable(word, up).AsSingle();
-                a0 += LookUpRun(ref tn, index, top);
-                if (heads == 4)
+                // Channel i's nibble in the low 4 bits of lane i's bytes (odd lanes take the byte's high
+                // nibble), then per pair 4 × its 2 bits plus 0-3: the byte controls of its entry.
+                var bytes = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref nibbles, run * runBytes))).AsByte(), spread).AsUInt32();
+                var nibble = Avx2.Blend(bytes, bytes >>> 4, 0b1010_1010).AsByte();
+                var first01 = ((nibble.AsUInt32() << 2).AsByte() & entryBits) | entryBytes;
+                var second23 = (nibble & entryBits) | entryBytes;
+                a0 += LookUpPairs(tn, first01, second23);
+                if (heads >= 4)
                 {
-                    a1 += LookUpRun(ref Unsafe.Add(ref tn, headTables), index, top);
-                    a2 += LookUpRun(ref Unsafe.Add(ref tn, 2 * headTables), index, top);
-                    a3 += LookUpRun(ref Unsafe.Add(ref tn, 3 * headTables), index, top);
+                    a1 += LookUpPairs(tn + headTables, first01, second23);
+                    a2 += LookUpPairs(tn + 2 * headTables, first01, second23);
+                    a3 += LookUpPairs(tn + 3 * headTables, first01, second23);
                 }
-                tn = ref Unsafe.Add(ref tn, 2 * lanes);
+                if (heads == 8)
+                {
+                    a4 += LookUpPairs(tn + 4 * headTables, first01, second23);
+                    a5 += LookUpPairs(tn + 5 * headTables, first01, second23);
+                    a6 += LookUpPairs(tn + 6 * headTables, first01, second23);
+                    a7 += LookUpPairs(tn + 7 * headTables, first01, second23);
+                }
+                tn += lanes;
             }
             a0.StoreUnsafe(ref o, (nuint)c);
-            if (heads == 4)
+            if (heads >= 4)
             {
                 a1.StoreUnsafe(ref o, (nuint)(d + c));
                 a2.StoreUnsafe(ref o, (nuint)(2 * d + c));
                 a3.StoreUnsafe(ref o, (nuint)(3 * d + c));
             }
+            if (heads == 8)
+            {
+                a4.StoreUnsafe(ref o, (nuint)(4 * d + c));
+                a5.StoreUnsafe(ref o, (nuint)(5 * d + c));
+                a6.StoreUnsafe(ref o, (nuint)(6 * d + c));
+                a7.StoreUnsafe(ref o, (nuint)(7 * d + c));
+            }
         }
     }
 
-    /// <summary>A run's 3-token table entry at <paramref name="index"/> (low 3 bits), plus its 4th token's p_t s_t where <paramref name="top"/>'s sign is set.</summary>
+    /// <summary>A run's two pair tables (at <paramref name="tables"/> and 4 floats on), each in both halves, looked up by the byte controls <paramref name="first"/> and <paramref name="second"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> LookUpRun(ref float table, Vector256<int> index, Vector256<float> top) =>
-        Avx2.PermuteVar8x32(Vector256.LoadUnsafe(ref table), index) + Avx.BlendVariable(Vector256<float>.Zero, Vector256.LoadUnsafe(ref table, 8), top);
+    static unsafe Vector256<float> LookUpPairs(float* tables, Vector256<byte> first, Vector256<byte> second) =>
+        Avx2.Shuffle(Avx.BroadcastVector128ToVector256(tables).AsByte(), first).AsSingle() + Avx2.Shuffle(Avx.BroadcastVector128ToVector256(tables + 4).AsByte(), second).AsSingle();
 
     /// <summary>
-    /// 2 and 4 bits: as <see cref="AddOneBitByTables256"/>, but each token's codes of 8 channels are
+    /// 2 and 4 bits: as <see cref="AddOneBitByPairTables256"/>, but each token's codes of 8 channels are
     /// shifted out of the run's nibbles, masked and converted, and multiply-added per head.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -300,6 +300,8 @@ public class KiviAttentionTests
     [InlineData(128, 64, 2, 5, 33)]
     [InlineData(64, 32, 4, 8, 150)]
     [InlineData(64, 64, 1, 2, 9)]
+    [InlineData(64, 64, 1, 13, 70)] // eight heads at once (a decode step's two rows), then four, then one
+    [InlineData(128, 32, 1, 8, 33)]
     public void GroupedQueryHeadsAccumulateAsOneCallPerHead(int headDim, int group, int bits, int heads, int count)
     {
         var format = new KiviFormat(headDim, group, bits);
@@ -370,6 +372,7 @@ public class KiviAttentionTests
     [InlineData(64, 64, 1, 4, 150)]
     [InlineData(128, 32, 2, 5, 33)]
     [InlineData(64, 32, 4, 8, 16)]
+    [InlineData(64, 64, 1, 9, 40)]
     public void StridedAccumulateReadsOnlyEachRowsFirstTokens(int headDim, int group, int bits, int heads, int count)
     {
         var format = new KiviFormat(headDim, group, bits);
