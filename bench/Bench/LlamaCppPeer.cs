@@ -22,7 +22,7 @@ sealed class LlamaCppPeer : IBenchPeer
                 throw new ArgumentException($"--peer-kv: llama.cpp has no cache type '{type}' here (available: {string.Join(", ", CacheTypes.Select(c => c.Name))})");
     }
 
-    public List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status)
+    public List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow> measured)
     {
         long weightBytes, kvElementsPerToken;
         int vocab;
@@ -52,8 +52,10 @@ sealed class LlamaCppPeer : IBenchPeer
                 status($"{Name} {name} at depth {depth:N0}: prefill {settings.PromptTokens} tokens, decode {settings.DecodeTokens}");
                 var timing = model.DecodeAfter(tokens.Next(settings.PromptTokens), settings.DecodeTokens);
                 long kvBytes = (long)(kvElementsPerToken * bytesPerElement) * EngineBench.MeanDecodeContext(settings, depth);
-                rows.Add(new BenchRow(Name, name, depth, settings.PromptTokens, timing.PrefillTokensPerSecond, settings.DecodeTokens,
-                    timing.DecodeTokensPerSecond, weightBytes, kvBytes, timing.DecodeTokensPerSecond * (weightBytes + kvBytes) / bandwidth));
+                var row = new BenchRow(Name, name, depth, settings.PromptTokens, timing.PrefillTokensPerSecond, settings.DecodeTokens,
+                    timing.DecodeTokensPerSecond, weightBytes, kvBytes, timing.DecodeTokensPerSecond * (weightBytes + kvBytes) / bandwidth);
+                rows.Add(row);
+                measured(row);
             }
         }
         return rows;

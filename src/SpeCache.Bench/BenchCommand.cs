@@ -18,7 +18,8 @@ public interface IBenchPeer
     /// <summary>Throws a one-line <see cref="ArgumentException"/> unless the peer offers every one of <paramref name="cacheTypes"/> (null: all).</summary>
     void CheckCacheTypes(IReadOnlyList<string>? cacheTypes);
 
-    List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status);
+    /// <summary>Measures every cache type the settings ask for at every depth, handing each row to <paramref name="measured"/> as it is done; returns them all.</summary>
+    List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow> measured);
 }
 
 /// <summary>
@@ -113,8 +114,11 @@ public static class BenchCommand
                 catch (ArgumentException e) { throw new ArgumentException($"--kv: {e.Message}"); }
             }
             if (peer != null) peer.CheckCacheTypes(settings.PeerCacheTypes);
-            var report = Run(settings, peer);
-            foreach (var file in ReportWriter.WriteAll(report, result.GetValue(output)!))
+            // A run at 32K takes hours on a small machine: each row is written as it is done, so an
+            // interrupted run keeps what it measured (the report says it is partial).
+            string folder = result.GetValue(output)!;
+            var report = Run(settings, peer, partial => ReportWriter.WriteAll(partial, folder));
+            foreach (var file in ReportWriter.WriteAll(report, folder))
                 Console.Error.WriteLine($"wrote {file}");
             Console.Write(ReportWriter.Markdown(report));
             return 0;
@@ -122,42 +126,66 @@ public static class BenchCommand
         return command;
     }
 
-    public static BenchReport Run(BenchSettings settings, IBenchPeer? peer)
+    /// <summary>
+    /// Runs the bench: every engine, round by round. <paramref name="partial"/>, when given, gets a
+    /// report of everything measured so far (not <see cref="BenchReport.Complete"/>) each time a row is done.
+    /// </summary>
+    public static BenchReport Run(BenchSettings settings, IBenchPeer? peer, Action<BenchReport>? partial = null)
     {
         double bandwidth = BenchProgress.Status($"Measuring memory bandwidth ({settings.Threads} threads)", _ => MemoryBandwidth.Triad(settings.Threads, settings.StreamArrayBytes));
-        string? baseline = peer?.BaselineKv is { } kv ? $"{peer.Name} {kv}" : null;
         var rounds = new List<List<BenchRow>>();
         for (int round = 0; round < settings.Rounds; round++)
         {
             string of = settings.Rounds > 1 ? $" (round {round + 1} of {settings.Rounds})" : "";
-            List<BenchRow> Ours() => BenchProgress.Status("SpeCache" + of, status => EngineBench.Run(settings, bandwidth, status));
-            List<BenchRow> Theirs() => peer == null ? [] : BenchProgress.Status(peer.Name + of, status => peer.Run(settings, bandwidth, status));
+            var current = new List<BenchRow>();
+            void Measured(BenchRow row)
+            {
+                current.Add(row);
+                partial?.Invoke(Report(settings, peer, bandwidth, [.. rounds, current], complete: false));
+            }
+            void Ours() => BenchProgress.Status("SpeCache" + of, status => EngineBench.Run(settings, bandwidth, status, Measured));
+            void Theirs()
+            {
+                if (peer != null) BenchProgress.Status(peer.Name + of, status => peer.Run(settings, bandwidth, status, Measured));
+            }
             // Each engine goes first in every other round, so neither always runs right after the other.
-            var rows = round % 2 == 0 ? [.. Ours(), .. Theirs()] : Theirs().Concat(Ours()).ToList();
-            rounds.Add(peer?.BaselineKv is { } baselineKv ? WithRatios(rows, peer.Name, baselineKv) : rows);
+            if (round % 2 == 0) { Ours(); Theirs(); }
+            else { Theirs(); Ours(); }
+            rounds.Add(current);
         }
+        return Report(settings, peer, bandwidth, rounds, complete: true);
+    }
+
+    /// <summary>The report of <paramref name="rounds"/>' rows: each round's ratios against its own baseline rows, then, over several rounds, the medians.</summary>
+    static BenchReport Report(BenchSettings settings, IBenchPeer? peer, double bandwidth, List<List<BenchRow>> rounds, bool complete)
+    {
+        var withRatios = rounds.Select(rows => peer?.BaselineKv is { } kv ? WithRatios(rows, peer.Name, kv) : rows).ToList();
         var info = new FileInfo(settings.ModelPath);
+        string? baseline = peer?.BaselineKv is { } baselineKv ? $"{peer.Name} {baselineKv}" : null;
         return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length, MachineDescription(),
             settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline,
-            rounds.Count == 1 ? rounds[0] : Medians(rounds, bandwidth), settings.Rounds, WeightMemory(settings, peer));
+            settings.Rounds == 1 ? withRatios.SingleOrDefault() ?? [] : Medians(withRatios, bandwidth), settings.Rounds, WeightMemory(settings, peer), complete);
     }
 
     /// <summary>
     /// One row per engine, KV and depth: the median of its rounds' speeds, and the median of its
-    /// rounds' ratios (each taken against the baseline of the same round).
+    /// rounds' ratios (each taken against the baseline of the same round; a round whose baseline at
+    /// that depth is not measured yet has none).
     /// </summary>
     static List<BenchRow> Medians(List<List<BenchRow>> rounds, double bandwidth) =>
         rounds.SelectMany(r => r).GroupBy(r => (r.Engine, r.Kv, r.Depth)).Select(g =>
         {
             var rows = g.ToList();
             double decode = Median(rows.Select(r => r.DecodeTokensPerSecond));
+            var decodeRatios = rows.Where(r => r.DecodeRatio != null).Select(r => r.DecodeRatio!.Value).ToList();
+            var prefillRatios = rows.Where(r => r.PrefillRatio != null).Select(r => r.PrefillRatio!.Value).ToList();
             return rows[0] with
             {
                 PrefillTokensPerSecond = Median(rows.Select(r => r.PrefillTokensPerSecond)),
                 DecodeTokensPerSecond = decode,
                 RooflineFraction = decode * rows[0].BytesPerToken / bandwidth,
-                DecodeRatio = rows[0].DecodeRatio == null ? null : Median(rows.Select(r => r.DecodeRatio!.Value)),
-                PrefillRatio = rows[0].PrefillRatio == null ? null : Median(rows.Select(r => r.PrefillRatio!.Value)),
+                DecodeRatio = decodeRatios.Count == 0 ? null : Median(decodeRatios),
+                PrefillRatio = prefillRatios.Count == 0 ? null : Median(prefillRatios),
                 DecodeTokensPerSecondByRound = [.. rows.Select(r => r.DecodeTokensPerSecond)],
                 PrefillTokensPerSecondByRound = [.. rows.Select(r => r.PrefillTokensPerSecond)],
             };

@@ -59,7 +59,8 @@ public sealed record BenchRow(
 }
 
 /// <summary>A whole run: where, what, and every row.</summary>
+/// <param name="Complete">False in a report written while the run was going: it holds the rows measured by then.</param>
 public sealed record BenchReport(
     DateTimeOffset Date, string Model, string ModelFile, long ModelFileBytes, string Machine, int Threads,
     int PromptTokens, int DecodeTokens, IReadOnlyList<int> Depths, double TriadBytesPerSecond,
-    string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1, string? WeightMemory = null);
+    string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1, string? WeightMemory = null, bool Complete = true);

@@ -24,7 +24,7 @@ public static class EngineBench
     /// <summary>Mean context length while the decode tokens are made: what the KV estimate multiplies.</summary>
     public static long MeanDecodeContext(BenchSettings s, int depth) => depth + s.PromptTokens + s.DecodeTokens / 2;
 
-    public static List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status)
+    public static List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow>? measured = null)
     {
         var engine = Engine.Load(settings.ModelPath, new EngineOptions { Threads = settings.Threads, ContextLength = settings.ContextLength, MapWeights = settings.MapWeights });
         using var _ = engine;
@@ -60,8 +60,10 @@ public static class EngineBench
                 double prefillRate = settings.PromptTokens / prefill.TotalSeconds;
                 double decodeRate = settings.DecodeTokens / decode.TotalSeconds;
                 long kvBytes = kvPerToken * MeanDecodeContext(settings, depth);
-                rows.Add(new BenchRow(Name, policy, depth, settings.PromptTokens, prefillRate, settings.DecodeTokens, decodeRate,
-                    weightBytes, kvBytes, decodeRate * (weightBytes + kvBytes) / bandwidth));
+                var row = new BenchRow(Name, policy, depth, settings.PromptTokens, prefillRate, settings.DecodeTokens, decodeRate,
+                    weightBytes, kvBytes, decodeRate * (weightBytes + kvBytes) / bandwidth);
+                rows.Add(row);
+                measured?.Invoke(row);
             }
         }
         return rows;

@@ -25,10 +25,19 @@ public static class ReportWriter
     {
         Directory.CreateDirectory(folder);
         string md = Path.Combine(folder, stem + ".md"), json = Path.Combine(folder, stem + ".json"), png = Path.Combine(folder, plotFile);
-        File.WriteAllText(md, markdown);
-        File.WriteAllText(json, JsonSerializer.Serialize(report, Json));
-        plot(png);
+        // Each file whole or not at all: a run stopped while it rewrites its report keeps the last one.
+        Replace(md, path => File.WriteAllText(path, markdown));
+        Replace(json, path => File.WriteAllText(path, JsonSerializer.Serialize(report, Json)));
+        Replace(png, plot);
         return [md, json, png];
+    }
+
+    /// <summary>Writes <paramref name="path"/> through a temporary file beside it, moved over it once written.</summary>
+    static void Replace(string path, Action<string> write)
+    {
+        string temporary = Path.ChangeExtension(path, ".partial" + Path.GetExtension(path)); // the plot keeps its .png
+        write(temporary);
+        File.Move(temporary, path, overwrite: true);
     }
 
     public static string Markdown(BenchReport r)
@@ -37,6 +46,11 @@ public static class ReportWriter
         var md = new StringBuilder();
         md.AppendLine(inv, $"# Bench: {r.Model}");
         md.AppendLine();
+        if (!r.Complete)
+        {
+            md.AppendLine(inv, $"**Partial report**: written as each row was done; the run had not finished ({r.Rows.Count} rows so far).");
+            md.AppendLine();
+        }
         md.AppendLine(inv, $"{r.Date:yyyy-MM-dd HH:mm} UTC, {r.Machine}, {r.Threads} threads. Model file {r.ModelFile} ({r.ModelFileBytes / 1048576.0:F0} MiB).");
         md.AppendLine(inv, $"Prefill of {r.PromptTokens} random tokens, then {r.DecodeTokens} greedy decode steps, after the context is filled to each depth with random tokens.");
         md.AppendLine(inv, $"Memory bandwidth (STREAM triad, {r.Threads} threads, best of 5): {r.TriadBytesPerSecond / 1e9:F1} GB/s.");

@@ -72,7 +72,11 @@ public class BenchCliTests
         Assert.True(Kv("full", 64) > Kv("full", 0));
         Assert.True(Kv("kivi", 64) < Kv("full", 64));
 
+        Assert.True(root.GetProperty("complete").GetBoolean());
+        Assert.Equal(["bench-decode.png", "bench.json", "bench.md"], Directory.GetFiles(output).Select(f => Path.GetFileName(f)!).Order().ToArray()); // no temporary left
+
         string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
+        Assert.DoesNotContain("Partial report", markdown);
         Assert.Contains("| engine | KV | depth |", markdown);
         foreach (var (policy, depth) in expected)
             Assert.Contains($"| SpeCache | {policy} | {depth} |", markdown);
@@ -81,6 +85,47 @@ public class BenchCliTests
         byte[] png = File.ReadAllBytes(Path.Combine(output, "bench-decode.png"));
         Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A }, png[..8]);
         Assert.True(png.Length > 1000);
+    }
+
+    /// <summary>
+    /// A long run (hours at 32K on a small machine) writes its report as each row is done, so a run
+    /// stopped part-way keeps the rows it measured, in a report that says it is partial.
+    /// </summary>
+    [Fact]
+    public void BenchWritesEachRowAsItIsDoneSoAStoppedRunKeepsThem()
+    {
+        string models = Folder("models"), output = Folder("stopped");
+        string json = Path.Combine(output, "bench.json");
+        using var process = CliRunner.Start("bench", "--shape", "tiny-llama", "--models-dir", models, "--depths", "0,4000",
+            "--prompt", "8", "--decode", "4", "--threads", "1", "--stream-mib", "16", "--out", output);
+        JsonElement? seen = null;
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (seen == null && !process.HasExited && DateTime.UtcNow < deadline)
+        {
+            if (File.Exists(json))
+            {
+                using var report = JsonDocument.Parse(File.ReadAllText(json)); // whole: written beside it and moved into place
+                seen = report.RootElement.Clone();
+            }
+            else Thread.Sleep(20);
+        }
+        if (!process.HasExited) process.Kill(entireProcessTree: true);
+        process.WaitForExit();
+        Assert.True(seen != null, "no report appeared while the run was going");
+        var partial = seen.Value;
+        Assert.False(partial.GetProperty("complete").GetBoolean());
+        var rows = partial.GetProperty("rows").EnumerateArray().ToList();
+        Assert.InRange(rows.Count, 1, 2 * KvCacheFactory.Policies.Count - 1);
+        foreach (var row in rows)
+            Assert.True(row.GetProperty("decodeTokensPerSecond").GetDouble() > 0);
+
+        // Stopped (or, on a fast machine, finished since): the files left are whole reports.
+        using var left = JsonDocument.Parse(File.ReadAllText(json));
+        bool finished = left.RootElement.GetProperty("complete").GetBoolean();
+        Assert.InRange(left.RootElement.GetProperty("rows").GetArrayLength(), rows.Count, 2 * KvCacheFactory.Policies.Count);
+        string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
+        Assert.True(finished || markdown.Contains("**Partial report**: written as each row was done; the run had not finished"), markdown);
+        Assert.Contains("| SpeCache | ", markdown);
     }
 
     [Fact]
