@@ -70,6 +70,8 @@ public static class BenchCommand
         command.SetAction(result => BenchProgress.Run(() =>
         {
             int threadCount = result.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
+            string folder = result.GetValue(output)!;
+            ReportWriter.PrepareFolder(folder);
             if (result.GetValue(batch))
             {
                 var batchSettings = new BatchBenchSettings
@@ -87,7 +89,7 @@ public static class BenchCommand
                 foreach (string policy in batchSettings.Policies) PolicySpec.Parse(policy); // before making a model
                 batchSettings = batchSettings with { ModelPath = result.GetValue(model) ?? MakeModel(result.GetValue(shape)!, result.GetValue(type)!, result.GetValue(layers), result.GetValue(vocab), result.GetValue(models), threadCount) };
                 var batchReport = BenchProgress.Status("SpeCache batch", status => BatchBench.Run(batchSettings, status));
-                foreach (var file in ReportWriter.WriteAll(batchReport, result.GetValue(output)!))
+                foreach (var file in ReportWriter.WriteAll(batchReport, folder))
                     Console.Error.WriteLine($"wrote {file}");
                 Console.Write(ReportWriter.Markdown(batchReport));
                 return 0;
@@ -116,7 +118,6 @@ public static class BenchCommand
             if (peer != null) peer.CheckCacheTypes(settings.PeerCacheTypes);
             // A run at 32K takes hours on a small machine: each row is written as it is done, so an
             // interrupted run keeps what it measured (the report says it is partial).
-            string folder = result.GetValue(output)!;
             var report = Run(settings, peer, partial => ReportWriter.WriteAll(partial, folder));
             foreach (var file in ReportWriter.WriteAll(report, folder))
                 Console.Error.WriteLine($"wrote {file}");

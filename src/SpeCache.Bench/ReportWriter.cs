@@ -16,6 +16,25 @@ public static class ReportWriter
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     };
 
+    /// <summary>
+    /// Makes <paramref name="folder"/> and checks that files can be written in it, before a run that
+    /// may take hours writes its reports there; throws a one-line <see cref="ArgumentException"/> if not.
+    /// </summary>
+    public static void PrepareFolder(string folder, string option = "--out")
+    {
+        try
+        {
+            Directory.CreateDirectory(folder);
+            string probe = Path.Combine(folder, $".specache-write-check-{Environment.ProcessId}");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
+        {
+            throw new ArgumentException($"{option}: cannot write reports into '{folder}' ({e.Message.TrimEnd('.')})");
+        }
+    }
+
     /// <summary>Writes bench.md, bench.json and bench-decode.png into <paramref name="folder"/>; returns their paths.</summary>
     public static IReadOnlyList<string> WriteAll(BenchReport report, string folder) =>
         Write(folder, "bench", "bench-decode.png", Markdown(report), report, png => Plot(report, png));

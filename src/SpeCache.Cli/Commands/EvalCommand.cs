@@ -40,6 +40,7 @@ static class EvalCommand
             string[]? given = result.GetValue(policies) is { Length: > 0 } g ? g : null;
             foreach (string spec in given ?? []) PolicySpec.Parse(spec); // bad specs fail before the model loads
             string outDir = result.GetValue(output)!;
+            SpeCache.Bench.ReportWriter.PrepareFolder(outDir); // before the run, not after it
 
             using var engine = common.LoadEngine(result);
             var specs = given ?? EvalPolicies.Fidelity(engine.Config, engine.ContextLength);
@@ -49,7 +50,6 @@ static class EvalCommand
             string modelName = Path.GetFileName(common.ModelPath(result).TrimEnd('/'));
             var report = Progress.Bars(bar => FidelityEval.Run(engine.Model, modelName, tokens, p, n, engine.ContextLength, specs, bar));
 
-            Directory.CreateDirectory(outDir);
             var written = new List<string> { Path.Combine(outDir, "fidelity.json"), Path.Combine(outDir, "fidelity.md") };
             File.WriteAllText(written[0], JsonSerializer.Serialize(report, EvalReports.Json) + "\n");
             File.WriteAllText(written[1], EvalReports.Markdown(report));
@@ -105,6 +105,8 @@ static class EvalCommand
             string[]? given = result.GetValue(policies) is { Length: > 0 } g ? g : null;
             foreach (string spec in given ?? []) PolicySpec.Parse(spec);
             if (result.GetValue(samples) < 1) throw new ArgumentException("--samples must be positive");
+            string outDir = result.GetValue(output)!;
+            SpeCache.Bench.ReportWriter.PrepareFolder(outDir); // before the run, not after it
             string? constructed = null;
             if (result.GetValue(common.Model) == null)
             {
@@ -123,8 +125,6 @@ static class EvalCommand
             var suite = new RetrievalSuite(modelName, Progress.Bars(bar => taskList.Select(task =>
                 RetrievalEval.Run(engine.Model, modelName, specs, lengthList, depthList, result.GetValue(samples), task, bar)).ToList()));
 
-            string outDir = result.GetValue(output)!;
-            Directory.CreateDirectory(outDir);
             var written = new List<string> { Path.Combine(outDir, "niah.json"), Path.Combine(outDir, "niah.md") };
             File.WriteAllText(written[0], JsonSerializer.Serialize(suite, EvalReports.Json) + "\n");
             File.WriteAllText(written[1], EvalReports.Markdown(suite));

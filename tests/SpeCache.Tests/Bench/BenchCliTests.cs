@@ -128,6 +128,21 @@ public class BenchCliTests
         Assert.Contains("| SpeCache | ", markdown);
     }
 
+    /// <summary>Reports go where --out says at the end of a run that may take hours: a folder that cannot be written is refused before anything is measured.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void BenchRefusesAnOutFolderItCannotWriteBeforeMeasuring(bool batch)
+    {
+        string file = Path.Combine(Folder("not-a-folder"), "taken");
+        File.WriteAllText(file, "a file, not a folder");
+        string[] args = ["bench", "--model", TestPaths.Llama2TinyRandom, "--depths", "0", "--prompt", "8", "--decode", "4", "--threads", "1", "--out", file];
+        var result = CliRunner.Run(batch ? [.. args, "--batch"] : args);
+        CliRunner.AssertOneLineError(result, $"--out: cannot write reports into '{file}'");
+        Assert.Equal("a file, not a folder", File.ReadAllText(file));
+        Assert.DoesNotContain("|", result.StdOut); // no table: nothing was measured
+    }
+
     [Fact]
     public void BenchRejectsAnUnknownPolicyInOneLine()
     {

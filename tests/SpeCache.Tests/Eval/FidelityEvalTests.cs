@@ -159,6 +159,20 @@ public class EvalCliTests
     [Fact]
     public void ABadPolicyIsOneLine() =>
         CliRunner.AssertOneLineError(CliRunner.Run("eval", "fidelity", "--policy", "specache:k=many"), "needs a whole number");
+
+    /// <summary>An --out that cannot hold the reports is refused before the model loads, for both evals, not after the run.</summary>
+    [Theory]
+    [InlineData("fidelity")]
+    [InlineData("niah")]
+    public void AnOutFolderThatCannotBeWrittenIsOneLineBeforeTheRun(string eval)
+    {
+        string dir = TestPaths.Scratch("eval-out-taken");
+        string file = Path.Combine(dir, "taken");
+        File.WriteAllText(file, "a file, not a folder");
+        CliRunner.AssertOneLineError(CliRunner.Run("eval", eval, "-m", TestPaths.TinyStories656K, "--policy", "full", "--out", file),
+            $"--out: cannot write reports into '{file}'");
+        Assert.Equal("a file, not a folder", File.ReadAllText(file));
+    }
 }
 
 public sealed class EvalPoliciesTests : IDisposable
