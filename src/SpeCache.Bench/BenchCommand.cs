@@ -157,7 +157,7 @@ public static class BenchCommand
         return Report(settings, peer, bandwidth, rounds, complete: true);
     }
 
-    /// <summary>The report of <paramref name="rounds"/>' rows: each round's ratios against its own baseline rows, then, over several rounds, the medians.</summary>
+    /// <summary>The report of <paramref name="rounds"/>' rows (the round under way among them): each round's ratios against its own baseline rows, then, over several rounds, the medians.</summary>
     static BenchReport Report(BenchSettings settings, IBenchPeer? peer, double bandwidth, List<List<BenchRow>> rounds, bool complete)
     {
         var withRatios = rounds.Select(rows => peer?.BaselineKv is { } kv ? WithRatios(rows, peer.Name, kv) : rows).ToList();
@@ -165,7 +165,7 @@ public static class BenchCommand
         string? baseline = peer?.BaselineKv is { } baselineKv ? $"{peer.Name} {baselineKv}" : null;
         return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length, MachineDescription(),
             settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline,
-            settings.Rounds == 1 ? withRatios.SingleOrDefault() ?? [] : Medians(withRatios, bandwidth), settings.Rounds, WeightMemory(settings, peer), complete);
+            settings.Rounds == 1 ? withRatios[0] : Medians(withRatios, bandwidth), settings.Rounds, WeightMemory(settings, peer), complete);
     }
 
     /// <summary>

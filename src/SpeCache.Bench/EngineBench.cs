@@ -24,7 +24,7 @@ public static class EngineBench
     /// <summary>Mean context length while the decode tokens are made: what the KV estimate multiplies.</summary>
     public static long MeanDecodeContext(BenchSettings s, int depth) => depth + s.PromptTokens + s.DecodeTokens / 2;
 
-    public static List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow>? measured = null)
+    public static List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow> measured)
     {
         var engine = Engine.Load(settings.ModelPath, new EngineOptions { Threads = settings.Threads, ContextLength = settings.ContextLength, MapWeights = settings.MapWeights });
         using var _ = engine;
@@ -63,7 +63,7 @@ public static class EngineBench
                 var row = new BenchRow(Name, policy, depth, settings.PromptTokens, prefillRate, settings.DecodeTokens, decodeRate,
                     weightBytes, kvBytes, decodeRate * (weightBytes + kvBytes) / bandwidth);
                 rows.Add(row);
-                measured?.Invoke(row);
+                measured(row);
             }
         }
         return rows;
