@@ -38,7 +38,7 @@ sealed class LlamaCppPeer : IBenchPeer
             status($"{Name} {name}: loading");
             // Flash attention left to llama.cpp (Auto): its default, and what a quantized V cache needs.
             using var model = LlamaCppModel.Load(settings.ModelPath, settings.Threads, settings.ContextLength, type,
-                loadMode: settings.PeerReadsWeights ? LlamaLoadMode.Read : LlamaLoadMode.Auto);
+                loadMode: settings.PeerReadsWeights ? LlamaLoadMode.Read : LlamaLoadMode.Auto, chunkedFill: settings.PeerFillChunk > 0);
             // Warm-up outside the clock, as for our engine: llama.cpp sizes its compute graphs on first use.
             model.DecodeAfter(new TokenSource(-1, vocab).Next(Math.Min(settings.PromptTokens, 16)), 2);
             model.ClearCache();
@@ -46,8 +46,9 @@ sealed class LlamaCppPeer : IBenchPeer
             foreach (var depth in settings.Depths.Order())
             {
                 if (model.Position > depth) model.ClearCache();
-                status($"{Name} {name}: filling the context to {depth:N0} tokens");
-                if (depth > model.Position) model.Append(tokens.Next(depth - model.Position));
+                status($"{Name} {name}: filling the context to {depth:N0} tokens" + (settings.PeerFillChunk > 0 ? $" in chunks of {settings.PeerFillChunk}" : ""));
+                if (depth > model.Position && settings.PeerFillChunk > 0) model.AppendInChunks(tokens.Next(depth - model.Position), settings.PeerFillChunk);
+                else if (depth > model.Position) model.Append(tokens.Next(depth - model.Position));
 
                 status($"{Name} {name} at depth {depth:N0}: prefill {settings.PromptTokens} tokens, decode {settings.DecodeTokens}");
                 var timing = model.DecodeAfter(tokens.Next(settings.PromptTokens), settings.DecodeTokens);

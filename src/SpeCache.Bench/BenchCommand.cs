@@ -44,6 +44,7 @@ public static class BenchCommand
         var kv = new Option<string?>("--kv") { Description = $"Our KV policies, comma-separated, each a name or a policy with settings, e.g. full,specache:bits=1,group=64 (default: all: {string.Join(", ", KvCacheFactory.Policies)})." };
         var peerKv = new Option<string?>("--peer-kv") { Description = "The peer's cache types, comma-separated (default: all it offers)." };
         var peerNoMmap = new Option<bool>("--peer-no-mmap") { Description = "The peer reads its weights into its own buffers instead of mapping the file (llama.cpp's --no-mmap)." };
+        var peerFillChunk = new Option<int>("--peer-fill-chunk") { Description = "Fill the peer's context to each depth in independent chunks of this many tokens, joined into one sequence before timing (its timed steps do the same work; the fill is linear in the depth instead of quadratic). 0: one long prefill.", DefaultValueFactory = _ => 0 };
         var mmap = new Option<bool>("--mmap") { Description = "Our engine reads weights straight from the file's memory map instead of a copy in process memory." };
         var rounds = new Option<int>("--rounds") { Description = "Measure every engine this many times, taking turns which goes first; report medians (and each round in the JSON).", DefaultValueFactory = _ => 1 };
         var threads = new Option<int>("--threads", "-t") { Description = "Threads for every engine and the bandwidth test (default: all cores).", DefaultValueFactory = _ => 0 };
@@ -64,6 +65,7 @@ public static class BenchCommand
         {
             command.Options.Add(peerKv);
             command.Options.Add(peerNoMmap);
+            command.Options.Add(peerFillChunk);
         }
         command.Options.Add(rounds);
         command.Options.Add(mmap);
@@ -106,6 +108,7 @@ public static class BenchCommand
                 Rounds = Positive(result.GetValue(rounds), "--rounds"),
                 MapWeights = result.GetValue(mmap),
                 PeerReadsWeights = result.GetValue(peerNoMmap),
+                PeerFillChunk = result.GetValue(peerFillChunk) is >= 0 and var chunk ? chunk : throw new ArgumentException("--peer-fill-chunk: must be 0 (one prefill) or a token count"),
                 Threads = threadCount,
                 Seed = result.GetValue(seed),
                 StreamArrayBytes = (long)Positive(result.GetValue(streamMib), "--stream-mib") << 20,
@@ -165,7 +168,8 @@ public static class BenchCommand
         string? baseline = peer?.BaselineKv is { } baselineKv ? $"{peer.Name} {baselineKv}" : null;
         return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length, MachineDescription(),
             settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline,
-            settings.Rounds == 1 ? withRatios[0] : Medians(withRatios, bandwidth), settings.Rounds, WeightMemory(settings, peer), complete);
+            settings.Rounds == 1 ? withRatios[0] : Medians(withRatios, bandwidth), settings.Rounds, WeightMemory(settings, peer), complete,
+            ContextFill(settings, peer));
     }
 
     /// <summary>
@@ -225,6 +229,11 @@ public static class BenchCommand
         string theirs = peer == null ? "" : $"; {peer.Name}'s " + (settings.PeerReadsWeights ? "read into its own buffers (--peer-no-mmap)" : "loaded its default way");
         return $"Weight matrices: ours {ours}{theirs}.";
     }
+
+    static string? ContextFill(BenchSettings settings, IBenchPeer? peer) =>
+        peer == null || settings.PeerFillChunk == 0 || settings.Depths.Max() == 0 ? null :
+        $"{peer.Name} filled its context in independent chunks of {settings.PeerFillChunk} tokens (--peer-fill-chunk), joined into one sequence before timing: " +
+        "its timed prefill and decode attend over every position, as after one long prefill, but the filled keys and values are not those of one text (speed only).";
 
     public static string MachineDescription() =>
         $"{RuntimeInformation.OSDescription.Trim()}, {Environment.ProcessorCount} logical CPUs, .NET {Environment.Version}";

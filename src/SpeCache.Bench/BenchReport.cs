@@ -21,6 +21,13 @@ public sealed record BenchSettings
     public bool MapWeights { get; init; }
     /// <summary>The peer reads its weights into its own buffers instead of mapping the file (llama.cpp's --no-mmap).</summary>
     public bool PeerReadsWeights { get; init; }
+    /// <summary>
+    /// Above 0: the peer fills its context to each depth in independent chunks of this many tokens, joined
+    /// into one sequence before anything is timed (see LlamaCppModel.AppendInChunks): the timed steps do
+    /// the same work as after one long prefill, but the fill takes linear instead of quadratic time.
+    /// 0: one long prefill, as our engine always does.
+    /// </summary>
+    public int PeerFillChunk { get; init; }
     public int Threads { get; init; } = 1;
     /// <summary>Seed of the random tokens that fill the context and make the prompt.</summary>
     public int Seed { get; init; }
@@ -63,4 +70,5 @@ public sealed record BenchRow(
 public sealed record BenchReport(
     DateTimeOffset Date, string Model, string ModelFile, long ModelFileBytes, string Machine, int Threads,
     int PromptTokens, int DecodeTokens, IReadOnlyList<int> Depths, double TriadBytesPerSecond,
-    string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1, string? WeightMemory = null, bool Complete = true);
+    string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1, string? WeightMemory = null, bool Complete = true,
+    string? ContextFill = null);

@@ -74,6 +74,7 @@ public static class ReportWriter
         md.AppendLine(inv, $"Prefill of {r.PromptTokens} random tokens, then {r.DecodeTokens} greedy decode steps, after the context is filled to each depth with random tokens.");
         md.AppendLine(inv, $"Memory bandwidth (STREAM triad, {r.Threads} threads, best of 5): {r.TriadBytesPerSecond / 1e9:F1} GB/s.");
         if (r.WeightMemory != null) md.AppendLine(r.WeightMemory);
+        if (r.ContextFill != null) md.AppendLine(r.ContextFill);
         md.AppendLine();
         md.AppendLine("Bytes/token = weight bytes + KV bytes read per decoded token. The KV part is an estimate: the cache's bytes per stored token (for our policies KvCacheFactory.FastTierBytesPerToken; for llama.cpp its K and V element size) times the mean context during decode. Roofline = decode tokens/s × bytes/token ÷ bandwidth.");
         if (r.Baseline != null)

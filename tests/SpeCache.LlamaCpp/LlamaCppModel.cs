@@ -14,7 +14,8 @@ public sealed record LlamaCppDecodeTiming(int PromptTokens, TimeSpan Prefill, in
 
 /// <summary>
 /// A llama.cpp model with one context (one sequence, one KV cache) on the CPU. Every evaluation entry
-/// point starts from an empty cache, so results do not depend on what ran before. Not thread-safe.
+/// point starts from an empty cache, so results do not depend on what ran before (<see cref="Append"/>,
+/// <see cref="AppendInChunks"/> and <see cref="DecodeAfter"/> say otherwise). Not thread-safe.
 /// </summary>
 public sealed unsafe class LlamaCppModel : IDisposable
 {
@@ -23,8 +24,12 @@ public sealed unsafe class LlamaCppModel : IDisposable
     readonly nint vocab;
     LlamaBatch batch;
 
-    LlamaCppModel(nint model, nint context, int batchCapacity)
+    // AppendInChunks evaluates each chunk as this sequence, then moves its cells to sequence 0.
+    const int ScratchSequence = 1;
+
+    LlamaCppModel(nint model, nint context, int batchCapacity, bool chunkedFill)
     {
+        ChunkedFill = chunkedFill;
         this.model = model;
         this.context = context;
         vocab = LlamaNative.llama_model_get_vocab(model);
@@ -43,9 +48,13 @@ public sealed unsafe class LlamaCppModel : IDisposable
     /// <param name="cacheType">K and V cache element type; a quantized V cache needs flash attention, which Auto turns on.</param>
     /// <param name="batchSize">Most tokens per llama_decode call and per graph evaluation.</param>
     /// <param name="loadMode">How the weights come into memory (llama.cpp's default: Auto).</param>
+    /// <param name="chunkedFill">
+    /// Let <see cref="AppendInChunks"/> run: the cache is one pool of cells that a second, scratch sequence
+    /// may share with sequence 0 (llama.cpp's kv_unified with two sequences); its size is unchanged.
+    /// </param>
     public static LlamaCppModel Load(string path, int threads = 2, int contextLength = 512,
         LlamaCacheType cacheType = LlamaCacheType.F16, LlamaFlashAttention flashAttention = LlamaFlashAttention.Auto,
-        int batchSize = 512, LlamaLoadMode loadMode = LlamaLoadMode.Auto)
+        int batchSize = 512, LlamaLoadMode loadMode = LlamaLoadMode.Auto, bool chunkedFill = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 1);
@@ -65,7 +74,8 @@ public sealed unsafe class LlamaCppModel : IDisposable
         contextParams.NCtx = (uint)contextLength;
         contextParams.NBatch = (uint)batchSize;
         contextParams.NUbatch = (uint)batchSize;
-        contextParams.NSeqMax = 1;
+        contextParams.NSeqMax = chunkedFill ? 2u : 1u;
+        contextParams.KvUnified = chunkedFill;
         contextParams.NThreads = threads;
         contextParams.NThreadsBatch = threads;
         contextParams.TypeK = cacheType;
@@ -79,7 +89,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
             LlamaNative.llama_model_free(model);
             throw LlamaCppRuntime.Failure($"llama.cpp could not create a context for {path} (n_ctx {contextLength}, cache {cacheType})", mark);
         }
-        return new LlamaCppModel(model, context, (int)LlamaNative.llama_n_batch(context));
+        return new LlamaCppModel(model, context, (int)LlamaNative.llama_n_batch(context), chunkedFill);
     }
 
     public int VocabSize { get; }
@@ -93,6 +103,9 @@ public sealed unsafe class LlamaCppModel : IDisposable
 
     /// <summary>Most tokens sent to llama_decode at once; longer inputs are split.</summary>
     public int BatchCapacity { get; }
+
+    /// <summary>Loaded with chunkedFill: <see cref="AppendInChunks"/> may run.</summary>
+    public bool ChunkedFill { get; }
 
     public int LayerCount => LlamaNative.llama_model_n_layer(Handle);
     public int EmbeddingLength => LlamaNative.llama_model_n_embd(Handle);
@@ -210,6 +223,43 @@ public sealed unsafe class LlamaCppModel : IDisposable
     }
 
     /// <summary>
+    /// Fills the cache with <paramref name="tokens"/> after what it holds, as <see cref="Append"/> does, except
+    /// that each run of <paramref name="chunkLength"/> tokens attends only to itself: it is evaluated as a
+    /// scratch sequence and its cells then join sequence 0. The cache ends with the same cells at the same
+    /// positions, so every later step reads and attends over exactly what it would after Append, but their
+    /// keys and values are not those of one text. For measuring speed at a context depth only: Append costs
+    /// time quadratic in the depth, which at 32K tokens and a quantized cache is hours on a small CPU,
+    /// while a masked-out cell costs llama.cpp's CPU attention a comparison. Needs a model loaded with chunkedFill.
+    /// </summary>
+    public TimeSpan AppendInChunks(ReadOnlySpan<int> tokens, int chunkLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkLength, 1);
+        if (!ChunkedFill)
+            throw new InvalidOperationException("AppendInChunks needs a model loaded with chunkedFill");
+        CheckSequence(tokens, Position);
+        var memory = LlamaNative.llama_get_memory(Context);
+        var start = Stopwatch.GetTimestamp();
+        for (var offset = 0; offset < tokens.Length; offset += chunkLength)
+        {
+            var chunk = tokens.Slice(offset, Math.Min(chunkLength, tokens.Length - offset));
+            var first = Position;
+            for (var b = 0; b < chunk.Length; b += BatchCapacity)
+                DecodeChunk(chunk.Slice(b, Math.Min(BatchCapacity, chunk.Length - b)), first + b, allLogits: false, ScratchSequence);
+            LlamaNative.llama_memory_seq_cp(memory, ScratchSequence, 0, -1, -1);
+            if (!LlamaNative.llama_memory_seq_rm(memory, ScratchSequence, -1, -1))
+                throw new LlamaCppException("llama.cpp could not free the scratch sequence of a chunked fill");
+        }
+        return Stopwatch.GetElapsedTime(start);
+    }
+
+    /// <summary>The lowest and highest position the cache holds for <paramref name="sequence"/>; (-1, -1) when it holds none.</summary>
+    public (int Min, int Max) Positions(int sequence = 0)
+    {
+        var memory = LlamaNative.llama_get_memory(Context);
+        return (LlamaNative.llama_memory_seq_pos_min(memory, sequence), LlamaNative.llama_memory_seq_pos_max(memory, sequence));
+    }
+
+    /// <summary>
     /// Like <see cref="Decode"/>, but the prompt goes after what the cache already holds instead of into an
     /// empty cache: prefill and decode speed at a context depth.
     /// </summary>
@@ -226,6 +276,9 @@ public sealed unsafe class LlamaCppModel : IDisposable
         var lastIndex = Prefill(tokens, allLogits: false, clear: true);
         return CopyLogits(lastIndex);
     }
+
+    /// <summary>Logits (VocabSize floats) of the last position after evaluating <paramref name="tokens"/> after what the cache holds.</summary>
+    public float[] LogitsAfter(ReadOnlySpan<int> tokens) => CopyLogits(Prefill(tokens, allLogits: false, clear: false));
 
     /// <summary>Logits of every position (one row of VocabSize per token) from an empty cache.</summary>
     public float[][] AllLogits(ReadOnlySpan<int> tokens)
@@ -334,9 +387,9 @@ public sealed unsafe class LlamaCppModel : IDisposable
         return last;
     }
 
-    // One llama_decode of at most BatchCapacity tokens at positions firstPosition.., sequence 0.
+    // One llama_decode of at most BatchCapacity tokens at positions firstPosition.. of `sequence`.
     // Logits are requested for every token, or only for the chunk's last one.
-    void DecodeChunk(ReadOnlySpan<int> tokens, int firstPosition, bool allLogits)
+    void DecodeChunk(ReadOnlySpan<int> tokens, int firstPosition, bool allLogits, int sequence = 0)
     {
         var ctx = Context;
         Debug.Assert(tokens.Length <= BatchCapacity);
@@ -346,7 +399,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
             batch.Token[i] = tokens[i];
             batch.Pos[i] = firstPosition + i;
             batch.NSeqId[i] = 1;
-            batch.SeqId[i][0] = 0;
+            batch.SeqId[i][0] = sequence;
             batch.Logits[i] = (sbyte)(allLogits || i == tokens.Length - 1 ? 1 : 0);
         }
         var mark = LlamaCppRuntime.LogPosition;

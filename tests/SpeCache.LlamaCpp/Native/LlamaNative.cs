@@ -230,4 +230,16 @@ internal static unsafe partial class LlamaNative
 
     [LibraryImport(Llama)]
     public static partial int llama_memory_seq_pos_max(nint memory, int seqId);
+
+    [LibraryImport(Llama)]
+    public static partial int llama_memory_seq_pos_min(nint memory, int seqId);
+
+    /// <summary>Adds <paramref name="dstSeqId"/> to the cells of <paramref name="srcSeqId"/> at positions [p0, p1) (negative: open).</summary>
+    [LibraryImport(Llama)]
+    public static partial void llama_memory_seq_cp(nint memory, int srcSeqId, int dstSeqId, int p0, int p1);
+
+    /// <summary>Removes the sequence from its cells at positions [p0, p1); false if a partial removal is impossible.</summary>
+    [LibraryImport(Llama)]
+    [return: MarshalAs(UnmanagedType.U1)]
+    public static partial bool llama_memory_seq_rm(nint memory, int seqId, int p0, int p1);
 }

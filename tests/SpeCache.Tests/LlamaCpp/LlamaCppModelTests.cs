@@ -159,6 +159,55 @@ public class LlamaCppModelTests
     }
 
     [Fact]
+    public void AChunkedFillLeavesOneSequenceOfEveryPositionThatTheNextTokensAttendTo()
+    {
+        using var model = LlamaCppModel.Load(TestPaths.Llama2TinyRandom, threads: 1, contextLength: 256, chunkedFill: true);
+        var text = model.Tokenize(Prompt + " " + Prompt + " " + Prompt);
+        var (fill, prompt) = (text[..24], text[24..]);
+        var sequential = model.Decode(text, 6).GeneratedTokens;
+
+        // One chunk holding the whole fill is one sequence: the same tokens as an ordinary prefill.
+        model.ClearCache();
+        model.AppendInChunks(fill, fill.Length);
+        Assert.Equal(sequential, model.DecodeAfter(prompt, 6).GeneratedTokens);
+
+        // Chunks of 5 (the last one short): sequence 0 holds every position once, the scratch sequence none.
+        model.ClearCache();
+        model.AppendInChunks(fill, 5);
+        Assert.Equal(fill.Length, model.Position);
+        Assert.Equal((0, fill.Length - 1), model.Positions(0));
+        Assert.Equal((-1, -1), model.Positions(1));
+        model.DecodeAfter(prompt[..1], 1);
+        Assert.Equal((0, fill.Length + 1), model.Positions(0));
+
+        // The next token attends to the first chunk and to the last: changing either changes what follows,
+        // and with nothing changed the logits are the same again.
+        var after = LogitsAfterChunks(model, fill, prompt[0]);
+        Assert.NotEqual(model.Logits(prompt[..1]), after);
+        Assert.NotEqual(after, LogitsAfterChunks(model, WithTokenChanged(fill, 1), prompt[0]));
+        Assert.NotEqual(after, LogitsAfterChunks(model, WithTokenChanged(fill, fill.Length - 1), prompt[0]));
+        Assert.Equal(after, LogitsAfterChunks(model, fill, prompt[0]));
+
+        using var plain = Load();
+        Assert.Throws<InvalidOperationException>(() => plain.AppendInChunks(fill, 5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.AppendInChunks(fill, 0));
+    }
+
+    static float[] LogitsAfterChunks(LlamaCppModel model, int[] fill, int next)
+    {
+        model.ClearCache();
+        model.AppendInChunks(fill, 5);
+        return model.LogitsAfter([next]);
+    }
+
+    static int[] WithTokenChanged(int[] tokens, int index)
+    {
+        var changed = (int[])tokens.Clone();
+        changed[index] = changed[index] == 100 ? 101 : 100;
+        return changed;
+    }
+
+    [Fact]
     public void AQuantizedCacheOnHeadsNarrowerThanABlockFailsWithLlamaCppsReason()
     {
         // This model's heads are 4 wide; a Q8_0 cache row needs a multiple of 32. llama.cpp refuses to
