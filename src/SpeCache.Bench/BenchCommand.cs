@@ -96,10 +96,9 @@ public static class BenchCommand
                 Console.Write(ReportWriter.Markdown(batchReport));
                 return 0;
             }
-            string path = result.GetValue(model) ?? MakeModel(result.GetValue(shape)!, result.GetValue(type)!, result.GetValue(layers), result.GetValue(vocab), result.GetValue(models), threadCount);
             var settings = new BenchSettings
             {
-                ModelPath = path,
+                ModelPath = "",
                 PromptTokens = Positive(result.GetValue(prompt), "--prompt"),
                 DecodeTokens = Positive(result.GetValue(decode), "--decode"),
                 Depths = ParseList(result.GetValue(depths)!, "--depths").Select(d => int.TryParse(d, out var v) && v >= 0 ? v : throw new ArgumentException($"--depths: '{d}' is not a token count")).Distinct().Order().ToArray(),
@@ -119,6 +118,8 @@ public static class BenchCommand
                 catch (ArgumentException e) { throw new ArgumentException($"--kv: {e.Message}"); }
             }
             if (peer != null) peer.CheckCacheTypes(settings.PeerCacheTypes);
+            // Only once every option is known good: making the default model takes a while and a GiB.
+            settings = settings with { ModelPath = result.GetValue(model) ?? MakeModel(result.GetValue(shape)!, result.GetValue(type)!, result.GetValue(layers), result.GetValue(vocab), result.GetValue(models), threadCount) };
             // A run at 32K takes hours on a small machine: each row is written as it is done, so an
             // interrupted run keeps what it measured (the report says it is partial).
             var report = Run(settings, peer, partial => ReportWriter.WriteAll(partial, folder));

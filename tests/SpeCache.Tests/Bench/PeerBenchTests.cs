@@ -1,0 +1,57 @@
+using System.Text.Json;
+using SpeCache.Tests.Cli;
+
+namespace SpeCache.Tests.Bench;
+
+/// <summary>bench/Bench as it is run for the figures in bench/Bench/RESULTS.md: our rows and llama.cpp's from one process, on a tiny model.</summary>
+public class PeerBenchTests
+{
+    static string Folder(string name)
+    {
+        string dir = TestPaths.Scratch(Path.Combine("peer-bench", name));
+        foreach (var file in Directory.GetFiles(dir)) File.Delete(file);
+        return dir;
+    }
+
+    [Fact]
+    public void PeerRowsAtEachDepthWithRatiosToItsF16CacheAndAChunkedFillThatTheReportStates()
+    {
+        string models = Folder("models"), output = Folder("results");
+        var result = CliRunner.RunPeerBench("--shape", "tiny-llama", "--layers", "1", "--models-dir", models, "--depths", "0,40",
+            "--kv", "full", "--peer-kv", "f16,q4_0", "--peer-fill-chunk", "16", "--prompt", "8", "--decode", "4",
+            "--threads", "1", "--stream-mib", "16", "--out", output);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "bench.json")));
+        var root = json.RootElement;
+        Assert.Equal("llama.cpp f16", root.GetProperty("baseline").GetString());
+        var rows = root.GetProperty("rows").EnumerateArray().ToList();
+        var expected = new[] { "SpeCache full", "llama.cpp f16", "llama.cpp q4_0" }.SelectMany(s => new[] { (s, 0), (s, 40) }).ToHashSet();
+        Assert.Equal(expected, rows.Select(r => ($"{r.GetProperty("engine").GetString()} {r.GetProperty("kv").GetString()}", r.GetProperty("depth").GetInt32())).ToHashSet());
+        foreach (var row in rows)
+        {
+            Assert.True(row.GetProperty("decodeTokensPerSecond").GetDouble() > 0);
+            Assert.True(row.GetProperty("decodeRatio").GetDouble() > 0); // every depth has its llama.cpp f16 row
+        }
+        // llama.cpp's KV bytes follow its element size: a q4_0 block is 18 bytes for 32 values, f16 64.
+        long Kv(string kv, int depth) => rows.Single(r => r.GetProperty("kv").GetString() == kv && r.GetProperty("depth").GetInt32() == depth).GetProperty("kvBytesPerToken").GetInt64();
+        Assert.InRange(Kv("q4_0", 40) * 64.0 / 18 / Kv("f16", 40), 0.99, 1.01);
+
+        const string fill = "llama.cpp filled its context in independent chunks of 16 tokens (--peer-fill-chunk), joined into one sequence before timing";
+        Assert.Contains(fill, root.GetProperty("contextFill").GetString());
+        string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
+        Assert.Contains(fill, markdown);
+        Assert.Contains("| llama.cpp | q4_0 | 40 |", markdown);
+    }
+
+    [Fact]
+    public void ANegativeFillChunkOrAnUnknownPeerCacheTypeIsAOneLineError()
+    {
+        // Refused before the default model (a GiB, made on first use) is made, and before anything is measured.
+        string output = Folder("refused"), models = Folder("refused-models");
+        CliRunner.AssertOneLineError(CliRunner.RunPeerBench("--peer-fill-chunk", "-1", "--models-dir", models, "--out", output), "--peer-fill-chunk");
+        CliRunner.AssertOneLineError(CliRunner.RunPeerBench("--peer-kv", "q5_1", "--models-dir", models, "--out", output), "llama.cpp has no cache type 'q5_1'");
+        Assert.Empty(Directory.GetFiles(output));
+        Assert.Empty(Directory.GetFileSystemEntries(models));
+    }
+}
