@@ -120,7 +120,7 @@ public sealed unsafe class CausalAttention
                 {
                     int n = Math.Min(TilePositions, end - t0);
                     Scores(q, keysT + (long)(t0 / TilePositions) * tileFloats, p, padded);
-                    Weigh(first + i0 - t0, n, live, padded);
+                    Weigh(p, first + i0 - t0, n, live, padded);
                     AccumulateValues(p, v + (long)t0 * stride, stride, n, o, padded);
                 }
 
@@ -149,20 +149,19 @@ public sealed unsafe class CausalAttention
     /// rescaled by how much the maximum grew. <paramref name="lastSeen"/> is the block's first row's
     /// last visible position minus the tile's first, so row r sees tile positions 0 .. lastSeen + r.
     /// </summary>
-    void Weigh(int lastSeen, int n, int live, int padded)
+    void Weigh(float* p, int lastSeen, int n, int live, int padded)
     {
         int d = _d;
         for (int j = 0; j < padded; j++)
         {
-            var row = _p.AsSpan(j * TilePositions, TilePositions);
+            float* row = p + j * TilePositions;
             int seen = j < live ? Math.Min(n, lastSeen + j / _group + 1) : 0;
             if (seen <= 0)
             {
-                row.Fill(float.NegativeInfinity); // weighs 0: leaves the row's sum and output as they are
+                new Span<float>(row, TilePositions).Clear(); // weighs 0: leaves the row's sum and output as they are
                 continue;
             }
-            row[seen..].Fill(float.NegativeInfinity);
-            float previous = _max[j], max = Math.Max(previous, TensorPrimitives.Max(row[..seen]));
+            float previous = _max[j], max = Math.Max(previous, RowMax(row, seen));
             if (max > previous)
             {
                 // The output so far weighed its positions against the old maximum.
@@ -172,18 +171,71 @@ public sealed unsafe class CausalAttention
                 TensorPrimitives.Multiply(_out.AsSpan(j * d, d), rescale, _out.AsSpan(j * d, d));
                 _max[j] = max;
             }
-            TensorPrimitives.Subtract(row[..seen], max, row[..seen]);
+            _sum[j] += WeighRow(row, seen, max);
         }
-        // The decode step's inlined single-precision exponential (the library's works in double
-        // precision, out of line: 2 % of a prefill at 4K depth); the rows are shifted already.
-        var weights = _p.AsSpan(0, padded * TilePositions);
-        AttentionMath.Exp(weights);
-        for (int j = 0; j < live; j++)
+    }
+
+    /// <summary>The largest of the row's first <paramref name="seen"/> scores.</summary>
+    float RowMax(float* row, int seen)
+    {
+        if (seen < TilePositions || _vectorBits == 0) return TensorPrimitives.Max(new ReadOnlySpan<float>(row, seen));
+        var m = Vector256.MaxNative(Vector256.MaxNative(Vector256.Load(row), Vector256.Load(row + 8)), Vector256.MaxNative(Vector256.Load(row + 16), Vector256.Load(row + 24)));
+        m = Vector256.MaxNative(m, Vector256.MaxNative(Vector256.MaxNative(Vector256.Load(row + 32), Vector256.Load(row + 40)), Vector256.MaxNative(Vector256.Load(row + 48), Vector256.Load(row + 56))));
+        var half = Vector128.MaxNative(m.GetLower(), m.GetUpper());
+        half = Vector128.MaxNative(half, Vector128.Shuffle(half, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(half.GetElement(0), half.GetElement(1));
+    }
+
+    /// <summary>
+    /// The row's weights in place of its scores, e^(score - max) for its first <paramref name="seen"/>
+    /// positions (0 below <see cref="AttentionMath.NegligibleWeight"/>) and 0 past them; returns their sum.
+    /// </summary>
+    /// <remarks>
+    /// One pass where there were four (shift, exponential, zeroing, sum: library calls on 64 floats,
+    /// each paying its entry), with the decode step's inlined single-precision exponential.
+    /// </remarks>
+    float WeighRow(float* row, int seen, float max)
+    {
+        if (_vectorBits == 0)
         {
-            var row = _p.AsSpan(j * TilePositions, TilePositions);
-            AttentionMath.ZeroBelow(row, AttentionMath.NegligibleWeight);
-            _sum[j] += TensorPrimitives.Sum(row);
+            float total = 0;
+            for (int t = 0; t < TilePositions; t++)
+            {
+                float e = t < seen ? MathF.Exp(row[t] - max) : 0;
+                row[t] = e < AttentionMath.NegligibleWeight ? 0 : e;
+                total += row[t];
+            }
+            return total;
         }
+        if (_vectorBits == 512)
+        {
+            var shift512 = Vector512.Create(max);
+            var limit512 = Vector512.Create(AttentionMath.NegligibleWeight);
+            var sum512 = Vector512<float>.Zero;
+            for (int t = 0; t < TilePositions; t += 16)
+            {
+                var e = AttentionMath.Exp(Vector512.Load(row + t) - shift512);
+                var drop = Vector512.LessThan(e, limit512);
+                if (t + 16 > seen) drop |= Vector512.GreaterThanOrEqual(Vector512<int>.Indices + Vector512.Create(t), Vector512.Create(seen)).AsSingle();
+                e = Vector512.AndNot(e, drop);
+                e.Store(row + t);
+                sum512 += e;
+            }
+            return Vector512.Sum(sum512);
+        }
+        var shift = Vector256.Create(max);
+        var limit = Vector256.Create(AttentionMath.NegligibleWeight);
+        var sum = Vector256<float>.Zero;
+        for (int t = 0; t < TilePositions; t += 8)
+        {
+            var e = AttentionMath.Exp(Vector256.Load(row + t) - shift);
+            var drop = Vector256.LessThan(e, limit);
+            if (t + 8 > seen) drop |= Vector256.GreaterThanOrEqual(Vector256<int>.Indices + Vector256.Create(t), Vector256.Create(seen)).AsSingle();
+            e = Vector256.AndNot(e, drop); // a NaN stays NaN
+            e.Store(row + t);
+            sum += e;
+        }
+        return Vector256.Sum(sum);
     }
 
     /// <summary>Scores of every query head of the block (the queries already scaled) against the tile's transposed keys.</summary>
