@@ -77,8 +77,10 @@ public static class ReportWriter
         if (r.ContextFill != null) md.AppendLine(r.ContextFill);
         md.AppendLine();
         md.AppendLine("Bytes/token = weight bytes + KV bytes read per decoded token. The KV part is an estimate: the cache's bytes per stored token (for our policies KvCacheFactory.FastTierBytesPerToken; for llama.cpp its K and V element size) times the mean context during decode. Roofline = decode tokens/s × bytes/token ÷ bandwidth.");
-        if (r.Baseline != null)
+        if (r.Baseline != null && r.Rows.Any(x => x.DecodeRatio != null))
             md.AppendLine(inv, $"Ratios are tokens/s over {r.Baseline} at the same depth.");
+        else if (r.Baseline != null)
+            md.AppendLine(inv, $"No ratios: the run measured no {r.Baseline} row.");
         bool rounds = r.Rounds > 1;
         if (rounds)
             md.AppendLine(inv, $"Every engine was measured in {r.Rounds} rounds, taking turns which went first; each figure is the median of its rounds, each ratio the median of the ratios within a round; the range column gives the slowest and fastest round's decode.");

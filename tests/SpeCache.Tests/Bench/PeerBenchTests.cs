@@ -42,6 +42,24 @@ public class PeerBenchTests
         string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
         Assert.Contains(fill, markdown);
         Assert.Contains("| llama.cpp | q4_0 | 40 |", markdown);
+        Assert.Contains("Ratios are tokens/s over llama.cpp f16 at the same depth.", markdown);
+    }
+
+    [Fact]
+    public void WithoutTheF16RowTheReportSaysItHasNoRatios()
+    {
+        string models = Folder("models"), output = Folder("no-baseline");
+        var result = CliRunner.RunPeerBench("--shape", "tiny-llama", "--layers", "1", "--models-dir", models, "--depths", "0",
+            "--kv", "full", "--peer-kv", "q4_0", "--prompt", "8", "--decode", "4", "--threads", "1", "--stream-mib", "16", "--out", output);
+        Assert.True(result.ExitCode == 0, result.StdErr);
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "bench.json")));
+        var rows = json.RootElement.GetProperty("rows").EnumerateArray().ToList();
+        Assert.Equal(2, rows.Count);
+        Assert.All(rows, r => Assert.False(r.TryGetProperty("decodeRatio", out _)));
+        string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
+        Assert.Contains("No ratios: the run measured no llama.cpp f16 row.", markdown);
+        Assert.DoesNotContain("Ratios are", markdown);
+        Assert.DoesNotContain("chunks", markdown); // a plain fill is not mentioned
     }
 
     [Fact]
