@@ -7,7 +7,8 @@ namespace SpeCache.Tests.Bench;
 /// <summary><c>specache make-model</c> and <c>specache bench</c> as a user runs them, on tiny models.</summary>
 public class BenchCliTests
 {
-    static string Folder(string name)
+    /// <summary>An empty scratch folder of the bench tests (files from an earlier run deleted).</summary>
+    internal static string Folder(string name)
     {
         string dir = TestPaths.Scratch(Path.Combine("bench-cli", name));
         foreach (var file in Directory.GetFiles(dir)) File.Delete(file);

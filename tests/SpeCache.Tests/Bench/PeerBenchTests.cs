@@ -6,12 +6,7 @@ namespace SpeCache.Tests.Bench;
 /// <summary>bench/Bench as it is run for the figures in bench/Bench/RESULTS.md: our rows and llama.cpp's from one process, on a tiny model.</summary>
 public class PeerBenchTests
 {
-    static string Folder(string name)
-    {
-        string dir = TestPaths.Scratch(Path.Combine("peer-bench", name));
-        foreach (var file in Directory.GetFiles(dir)) File.Delete(file);
-        return dir;
-    }
+    static string Folder(string name) => BenchCliTests.Folder("peer-" + name);
 
     [Fact]
     public void PeerRowsAtEachDepthWithRatiosToItsF16CacheAndAChunkedFillThatTheReportStates()
