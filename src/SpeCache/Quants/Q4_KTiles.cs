@@ -23,7 +23,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 {
     public static readonly Q4_KTiles Instance = new();
 
-    public static readonly bool Supported = VnniSupported && Avx512BW.IsSupported;
+    public static readonly bool Supported = IsSupported && Avx512BW.IsSupported;
 
     /// <summary>Bytes per weight block in the unpacked table: 8 float mins (dmin × min), 8 short scales, d.</summary>
     const int MetaBytes = 64;

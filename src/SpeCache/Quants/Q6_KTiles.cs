@@ -20,7 +20,7 @@ internal sealed unsafe class Q6_KTiles : TileKernel
 {
     public static readonly Q6_KTiles Instance = new();
 
-    public static readonly bool Supported = VnniSupported && Avx512BW.IsSupported;
+    public static readonly bool Supported = IsSupported && Avx512BW.IsSupported;
 
     /// <summary>
     /// Packed block (this kernel's and <see cref="Q6_KTiles256"/>'s): float d, 16 group sums,
