@@ -21,14 +21,12 @@ namespace SpeCache.Quants;
 internal abstract unsafe class TileKernel
 {
     /// <summary>
-    /// The Q8_0 and Q4_0 tiles run on AVX2 and FMA, their integer dots by 256-bit VNNI (AVX-VNNI or
-    /// AVX512-VNNI's VEX form) where the CPU has it, else by AVX2's multiply-add pairs; other CPUs
-    /// take the row dots.
+    /// The Q8_0 and Q4_0 tiles run on AVX2 and FMA, their integer dots by 256-bit VNNI (AVX-VNNI,
+    /// the only VNNI .NET 10 exposes short of AVX10) where the CPU has it, else by AVX2's multiply-add
+    /// pairs; other CPUs take the row dots. The 512-bit K-quant tiles need AVX512-BW besides, and no
+    /// VNNI (their pair sums are AVX512-BW multiply-add pairs).
     /// </summary>
     public static readonly bool IsSupported = Avx2.IsSupported && Fma.IsSupported;
-
-    /// <summary>The 512-bit K-quant tiles need 256-bit VNNI besides (and AVX512-BW, see theirs); <see cref="Q4_KTiles256"/> and <see cref="Q6_KTiles256"/> run wherever <see cref="IsSupported"/>.</summary>
-    public static readonly bool VnniSupported = IsSupported && AvxVnni.IsSupported;
 
     /// <summary>Bytes of one packed activation row of <paramref name="cols"/> values (a multiple of 64, so rows stay aligned).</summary>
     public abstract int PackedRowBytes(int cols);

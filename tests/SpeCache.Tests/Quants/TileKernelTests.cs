@@ -10,9 +10,9 @@ public unsafe class TileKernelTests
     {
         ["Q8_0"] = (GgmlType.Q8_0, Q8_0Tiles<Q8_0Weights>.Instance, TileKernel.IsSupported, "AVX2 and FMA"),
         ["Q4_0"] = (GgmlType.Q4_0, Q8_0Tiles<Q4_0Weights>.Instance, TileKernel.IsSupported, "AVX2 and FMA"),
-        ["Q4_K/512"] = (GgmlType.Q4_K, Q4_KTiles.Instance, Q4_KTiles.Supported, "256-bit VNNI and AVX512-BW"),
+        ["Q4_K/512"] = (GgmlType.Q4_K, Q4_KTiles.Instance, Q4_KTiles.Supported, "AVX2, FMA and AVX512-BW"),
         ["Q4_K/256"] = (GgmlType.Q4_K, Q4_KTiles256.Instance, Q4_KTiles256.Supported, "AVX2 and FMA"),
-        ["Q6_K/512"] = (GgmlType.Q6_K, Q6_KTiles.Instance, Q6_KTiles.Supported, "256-bit VNNI and AVX512-BW"),
+        ["Q6_K/512"] = (GgmlType.Q6_K, Q6_KTiles.Instance, Q6_KTiles.Supported, "AVX2, FMA and AVX512-BW"),
         ["Q6_K/256"] = (GgmlType.Q6_K, Q6_KTiles256.Instance, Q6_KTiles256.Supported, "AVX2 and FMA"),
     };
 
