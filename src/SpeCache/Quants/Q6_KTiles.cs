@@ -23,6 +23,16 @@ internal sealed unsafe class Q6_KTiles : TileKernel
     public static readonly bool Supported = IsSupported && Avx512BW.IsSupported;
 
     /// <summary>
+    /// Whether matmuls take this kernel rather than <see cref="Q6_KTiles256"/> (tests run both
+    /// wherever <see cref="Supported"/>). On a Zen 4 VM (AVX-512 on 256-bit units, no AVX-VNNI) it was
+    /// the slower: <c>specache bench --type q6_k --kv full --depths 0 -p 512 -n 32 --threads 2</c>,
+    /// alternated twice, prefill 95.0-103.2 tokens/s by the 256-bit tile against 83.0-86.0 by this one,
+    /// decode 29.6-31.9 against 26.6-29.6. It stays the choice only on the CPUs it has been chosen on
+    /// so far, AVX-512 ones with AVX-VNNI besides. (Q4_K's 512-bit tile was the faster there.)
+    /// </summary>
+    public static readonly bool Preferred = Supported && AvxVnni.IsSupported;
+
+    /// <summary>
     /// Packed block (this kernel's and <see cref="Q6_KTiles256"/>'s): float d, 16 group sums,
     /// padding to a cache line, 256 reordered quants (each run of 32 values contiguous).
     /// </summary>

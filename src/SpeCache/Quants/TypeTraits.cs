@@ -59,7 +59,7 @@ public sealed record TypeTraits(
         Add(new(GgmlType.Q4_K, Q4_K.DequantizeRow, Q4_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q4_K.Dot, Q4_K.Dot2)
         { Tiles = Q4_KTiles.Supported ? Q4_KTiles.Instance : Q4_KTiles256.Supported ? Q4_KTiles256.Instance : null });
         Add(new(GgmlType.Q6_K, Q6_K.DequantizeRow, Q6_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q6_K.Dot, Q6_K.Dot2)
-        { Tiles = Q6_KTiles.Supported ? Q6_KTiles.Instance : Q6_KTiles256.Supported ? Q6_KTiles256.Instance : null });
+        { Tiles = Q6_KTiles.Preferred ? Q6_KTiles.Instance : Q6_KTiles256.Supported ? Q6_KTiles256.Instance : null });
         return table;
     }
 }
