@@ -77,18 +77,6 @@ public static class AttentionMath
         return sum;
     }
 
-    /// <summary>x = e^x in place, by <see cref="Exp(Vector256{float})"/> at any length (no entry cost to amortize), the tail by the plain loop.</summary>
-    public static void Exp(Span<float> x)
-    {
-        ref float first = ref MemoryMarshal.GetReference(x);
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
-            for (; i + 16 <= x.Length; i += 16) Exp(Vector512.LoadUnsafe(ref first, (nuint)i)).StoreUnsafe(ref first, (nuint)i);
-        else if (Vector256.IsHardwareAccelerated)
-            for (; i + 8 <= x.Length; i += 8) Exp(Vector256.LoadUnsafe(ref first, (nuint)i)).StoreUnsafe(ref first, (nuint)i);
-        for (; i < x.Length; i++) x[i] = MathF.Exp(x[i]);
-    }
-
     /// <summary>
     /// e^x in single precision for softmax inputs (x &lt;= 0 there; accurate to about 2 ulp up to 88,
     /// 0 below -87.3, NaN stays NaN), inlined. The library's Vector512.Exp is an out-of-line call that
