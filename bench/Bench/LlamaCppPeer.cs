@@ -46,9 +46,20 @@ sealed class LlamaCppPeer : IBenchPeer
             foreach (var depth in settings.Depths.Order())
             {
                 if (model.Position > depth) model.ClearCache();
-                status($"{Name} {name}: filling the context to {depth:N0} tokens" + (settings.PeerFillChunk > 0 ? $" in chunks of {settings.PeerFillChunk}" : ""));
-                if (depth > model.Position && settings.PeerFillChunk > 0) model.AppendInChunks(tokens.Next(depth - model.Position), settings.PeerFillChunk);
-                else if (depth > model.Position) model.Append(tokens.Next(depth - model.Position));
+                if (depth > model.Position)
+                {
+                    var fill = tokens.Next(depth - model.Position);
+                    if (settings.PeerFillChunk > 0)
+                    {
+                        status($"{Name} {name}: filling the context to {depth:N0} tokens in chunks of {settings.PeerFillChunk}");
+                        model.AppendInChunks(fill, settings.PeerFillChunk);
+                    }
+                    else
+                    {
+                        status($"{Name} {name}: filling the context to {depth:N0} tokens");
+                        model.Append(fill);
+                    }
+                }
 
                 status($"{Name} {name} at depth {depth:N0}: prefill {settings.PromptTokens} tokens, decode {settings.DecodeTokens}");
                 var timing = model.DecodeAfter(tokens.Next(settings.PromptTokens), settings.DecodeTokens);

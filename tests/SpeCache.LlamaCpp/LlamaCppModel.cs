@@ -217,9 +217,15 @@ public sealed unsafe class LlamaCppModel : IDisposable
     {
         CheckSequence(tokens, Position);
         var start = Stopwatch.GetTimestamp();
-        for (var offset = 0; offset < tokens.Length; offset += BatchCapacity)
-            DecodeChunk(tokens.Slice(offset, Math.Min(BatchCapacity, tokens.Length - offset)), Position, allLogits: false);
+        AppendAs(tokens, sequence: 0);
         return Stopwatch.GetElapsedTime(start);
+    }
+
+    // Tokens after the cache's Position as `sequence`, in llama_decode calls of at most BatchCapacity, no logits kept.
+    void AppendAs(ReadOnlySpan<int> tokens, int sequence)
+    {
+        for (var offset = 0; offset < tokens.Length; offset += BatchCapacity)
+            DecodeChunk(tokens.Slice(offset, Math.Min(BatchCapacity, tokens.Length - offset)), Position, allLogits: false, sequence);
     }
 
     /// <summary>
@@ -241,10 +247,7 @@ public sealed unsafe class LlamaCppModel : IDisposable
         var start = Stopwatch.GetTimestamp();
         for (var offset = 0; offset < tokens.Length; offset += chunkLength)
         {
-            var chunk = tokens.Slice(offset, Math.Min(chunkLength, tokens.Length - offset));
-            var first = Position;
-            for (var b = 0; b < chunk.Length; b += BatchCapacity)
-                DecodeChunk(chunk.Slice(b, Math.Min(BatchCapacity, chunk.Length - b)), first + b, allLogits: false, ScratchSequence);
+            AppendAs(tokens.Slice(offset, Math.Min(chunkLength, tokens.Length - offset)), ScratchSequence);
             LlamaNative.llama_memory_seq_cp(memory, ScratchSequence, 0, -1, -1);
             if (!LlamaNative.llama_memory_seq_rm(memory, ScratchSequence, -1, -1))
                 throw new LlamaCppException("llama.cpp could not free the scratch sequence of a chunked fill");
