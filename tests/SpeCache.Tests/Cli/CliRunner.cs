@@ -64,7 +64,7 @@ public static class CliRunner
         if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"specache {string.Join(' ', args)} did not finish in 2 minutes");
+            throw new TimeoutException($"{Path.GetFileNameWithoutExtension(process.StartInfo.ArgumentList[0])} {string.Join(' ', args)} did not finish in 2 minutes");
         }
         return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
     }
