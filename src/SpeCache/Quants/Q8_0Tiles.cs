@@ -140,13 +140,19 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     /// TM weight rows × TN activation rows. Accumulator cIJ is weight row I, activation row J;
     /// the extents are constants in each instantiation, so unused rows compile away.
     /// </summary>
+    [SkipLocalsInit] // the products are stored before they are read
     static void Tile<TM, TN>(byte* w, long ws, float* wd, int nb, byte* a, int aStride, float* y, long yStride)
         where TM : struct, ITileExtent where TN : struct, ITileExtent
     {
+        // Each block's 16 scale products (weight row i, activation row j at 4j + i), made by four
+        // vector multiplies and broadcast from memory by each step: a multiply per step had been a
+        // quarter of the multiply-pipe work (the products are the same floats either way).
+        float* products = stackalloc float[16];
         Vector256<float> c00 = default, c10 = default, c20 = default, c30 = default;
         Vector256<float> c01 = default, c11 = default, c21 = default, c31 = default;
         Vector256<float> c02 = default, c12 = default, c22 = default, c32 = default;
         Vector256<float> c03 = default, c13 = default, c23 = default, c33 = default;
+        float* dx = ActivationScales(a, nb);
         for (int b = 0; b < nb; b++)
         {
             byte* wb = w + (long)b * TW.BlockBytes;
@@ -155,10 +161,15 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
             var w2 = TM.Value > 2 ? LoadForStep(wb + 2 * ws) : default;
             var w3 = TM.Value > 3 ? LoadForStep(wb + 3 * ws) : default;
             float* d = wd + b;
-            Column<TM>(a, b, nb, d, w0, w1, w2, w3, ref c00, ref c10, ref c20, ref c30);
-            if (TN.Value > 1) Column<TM>(a + aStride, b, nb, d, w0, w1, w2, w3, ref c01, ref c11, ref c21, ref c31);
-            if (TN.Value > 2) Column<TM>(a + 2 * aStride, b, nb, d, w0, w1, w2, w3, ref c02, ref c12, ref c22, ref c32);
-            if (TN.Value > 3) Column<TM>(a + 3 * aStride, b, nb, d, w0, w1, w2, w3, ref c03, ref c13, ref c23, ref c33);
+            var dw = Vector128.Create(d[0], TM.Value > 1 ? d[nb] : 0, TM.Value > 2 ? d[2 * nb] : 0, TM.Value > 3 ? d[3 * nb] : 0);
+            (dw * Vector128.Create(dx[b])).Store(products);
+            if (TN.Value > 1) (dw * Vector128.Create(*(float*)((byte*)(dx + b) + aStride))).Store(products + 4);
+            if (TN.Value > 2) (dw * Vector128.Create(*(float*)((byte*)(dx + b) + 2 * aStride))).Store(products + 8);
+            if (TN.Value > 3) (dw * Vector128.Create(*(float*)((byte*)(dx + b) + 3 * aStride))).Store(products + 12);
+            Column<TM>(a, b, nb, products, w0, w1, w2, w3, ref c00, ref c10, ref c20, ref c30);
+            if (TN.Value > 1) Column<TM>(a + aStride, b, nb, products + 4, w0, w1, w2, w3, ref c01, ref c11, ref c21, ref c31);
+            if (TN.Value > 2) Column<TM>(a + 2 * aStride, b, nb, products + 8, w0, w1, w2, w3, ref c02, ref c12, ref c22, ref c32);
+            if (TN.Value > 3) Column<TM>(a + 3 * aStride, b, nb, products + 12, w0, w1, w2, w3, ref c03, ref c13, ref c23, ref c33);
         }
         Store<TM>(y, c00, c10, c20, c30);
         if (TN.Value > 1) Store<TM>(y + yStride, c01, c11, c21, c31);
@@ -166,18 +177,17 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         if (TN.Value > 3) Store<TM>(y + 3 * yStride, c03, c13, c23, c33);
     }
 
-    /// <summary>One activation block against the tile's (up to) four weight blocks.</summary>
+    /// <summary>One activation block against the tile's (up to) four weight blocks, <paramref name="p"/> their scale products.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Column<TM>(byte* x, int b, int nb, float* wd, Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
+    static void Column<TM>(byte* x, int b, int nb, float* p, Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
         ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3) where TM : struct, ITileExtent
     {
         var q = Vector256.Load((sbyte*)x + b * 32);
         var offset = AvxVnni.IsSupported ? Vector256.Load((int*)(x + nb * 32) + b * 8) << TW.OffsetShift : default;
-        var dx = Vector256.Create(((float*)(x + nb * 64))[b]);
-        c0 = Step(c0, w0, q, offset, Vector256.Create(wd[0]) * dx);
-        if (TM.Value > 1) c1 = Step(c1, w1, q, offset, Vector256.Create(wd[nb]) * dx);
-        if (TM.Value > 2) c2 = Step(c2, w2, q, offset, Vector256.Create(wd[2 * nb]) * dx);
-        if (TM.Value > 3) c3 = Step(c3, w3, q, offset, Vector256.Create(wd[3 * nb]) * dx);
+        c0 = Step(c0, w0, q, offset, Vector256.Create(p[0]));
+        if (TM.Value > 1) c1 = Step(c1, w1, q, offset, Vector256.Create(p[1]));
+        if (TM.Value > 2) c2 = Step(c2, w2, q, offset, Vector256.Create(p[2]));
+        if (TM.Value > 3) c3 = Step(c3, w3, q, offset, Vector256.Create(p[3]));
     }
 
     /// <summary>
@@ -273,12 +283,19 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     /// One block's eight lane sums into the accumulator. VNNI: (q + offset) · x less the offset's
     /// share. Without VNNI, AVX2's u8 × s8 pairs saturate at 16 bits, so offset weights (up to 255)
     /// cannot go in: |q| · (x signed like q) instead, as <see cref="SignedBlock"/>, the same integers,
-    /// so the same outputs bit for bit.
+    /// so the same outputs bit for bit. Where AVX-512 is present the sign goes on by a masked blend
+    /// of x and -x rather than <c>vpsignb</c>, which has no EVEX form and so holds its operands to
+    /// the first sixteen registers: with it the JIT spilled six of the tile's sixteen accumulators
+    /// every block. The mask and |q| (per weight block) and -x (per activation block) are the same
+    /// expressions in each of the tile's steps, so the JIT makes each once per block.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<float> Step(Vector256<float> acc, Vector256<byte> w, Vector256<sbyte> x, Vector256<int> offset, Vector256<float> scale)
     {
-        var sums = AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(offset, w, x) : QuantMath.SignedDot(w.AsSByte(), x);
+        var q = w.AsSByte();
+        var sums = AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(offset, w, x)
+            : Avx512BW.VL.IsSupported ? QuantMath.UnsignedDotAvx2(Avx2.Abs(q), Vector256.ConditionalSelect(Vector256.LessThan(q, Vector256<sbyte>.Zero), -x, x))
+            : QuantMath.SignedDot(q, x);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
     }
 
