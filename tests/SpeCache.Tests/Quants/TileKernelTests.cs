@@ -51,14 +51,21 @@ public unsafe class TileKernelTests
         return packed;
     }
 
+    /// <summary>
+    /// The kernel's outputs for <paramref name="n"/> activation rows; the outputs the next activation
+    /// rows would have (where a kernel that ran past its last row would write) must stay as they were.
+    /// </summary>
     static float[] Compute(TileKernel kernel, TestWeightRows w, byte[] packed, int n, int cols)
     {
-        var y = new float[n * w.Rows];
+        const float untouched = -12345.5f;
+        var y = new float[(n + 4) * w.Rows];
+        y.AsSpan(n * w.Rows).Fill(untouched);
         fixed (byte* pw = w.Bytes)
         fixed (byte* pa = packed)
         fixed (float* py = y)
             kernel.Compute(pw, w.RowBytes, w.Rows, pa, kernel.PackedRowBytes(cols), n, cols, py, w.Rows);
-        return y;
+        Assert.All(y.AsSpan(n * w.Rows).ToArray(), v => Assert.Equal(untouched, v));
+        return y[..(n * w.Rows)];
     }
 
     /// <summary>
