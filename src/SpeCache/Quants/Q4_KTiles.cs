@@ -88,31 +88,25 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         return x;
     }
 
-    /// <summary>
-    /// Activation rows up to which each is computed on its own by <see cref="OneRow"/>, which
-    /// reads scales straight from the weight blocks: the unpacked table costs as much to build as
-    /// a tile's work on one activation row, so it only pays when several rows reuse it.
-    /// </summary>
-    const int DirectRows = 1;
-
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         int nb = cols / Q4_K.BlockSize;
-        if (n <= DirectRows)
-        {
-            // Decode streams the matrix once, one row after another: four rows side by side (four
-            // interleaved 144-byte block streams) measured 26 instead of 37 GB/s on two threads
-            // over matrices too big for the cache, as the hardware prefetcher loses them.
-            for (int i = 0; i < n; i++)
-                for (int r = 0; r < rows; r++)
-                    y[i * yStride + r] = OneRow(w + r * weightRowBytes, nb, a + (long)i * packedRowBytes);
-            return;
-        }
-        TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, MetaBytes, a, packedRowBytes, n, y, yStride);
+        // Up to four activation rows (decode, the two-row speculative decode, small batches) go row
+        // by row without the table: building it costs about as much as one activation tile's work.
+        // Each weight block is decoded once for all of them, and the matrix streams in one pass, one
+        // row after another: four rows side by side (four interleaved 144-byte block streams)
+        // measured 26 instead of 37 GB/s on two threads over matrices too big for the cache, as the
+        // hardware prefetcher loses them. (With one activation row per call for two rows, the two
+        // rows went through the table instead and read the matrix at a third of one row's speed.)
+        if (!RowByRow<Kernel>(n, w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride))
+            TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, MetaBytes, a, packedRowBytes, n, y, yStride);
     }
 
-    struct Kernel : ITileBody, IWeightTable
+    struct Kernel : ITileBody, IWeightTable, IRowByRow
     {
+        public static void Rows<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent =>
+            Direct<TN>(w, ws, rows, nb, a, aStride, y, yStride);
+
         public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
             where TM : struct, ITileExtent where TN : struct, ITileExtent =>
             Q4_KTiles.Tile<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
@@ -217,34 +211,64 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     }
 
     /// <summary>
-    /// One weight row × one activation row, everything in registers and the scales unpacked from
-    /// each weight block as it is read: per output the same integer lane sums, the same two
-    /// multiply-adds per block with the same operands, and the same final reduction as
-    /// <see cref="Tile{TM, TN}"/>, so the bits agree.
+    /// Each weight row against up to four activation rows, everything in registers and the scales
+    /// unpacked from each weight block as it is read (once for all the activation rows): per output
+    /// the same integer lane sums, the same two multiply-adds per block with the same operands, and
+    /// the same final reduction as <see cref="Tile{TM, TN}"/>, so the bits agree.
     /// </summary>
     [SkipLocalsInit]
-    static float OneRow(byte* w, int nb, byte* a)
+    static void Direct<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
     {
-        Vector512<float> acc = default;
-        Vector256<float> minAcc = default;
         var mask = Vector512.Create((byte)0x0F);
-        for (int b = 0; b < nb; b++)
+        for (int r = 0; r < rows; r++)
         {
-            byte* xb = a + (long)b * PackedBlockBytes;
-            byte* wb = w + (long)b * Q4_K.BlockBytes;
-            Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
-            var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
-            var v0 = Vector512.Load(wb + 16);
-            var v1 = Vector512.Load(wb + 16 + 64);
-            var s = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v0 & mask, Vector512.Load((sbyte*)(xb + QuantsAt))), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock0));
-            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask, Vector512.Load((sbyte*)(xb + QuantsAt + 64))), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock1));
-            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(v1 & mask, Vector512.Load((sbyte*)(xb + QuantsAt + 128))), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock2));
-            s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask, Vector512.Load((sbyte*)(xb + QuantsAt + 192))), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock3));
-            var dd = DAndDMin(wb);
-            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(dd.ToScalar() * *(float*)xb), acc);
-            minAcc = Fma.MultiplyAdd(MinFloats(mins, dd), Vector256.Load((float*)(xb + SumsAt)), minAcc);
+            byte* row = w + r * ws;
+            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            Vector256<float> min0 = default, min1 = default, min2 = default, min3 = default;
+            for (int b = 0; b < nb; b++)
+            {
+                byte* xb = a + (long)b * PackedBlockBytes;
+                byte* wb = row + (long)b * Q4_K.BlockBytes;
+                Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
+                var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
+                var v0 = Vector512.Load(wb + 16);
+                var v1 = Vector512.Load(wb + 16 + 64);
+                var weights = new BlockWeights(
+                    v0 & mask, Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask,
+                    v1 & mask, Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask,
+                    Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock0), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock1),
+                    Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock2), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock3));
+                var dd = DAndDMin(wb);
+                float d = dd.ToScalar();
+                var minFloats = MinFloats(mins, dd);
+                RowBlock(xb, weights, d, minFloats, ref acc0, ref min0);
+                if (TN.Value > 1) RowBlock(xb + aStride, weights, d, minFloats, ref acc1, ref min1);
+                if (TN.Value > 2) RowBlock(xb + 2 * aStride, weights, d, minFloats, ref acc2, ref min2);
+                if (TN.Value > 3) RowBlock(xb + 3 * aStride, weights, d, minFloats, ref acc3, ref min3);
+            }
+            y[r] = HorizontalSum(acc0.GetLower() + acc0.GetUpper()) - HorizontalSum(min0);
+            if (TN.Value > 1) y[yStride + r] = HorizontalSum(acc1.GetLower() + acc1.GetUpper()) - HorizontalSum(min1);
+            if (TN.Value > 2) y[2 * yStride + r] = HorizontalSum(acc2.GetLower() + acc2.GetUpper()) - HorizontalSum(min2);
+            if (TN.Value > 3) y[3 * yStride + r] = HorizontalSum(acc3.GetLower() + acc3.GetUpper()) - HorizontalSum(min3);
         }
-        return HorizontalSum(acc.GetLower() + acc.GetUpper()) - HorizontalSum(minAcc);
+    }
+
+    /// <summary>One weight block decoded for <see cref="RowBlock"/>: its four registers of nibbles and the scale words each takes.</summary>
+    readonly record struct BlockWeights(
+        Vector512<byte> N0, Vector512<byte> N1, Vector512<byte> N2, Vector512<byte> N3,
+        Vector512<short> K0, Vector512<short> K1, Vector512<short> K2, Vector512<short> K3);
+
+    /// <summary>One activation row's block (at <paramref name="xb"/>) against a decoded weight block, into that row's accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void RowBlock(byte* xb, in BlockWeights w, float d, Vector256<float> minFloats, ref Vector512<float> acc, ref Vector256<float> minAcc)
+    {
+        sbyte* q = (sbyte*)(xb + QuantsAt);
+        var s = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N0, Vector512.Load(q)), w.K0);
+        s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N1, Vector512.Load(q + 64)), w.K1);
+        s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N2, Vector512.Load(q + 128)), w.K2);
+        s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N3, Vector512.Load(q + 192)), w.K3);
+        acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(d * *(float*)xb), acc);
+        minAcc = Fma.MultiplyAdd(minFloats, Vector256.Load((float*)(xb + SumsAt)), minAcc);
     }
 
     /// <summary>One register of activations (two sub-blocks at <paramref name="x"/>) against the tile's nibbles.</summary>
