@@ -96,8 +96,8 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         // Each weight block is decoded once for all of them, and the matrix streams in one pass, one
         // row after another: four rows side by side (four interleaved 144-byte block streams)
         // measured 26 instead of 37 GB/s on two threads over matrices too big for the cache, as the
-        // hardware prefetcher loses them. (With one activation row per call for two rows, the two
-        // rows went through the table instead and read the matrix at a third of one row's speed.)
+        // hardware prefetcher loses them. (When only one row came this way, two rows built the
+        // table and read the matrix at a third of one row's speed.)
         if (!RowByRow<Kernel>(n, w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride))
             TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, MetaBytes, a, packedRowBytes, n, y, yStride);
     }
