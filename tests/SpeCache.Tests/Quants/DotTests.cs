@@ -168,17 +168,17 @@ public class DotTests
     [Fact]
     public void TwoRowDotIsBitIdenticalToTwoSingleDots()
     {
-        foreach (var type in new[] { GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.BF16 })
+        // 1301 for the half formats: a 16-value step (F16) and a scalar tail after the 32-value loop.
+        foreach (var (type, cols) in new[] { (GgmlType.Q4_K, 1280), (GgmlType.Q6_K, 1280), (GgmlType.BF16, 1280), (GgmlType.BF16, 1301), (GgmlType.F16, 1280), (GgmlType.F16, 1301) })
         {
             var traits = TypeTraits.Of(type);
             Assert.NotNull(traits.Dot2);
-            const int cols = 1280;
             var w = TestRows.Quantize(type, TestRows.WithOutliers(cols, 30).Select(v => v * 0.02f).ToArray());
             var a = TestRows.Activation(type, TestRows.Gaussian(cols, 31));
             var b = TestRows.Activation(type, TestRows.WithOutliers(cols, 32));
             traits.Dot2!(w, a, b, cols, out float ya, out float yb);
-            Assert.Equal(traits.Dot(w, a, cols), ya);
-            Assert.Equal(traits.Dot(w, b, cols), yb);
+            Assert.Equal(BitConverter.SingleToInt32Bits(traits.Dot(w, a, cols)), BitConverter.SingleToInt32Bits(ya));
+            Assert.Equal(BitConverter.SingleToInt32Bits(traits.Dot(w, b, cols)), BitConverter.SingleToInt32Bits(yb));
         }
     }
 }
