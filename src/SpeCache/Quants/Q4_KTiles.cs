@@ -7,17 +7,23 @@ namespace SpeCache.Quants;
 
 /// <summary>
 /// Q4_K weights against Q8_K activations, on 512-bit registers (AVX512-BW; .NET exposes no
-/// 512-bit VNNI, and u8×s8 pair sums then a word multiply-add by the scale do the same work).
-/// One register holds two 32-value sub-blocks: the low (or high) nibbles of 64 stored bytes,
-/// i.e. sub-blocks (0,2), (1,3), (4,6), (5,7). Packed activation blocks store their quants in
-/// that order, so each is one load. Per output and 256-value block: for each register, pair
-/// sums (at most 2·15·127, no saturation), then multiplied by each half's 6-bit scale and
-/// added into 16 exact 32-bit lanes; the lanes go to float with one multiply-add by
-/// (d × activation scale). The mins' term of a block is the dot of eight weight-side floats
-/// (dmin × each sub-block's min) with eight activation-side ones (activation scale × each
-/// sub-block's sum), the latter made once when the activation row is packed, so it costs one
-/// 8-lane multiply-add per output and block. A weight tile's scales, min floats and d are
-/// unpacked once per tile into a small table that the activation tiles passing over it reuse.
+/// 512-bit VNNI). A block's 128 bytes of nibbles are taken as two registers of 16-byte chunks:
+/// "first" holds stored bytes 0-15, 32-47, 64-79, 96-111 and "second" bytes 16-31, 48-63,
+/// 80-95, 112-127 (one 128-bit lane shuffle each), so that chunk c of either register holds
+/// sub-block 2c in its low nibbles and 2c + 1 in its high ones, first and second the two 16-value
+/// halves of each. Packed activation blocks store their quants in that order (even sub-blocks'
+/// first halves, their second halves, then the odd ones'), so each register is one load. Per
+/// output, block and parity: u8 × s8 pair sums of both halves (at most 2·15·127 each), added as
+/// words (at most 4·15·127, no saturation), then one word multiply-add by the 6-bit scales into
+/// 16 exact 32-bit lanes (lane 4c + l: values 4l..4l+3 and 16+4l..16+4l+3 of sub-blocks 2c and
+/// 2c + 1). Adding the halves as words before the scale is what llama.cpp's repacked Q4_K
+/// kernels do on CPUs without VNNI: three multiply instructions per 128 products instead of
+/// four. The lanes go to float with one multiply-add by (d × activation scale). The mins' term
+/// of a block is the dot of eight weight-side floats (dmin × each sub-block's min) with eight
+/// activation-side ones (activation scale × each sub-block's sum), the latter made once when
+/// the activation row is packed, so it costs one 8-lane multiply-add per output and block. A
+/// weight tile's nibbles, scales, min floats and d are unpacked once per tile into a table
+/// that the activation tiles passing over it reuse.
 /// </summary>
 internal sealed unsafe class Q4_KTiles : TileKernel
 {
@@ -25,13 +31,21 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 
     public static readonly bool Supported = IsSupported && Avx512BW.IsSupported;
 
-    /// <summary>Bytes per weight block in the unpacked table: 8 float mins (dmin × min), 8 short scales, d.</summary>
-    const int MetaBytes = 64;
+    /// <summary>
+    /// Bytes per weight block in the unpacked table: the nibbles as bytes in the packed
+    /// activations' order at 0 (256), the even and odd sub-blocks' scales as words at
+    /// <see cref="ScalesAt"/> (2 × 64), the 8 float mins (dmin × min) at <see cref="MinsAt"/>, d at <see cref="DAt"/>.
+    /// </summary>
+    const int MetaBytes = 448;
+    const int ScalesAt = 256;
+    const int MinsAt = 384;
+    const int DAt = 416;
 
     /// <summary>
     /// Packed block (this kernel's and <see cref="Q4_KTiles256"/>'s): float d, padding, the 8
     /// sub-block sums of the quants as shorts at 8 (<see cref="Q4_KTiles256"/>'s integer mins),
-    /// padding, the same sums × d as floats at 32 (this kernel's), 256 reordered quants at 64.
+    /// padding, the same sums × d as floats at 32 (this kernel's), 256 reordered quants at 64
+    /// (<see cref="QuantAt"/>).
     /// </summary>
     internal const int PackedBlockBytes = 320;
     internal const int ShortSumsAt = 8;
@@ -68,12 +82,17 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 sums[sub] = sum * d;
             }
             for (int sub = 0; sub < 8; sub++)
-                block.Slice(4 + 32 * sub, 32).CopyTo(dst.Slice(QuantsAt + 32 * Slot(sub)));
+                for (int half = 0; half < 2; half++)
+                    block.Slice(4 + 32 * sub + 16 * half, 16).CopyTo(dst.Slice(QuantsAt + QuantAt(sub, 16 * half), 16));
         }
     }
 
-    /// <summary>Where sub-block <paramref name="sub"/> sits among the packed quants: order 0, 2, 1, 3, 4, 6, 5, 7.</summary>
-    internal static int Slot(int sub) => (sub & 4) | ((sub & 1) << 1) | ((sub >> 1) & 1);
+    /// <summary>
+    /// Where value <paramref name="v"/> of sub-block <paramref name="sub"/> sits among a packed
+    /// block's quants: even sub-blocks before odd ones, first halves before second ones, then
+    /// the sub-block pair, then the value within its half.
+    /// </summary>
+    internal static int QuantAt(int sub, int v) => 128 * (sub & 1) + 64 * (v / 16) + 16 * (sub >> 1) + v % 16;
 
     internal static float[] UnpackBlocks(ReadOnlySpan<byte> packed, int cols)
     {
@@ -83,7 +102,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             var block = packed.Slice(b * PackedBlockBytes, PackedBlockBytes);
             float d = BitConverter.ToSingle(block);
             for (int v = 0; v < Q8_K.BlockSize; v++)
-                x[b * Q8_K.BlockSize + v] = d * (sbyte)block[QuantsAt + 32 * Slot(v / 32) + v % 32];
+                x[b * Q8_K.BlockSize + v] = d * (sbyte)block[QuantsAt + QuantAt(v / 32, v % 32)];
         }
         return x;
     }
@@ -114,18 +133,23 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         public static void Unpack(byte* row, byte* table, int nb) => UnpackMeta(row, table, nb);
     }
 
-    /// <summary>One weight row's table: the scales as words, dmin × each min and d as floats.</summary>
+    /// <summary>One weight row's table: the nibbles as bytes, the scales as words, dmin × each min and d as floats.</summary>
     static void UnpackMeta(byte* row, byte* meta, int nb)
     {
         for (int b = 0; b < nb; b++)
         {
             byte* block = row + (long)b * Q4_K.BlockBytes;
             byte* mb = meta + b * MetaBytes;
-            Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
+            var w = Decode(block);
+            w.EvenFirst.Store(mb);
+            w.EvenSecond.Store(mb + 64);
+            w.OddFirst.Store(mb + 128);
+            w.OddSecond.Store(mb + 192);
+            w.EvenScales.Store((short*)(mb + ScalesAt));
+            w.OddScales.Store((short*)(mb + ScalesAt + 64));
             var dd = DAndDMin(block);
-            MinFloats(mins, dd).Store((float*)mb);
-            Words(sc).Store((short*)(mb + 32));
-            *(float*)(mb + 48) = dd.ToScalar();
+            MinFloats(w.Mins, dd).Store((float*)(mb + MinsAt));
+            *(float*)(mb + DAt) = dd.ToScalar();
         }
     }
 
@@ -139,10 +163,61 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     internal static Vector256<float> MinFloats(ulong mins, Vector128<float> dAndDMin) =>
         Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())) * Vector256.Create(dAndDMin.GetElement(1));
 
+    /// <summary>One weight block decoded: its nibbles in the packed activations' order, the scale words each pair of registers takes, the packed mins.</summary>
+    readonly record struct BlockWeights(
+        Vector512<byte> EvenFirst, Vector512<byte> EvenSecond, Vector512<byte> OddFirst, Vector512<byte> OddSecond,
+        Vector512<short> EvenScales, Vector512<short> OddScales, ulong Mins);
+
+    /// <summary>Splits a Q4_K block (at <paramref name="block"/>) into <see cref="BlockWeights"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static BlockWeights Decode(byte* block)
+    {
+        var raw0 = Vector512.Load((int*)(block + 16));
+        var raw1 = Vector512.Load((int*)(block + 80));
+        // 128-bit lanes 0 and 2 of both registers, then lanes 1 and 3: the first and second halves.
+        var first = Avx512F.Shuffle4x128(raw0, raw1, 0b10_00_10_00).AsByte();
+        var second = Avx512F.Shuffle4x128(raw0, raw1, 0b11_01_11_01).AsByte();
+        var mask = Vector512.Create((byte)0x0F);
+        Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
+        var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
+        return new BlockWeights(
+            first & mask, second & mask,
+            Vector512.ShiftRightLogical(first.AsUInt16(), 4).AsByte() & mask,
+            Vector512.ShiftRightLogical(second.AsUInt16(), 4).AsByte() & mask,
+            Avx512BW.PermuteVar32x16(scales, EvenSubBlocks), Avx512BW.PermuteVar32x16(scales, OddSubBlocks), mins);
+    }
+
+    // The sub-block (scale index) of each word of the even and odd registers: 128-bit lane c
+    // holds sub-block 2c or 2c + 1. Inlined constants, not static readonly fields: a kernel the
+    // JIT compiles before the class's static constructor has run (tiering off, as in the CLI, and
+    // the first call a prefill) reads such a field through a class-init check every block.
+    static Vector512<short> EvenSubBlocks
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.Create((short)0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
+    }
+
+    static Vector512<short> OddSubBlocks
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.Create((short)1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7);
+    }
+
+    /// <summary>
+    /// One parity's product: both halves' pair sums added as words, then times the scales into
+    /// 16 exact lanes. <paramref name="q"/> points at the parity's 128 packed activation quants.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<int> Scaled(Vector512<byte> first, Vector512<byte> second, sbyte* q, Vector512<short> scales) =>
+        Avx512BW.MultiplyAddAdjacent(
+            Avx512BW.MultiplyAddAdjacent(first, Vector512.Load(q)) + Avx512BW.MultiplyAddAdjacent(second, Vector512.Load(q + 64)), scales);
+
     /// <summary>
     /// TM weight rows × TN activation rows. The integer accumulators sIJ (weight row I,
     /// activation row J) live for one block in registers; the float ones, touched once per
-    /// block, live in a small stack table.
+    /// block, live in a small stack table. Each parity's nibbles (eight registers for four
+    /// weight rows) are loaded from the table once for all activation rows; the scales are
+    /// memory operands.
     /// </summary>
     [SkipLocalsInit] // the accumulators are zeroed below; the runtime's zeroing of the stack would be a second pass
     static void Tile<TM, TN>(byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
@@ -156,48 +231,31 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             minAcc[k] = default;
         }
         long metaRow = (long)nb * MetaBytes;
-        var mask = Vector512.Create((byte)0x0F);
         for (int b = 0; b < nb; b++)
         {
             Vector512<int> s00 = default, s10 = default, s20 = default, s30 = default;
             Vector512<int> s01 = default, s11 = default, s21 = default, s31 = default;
             Vector512<int> s02 = default, s12 = default, s22 = default, s32 = default;
             Vector512<int> s03 = default, s13 = default, s23 = default, s33 = default;
-            byte* qs = w + (long)b * Q4_K.BlockBytes + 16;
             byte* mb = meta + b * MetaBytes;
             byte* x = a + (long)b * PackedBlockBytes + QuantsAt;
-            for (int half = 0; half < 2; half++)
+            for (int parity = 0; parity < 2; parity++)
             {
-                var v0 = Vector512.Load(qs + 64 * half);
-                var v1 = TM.Value > 1 ? Vector512.Load(qs + ws + 64 * half) : default;
-                var v2 = TM.Value > 2 ? Vector512.Load(qs + 2 * ws + 64 * half) : default;
-                var v3 = TM.Value > 3 ? Vector512.Load(qs + 3 * ws + 64 * half) : default;
-                // One broadcast load each (Vector512.Create of a loaded Vector128 compiles to five instructions).
-                var sc0 = Avx512F.BroadcastVector128ToVector512((int*)(mb + 32)).AsInt16();
-                var sc1 = TM.Value > 1 ? Avx512F.BroadcastVector128ToVector512((int*)(mb + metaRow + 32)).AsInt16() : default;
-                var sc2 = TM.Value > 2 ? Avx512F.BroadcastVector128ToVector512((int*)(mb + 2 * metaRow + 32)).AsInt16() : default;
-                var sc3 = TM.Value > 3 ? Avx512F.BroadcastVector128ToVector512((int*)(mb + 3 * metaRow + 32)).AsInt16() : default;
-                for (int nibble = 0; nibble < 2; nibble++)
-                {
-                    var pick = half == 0 ? (nibble == 0 ? Q4_K.SubBlock0 : Q4_K.SubBlock1) : (nibble == 0 ? Q4_K.SubBlock2 : Q4_K.SubBlock3);
-                    var n0 = v0 & mask;
-                    var n1 = TM.Value > 1 ? v1 & mask : default;
-                    var n2 = TM.Value > 2 ? v2 & mask : default;
-                    var n3 = TM.Value > 3 ? v3 & mask : default;
-                    var k0 = Avx512BW.PermuteVar32x16(sc0, pick);
-                    var k1 = TM.Value > 1 ? Avx512BW.PermuteVar32x16(sc1, pick) : default;
-                    var k2 = TM.Value > 2 ? Avx512BW.PermuteVar32x16(sc2, pick) : default;
-                    var k3 = TM.Value > 3 ? Avx512BW.PermuteVar32x16(sc3, pick) : default;
-                    int offset = 128 * half + 64 * nibble;
-                    Pair<TM>(x + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s00, ref s10, ref s20, ref s30);
-                    if (TN.Value > 1) Pair<TM>(x + aStride + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s01, ref s11, ref s21, ref s31);
-                    if (TN.Value > 2) Pair<TM>(x + 2 * aStride + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s02, ref s12, ref s22, ref s32);
-                    if (TN.Value > 3) Pair<TM>(x + 3 * aStride + offset, n0, n1, n2, n3, k0, k1, k2, k3, ref s03, ref s13, ref s23, ref s33);
-                    v0 = Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte();
-                    if (TM.Value > 1) v1 = Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte();
-                    if (TM.Value > 2) v2 = Vector512.ShiftRightLogical(v2.AsUInt16(), 4).AsByte();
-                    if (TM.Value > 3) v3 = Vector512.ShiftRightLogical(v3.AsUInt16(), 4).AsByte();
-                }
+                byte* nibbles = mb + 128 * parity;
+                var f0 = Vector512.Load(nibbles);
+                var g0 = Vector512.Load(nibbles + 64);
+                var f1 = TM.Value > 1 ? Vector512.Load(nibbles + metaRow) : default;
+                var g1 = TM.Value > 1 ? Vector512.Load(nibbles + metaRow + 64) : default;
+                var f2 = TM.Value > 2 ? Vector512.Load(nibbles + 2 * metaRow) : default;
+                var g2 = TM.Value > 2 ? Vector512.Load(nibbles + 2 * metaRow + 64) : default;
+                var f3 = TM.Value > 3 ? Vector512.Load(nibbles + 3 * metaRow) : default;
+                var g3 = TM.Value > 3 ? Vector512.Load(nibbles + 3 * metaRow + 64) : default;
+                short* k = (short*)(mb + ScalesAt + 64 * parity);
+                int offset = 128 * parity;
+                Parity<TM>((sbyte*)(x + offset), f0, g0, f1, g1, f2, g2, f3, g3, k, metaRow, ref s00, ref s10, ref s20, ref s30);
+                if (TN.Value > 1) Parity<TM>((sbyte*)(x + aStride + offset), f0, g0, f1, g1, f2, g2, f3, g3, k, metaRow, ref s01, ref s11, ref s21, ref s31);
+                if (TN.Value > 2) Parity<TM>((sbyte*)(x + 2 * aStride + offset), f0, g0, f1, g1, f2, g2, f3, g3, k, metaRow, ref s02, ref s12, ref s22, ref s32);
+                if (TN.Value > 3) Parity<TM>((sbyte*)(x + 3 * aStride + offset), f0, g0, f1, g1, f2, g2, f3, g3, k, metaRow, ref s03, ref s13, ref s23, ref s33);
             }
             byte* xb = a + (long)b * PackedBlockBytes;
             Finish<TM>(xb, mb, metaRow, acc, minAcc, s00, s10, s20, s30);
@@ -210,16 +268,27 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 y[j * yStride + i] = HorizontalSum(acc[i * 4 + j].GetLower() + acc[i * 4 + j].GetUpper()) - HorizontalSum(minAcc[i * 4 + j]);
     }
 
+    /// <summary>One activation row's quants of one parity (at <paramref name="q"/>) against the tile's nibbles of that parity.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Parity<TM>(sbyte* q, Vector512<byte> f0, Vector512<byte> g0, Vector512<byte> f1, Vector512<byte> g1,
+        Vector512<byte> f2, Vector512<byte> g2, Vector512<byte> f3, Vector512<byte> g3, short* k, long metaRow,
+        ref Vector512<int> s0, ref Vector512<int> s1, ref Vector512<int> s2, ref Vector512<int> s3) where TM : struct, ITileExtent
+    {
+        s0 += Scaled(f0, g0, q, Vector512.Load(k));
+        if (TM.Value > 1) s1 += Scaled(f1, g1, q, Vector512.Load((short*)((byte*)k + metaRow)));
+        if (TM.Value > 2) s2 += Scaled(f2, g2, q, Vector512.Load((short*)((byte*)k + 2 * metaRow)));
+        if (TM.Value > 3) s3 += Scaled(f3, g3, q, Vector512.Load((short*)((byte*)k + 3 * metaRow)));
+    }
+
     /// <summary>
-    /// Each weight row against up to four activation rows, everything in registers and the scales
-    /// unpacked from each weight block as it is read (once for all the activation rows): per output
-    /// the same integer lane sums, the same two multiply-adds per block with the same operands, and
-    /// the same final reduction as <see cref="Tile{TM, TN}"/>, so the bits agree.
+    /// Each weight row against up to four activation rows, everything in registers and each
+    /// weight block decoded as it is read (once for all the activation rows): per output the same
+    /// integer lane sums, the same multiply-adds with the same operands, and the same final
+    /// reduction as <see cref="Tile{TM, TN}"/>, so the bits agree.
     /// </summary>
     [SkipLocalsInit]
     static void Direct<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
     {
-        var mask = Vector512.Create((byte)0x0F);
         for (int r = 0; r < rows; r++)
         {
             byte* row = w + r * ws;
@@ -229,18 +298,10 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             {
                 byte* xb = a + (long)b * PackedBlockBytes;
                 byte* wb = row + (long)b * Q4_K.BlockBytes;
-                Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
-                var scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(sc).AsByte(), Vector128<byte>.Zero)).AsInt16();
-                var v0 = Vector512.Load(wb + 16);
-                var v1 = Vector512.Load(wb + 16 + 64);
-                var weights = new BlockWeights(
-                    v0 & mask, Vector512.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask,
-                    v1 & mask, Vector512.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask,
-                    Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock0), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock1),
-                    Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock2), Avx512BW.PermuteVar32x16(scales, Q4_K.SubBlock3));
+                var weights = Decode(wb);
                 var dd = DAndDMin(wb);
                 float d = dd.ToScalar();
-                var minFloats = MinFloats(mins, dd);
+                var minFloats = MinFloats(weights.Mins, dd);
                 RowBlock(xb, weights, d, minFloats, ref acc0, ref min0);
                 if (TN.Value > 1) RowBlock(xb + aStride, weights, d, minFloats, ref acc1, ref min1);
                 if (TN.Value > 2) RowBlock(xb + 2 * aStride, weights, d, minFloats, ref acc2, ref min2);
@@ -253,35 +314,14 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         }
     }
 
-    /// <summary>One weight block decoded for <see cref="RowBlock"/>: its four registers of nibbles and the scale words each takes.</summary>
-    readonly record struct BlockWeights(
-        Vector512<byte> N0, Vector512<byte> N1, Vector512<byte> N2, Vector512<byte> N3,
-        Vector512<short> K0, Vector512<short> K1, Vector512<short> K2, Vector512<short> K3);
-
     /// <summary>One activation row's block (at <paramref name="xb"/>) against a decoded weight block, into that row's accumulators.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void RowBlock(byte* xb, in BlockWeights w, float d, Vector256<float> minFloats, ref Vector512<float> acc, ref Vector256<float> minAcc)
     {
         sbyte* q = (sbyte*)(xb + QuantsAt);
-        var s = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N0, Vector512.Load(q)), w.K0);
-        s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N1, Vector512.Load(q + 64)), w.K1);
-        s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N2, Vector512.Load(q + 128)), w.K2);
-        s += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w.N3, Vector512.Load(q + 192)), w.K3);
+        var s = Scaled(w.EvenFirst, w.EvenSecond, q, w.EvenScales) + Scaled(w.OddFirst, w.OddSecond, q + 128, w.OddScales);
         acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(d * *(float*)xb), acc);
         minAcc = Fma.MultiplyAdd(minFloats, Vector256.Load((float*)(xb + SumsAt)), minAcc);
-    }
-
-    /// <summary>One register of activations (two sub-blocks at <paramref name="x"/>) against the tile's nibbles.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Pair<TM>(byte* x, Vector512<byte> n0, Vector512<byte> n1, Vector512<byte> n2, Vector512<byte> n3,
-        Vector512<short> k0, Vector512<short> k1, Vector512<short> k2, Vector512<short> k3,
-        ref Vector512<int> s0, ref Vector512<int> s1, ref Vector512<int> s2, ref Vector512<int> s3) where TM : struct, ITileExtent
-    {
-        var q = Vector512.Load((sbyte*)x);
-        s0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n0, q), k0);
-        if (TM.Value > 1) s1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n1, q), k1);
-        if (TM.Value > 2) s2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n2, q), k2);
-        if (TM.Value > 3) s3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(n3, q), k3);
     }
 
     /// <summary>End of a block for one activation row (its packed block at <paramref name="x"/>): scale the integer sums and add the mins.</summary>
@@ -298,8 +338,8 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 
         static void Row(Vector512<float>* acc, Vector256<float>* minAcc, byte* meta, float dx, Vector256<float> sums, Vector512<int> s)
         {
-            *acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(*(float*)(meta + 48) * dx), *acc);
-            *minAcc = Fma.MultiplyAdd(Vector256.Load((float*)meta), sums, *minAcc);
+            *acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(*(float*)(meta + DAt) * dx), *acc);
+            *minAcc = Fma.MultiplyAdd(Vector256.Load((float*)(meta + MinsAt)), sums, *minAcc);
         }
     }
 
@@ -321,10 +361,10 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                 float d = QuantMath.ToFloat(*(ushort*)wb) * dx;
                 for (int lane = 0; lane < 16; lane++)
                 {
-                    // Lane 4l..4l+3 of register r holds values 4l.. of sub-block (0,1,4,5)[r] + 2 * (lane / 8).
+                    // Lane 4c + l holds values 4l..4l+3 and 16+4l..16+4l+3 of sub-blocks 2c and 2c + 1.
                     int sum = 0;
-                    for (int r = 0; r < 4; r++)
-                        sum += ScaledPart(wb, q8, (r & 1) + 4 * (r >> 1) + 2 * (lane / 8), 4 * (lane % 8));
+                    for (int sub = 2 * (lane / 4); sub < 2 * (lane / 4) + 2; sub++)
+                        sum += ScaledPart(wb, q8, sub, 4 * (lane % 4)) + ScaledPart(wb, q8, sub, 16 + 4 * (lane % 4));
                     acc[lane] = MathF.FusedMultiplyAdd(sum, d, acc[lane]);
                 }
                 ReferenceMins(wb, xb, minAcc);
@@ -340,7 +380,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         Q4_K.ScaleMin(sub, wb + 4, out int sc, out _);
         int part = 0;
         for (int v = first; v < first + 4; v++)
-            part += ((wb[16 + 32 * (sub / 2) + v] >> (4 * (sub & 1))) & 0xF) * q8[32 * Slot(sub) + v];
+            part += ((wb[16 + 32 * (sub / 2) + v] >> (4 * (sub & 1))) & 0xF) * q8[QuantAt(sub, v)];
         return sc * part;
     }
 
@@ -361,7 +401,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     internal static int SubBlockSum(sbyte* q8, int sub)
     {
         int sum = 0;
-        for (int v = 0; v < 32; v++) sum += q8[32 * Slot(sub) + v];
+        for (int v = 0; v < 32; v++) sum += q8[QuantAt(sub, v)];
         return sum;
     }
 

@@ -147,11 +147,10 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
         var hi0 = Vector128.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask;
         var hi1 = Vector128.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask;
         sbyte* x = (sbyte*)(xb + QuantsAt);
-        int slotLo = 32 * Q4_KTiles.Slot(2 * c), slotHi = 32 * Q4_KTiles.Slot(2 * c + 1);
-        s0 += Scaled(lo0, lo1, x + slotLo, kLo) + Scaled(hi0, hi1, x + slotHi, kHi);
-        if (TN.Value > 1) s1 += Scaled(lo0, lo1, x + aStride + slotLo, kLo) + Scaled(hi0, hi1, x + aStride + slotHi, kHi);
-        if (TN.Value > 2) s2 += Scaled(lo0, lo1, x + 2 * aStride + slotLo, kLo) + Scaled(hi0, hi1, x + 2 * aStride + slotHi, kHi);
-        if (TN.Value > 3) s3 += Scaled(lo0, lo1, x + 3 * aStride + slotLo, kLo) + Scaled(hi0, hi1, x + 3 * aStride + slotHi, kHi);
+        s0 += Scaled(lo0, lo1, x, 2 * c, kLo) + Scaled(hi0, hi1, x, 2 * c + 1, kHi);
+        if (TN.Value > 1) s1 += Scaled(lo0, lo1, x + aStride, 2 * c, kLo) + Scaled(hi0, hi1, x + aStride, 2 * c + 1, kHi);
+        if (TN.Value > 2) s2 += Scaled(lo0, lo1, x + 2 * aStride, 2 * c, kLo) + Scaled(hi0, hi1, x + 2 * aStride, 2 * c + 1, kHi);
+        if (TN.Value > 3) s3 += Scaled(lo0, lo1, x + 3 * aStride, 2 * c, kLo) + Scaled(hi0, hi1, x + 3 * aStride, 2 * c + 1, kHi);
     }
 
     /// <summary>Sub-block <paramref name="sub"/>'s scale in every word, one broadcast load from the weight row's table.</summary>
@@ -159,12 +158,15 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     static Vector128<short> TableScale(byte* mb, int sub) => Vector128.Create(*(int*)(mb + 4 * sub)).AsInt16();
 
     /// <summary>
-    /// One sub-block's two 16-value halves of nibbles against its 32 activation quants: the
-    /// halves' pair sums added as words, then times the scale into four exact lanes.
+    /// Sub-block <paramref name="sub"/>'s two 16-value halves of nibbles against its 32 activation
+    /// quants (among the packed ones at <paramref name="x"/>): the halves' pair sums added as
+    /// words, then times the scale into four exact lanes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<int> Scaled(Vector128<byte> first, Vector128<byte> second, sbyte* x, Vector128<short> scale) =>
-        Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(first, Vector128.Load(x)) + Ssse3.MultiplyAddAdjacent(second, Vector128.Load(x + 16)), scale);
+    static Vector128<int> Scaled(Vector128<byte> first, Vector128<byte> second, sbyte* x, int sub, Vector128<short> scale) =>
+        Sse2.MultiplyAddAdjacent(
+            Ssse3.MultiplyAddAdjacent(first, Vector128.Load(x + Q4_KTiles.QuantAt(sub, 0))) + Ssse3.MultiplyAddAdjacent(second, Vector128.Load(x + Q4_KTiles.QuantAt(sub, 16))),
+            scale);
 
     /// <summary>
     /// End of a block for one (weight row, activation row): the integer sums times d × the
