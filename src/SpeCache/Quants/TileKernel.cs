@@ -24,7 +24,8 @@ internal abstract unsafe class TileKernel
     /// The Q8_0 and Q4_0 tiles run on AVX2 and FMA, their integer dots by 256-bit VNNI (AVX-VNNI,
     /// the only VNNI .NET 10 exposes short of AVX10) where the CPU has it, else by AVX2's multiply-add
     /// pairs; other CPUs take the row dots. The 512-bit K-quant tiles need AVX512-BW besides, and no
-    /// VNNI (their pair sums are AVX512-BW multiply-add pairs).
+    /// VNNI (their pair sums are AVX512-BW multiply-add pairs); Q4_0's pair kernel needs AVX-512's
+    /// 32 registers (<see cref="Q4_0Tiles"/>).
     /// </summary>
     public static readonly bool IsSupported = Avx2.IsSupported && Fma.IsSupported;
 

@@ -55,7 +55,7 @@ public sealed record TypeTraits(
         Add(new(GgmlType.Q8_0, Q8_0.DequantizeRow, Q8_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q8_0.Dot)
         { Tiles = TileKernel.IsSupported ? Q8_0Tiles<Q8_0Weights>.Instance : null });
         Add(new(GgmlType.Q4_0, Q4_0.DequantizeRow, Q4_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q4_0.Dot)
-        { Tiles = TileKernel.IsSupported ? Q8_0Tiles<Q4_0Weights>.Instance : null });
+        { Tiles = Q4_0Tiles.Preferred ? Q4_0Tiles.Instance : TileKernel.IsSupported ? Q8_0Tiles<Q4_0Weights>.Instance : null });
         Add(new(GgmlType.Q4_K, Q4_K.DequantizeRow, Q4_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q4_K.Dot, Q4_K.Dot2)
         { Tiles = Q4_KTiles.Supported ? Q4_KTiles.Instance : Q4_KTiles256.Supported ? Q4_KTiles256.Instance : null });
         Add(new(GgmlType.Q6_K, Q6_K.DequantizeRow, Q6_K.QuantizeRow, GgmlType.Q8_K, Q8_K.QuantizeActivationRow, Q6_K.Dot, Q6_K.Dot2)

@@ -9,6 +9,7 @@ public unsafe class TileKernelTests
     static readonly Dictionary<string, (GgmlType Type, TileKernel Kernel, bool Runs, string Needs)> Kernels = new()
     {
         ["Q8_0"] = (GgmlType.Q8_0, Q8_0Tiles<Q8_0Weights>.Instance, TileKernel.IsSupported, "AVX2 and FMA"),
+        ["Q4_0/pairs"] = (GgmlType.Q4_0, Q4_0Tiles.Instance, Q4_0Tiles.Supported, "AVX2, FMA and AVX512-BW/VL"),
         ["Q4_0"] = (GgmlType.Q4_0, Q8_0Tiles<Q4_0Weights>.Instance, TileKernel.IsSupported, "AVX2 and FMA"),
         ["Q4_K/512"] = (GgmlType.Q4_K, Q4_KTiles.Instance, Q4_KTiles.Supported, "AVX2, FMA and AVX512-BW"),
         ["Q4_K/256"] = (GgmlType.Q4_K, Q4_KTiles256.Instance, Q4_KTiles256.Supported, "AVX2 and FMA"),
@@ -27,7 +28,8 @@ public unsafe class TileKernelTests
 
     /// <summary>
     /// Each format computes with the widest tile kernel the CPU runs (and the row dots without one),
-    /// except Q6_K's 512-bit one, taken only where it is <see cref="Q6_KTiles.Preferred"/>.
+    /// except Q6_K's 512-bit one and Q4_0's pair kernel, taken only where they are preferred
+    /// (<see cref="Q6_KTiles.Preferred"/>, <see cref="Q4_0Tiles.Preferred"/>).
     /// </summary>
     [Theory]
     [InlineData(GgmlType.Q8_0)]
@@ -36,7 +38,8 @@ public unsafe class TileKernelTests
     [InlineData(GgmlType.Q6_K)]
     public void FormatsTakeTheirWidestKernel(GgmlType type)
     {
-        var widest = Kernels.Values.Where(k => k.Type == type && k.Runs && (k.Kernel != Q6_KTiles.Instance || Q6_KTiles.Preferred)).Select(k => k.Kernel).FirstOrDefault();
+        var widest = Kernels.Values.Where(k => k.Type == type && k.Runs && (k.Kernel != Q6_KTiles.Instance || Q6_KTiles.Preferred)
+            && (k.Kernel != Q4_0Tiles.Instance || Q4_0Tiles.Preferred)).Select(k => k.Kernel).FirstOrDefault();
         Assert.Same(widest, TypeTraits.Of(type).Tiles);
     }
 
