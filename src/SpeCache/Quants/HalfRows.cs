@@ -12,6 +12,8 @@ internal unsafe interface IHalfReader
 {
     static abstract Vector256<float> Load8(ushort* at);
 
+    static abstract Vector512<float> Load16(ushort* at);
+
     static abstract float ToFloat(ushort bits);
 }
 
@@ -20,6 +22,9 @@ internal readonly unsafe struct ExactHalves : IHalfReader
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(ushort* at) => QuantMath.HalfToSingle(Vector256.WidenLower(Vector128.Load(at).ToVector256Unsafe()));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ushort* at) => QuantMath.HalfToSingle(Vector512.WidenLower(Vector256.Load(at).ToVector512Unsafe()));
 
     public static float ToFloat(ushort bits) => QuantMath.ToFloat(bits);
 }
@@ -34,6 +39,9 @@ internal readonly unsafe struct ScaledHalves : IHalfReader
     public static Vector256<float> Load8(ushort* at) =>
         QuantMath.ScaledHalfToSingle(Avx2.IsSupported ? Avx2.ConvertToVector256Int32((short*)at) : Vector256.WidenLower(Vector128.Load((short*)at).ToVector256Unsafe()));
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ushort* at) => QuantMath.ScaledHalfToSingle(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)at)));
+
     public static float ToFloat(ushort bits) => QuantMath.ScaledHalfToSingle(bits);
 }
 
@@ -43,16 +51,84 @@ internal readonly unsafe struct BFloat16s : IHalfReader
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(ushort* at) => (Vector256.WidenLower(Vector128.Load(at).ToVector256Unsafe()) << 16).AsSingle();
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ushort* at) => (Vector512.WidenLower(Vector256.Load(at).ToVector512Unsafe()) << 16).AsSingle();
+
     public static float ToFloat(ushort bits) => BF16.ToFloat(bits);
 }
 
 /// <summary>
-/// The 256-bit dots of 16-bit float weight rows (F16, BF16) with float activations: two
-/// accumulators over 16 weights a step, then 8, the lanes summed, the rest added one by one. The
-/// two-row form keeps each row's lanes and order, so its results are the one-row form's bits.
+/// The dots of 16-bit float weight rows (F16, BF16) with float activations. 256-bit: two
+/// accumulators over 16 weights a step, then 8, the lanes summed, the rest added one by one.
+/// 512-bit (<see cref="Dot512{T}"/>): two accumulators over 32 weights a step, then 16, each
+/// product rounded before it is added. The two-row forms keep each row's lanes and order, so their
+/// results are the one-row forms' bits.
 /// </summary>
 internal static unsafe class HalfRows
 {
+    public static float Dot512<T>(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) where T : struct, IHalfReader
+    {
+        if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+        {
+            ushort* h = (ushort*)pw;
+            float* f = (float*)px;
+            var acc0 = Vector512<float>.Zero;
+            var acc1 = Vector512<float>.Zero;
+            int i = 0;
+            for (; i + 32 <= cols; i += 32)
+            {
+                acc0 += T.Load16(h + i) * Vector512.Load(f + i);
+                acc1 += T.Load16(h + i + 16) * Vector512.Load(f + i + 16);
+            }
+            for (; i + 16 <= cols; i += 16)
+                acc0 += T.Load16(h + i) * Vector512.Load(f + i);
+            float sum = Vector512.Sum(acc0 + acc1);
+            for (; i < cols; i++) sum += T.ToFloat(h[i]) * f[i];
+            return sum;
+        }
+    }
+
+    /// <summary><see cref="Dot512{T}"/> for two activation rows, each weight read once for both and each row's operations exactly its own.</summary>
+    public static void Dot2_512<T>(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
+        where T : struct, IHalfReader
+    {
+        if (w.Length < cols * 2 || x0.Length < cols * 4 || x1.Length < cols * 4) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* p0 = x0)
+        fixed (byte* p1 = x1)
+        {
+            ushort* h = (ushort*)pw;
+            float* f0 = (float*)p0, f1 = (float*)p1;
+            Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default;
+            int i = 0;
+            for (; i + 32 <= cols; i += 32)
+            {
+                var lo = T.Load16(h + i);
+                var hi = T.Load16(h + i + 16);
+                a00 += lo * Vector512.Load(f0 + i);
+                a01 += hi * Vector512.Load(f0 + i + 16);
+                a10 += lo * Vector512.Load(f1 + i);
+                a11 += hi * Vector512.Load(f1 + i + 16);
+            }
+            for (; i + 16 <= cols; i += 16)
+            {
+                var lo = T.Load16(h + i);
+                a00 += lo * Vector512.Load(f0 + i);
+                a10 += lo * Vector512.Load(f1 + i);
+            }
+            float s0 = Vector512.Sum(a00 + a01), s1 = Vector512.Sum(a10 + a11);
+            for (; i < cols; i++)
+            {
+                float wi = T.ToFloat(h[i]);
+                s0 += wi * f0[i];
+                s1 += wi * f1[i];
+            }
+            (y0, y1) = (s0, s1);
+        }
+    }
+
     public static float Dot256<T>(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) where T : struct, IHalfReader
     {
         if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
