@@ -13,9 +13,9 @@ status=${PIPESTATUS[0]}
 # The kernels again with AVX-512 hidden from .NET: on a CPU that has it, the suite above runs the
 # 512-bit paths, and this pass the AVX2 ones (the widest most desktop CPUs take), so both are tested.
 if [ "$status" -eq 0 ]; then
-  echo "Weight and KV cache kernels again without AVX-512 (DOTNET_EnableAVX512=0):"
+  echo "Weight and KV cache kernels and the backend's matmuls again without AVX-512 (DOTNET_EnableAVX512=0):"
   DOTNET_EnableAVX512=0 dotnet test tests/SpeCache.Tests -c Release --no-build \
-    --filter "FullyQualifiedName~SpeCache.Tests.Quants|FullyQualifiedName~SpeCache.Tests.KvCache" 2>&1 | tee -a "$log"
+    --filter "FullyQualifiedName~SpeCache.Tests.Quants|FullyQualifiedName~SpeCache.Tests.KvCache|FullyQualifiedName~SpeCache.Tests.Tensors.CpuBackendTests" 2>&1 | tee -a "$log"
   status=${PIPESTATUS[0]}
 fi
 # VSTest prints one summary line per test assembly: "Failed!  - Failed: 1, Passed: 10, Skipped: 0, Total: 11".

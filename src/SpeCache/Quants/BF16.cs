@@ -72,26 +72,7 @@ public static unsafe class BF16
         return sum;
     }
 
-    internal static float Dot512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
-    {
-        if (w.Length < cols * 2 || x.Length < cols * 4) throw new ArgumentException("row too short");
-        fixed (byte* pw = w)
-        fixed (byte* px = x)
-        {
-            ushort* h = (ushort*)pw;
-            float* f = (float*)px;
-            var acc0 = Vector512<float>.Zero;
-            var acc1 = Vector512<float>.Zero;
-            int i = 0;
-            for (; i + 32 <= cols; i += 32)
-            {
-                var (lo, hi) = Vector512.Widen(Vector512.Load(h + i));
-                acc0 += (lo << 16).AsSingle() * Vector512.Load(f + i);
-                acc1 += (hi << 16).AsSingle() * Vector512.Load(f + i + 16);
-            }
-            return DotScalar(w, x, cols, i, Vector512.Sum(acc0 + acc1));
-        }
-    }
+    internal static float Dot512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) => HalfRows.Dot512<BFloat16s>(w, x, cols);
 
     internal static float Dot256(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) => HalfRows.Dot256<BFloat16s>(w, x, cols);
 

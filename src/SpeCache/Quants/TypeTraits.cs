@@ -50,8 +50,10 @@ public sealed record TypeTraits(
         void Add(TypeTraits t) => table[(int)t.Type] = t;
         Add(new(GgmlType.F32, static (s, d) => MemoryMarshal.Cast<byte, float>(s)[..d.Length].CopyTo(d), floats,
             GgmlType.F32, floats, static (w, x, n) => TensorPrimitives.Dot(MemoryMarshal.Cast<byte, float>(w)[..n], MemoryMarshal.Cast<byte, float>(x)[..n])));
-        Add(new(GgmlType.F16, F16.DequantizeRow, F16.QuantizeRow, GgmlType.F32, floats, F16.Dot, F16.Dot2));
-        Add(new(GgmlType.BF16, BF16.DequantizeRow, BF16.QuantizeRow, GgmlType.F32, floats, BF16.Dot, BF16.Dot2));
+        Add(new(GgmlType.F16, F16.DequantizeRow, F16.QuantizeRow, GgmlType.F32, floats, F16.Dot, F16.Dot2)
+        { Tiles = HalfTiles<ExactHalves>.Supported ? HalfTiles<ExactHalves>.Instance : null });
+        Add(new(GgmlType.BF16, BF16.DequantizeRow, BF16.QuantizeRow, GgmlType.F32, floats, BF16.Dot, BF16.Dot2)
+        { Tiles = HalfTiles<BFloat16s>.Supported ? HalfTiles<BFloat16s>.Instance : null });
         Add(new(GgmlType.Q8_0, Q8_0.DequantizeRow, Q8_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q8_0.Dot)
         { Tiles = TileKernel.IsSupported ? Q8_0Tiles<Q8_0Weights>.Instance : null });
         Add(new(GgmlType.Q4_0, Q4_0.DequantizeRow, Q4_0.QuantizeRow, GgmlType.Q8_0, Q8_0.QuantizeActivationRow, Q4_0.Dot)

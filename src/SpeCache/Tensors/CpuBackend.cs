@@ -43,7 +43,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         fixed (float* py = y)
         {
             MatMulJobBase job;
-            if (traits.Tiles is { } tiles)
+            if (traits.Tiles is { } tiles && n >= tiles.MinRows)
             {
                 int packedRowBytes = tiles.PackedRowBytes(cols);
                 _tiled.Kernel = tiles;

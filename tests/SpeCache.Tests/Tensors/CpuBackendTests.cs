@@ -144,14 +144,19 @@ public class CpuBackendTests
     /// an activation of 10^5 each fall back to it, so infinities and NaNs land where the exact dot
     /// puts them; a stale "finite" flag or a missed range check would turn them into finite values.
     /// </summary>
+    /// <remarks>Three rows take the row dots; six (prefill) take <see cref="HalfTiles{T}"/> where it runs.</remarks>
     [Theory]
-    [InlineData("finite")]
-    [InlineData("infinite weight")]
-    [InlineData("NaN weight")]
-    [InlineData("huge activation")]
-    public unsafe void F16MatMulGivesTheExactDotsBits(string what)
+    [InlineData("finite", 3)]
+    [InlineData("infinite weight", 3)]
+    [InlineData("NaN weight", 3)]
+    [InlineData("huge activation", 3)]
+    [InlineData("finite", 6)]
+    [InlineData("infinite weight", 6)]
+    [InlineData("NaN weight", 6)]
+    [InlineData("huge activation", 6)]
+    public unsafe void F16MatMulGivesTheExactDotsBits(string what, int n)
     {
-        const int rows = 21, cols = 103, n = 3;
+        const int rows = 21, cols = 103;
         using var weights = new TestWeights(GgmlType.F16, rows, cols, seed: 9);
         var halves = new Span<ushort>(weights.Tensor.Data, rows * cols);
         halves[5 * cols + 7] = 0x0001;      // the smallest subnormal

@@ -1,0 +1,50 @@
+using SpeCache.Quants;
+
+namespace SpeCache.Tests.Quants;
+
+public unsafe class HalfTilesTests
+{
+    /// <summary>
+    /// The 16-bit float tiles give every output the row dot's bits (<see cref="HalfRows.Dot512{T}"/>,
+    /// what <see cref="F16.Dot"/> and <see cref="BF16.Dot"/> run on AVX-512): weight rows 1..9 (whole
+    /// tiles and 1-3 left over), activation rows 1..11 (the row dots below five, then tiles of 1-4),
+    /// columns with and without the 16-column step and the one-by-one tail.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.F16, 53)]
+    [InlineData(GgmlType.F16, 2067)]
+    [InlineData(GgmlType.F16, 64)]
+    [InlineData(GgmlType.BF16, 53)]
+    [InlineData(GgmlType.BF16, 101)]
+    public void EveryOutputIsTheRowDotsBits(GgmlType type, int cols)
+    {
+        Assert.SkipUnless(HalfTiles<ExactHalves>.Supported, "the 16-bit float tiles need AVX-512");
+        TileKernel kernel = type == GgmlType.F16 ? HalfTiles<ExactHalves>.Instance : HalfTiles<BFloat16s>.Instance;
+        for (int rows = 1; rows <= 9; rows++)
+        {
+            var w = new TestWeightRows(type, rows, cols, seed: rows, scale: 0.02f);
+            for (int n = 1; n <= 11; n++)
+            {
+                var x = TestRows.WithOutliers(n * cols, 40 + n);
+                int rowBytes = kernel.PackedRowBytes(cols);
+                var packed = new byte[rowBytes * n];
+                for (int i = 0; i < n; i++) kernel.Pack(x.AsSpan(i * cols, cols), packed.AsSpan(i * rowBytes, rowBytes));
+                var y = new float[(n + 1) * rows];
+                y.AsSpan(n * rows).Fill(-7.5f);
+                fixed (byte* pw = w.Bytes)
+                fixed (byte* pa = packed)
+                fixed (float* py = y)
+                    kernel.Compute(pw, w.RowBytes, rows, pa, rowBytes, n, cols, py, rows);
+                Assert.All(y.AsSpan(n * rows).ToArray(), v => Assert.Equal(-7.5f, v));
+                for (int i = 0; i < n; i++)
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var xi = System.Runtime.InteropServices.MemoryMarshal.AsBytes(x.AsSpan(i * cols, cols));
+                        float expected = type == GgmlType.F16 ? F16.Dot(w.Row(r), xi, cols) : BF16.Dot(w.Row(r), xi, cols);
+                        Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(y[i * rows + r]),
+                            $"{type} cols {cols}, {rows} weight rows, {n} activation rows: y[{i},{r}] = {y[i * rows + r]}, row dot {expected}");
+                    }
+            }
+        }
+    }
+}
