@@ -209,15 +209,6 @@ internal sealed unsafe class Q4_0Tiles : TileKernel
         if (TM.Value > 3) c3 = Step(c3, l3, h3, x, Vector256.Load(s + 3 * tableRow));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store<TM>(float* y, Vector256<float> c0, Vector256<float> c1, Vector256<float> c2, Vector256<float> c3) where TM : struct, ITileExtent
-    {
-        y[0] = HorizontalSum(c0);
-        if (TM.Value > 1) y[1] = HorizontalSum(c1);
-        if (TM.Value > 2) y[2] = HorizontalSum(c2);
-        if (TM.Value > 3) y[3] = HorizontalSum(c3);
-    }
-
     /// <summary>
     /// Each weight row against up to four activation rows, the pairs' nibbles and weight scales made
     /// once for all of them: the same operations per accumulator as <see cref="Tile{TM, TN}"/> (the

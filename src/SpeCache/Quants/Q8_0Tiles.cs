@@ -334,15 +334,6 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store<TM>(float* y, Vector256<float> c0, Vector256<float> c1, Vector256<float> c2, Vector256<float> c3) where TM : struct, ITileExtent
-    {
-        y[0] = HorizontalSum(c0);
-        if (TM.Value > 1) y[1] = HorizontalSum(c1);
-        if (TM.Value > 2) y[2] = HorizontalSum(c2);
-        if (TM.Value > 3) y[3] = HorizontalSum(c3);
-    }
-
     public override float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols)
     {
         int nb = cols / 32;

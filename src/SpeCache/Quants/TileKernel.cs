@@ -91,6 +91,16 @@ internal abstract unsafe class TileKernel
         return t.ToScalar() + t.GetElement(1);
     }
 
+    /// <summary>A 256-bit tile's outputs for one activation row: TM weight rows' accumulators, each summed across its lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected static void Store<TM>(float* y, Vector256<float> c0, Vector256<float> c1, Vector256<float> c2, Vector256<float> c3) where TM : struct, ITileExtent
+    {
+        y[0] = HorizontalSum(c0);
+        if (TM.Value > 1) y[1] = HorizontalSum(c1);
+        if (TM.Value > 2) y[2] = HorizontalSum(c2);
+        if (TM.Value > 3) y[3] = HorizontalSum(c3);
+    }
+
     /// <summary>Scalar mirror of <see cref="HorizontalSum(Vector256{float})"/> (eight lanes) or <see cref="HorizontalSum(Vector128{float})"/> (four).</summary>
     public static float HorizontalSum(ReadOnlySpan<float> l) => l.Length switch
     {
