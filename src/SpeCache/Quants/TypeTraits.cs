@@ -49,7 +49,9 @@ public sealed record TypeTraits(
         var table = new TypeTraits?[(int)GgmlType.BF16 + 1];
         void Add(TypeTraits t) => table[(int)t.Type] = t;
         Add(new(GgmlType.F32, static (s, d) => MemoryMarshal.Cast<byte, float>(s)[..d.Length].CopyTo(d), floats,
-            GgmlType.F32, floats, static (w, x, n) => TensorPrimitives.Dot(MemoryMarshal.Cast<byte, float>(w)[..n], MemoryMarshal.Cast<byte, float>(x)[..n])));
+            GgmlType.F32, floats, F32Tiles.Supported ? F32Tiles.RowDot
+                : static (w, x, n) => TensorPrimitives.Dot(MemoryMarshal.Cast<byte, float>(w)[..n], MemoryMarshal.Cast<byte, float>(x)[..n]))
+        { Tiles = F32Tiles.Supported ? F32Tiles.Instance : null });
         Add(new(GgmlType.F16, F16.DequantizeRow, F16.QuantizeRow, GgmlType.F32, floats, F16.Dot, F16.Dot2)
         { Tiles = HalfTiles<ExactHalves>.Supported ? HalfTiles<ExactHalves>.Instance : null });
         Add(new(GgmlType.BF16, BF16.DequantizeRow, BF16.QuantizeRow, GgmlType.F32, floats, BF16.Dot, BF16.Dot2)

@@ -118,6 +118,7 @@ public class CpuBackendTests
     [InlineData(GgmlType.Q6_K)]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.BF16)]
+    [InlineData(GgmlType.F32)]
     public void RowResultsDoNotDependOnRowCountOrThreads(GgmlType type)
     {
         const int rows = 38;

@@ -2,11 +2,11 @@ using SpeCache.Quants;
 
 namespace SpeCache.Tests.Quants;
 
-public unsafe class HalfTilesTests
+public unsafe class FloatTilesTests
 {
     /// <summary>
-    /// The 16-bit float tiles give every output the row dot's bits (<see cref="HalfRows.Dot512{T}"/>,
-    /// what <see cref="F16.Dot"/> and <see cref="BF16.Dot"/> run on AVX-512): weight rows 1..9 (whole
+    /// The float tiles give every output the row dot's bits (<see cref="HalfRows.Dot512{T}"/>, what
+    /// <see cref="F16.Dot"/> and <see cref="BF16.Dot"/> run on AVX-512, and F32's <see cref="F32Tiles.RowDot"/>): weight rows 1..9 (whole
     /// tiles and 1-3 left over), activation rows 1..11 (the row dots below five, then tiles of 1-4),
     /// columns with and without the 16-column step and the one-by-one tail.
     /// </summary>
@@ -16,10 +16,17 @@ public unsafe class HalfTilesTests
     [InlineData(GgmlType.F16, 64)]
     [InlineData(GgmlType.BF16, 53)]
     [InlineData(GgmlType.BF16, 101)]
+    [InlineData(GgmlType.F32, 53)]
+    [InlineData(GgmlType.F32, 2067)]
     public void EveryOutputIsTheRowDotsBits(GgmlType type, int cols)
     {
-        Assert.SkipUnless(HalfTiles<ExactHalves>.Supported, "the 16-bit float tiles need AVX-512");
-        TileKernel kernel = type == GgmlType.F16 ? HalfTiles<ExactHalves>.Instance : HalfTiles<BFloat16s>.Instance;
+        Assert.SkipUnless(HalfTiles<ExactHalves>.Supported, "the float tiles need AVX-512");
+        TileKernel kernel = type switch
+        {
+            GgmlType.F16 => HalfTiles<ExactHalves>.Instance,
+            GgmlType.BF16 => HalfTiles<BFloat16s>.Instance,
+            _ => F32Tiles.Instance,
+        };
         for (int rows = 1; rows <= 9; rows++)
         {
             var w = new TestWeightRows(type, rows, cols, seed: rows, scale: 0.02f);
@@ -40,7 +47,7 @@ public unsafe class HalfTilesTests
                     for (int r = 0; r < rows; r++)
                     {
                         var xi = System.Runtime.InteropServices.MemoryMarshal.AsBytes(x.AsSpan(i * cols, cols));
-                        float expected = type == GgmlType.F16 ? F16.Dot(w.Row(r), xi, cols) : BF16.Dot(w.Row(r), xi, cols);
+                        float expected = TypeTraits.Of(type).Dot(w.Row(r), xi, cols);
                         Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(y[i * rows + r]),
                             $"{type} cols {cols}, {rows} weight rows, {n} activation rows: y[{i},{r}] = {y[i * rows + r]}, row dot {expected}");
                     }

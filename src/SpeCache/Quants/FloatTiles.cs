@@ -1,0 +1,231 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace SpeCache.Quants;
+
+/// <summary>
+/// Matrix products of 16-bit float weights (F16, BF16) with five or more float activation rows
+/// (prefill, batches), on 512-bit registers. Each weight tile of four rows is converted to floats
+/// once into a table that every activation tile passing over it reads, and the tile multiplies
+/// four weight rows by two activation rows at a time from registers. Per output the operations
+/// are <see cref="HalfRows.Dot512{T}"/>'s (two accumulators over 32 columns a step, then 16, each
+/// product rounded before it is added, the same lane sum, the rest one by one), so the outputs are
+/// the row dots' bits and a row's result does not depend on how many rows come with it. The row
+/// dots had read every weight once per pair of activation rows, converting it each time (F16 to
+/// float is bit moves in .NET 10, which has no F16C). Fewer rows take the row dots
+/// (<see cref="MinRows"/>), where reading the weights once is all there is to share.
+/// </summary>
+internal sealed unsafe class HalfTiles<T> : TileKernel where T : struct, IHalfReader
+{
+    public static readonly HalfTiles<T> Instance = new();
+
+    public static readonly bool Supported = Vector512.IsHardwareAccelerated;
+
+    public override int MinRows => 5;
+
+    public override int PackedRowBytes(int cols) => CacheLines((long)cols * sizeof(float));
+
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => x.CopyTo(MemoryMarshal.Cast<byte, float>(packed));
+
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => MemoryMarshal.Cast<byte, float>(packed)[..cols].ToArray();
+
+    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
+    {
+        if (n < MinRows)
+        {
+            // The backend sends so few rows to the row dots; this serves callers that ask anyway.
+            for (int i = 0; i < n; i++)
+                for (int r = 0; r < rows; r++)
+                    y[i * yStride + r] = HalfRows.Dot512<T>(new ReadOnlySpan<byte>(w + r * weightRowBytes, cols * 2), new ReadOnlySpan<byte>(a + (long)i * packedRowBytes, cols * 4), cols);
+            return;
+        }
+        // The table: each weight tile's rows as floats ("blocks" of one value, four bytes each).
+        TiledWithTable<Kernel>(w, weightRowBytes, rows, cols, sizeof(float), a, packedRowBytes, n, y, yStride);
+    }
+
+    struct Kernel : ITileBody, IWeightTable
+    {
+        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int cols, byte* a, int aStride, float* y, long yStride)
+            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
+            FloatTile.Rows<TM, TN>((float*)table, cols, cols, (float*)a, aStride / sizeof(float), y, yStride);
+
+        public static void Unpack(byte* row, byte* table, int cols)
+        {
+            ushort* h = (ushort*)row;
+            float* f = (float*)table;
+            int i = 0;
+            for (; i + 16 <= cols; i += 16) T.Load16(h + i).Store(f + i);
+            for (; i < cols; i++) f[i] = T.ToFloat(h[i]);
+        }
+    }
+
+    /// <summary>The row dot the tile reproduces bit for bit (itself tested against the scalar dot).</summary>
+    public override float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols) =>
+        HalfRows.Dot512<T>(weightRow, packedRow, cols);
+}
+
+/// <summary>
+/// Matrix products of F32 weights with five or more activation rows on 512-bit registers: the
+/// weights are floats already, so the tile reads them in place, four rows at a time, while the
+/// activation tiles pass over them. Every output is <see cref="RowDot"/>'s operations, the format's
+/// row dot on these CPUs, so the outputs do not depend on the row count.
+/// </summary>
+internal sealed unsafe class F32Tiles : TileKernel
+{
+    public static readonly F32Tiles Instance = new();
+
+    public static readonly bool Supported = Vector512.IsHardwareAccelerated;
+
+    public override int MinRows => 5;
+
+    public override int PackedRowBytes(int cols) => CacheLines((long)cols * sizeof(float));
+
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => x.CopyTo(MemoryMarshal.Cast<byte, float>(packed));
+
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => MemoryMarshal.Cast<byte, float>(packed)[..cols].ToArray();
+
+    /// <summary>F32's row dot where this kernel runs (a row alone, and the decode's rows): the tile's operations for one output.</summary>
+    public static float RowDot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
+    {
+        if (w.Length < cols * 4 || x.Length < cols * 4) throw new ArgumentException("row too short");
+        fixed (byte* pw = w)
+        fixed (byte* px = x)
+            return FloatTile.Dot((float*)pw, (float*)px, cols);
+    }
+
+    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
+    {
+        for (int r0 = 0; r0 < rows; r0 += 4)
+            Tiles<Kernel>(Math.Min(4, rows - r0), n, w + r0 * weightRowBytes, weightRowBytes, null, cols, a, packedRowBytes, y + r0, yStride);
+    }
+
+    struct Kernel : ITileBody
+    {
+        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int cols, byte* a, int aStride, float* y, long yStride)
+            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
+            FloatTile.Rows<TM, TN>((float*)w, ws / sizeof(float), cols, (float*)a, aStride / sizeof(float), y, yStride);
+    }
+
+    public override float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols) => RowDot(weightRow, packedRow, cols);
+}
+
+/// <summary>
+/// The float tile of <see cref="HalfTiles{T}"/> and <see cref="F32Tiles"/>: up to four weight rows
+/// of floats by up to four activation rows, two activation rows at a time (four weight rows by two
+/// activation rows is 16 accumulators, each output having two, which with the loaded weights and
+/// activations fills the registers). Per output the operations of <see cref="HalfRows.Dot512{T}"/>:
+/// two accumulators over 32 columns a step, then 16, each product rounded before it is added, the
+/// lane sum, the rest one by one.
+/// </summary>
+internal static unsafe class FloatTile
+{
+    /// <summary>TM weight rows (<paramref name="ws"/> floats apart) × TN activation rows (<paramref name="xStride"/> floats apart), outputs at <c>y[j * yStride + i]</c>.</summary>
+    public static void Rows<TM, TN>(float* w, long ws, int cols, float* x, int xStride, float* y, long yStride)
+        where TM : struct, ITileExtent where TN : struct, ITileExtent
+    {
+        if (TN.Value == 1) Pair<TM, Extent1>(w, ws, cols, x, xStride, y, yStride);
+        else Pair<TM, Extent2>(w, ws, cols, x, xStride, y, yStride);
+        if (TN.Value == 3) Pair<TM, Extent1>(w, ws, cols, x + 2 * xStride, xStride, y + 2 * yStride, yStride);
+        if (TN.Value == 4) Pair<TM, Extent2>(w, ws, cols, x + 2 * xStride, xStride, y + 2 * yStride, yStride);
+    }
+
+    /// <summary>
+    /// One row's dot by the tile's operations (what a row alone gets), 64 columns a step: the same
+    /// products added into the same two accumulators in the same order.
+    /// </summary>
+    public static float Dot(float* w, float* x, int cols)
+    {
+        Vector512<float> acc0 = default, acc1 = default;
+        int i = 0;
+        for (; i + 64 <= cols; i += 64)
+        {
+            var p0 = Vector512.Load(w + i) * Vector512.Load(x + i);
+            var p1 = Vector512.Load(w + i + 16) * Vector512.Load(x + i + 16);
+            var p2 = Vector512.Load(w + i + 32) * Vector512.Load(x + i + 32);
+            var p3 = Vector512.Load(w + i + 48) * Vector512.Load(x + i + 48);
+            acc0 = acc0 + p0 + p2;
+            acc1 = acc1 + p1 + p3;
+        }
+        for (; i + 32 <= cols; i += 32)
+        {
+            acc0 += Vector512.Load(w + i) * Vector512.Load(x + i);
+            acc1 += Vector512.Load(w + i + 16) * Vector512.Load(x + i + 16);
+        }
+        if (i + 16 <= cols)
+        {
+            acc0 += Vector512.Load(w + i) * Vector512.Load(x + i);
+            i += 16;
+        }
+        return Finish(w, x, i, cols, acc0, acc1);
+    }
+
+    /// <summary>TM weight rows (floats, <paramref name="ws"/> apart) × up to two activation rows; TN (1 or 2) says how many.</summary>
+    [SkipLocalsInit]
+    static void Pair<TM, TN>(float* w, long ws, int cols, float* x, int xStride, float* y, long yStride)
+        where TM : struct, ITileExtent where TN : struct, ITileExtent
+    {
+        Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+        Vector512<float> b00 = default, b01 = default, b10 = default, b11 = default, b20 = default, b21 = default, b30 = default, b31 = default;
+        float* x1 = x + xStride;
+        int i = 0;
+        for (; i + 32 <= cols; i += 32)
+        {
+            var p0 = Vector512.Load(x + i);
+            var p1 = Vector512.Load(x + i + 16);
+            var q0 = TN.Value > 1 ? Vector512.Load(x1 + i) : default;
+            var q1 = TN.Value > 1 ? Vector512.Load(x1 + i + 16) : default;
+            Step(w + i, p0, p1, q0, q1, ref a00, ref a01, ref b00, ref b01);
+            if (TM.Value > 1) Step(w + ws + i, p0, p1, q0, q1, ref a10, ref a11, ref b10, ref b11);
+            if (TM.Value > 2) Step(w + 2 * ws + i, p0, p1, q0, q1, ref a20, ref a21, ref b20, ref b21);
+            if (TM.Value > 3) Step(w + 3 * ws + i, p0, p1, q0, q1, ref a30, ref a31, ref b30, ref b31);
+
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            static void Step(float* wr, Vector512<float> p0, Vector512<float> p1, Vector512<float> q0, Vector512<float> q1,
+                ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> b0, ref Vector512<float> b1)
+            {
+                var w0 = Vector512.Load(wr);
+                var w1 = Vector512.Load(wr + 16);
+                a0 += w0 * p0;
+                a1 += w1 * p1;
+                if (TN.Value > 1)
+                {
+                    b0 += w0 * q0;
+                    b1 += w1 * q1;
+                }
+            }
+        }
+        if (i + 16 <= cols)
+        {
+            var p0 = Vector512.Load(x + i);
+            var q0 = TN.Value > 1 ? Vector512.Load(x1 + i) : default;
+            a00 += Vector512.Load(w + i) * p0;
+            if (TN.Value > 1) b00 += Vector512.Load(w + i) * q0;
+            if (TM.Value > 1) { a10 += Vector512.Load(w + ws + i) * p0; if (TN.Value > 1) b10 += Vector512.Load(w + ws + i) * q0; }
+            if (TM.Value > 2) { a20 += Vector512.Load(w + 2 * ws + i) * p0; if (TN.Value > 1) b20 += Vector512.Load(w + 2 * ws + i) * q0; }
+            if (TM.Value > 3) { a30 += Vector512.Load(w + 3 * ws + i) * p0; if (TN.Value > 1) b30 += Vector512.Load(w + 3 * ws + i) * q0; }
+            i += 16;
+        }
+        y[0] = Finish(w, x, i, cols, a00, a01);
+        if (TM.Value > 1) y[1] = Finish(w + ws, x, i, cols, a10, a11);
+        if (TM.Value > 2) y[2] = Finish(w + 2 * ws, x, i, cols, a20, a21);
+        if (TM.Value > 3) y[3] = Finish(w + 3 * ws, x, i, cols, a30, a31);
+        if (TN.Value > 1)
+        {
+            y[yStride] = Finish(w, x1, i, cols, b00, b01);
+            if (TM.Value > 1) y[yStride + 1] = Finish(w + ws, x1, i, cols, b10, b11);
+            if (TM.Value > 2) y[yStride + 2] = Finish(w + 2 * ws, x1, i, cols, b20, b21);
+            if (TM.Value > 3) y[yStride + 3] = Finish(w + 3 * ws, x1, i, cols, b30, b31);
+        }
+    }
+
+    /// <summary>The lane sum and the columns from <paramref name="i"/> on, as <see cref="HalfRows.Dot512{T}"/> ends.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Finish(float* w, float* x, int i, int cols, Vector512<float> acc0, Vector512<float> acc1)
+    {
+        float sum = Vector512.Sum(acc0 + acc1);
+        for (; i < cols; i++) sum += w[i] * x[i];
+        return sum;
+    }
+
+}
