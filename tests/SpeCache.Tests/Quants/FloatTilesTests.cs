@@ -8,7 +8,7 @@ public unsafe class FloatTilesTests
     /// The float tiles give every output the row dot's bits (<see cref="HalfRows.Dot512{T}"/>, what
     /// <see cref="F16.Dot"/> and <see cref="BF16.Dot"/> run on AVX-512, and F32's <see cref="F32Tiles.RowDot"/>): weight rows 1..9 (whole
     /// tiles and 1-3 left over), activation rows 1..11 (the row dots below five, then tiles of 1-4),
-    /// columns with and without the 16-column step and the one-by-one tail.
+    /// columns with and without the 16-column (and, at 256 bits, 8-column) step and the one-by-one tail.
     /// </summary>
     [Theory]
     [InlineData(GgmlType.F16, 53)]
@@ -17,10 +17,12 @@ public unsafe class FloatTilesTests
     [InlineData(GgmlType.BF16, 53)]
     [InlineData(GgmlType.BF16, 101)]
     [InlineData(GgmlType.F32, 53)]
+    [InlineData(GgmlType.F32, 61)]
     [InlineData(GgmlType.F32, 2067)]
     public void EveryOutputIsTheRowDotsBits(GgmlType type, int cols)
     {
-        Assert.SkipUnless(HalfTiles<ExactHalves>.Supported, "the float tiles need AVX-512");
+        Assert.SkipUnless(type == GgmlType.F32 ? F32Tiles.Supported : HalfTiles<ExactHalves>.Supported,
+            type == GgmlType.F32 ? "the F32 tile needs AVX2 and FMA" : "the 16-bit float tiles need AVX-512");
         TileKernel kernel = type switch
         {
             GgmlType.F16 => HalfTiles<ExactHalves>.Instance,
