@@ -35,19 +35,9 @@ internal sealed unsafe class HalfTiles<T> : TileKernel where T : struct, IHalfRe
 
     public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => MemoryMarshal.Cast<byte, float>(packed)[..cols].ToArray();
 
-    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
-    {
-        if (n < MinRows)
-        {
-            // The backend sends so few rows to the row dots; this serves callers that ask anyway.
-            for (int i = 0; i < n; i++)
-                for (int r = 0; r < rows; r++)
-                    y[i * yStride + r] = ReferenceDot(new ReadOnlySpan<byte>(w + r * weightRowBytes, cols * 2), new ReadOnlySpan<byte>(a + (long)i * packedRowBytes, cols * 4), cols);
-            return;
-        }
-        // The table: each weight tile's rows as floats ("blocks" of one value, four bytes each).
+    /// <remarks>The table: each weight tile's rows as floats ("blocks" of one value, four bytes each).</remarks>
+    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride) =>
         TiledWithTable<Kernel>(w, weightRowBytes, rows, cols, sizeof(float), a, packedRowBytes, n, y, yStride);
-    }
 
     struct Kernel : ITileBody, IWeightTable
     {
