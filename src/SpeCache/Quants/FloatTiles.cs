@@ -5,6 +5,21 @@ using System.Runtime.Intrinsics;
 namespace SpeCache.Quants;
 
 /// <summary>
+/// What the float kernels share: activations kept as floats (packing is a copy), and five or more
+/// rows, fewer taking the row dots (where reading the weights once is all there is to share).
+/// </summary>
+internal abstract unsafe class FloatActivationTiles : TileKernel
+{
+    public override int MinRows => 5;
+
+    public override int PackedRowBytes(int cols) => CacheLines((long)cols * sizeof(float));
+
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => x.CopyTo(MemoryMarshal.Cast<byte, float>(packed));
+
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => MemoryMarshal.Cast<byte, float>(packed)[..cols].ToArray();
+}
+
+/// <summary>
 /// Matrix products of 16-bit float weights (F16, BF16) with five or more float activation rows
 /// (prefill, batches), on 512-bit registers. Each weight tile of four rows is converted to floats
 /// once into a table that every activation tile passing over it reads, and the tile multiplies
@@ -16,7 +31,7 @@ namespace SpeCache.Quants;
 /// float is bit moves in .NET 10, which has no F16C). Fewer rows take the row dots
 /// (<see cref="MinRows"/>), where reading the weights once is all there is to share.
 /// </summary>
-internal sealed unsafe class HalfTiles<T> : TileKernel where T : struct, IHalfReader
+internal sealed unsafe class HalfTiles<T> : FloatActivationTiles where T : struct, IHalfReader
 {
     public static readonly HalfTiles<T> Instance = new();
 
@@ -26,14 +41,6 @@ internal sealed unsafe class HalfTiles<T> : TileKernel where T : struct, IHalfRe
     /// and 80, whose two-row form already reads each weight once per pair of rows.
     /// </summary>
     public static readonly bool Supported = Vector512.IsHardwareAccelerated;
-
-    public override int MinRows => 5;
-
-    public override int PackedRowBytes(int cols) => CacheLines((long)cols * sizeof(float));
-
-    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => x.CopyTo(MemoryMarshal.Cast<byte, float>(packed));
-
-    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => MemoryMarshal.Cast<byte, float>(packed)[..cols].ToArray();
 
     /// <remarks>The table: each weight tile's rows as floats ("blocks" of one value, four bytes each).</remarks>
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride) =>
@@ -71,19 +78,11 @@ internal sealed unsafe class HalfTiles<T> : TileKernel where T : struct, IHalfRe
 /// per activation row: MatMulBench gemm, 512 rows, two threads on a Zen 4, 66-67 -> 104-109 GOPS,
 /// and with AVX-512 hidden 42 -> 85-89.
 /// </summary>
-internal sealed unsafe class F32Tiles : TileKernel
+internal sealed unsafe class F32Tiles : FloatActivationTiles
 {
     public static readonly F32Tiles Instance = new();
 
     public static readonly bool Supported = FloatTile.Supported;
-
-    public override int MinRows => 5;
-
-    public override int PackedRowBytes(int cols) => CacheLines((long)cols * sizeof(float));
-
-    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => x.CopyTo(MemoryMarshal.Cast<byte, float>(packed));
-
-    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => MemoryMarshal.Cast<byte, float>(packed)[..cols].ToArray();
 
     /// <summary>F32's row dot where this kernel runs (a row alone, and the decode's rows): the tile's operations for one output.</summary>
     public static float RowDot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
