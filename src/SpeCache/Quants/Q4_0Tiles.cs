@@ -243,13 +243,7 @@ internal sealed unsafe class Q4_0Tiles : TileKernel
             if (full < pairs)
             {
                 byte* wb = row + (long)(2 * full) * Q4_0.BlockBytes;
-                Nibbles(wb, false, out var low, out var high);
-                var scales = WeightScales(wb, false);
-                byte* x = a + (long)full * PairBytes;
-                c0 = Step(c0, low, high, x, scales);
-                if (TN.Value > 1) c1 = Step(c1, low, high, x + aStride, scales);
-                if (TN.Value > 2) c2 = Step(c2, low, high, x + 2 * aStride, scales);
-                if (TN.Value > 3) c3 = Step(c3, low, high, x + 3 * aStride, scales);
+                DirectPair<TN>(wb, WeightScales(wb, false), a + (long)full * PairBytes, aStride, ref c0, ref c1, ref c2, ref c3, both: false);
             }
             y[r] = HorizontalSum(c0);
             if (TN.Value > 1) y[yStride + r] = HorizontalSum(c1);
@@ -258,12 +252,16 @@ internal sealed unsafe class Q4_0Tiles : TileKernel
         }
     }
 
-    /// <summary>One full pair of weight blocks (at <paramref name="wb"/>, its lanes' weight scales given) against the pair at <paramref name="x"/> of up to four activation rows.</summary>
+    /// <summary>
+    /// One pair of weight blocks (at <paramref name="wb"/>, its lanes' weight scales given; the
+    /// second block absent when <paramref name="both"/> is false) against the pair at
+    /// <paramref name="x"/> of up to four activation rows.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void DirectPair<TN>(byte* wb, Vector256<float> scales, byte* x, int aStride,
-        ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3) where TN : struct, ITileExtent
+        ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3, bool both = true) where TN : struct, ITileExtent
     {
-        Nibbles(wb, true, out var low, out var high);
+        Nibbles(wb, both, out var low, out var high);
         c0 = Step(c0, low, high, x, scales);
         if (TN.Value > 1) c1 = Step(c1, low, high, x + aStride, scales);
         if (TN.Value > 2) c2 = Step(c2, low, high, x + 2 * aStride, scales);
