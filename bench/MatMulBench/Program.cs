@@ -7,7 +7,8 @@ using SpeCache.Tensors;
 // MatMul n=1 over 4096x4096 weights, in GB/s of weight bytes read, next to this machine's
 // memory bandwidth measured the same way (read: vector sum; copy: counted as read + write).
 // "hot" reuses one matrix (which may sit in L3), "cold" cycles through enough copies to exceed
-// any L3, as a model's layers do. Arguments: [seconds per figure] [types, e.g. Q8_0,Q4_K] [nomem].
+// any L3, as a model's layers do. Arguments: [seconds per figure] [types, e.g. Q8_0,Q4_K] [nomem|mem]
+// [rows x cols, e.g. 8192x2048: another shape than 4096x4096].
 // With "gemm" first: matrix-matrix throughput instead, GOPS (2 x multiply-adds) of one
 // 8192x2048 weight (Llama-3.2-1B's FFN up; another shape as rows x cols after the types)
 // against n activation rows, n from 1 to 512.
@@ -34,6 +35,8 @@ if (args.Length > 0 && args[0] == "gemm")
 double seconds = args.Length > 0 ? double.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 1.0;
 var types = args.Length > 1 ? args[1].Split(',').Select(Enum.Parse<GgmlType>).ToArray() : [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16];
 bool memory = args.Length <= 2 || args[2] != "nomem";
+var decodeShape = args.Length > 3 ? args[3].Split('x').Select(int.Parse).ToArray() : [Dim, Dim];
+int outRows = decodeShape[0], inCols = decodeShape[1];
 
 unsafe
 {
@@ -57,27 +60,27 @@ unsafe
     NativeMemory.AlignedFree(a);
     NativeMemory.AlignedFree(b);
 
-    var x = new float[Dim];
+    var x = new float[inCols];
     var rng = new Random(1);
-    for (int i = 0; i < Dim; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
-    var y = new float[Dim];
+    for (int i = 0; i < inCols; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+    var y = new float[outRows];
     foreach (var type in types)
     {
-        long rowBytes = GgmlTypeInfo.RowBytes(type, Dim);
-        long bytes = rowBytes * Dim;
+        long rowBytes = GgmlTypeInfo.RowBytes(type, inCols);
+        long bytes = rowBytes * outRows;
         // 256 MB of copies defeats any last-level cache.
         int copies = (int)Math.Max(2, (256L << 20) / bytes);
         var tensors = new WeightTensor[copies];
         byte* first = null;
-        var row = new float[Dim];
+        var row = new float[inCols];
         for (int c = 0; c < copies; c++)
         {
             byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
             if (c == 0)
             {
-                for (int r = 0; r < Dim; r++)
+                for (int r = 0; r < outRows; r++)
                 {
-                    for (int i = 0; i < Dim; i++) row[i] = (float)(rng.NextDouble() * 2 - 1) * 0.05f;
+                    for (int i = 0; i < inCols; i++) row[i] = (float)(rng.NextDouble() * 2 - 1) * 0.05f;
                     WeightFormats.QuantizeRow(type, row, new Span<byte>(data + r * rowBytes, (int)rowBytes));
                 }
                 first = data;
@@ -86,7 +89,7 @@ unsafe
             {
                 Buffer.MemoryCopy(first, data, bytes, bytes);
             }
-            tensors[c] = new WeightTensor($"w{c}", type, [Dim, Dim], data, bytes);
+            tensors[c] = new WeightTensor($"w{c}", type, [inCols, outRows], data, bytes);
         }
         foreach (int threads in new[] { 1, 2 })
         {
@@ -96,12 +99,12 @@ unsafe
             double cold = Measure(() => backend.MatMul(tensors[next++ % copies], x, y, 1), bytes, seconds);
             double us = bytes / (cold * 1e3);
             // The speculative two-row decode: both rows per weight read; GB/s of weight bytes, as above.
-            var x2 = new float[2 * Dim];
+            var x2 = new float[2 * inCols];
             x.CopyTo(x2, 0);
-            x.CopyTo(x2, Dim);
-            var y2 = new float[2 * Dim];
+            x.CopyTo(x2, inCols);
+            var y2 = new float[2 * outRows];
             double two = Measure(() => backend.MatMul(tensors[next++ % copies], x2, y2, 2), bytes, seconds);
-            Console.WriteLine($"matmul {type,-5} threads {threads}: hot {hot,6:F1} GB/s   cold {cold,6:F1} GB/s ({us:F0} µs per 4096x4096, {bytes / 1e6:F1} MB)   n=2 cold {two,6:F1} GB/s   load {LoadAverage()}");
+            Console.WriteLine($"matmul {type,-5} threads {threads}: hot {hot,6:F1} GB/s   cold {cold,6:F1} GB/s ({us:F0} µs per {outRows}x{inCols}, {bytes / 1e6:F1} MB)   n=2 cold {two,6:F1} GB/s   load {LoadAverage()}");
         }
         foreach (var t in tensors) NativeMemory.AlignedFree(t.Data);
     }

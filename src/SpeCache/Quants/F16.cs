@@ -112,10 +112,13 @@ public static unsafe class F16
     /// </summary>
     public static bool ScaleActivations(ReadOnlySpan<float> x, Span<float> scaled)
     {
-        if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(x)) < 65536f)) return false;
+        if (!CanScale(x)) return false;
         TensorPrimitives.Multiply(x, QuantMath.HalfRebias, scaled[..x.Length]);
         return true;
     }
+
+    /// <summary>Whether every value of <paramref name="x"/> can take the 2^112 of <see cref="ScaleActivations"/>: no NaN, none 2^16 or more in size.</summary>
+    public static bool CanScale(ReadOnlySpan<float> x) => MathF.Abs(TensorPrimitives.MaxMagnitude(x)) < 65536f;
 
     /// <summary>
     /// <see cref="Dot"/> for weight rows with no infinite or NaN half and activations from

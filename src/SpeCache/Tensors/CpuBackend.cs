@@ -43,7 +43,12 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         fixed (float* py = y)
         {
             MatMulJobBase job;
-            if (traits.Tiles is { } tiles && n >= tiles.MinRows)
+            var tiles = traits.Tiles;
+            // F16 weights with no infinity or NaN read their halves by the short conversion,
+            // against activations scaled to match (when none is too large to scale).
+            if (tiles == HalfTiles<ExactHalves>.Instance && w.HalvesFinite && F16.CanScale(x[..(n * cols)]))
+                tiles = HalfTiles<ScaledHalves>.Instance;
+            if (tiles != null && n >= tiles.MinRows)
             {
                 int packedRowBytes = tiles.PackedRowBytes(cols);
                 _tiled.Kernel = tiles;
@@ -59,8 +64,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
                     : Quantize(traits.QuantizeActivation, px, cols, activationRowBytes, n);
                 _matMul.Dot = traits.Dot;
                 _matMul.Dot2 = traits.Dot2;
-                // F16 weights with no infinity or NaN read their halves by the short conversion,
-                // against activations scaled to match (when none is too large to scale).
+                // The same for the row dots (CPUs without the F16 tile).
                 byte* scaled = w.Type == GgmlType.F16 && F16.DotScaledIsFaster && w.HalvesFinite ? ScaleForHalves(x[..(n * cols)]) : null;
                 if (scaled != null)
                 {

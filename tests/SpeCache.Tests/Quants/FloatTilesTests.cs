@@ -7,24 +7,30 @@ public unsafe class FloatTilesTests
     /// <summary>
     /// The float tiles give every output the row dot's bits (<see cref="HalfRows.Dot512{T}"/>, what
     /// <see cref="F16.Dot"/> and <see cref="BF16.Dot"/> run on AVX-512, and F32's <see cref="F32Tiles.RowDot"/>): weight rows 1..9 (whole
-    /// tiles and 1-3 left over), activation rows 1..11 (the row dots below five, then tiles of 1-4),
-    /// columns with and without the 16-column (and, at 256 bits, 8-column) step and the one-by-one tail.
+    /// tiles and 1-3 left over), activation rows 1..11 (up to four dotted with the weights in place,
+    /// more through the converted table for the 16-bit floats; tiles of 1-4 activation rows), columns
+    /// with and without the 16-column (and, at 256 bits, 8-column) step and the one-by-one tail. F16
+    /// also through the scaled kernel the backend takes for finite weights (activations packed times
+    /// 2^112, halves read 2^-112 times their value), which must give the exact dot's bits too.
     /// </summary>
     [Theory]
     [InlineData(GgmlType.F16, 53)]
     [InlineData(GgmlType.F16, 2067)]
     [InlineData(GgmlType.F16, 64)]
+    [InlineData(GgmlType.F16, 53, true)]
+    [InlineData(GgmlType.F16, 2067, true)]
     [InlineData(GgmlType.BF16, 53)]
     [InlineData(GgmlType.BF16, 101)]
     [InlineData(GgmlType.F32, 53)]
     [InlineData(GgmlType.F32, 61)]
     [InlineData(GgmlType.F32, 2067)]
-    public void EveryOutputIsTheRowDotsBits(GgmlType type, int cols)
+    public void EveryOutputIsTheRowDotsBits(GgmlType type, int cols, bool scaled = false)
     {
         Assert.SkipUnless(type == GgmlType.F32 ? F32Tiles.Supported : HalfTiles<ExactHalves>.Supported,
             type == GgmlType.F32 ? "the F32 tile needs AVX2 and FMA" : "the 16-bit float tiles need AVX-512");
         TileKernel kernel = type switch
         {
+            GgmlType.F16 when scaled => HalfTiles<ScaledHalves>.Instance,
             GgmlType.F16 => HalfTiles<ExactHalves>.Instance,
             GgmlType.BF16 => HalfTiles<BFloat16s>.Instance,
             _ => F32Tiles.Instance,
@@ -32,6 +38,7 @@ public unsafe class FloatTilesTests
         for (int rows = 1; rows <= 9; rows++)
         {
             var w = new TestWeightRows(type, rows, cols, seed: rows, scale: 0.02f);
+            if (scaled) Assert.False(F16.AnyInfinityOrNaN(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(w.Bytes)));
             for (int n = 1; n <= 11; n++)
             {
                 var x = TestRows.WithOutliers(n * cols, 40 + n);
@@ -51,7 +58,7 @@ public unsafe class FloatTilesTests
                         var xi = System.Runtime.InteropServices.MemoryMarshal.AsBytes(x.AsSpan(i * cols, cols));
                         float expected = TypeTraits.Of(type).Dot(w.Row(r), xi, cols);
                         Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(y[i * rows + r]),
-                            $"{type} cols {cols}, {rows} weight rows, {n} activation rows: y[{i},{r}] = {y[i * rows + r]}, row dot {expected}");
+                            $"{type}{(scaled ? " scaled" : "")} cols {cols}, {rows} weight rows, {n} activation rows: y[{i},{r}] = {y[i * rows + r]}, row dot {expected}");
                     }
             }
         }

@@ -145,8 +145,13 @@ public class CpuBackendTests
     /// an activation of 10^5 each fall back to it, so infinities and NaNs land where the exact dot
     /// puts them; a stale "finite" flag or a missed range check would turn them into finite values.
     /// </summary>
-    /// <remarks>Three rows take the row dots; six (prefill) take <see cref="HalfTiles{T}"/> where it runs.</remarks>
+    /// <remarks>
+    /// Where <see cref="HalfTiles{T}"/> runs (AVX-512), one and three rows take its in-place tile
+    /// (scaled: <c>HalfTiles&lt;ScaledHalves&gt;</c>), six (prefill) its table; elsewhere the row dots.
+    /// </remarks>
     [Theory]
+    [InlineData("finite", 1)]
+    [InlineData("huge activation", 1)]
     [InlineData("finite", 3)]
     [InlineData("infinite weight", 3)]
     [InlineData("NaN weight", 3)]
@@ -166,7 +171,7 @@ public class CpuBackendTests
         if (what == "infinite weight") halves[8 * cols + 10] = 0xFC00;
         if (what == "NaN weight") halves[9 * cols + 11] = 0x7E00;
         var x = TestRows.WithOutliers(n * cols, 77);
-        if (what == "huge activation") x[cols + 4] = 1e5f;
+        if (what == "huge activation") x[(n - 1) * cols + 4] = 1e5f;
         Assert.Equal(what is "finite" or "huge activation", weights.Tensor.HalvesFinite);
         var y = new float[n * rows];
         using (var backend = new CpuBackend(2))
