@@ -97,16 +97,9 @@ public static unsafe class F16
     }
 
     /// <summary>
-    /// Whether <see cref="DotScaled"/> runs a vector loop here, the same lanes and order as
-    /// <see cref="Dot"/>'s (512-bit where the CPU has it, else 256-bit). On a Zen 4 VM the 512-bit
-    /// one read an F16 matrix at 9.7 GB/s with the full conversion, bound by it.
-    /// </summary>
-    public static bool DotScaledIsFaster => Vector256.IsHardwareAccelerated;
-
-    /// <summary>
     /// x times 2^112 (<see cref="QuantMath.HalfRebias"/>) into <paramref name="scaled"/> (exact: a
-    /// power of two), the other factor of halves read 2^-112 times their value (the weights'
-    /// <see cref="DotScaled"/>, the full cache's keys); false, writing nothing, when a value is NaN
+    /// power of two), the other factor of halves read 2^-112 times their value (<see cref="ScaledHalves"/>:
+    /// F16 weights, the full cache's keys); false, writing nothing, when a value is NaN
     /// or 2^16 or more in size (the product would overflow), so the caller takes the exact
     /// conversion instead.
     /// </summary>
@@ -119,53 +112,6 @@ public static unsafe class F16
 
     /// <summary>Whether every value of <paramref name="x"/> can take the 2^112 of <see cref="ScaleActivations"/>: no NaN, none 2^16 or more in size.</summary>
     public static bool CanScale(ReadOnlySpan<float> x) => MathF.Abs(TensorPrimitives.MaxMagnitude(x)) < 65536f;
-
-    /// <summary>
-    /// <see cref="Dot"/> for weight rows with no infinite or NaN half and activations from
-    /// <see cref="ScaleActivations"/>: each product is the same float as the unscaled one's, the
-    /// conversion 2 operations instead of 9 (<see cref="QuantMath.ScaledHalfToSingle(Vector256{int})"/>).
-    /// Without F16C in .NET, the full conversion made an F16 matmul compute-bound at a third of
-    /// the memory bandwidth on AVX2 CPUs. Sums in the same lanes and order as <see cref="Dot"/>, so
-    /// on a CPU where <see cref="DotScaledIsFaster"/> the bits are Dot's: a matmul's outputs do not
-    /// depend on which of the two it took (a large activation in another row sends all to Dot).
-    /// </summary>
-    public static float DotScaled(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) =>
-        Vector512.IsHardwareAccelerated ? HalfRows.Dot512<ScaledHalves>(w, x, cols)
-        : DotScaledIsFaster ? HalfRows.Dot256<ScaledHalves>(w, x, cols) : DotScaledPortable(w, x, cols);
-
-    /// <summary>
-    /// <see cref="DotScaled"/> of one weight row with two activation rows, each bit for bit its own
-    /// call's (the same lanes and order): each half is converted once for both (prefill, where the
-    /// one-row form made F16 prefill convert every weight once per prompt token).
-    /// </summary>
-    public static void DotScaled2(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x0, ReadOnlySpan<byte> x1, int cols, out float y0, out float y1)
-    {
-        if (Vector512.IsHardwareAccelerated)
-        {
-            HalfRows.Dot2_512<ScaledHalves>(w, x0, x1, cols, out y0, out y1);
-            return;
-        }
-        if (DotScaledIsFaster)
-        {
-            HalfRows.Dot2_256<ScaledHalves>(w, x0, x1, cols, out y0, out y1);
-            return;
-        }
-        y0 = DotScaledPortable(w, x0, cols);
-        y1 = DotScaledPortable(w, x1, cols);
-    }
-
-    /// <summary>
-    /// <see cref="DotScaled"/> on CPUs without vectors: a plain loop, the same dot but not
-    /// necessarily Dot's bits, so the backend does not take this path there.
-    /// </summary>
-    static float DotScaledPortable(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
-    {
-        var h = MemoryMarshal.Cast<byte, ushort>(w);
-        var f = MemoryMarshal.Cast<byte, float>(x);
-        float sum = 0;
-        for (int i = 0; i < cols; i++) sum += ScaledHalves.ToFloat(h[i]) * f[i];
-        return sum;
-    }
 
     internal static float Dot512(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols) => HalfRows.Dot512<ExactHalves>(w, x, cols);
 

@@ -87,7 +87,7 @@ internal abstract unsafe class FloatActivationTiles : TileKernel
     /// weights, and F16 decode of a 2048 x 8192 matrix (Llama-3.2-1B's FFN down) ran at 10 GB/s a
     /// thread against 26 for 8192 x 2048 (MatMulBench 1 F16 nomem 2048x8192).
     /// </summary>
-    protected const int InPlaceRows = 4;
+    public const int InPlaceRows = 4;
 
     public override int PackedRowBytes(int cols) => CacheLines((long)cols * sizeof(float));
 
@@ -112,35 +112,69 @@ internal abstract unsafe class FloatActivationTiles : TileKernel
 }
 
 /// <summary>
-/// Matrix products of 16-bit float weights (F16, BF16) with float activations, on 512-bit
-/// registers. Up to <see cref="FloatActivationTiles.InPlaceRows"/> activation rows (decode) are
-/// dotted with four weight rows at a time, each half converted as it is loaded. More rows (prefill,
-/// batches) convert each weight tile of four rows to floats once, into a table that every
-/// activation tile passing over it reads. Either way the tile multiplies four weight rows by two
-/// activation rows at a time from registers, and per output the operations are
-/// <see cref="HalfRows.Dot512{T}"/>'s (two accumulators over 32 columns a step, then 16, each
-/// product rounded before it is added, the same lane sum, the rest one by one), so the outputs are
-/// the row dots' bits and a row's result does not depend on how many rows come with it. The row
-/// dots had read every weight once per pair of activation rows, converting it each time (F16 to
-/// float is bit moves in .NET 10, which has no F16C).
+/// Matrix products of 16-bit float weights (F16, BF16) with float activations. Up to
+/// <see cref="FloatActivationTiles.InPlaceRows"/> activation rows (decode) are dotted with four
+/// weight rows at a time, each half converted as it is loaded. More rows (prefill, batches) convert
+/// each weight tile of four rows to floats once, into a table that every activation tile passing
+/// over it reads. Either way the tile multiplies four weight rows by two activation rows at a time
+/// from registers, and per output the operations are <see cref="HalfRows.Dot512{T}"/>'s (two
+/// accumulators over 32 columns a step, then 16, each product rounded before it is added, the same
+/// lane sum, the rest one by one), so the outputs are the row dots' bits and a row's result does
+/// not depend on how many rows come with it. The row dots had read every weight once per pair of
+/// activation rows, converting it each time (F16 to float is bit moves in .NET 10, which has no
+/// F16C). On AVX2 CPUs the in-place tile takes one activation row at a time against the four weight
+/// rows (<see cref="HalfRows.Dot256{T}"/>'s operations), and more rows the two-row dots.
 /// </summary>
 internal sealed unsafe class HalfTiles<T> : FloatActivationTiles where T : struct, IHalfReader
 {
     public static readonly HalfTiles<T> Instance = new();
 
     /// <summary>
-    /// AVX-512 only: on AVX2 (measured with AVX-512 hidden on a Zen 4, MatMulBench gemm, 512 rows,
-    /// two threads) the 256-bit tile gave F16 73-77 and BF16 71-73 GOPS against the row dots' 83-85
-    /// and 80, whose two-row form already reads each weight once per pair of rows.
+    /// AVX-512, or AVX2 and FMA. On AVX2 more than <see cref="FloatActivationTiles.InPlaceRows"/>
+    /// rows take the two-row dots instead of the table: measured with AVX-512 hidden on a Zen 4
+    /// (MatMulBench gemm, 512 rows, two threads), a 256-bit table tile gave F16 73-77 and BF16
+    /// 71-73 GOPS against the two-row dots' 83-85 and 80.
     /// </summary>
-    public static readonly bool Supported = Vector512.IsHardwareAccelerated;
+    public static readonly bool Supported = Vector512.IsHardwareAccelerated || TileKernel.IsSupported;
 
     /// <remarks>The table: each weight tile's rows as floats ("blocks" of one value, four bytes each).</remarks>
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         if (n <= InPlaceRows) InPlace<HalfLanes<T>>(w, weightRowBytes, rows, a, packedRowBytes, n, cols, y, yStride);
-        else TiledWithTable<Kernel>(w, weightRowBytes, rows, cols, sizeof(float), a, packedRowBytes, n, y, yStride);
+        else if (Vector512.IsHardwareAccelerated) TiledWithTable<Kernel>(w, weightRowBytes, rows, cols, sizeof(float), a, packedRowBytes, n, y, yStride);
+        else RowPairs(w, weightRowBytes, rows, a, packedRowBytes, n, cols, y, yStride);
     }
+
+    /// <summary>Each weight row against the activation rows two at a time (<see cref="HalfRows.Dot2_256{T}"/>, each output <see cref="HalfRows.Dot256{T}"/>'s bits).</summary>
+    static void RowPairs(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            var weights = new ReadOnlySpan<byte>(w + r * weightRowBytes, cols * sizeof(ushort));
+            int i = 0;
+            for (; i + 1 < n; i += 2)
+            {
+                HalfRows.Dot2_256<T>(weights, new ReadOnlySpan<byte>(a + (long)i * packedRowBytes, packedRowBytes),
+                    new ReadOnlySpan<byte>(a + (long)(i + 1) * packedRowBytes, packedRowBytes), cols, out float y0, out float y1);
+                y[i * yStride + r] = y0;
+                y[(i + 1) * yStride + r] = y1;
+            }
+            if (i < n) y[i * yStride + r] = HalfRows.Dot256<T>(weights, new ReadOnlySpan<byte>(a + (long)i * packedRowBytes, packedRowBytes), cols);
+        }
+    }
+
+    /// <summary>
+    /// Whether F16 weights (<paramref name="halvesFinite"/>: none infinite or NaN) against these
+    /// <paramref name="n"/> activation rows take this kernel with <see cref="ScaledHalves"/>, the
+    /// short conversion (a sign-extending load, a shift and a mask instead of nine operations; .NET
+    /// 10 has no F16C) against activations times 2^112, which gives the exact dot's bits: where the
+    /// weights are read in place (and on AVX2, where more rows take the row dots), and only when
+    /// no activation is too large to scale. The 512-bit table converts each weight once for all
+    /// rows, so the exact conversion costs little there, and the scaled one's tiny floats measured
+    /// slower (MatMulBench gemm 1 F16, 512 rows, two threads: 105-110 against 100 GOPS).
+    /// </summary>
+    public static bool Fits(int n, bool halvesFinite, ReadOnlySpan<float> x) =>
+        typeof(T) == typeof(ScaledHalves) && halvesFinite && (n <= InPlaceRows || !Vector512.IsHardwareAccelerated) && F16.CanScale(x);
 
     /// <summary>
     /// Activations times 2^112 where the weights are read by <see cref="ScaledHalves"/> (2^-112

@@ -44,9 +44,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         {
             MatMulJobBase job;
             var tiles = traits.Tiles;
-            // F16 weights with no infinity or NaN read their halves by the short conversion,
-            // against activations scaled to match (when none is too large to scale).
-            if (tiles == HalfTiles<ExactHalves>.Instance && w.HalvesFinite && F16.CanScale(x[..(n * cols)]))
+            if (tiles == HalfTiles<ExactHalves>.Instance && HalfTiles<ScaledHalves>.Fits(n, w.HalvesFinite, x[..(n * cols)]))
                 tiles = HalfTiles<ScaledHalves>.Instance;
             if (tiles != null && n >= tiles.MinRows)
             {
@@ -64,14 +62,6 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
                     : Quantize(traits.QuantizeActivation, px, cols, activationRowBytes, n);
                 _matMul.Dot = traits.Dot;
                 _matMul.Dot2 = traits.Dot2;
-                // The same for the row dots (CPUs without the F16 tile).
-                byte* scaled = w.Type == GgmlType.F16 && F16.DotScaledIsFaster && w.HalvesFinite ? ScaleForHalves(x[..(n * cols)]) : null;
-                if (scaled != null)
-                {
-                    activations = scaled;
-                    _matMul.Dot = DotScaled;
-                    _matMul.Dot2 = DotScaled2;
-                }
                 _matMul.Set(w, activations, activationRowBytes, py, n);
                 job = _matMul;
             }
@@ -79,16 +69,6 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
             job.Activations = null;
             job.Output = null;
         }
-    }
-
-    static readonly RowDotFn DotScaled = F16.DotScaled;
-    static readonly RowDot2Fn DotScaled2 = F16.DotScaled2;
-
-    /// <summary>The activation rows times 2^112 in the shared scratch buffer (<see cref="F16.ScaleActivations"/>), or null when one cannot be scaled.</summary>
-    byte* ScaleForHalves(ReadOnlySpan<float> x)
-    {
-        byte* scaled = Scratch((long)x.Length * sizeof(float));
-        return F16.ScaleActivations(x, new Span<float>(scaled, x.Length)) ? scaled : null;
     }
 
     /// <summary>The shared scratch buffer, at least <paramref name="bytes"/> long, from a cache line.</summary>

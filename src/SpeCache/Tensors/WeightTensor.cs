@@ -62,7 +62,7 @@ public sealed unsafe class WeightTensor
 
     /// <summary>
     /// Whether an F16 tensor holds no infinite or NaN half, which lets its matmuls take the short
-    /// conversion (<see cref="Quants.F16.DotScaled"/>). Checked on first use, one pass over the
+    /// conversion (<see cref="Quants.ScaledHalves"/>). Checked on first use, one pass over the
     /// tensor (a race computes the same answer twice).
     /// </summary>
     public bool HalvesFinite

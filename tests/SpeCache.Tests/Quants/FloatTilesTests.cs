@@ -5,10 +5,10 @@ namespace SpeCache.Tests.Quants;
 public unsafe class FloatTilesTests
 {
     /// <summary>
-    /// The float tiles give every output the row dot's bits (<see cref="HalfRows.Dot512{T}"/>, what
-    /// <see cref="F16.Dot"/> and <see cref="BF16.Dot"/> run on AVX-512, and F32's <see cref="F32Tiles.RowDot"/>): weight rows 1..9 (whole
+    /// The float tiles give every output the row dot's bits (<see cref="F16.Dot"/>, <see cref="BF16.Dot"/>,
+    /// F32's <see cref="F32Tiles.RowDot"/>; 512- or 256-bit as the CPU runs them): weight rows 1..9 (whole
     /// tiles and 1-3 left over), activation rows 1..11 (up to four dotted with the weights in place,
-    /// more through the converted table for the 16-bit floats; tiles of 1-4 activation rows), columns
+    /// more through the converted table for the 16-bit floats, or on AVX2 their two-row dots), columns
     /// with and without the 16-column (and, at 256 bits, 8-column) step and the one-by-one tail. F16
     /// also through the scaled kernel the backend takes for finite weights (activations packed times
     /// 2^112, halves read 2^-112 times their value), which must give the exact dot's bits too.
@@ -26,8 +26,7 @@ public unsafe class FloatTilesTests
     [InlineData(GgmlType.F32, 2067)]
     public void EveryOutputIsTheRowDotsBits(GgmlType type, int cols, bool scaled = false)
     {
-        Assert.SkipUnless(type == GgmlType.F32 ? F32Tiles.Supported : HalfTiles<ExactHalves>.Supported,
-            type == GgmlType.F32 ? "the F32 tile needs AVX2 and FMA" : "the 16-bit float tiles need AVX-512");
+        Assert.SkipUnless(type == GgmlType.F32 ? F32Tiles.Supported : HalfTiles<ExactHalves>.Supported, "the float tiles need AVX2 and FMA");
         TileKernel kernel = type switch
         {
             GgmlType.F16 when scaled => HalfTiles<ScaledHalves>.Instance,

@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using SpeCache.Quants;
 using SpeCache.Tensors;
 using SpeCache.Tests.Quants;
@@ -185,10 +187,16 @@ public class CpuBackendTests
             }
     }
 
-    /// <summary>The scaled dot alone, every length from 1 to 40 and a long odd one (vector loops and tails), bit for bit against the exact dot.</summary>
+    /// <summary>
+    /// The scaled reader's row dots alone (<see cref="ScaledHalves"/> against activations from
+    /// <see cref="F16.ScaleActivations"/>, at the width this CPU's F16 kernels run), every length
+    /// from 1 to 40 and a long odd one (vector loops and tails), bit for bit against the exact dot,
+    /// and the two-row form each row's own bits.
+    /// </summary>
     [Fact]
     public void F16ScaledDotIsTheExactDotsBits()
     {
+        Assert.SkipUnless(Vector256.IsHardwareAccelerated, "the scaled reader runs where F16's kernels are vectors");
         var rng = new Random(31);
         foreach (int cols in Enumerable.Range(1, 40).Append(4099))
         {
@@ -202,22 +210,29 @@ public class CpuBackendTests
             var x = TestRows.WithOutliers(cols, cols);
             var scaled = new float[cols];
             Assert.True(F16.ScaleActivations(x, scaled));
-            var wb = System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan());
-            float expected = F16.Dot(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(x.AsSpan()), cols);
-            float actual = F16.DotScaled(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(scaled.AsSpan()), cols);
-            if (F16.DotScaledIsFaster) Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(actual));
-            else Assert.True(Math.Abs(actual - expected) <= 1e-5f * (1 + Math.Abs(expected)), $"{cols} columns: {actual}, exact {expected}");
+            var wb = MemoryMarshal.AsBytes(w.AsSpan());
+            float expected = F16.Dot(wb, MemoryMarshal.AsBytes(x.AsSpan()), cols);
+            float actual = ScaledDot(wb, scaled, cols);
+            Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(actual));
             // Two activation rows at once: each the one-row call's bits, whichever of the two it is.
             var other = TestRows.WithOutliers(cols, cols + 1000);
             var otherScaled = new float[cols];
             Assert.True(F16.ScaleActivations(other, otherScaled));
-            F16.DotScaled2(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(otherScaled.AsSpan()), System.Runtime.InteropServices.MemoryMarshal.AsBytes(scaled.AsSpan()), cols, out float first, out float second);
-            Assert.Equal(BitConverter.SingleToUInt32Bits(F16.DotScaled(wb, System.Runtime.InteropServices.MemoryMarshal.AsBytes(otherScaled.AsSpan()), cols)), BitConverter.SingleToUInt32Bits(first));
+            float first, second;
+            if (Vector512.IsHardwareAccelerated)
+                HalfRows.Dot2_512<ScaledHalves>(wb, MemoryMarshal.AsBytes(otherScaled.AsSpan()), MemoryMarshal.AsBytes(scaled.AsSpan()), cols, out first, out second);
+            else
+                HalfRows.Dot2_256<ScaledHalves>(wb, MemoryMarshal.AsBytes(otherScaled.AsSpan()), MemoryMarshal.AsBytes(scaled.AsSpan()), cols, out first, out second);
+            Assert.Equal(BitConverter.SingleToUInt32Bits(ScaledDot(wb, otherScaled, cols)), BitConverter.SingleToUInt32Bits(first));
             Assert.Equal(BitConverter.SingleToUInt32Bits(actual), BitConverter.SingleToUInt32Bits(second));
         }
         Assert.False(F16.ScaleActivations([1f, 65536f], new float[2]));
         Assert.False(F16.ScaleActivations([float.NaN], new float[1]));
         Assert.True(F16.ScaleActivations([-65535f], new float[1]));
+
+        static float ScaledDot(ReadOnlySpan<byte> w, float[] x, int cols) => Vector512.IsHardwareAccelerated
+            ? HalfRows.Dot512<ScaledHalves>(w, MemoryMarshal.AsBytes(x.AsSpan()), cols)
+            : HalfRows.Dot256<ScaledHalves>(w, MemoryMarshal.AsBytes(x.AsSpan()), cols);
     }
 
     [Fact]
