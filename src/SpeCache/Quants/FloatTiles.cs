@@ -164,22 +164,9 @@ internal sealed unsafe class HalfTiles<T> : FloatActivationTiles where T : struc
     }
 
     /// <summary>
-    /// Whether F16 weights (<paramref name="halvesFinite"/>: none infinite or NaN) against these
-    /// <paramref name="n"/> activation rows take this kernel with <see cref="ScaledHalves"/>, the
-    /// short conversion (a sign-extending load, a shift and a mask instead of nine operations; .NET
-    /// 10 has no F16C) against activations times 2^112, which gives the exact dot's bits: where the
-    /// weights are read in place (and on AVX2, where more rows take the row dots), and only when
-    /// no activation is too large to scale. The 512-bit table converts each weight once for all
-    /// rows, so the exact conversion costs little there, and the scaled one's tiny floats measured
-    /// slower (MatMulBench gemm 1 F16, 512 rows, two threads: 105-110 against 100 GOPS).
-    /// </summary>
-    public static bool Fits(int n, bool halvesFinite, ReadOnlySpan<float> x) =>
-        typeof(T) == typeof(ScaledHalves) && halvesFinite && (n <= InPlaceRows || !Vector512.IsHardwareAccelerated) && F16.CanScale(x);
-
-    /// <summary>
     /// Activations times 2^112 where the weights are read by <see cref="ScaledHalves"/> (2^-112
     /// times their value), so each product is the unscaled one's float; the backend takes that
-    /// kernel only for activations <see cref="F16.CanScale"/> accepts.
+    /// kernel only where <see cref="F16.TakesScaledTile"/>.
     /// </summary>
     public override void Pack(ReadOnlySpan<float> x, Span<byte> packed)
     {

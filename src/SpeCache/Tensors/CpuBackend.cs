@@ -44,7 +44,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         {
             MatMulJobBase job;
             var tiles = traits.Tiles;
-            if (tiles == HalfTiles<ExactHalves>.Instance && HalfTiles<ScaledHalves>.Fits(n, w.HalvesFinite, x[..(n * cols)]))
+            if (tiles == HalfTiles<ExactHalves>.Instance && F16.TakesScaledTile(n, w.HalvesFinite, x[..(n * cols)]))
                 tiles = HalfTiles<ScaledHalves>.Instance;
             if (tiles != null && n >= tiles.MinRows)
             {
