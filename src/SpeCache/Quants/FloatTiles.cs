@@ -81,13 +81,16 @@ internal readonly unsafe struct HalfLanes<T> : IFloatLanes where T : struct, IHa
 internal abstract unsafe class FloatActivationTiles : TileKernel
 {
     /// <summary>
-    /// Most activation rows dotted with the weights in place; more convert each weight tile once
+    /// Most activation rows dotted with the weights in place (four at a time, the weight tile read
+    /// from L1 or L2 after the first four); more convert each weight tile once
     /// (<see cref="HalfTiles{T}"/>). One weight row at a time (the row dots) had read the
     /// activations once per weight row: past 8192 columns they no longer fit in L1 beside the
     /// weights, and F16 decode of a 2048 x 8192 matrix (Llama-3.2-1B's FFN down) ran at 10 GB/s a
-    /// thread against 26 for 8192 x 2048 (MatMulBench 1 F16 nomem 2048x8192).
+    /// thread against 26 for 8192 x 2048 (MatMulBench 1 F16 nomem 2048x8192). Sixteen, not four:
+    /// 8 rows went 77-85 -> 109-110 GOPS for F16 and 73-81 -> 131-133 for BF16 (MatMulBench gemm,
+    /// two threads), 16 rows no slower; at 64 the table is faster (154 against 115 for F16).
     /// </summary>
-    public const int InPlaceRows = 4;
+    public const int InPlaceRows = 16;
 
     public override int PackedRowBytes(int cols) => CacheLines((long)cols * sizeof(float));
 
@@ -228,7 +231,7 @@ internal sealed unsafe class F32Tiles : FloatActivationTiles
             return FloatTile.Dot((float*)pw, (float*)px, cols);
     }
 
-    /// <remarks>More rows than <see cref="FloatActivationTiles.InPlaceRows"/> read each weight tile once per pair of activation rows, from cache after the first: no prefetch.</remarks>
+    /// <remarks>More rows than <see cref="FloatActivationTiles.InPlaceRows"/> read each weight tile once per four activation rows, from cache after the first: no prefetch.</remarks>
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
         if (n <= InPlaceRows) InPlace<StreamedFloatLanes>(w, weightRowBytes, rows, a, packedRowBytes, n, cols, y, yStride);
@@ -240,11 +243,14 @@ internal sealed unsafe class F32Tiles : FloatActivationTiles
 
 /// <summary>
 /// The float tile of <see cref="HalfTiles{T}"/> and <see cref="F32Tiles"/>: up to four weight rows
-/// of floats by up to four activation rows, two activation rows at a time (four weight rows by two
-/// activation rows is 16 accumulators, each output having two, which with the loaded weights and
-/// activations fills the registers). Per output the operations of <see cref="HalfRows.Dot512{T}"/>:
-/// two accumulators over 32 columns a step, then 16, each product rounded before it is added, the
-/// lane sum, the rest one by one.
+/// of floats by up to four activation rows, one accumulator per output (16 accumulators, with four
+/// activation vectors and one weight vector loaded at a time, within AVX-512's 32 registers). Per
+/// output the operations of <see cref="HalfRows.Dot512{T}"/>: one accumulator over 16 columns a
+/// step, each product rounded before it is added, the lane sum, the rest one by one. Each step
+/// loads four weight and four activation vectors for 16 products; the earlier four-by-two tile,
+/// two accumulators per output, loaded 12 for 16 and read L2 for most of them (its table of four
+/// weight rows fills L1 at 2048 columns): MatMulBench rowdot, 64 rows, 8192 x 2048, one thread's
+/// CPU time, BF16 52-62 -> 82-86 GOPS, F32 56-57 -> 84-85.
 /// </summary>
 internal static unsafe class FloatTile
 {
@@ -260,15 +266,12 @@ internal static unsafe class FloatTile
             for (int j = 0; j < TN.Value; j++) Rows256<TL, TM>(w, ws, cols, x + j * xStride, y + j * yStride);
             return;
         }
-        if (TN.Value == 1) Pair<TL, TM, Extent1>(w, ws, cols, x, xStride, y, yStride);
-        else Pair<TL, TM, Extent2>(w, ws, cols, x, xStride, y, yStride);
-        if (TN.Value == 3) Pair<TL, TM, Extent1>(w, ws, cols, x + 2 * xStride, xStride, y + 2 * yStride, yStride);
-        if (TN.Value == 4) Pair<TL, TM, Extent2>(w, ws, cols, x + 2 * xStride, xStride, y + 2 * yStride, yStride);
+        Tile<TL, TM, TN>(w, ws, cols, x, xStride, y, yStride);
     }
 
     /// <summary>
     /// One row's dot by the tile's operations (what a row alone gets), 64 columns a step: the same
-    /// products added into the same two accumulators in the same order.
+    /// products added into the one accumulator in the same order.
     /// </summary>
     public static float Dot(float* w, float* x, int cols)
     {
@@ -278,7 +281,7 @@ internal static unsafe class FloatTile
             Rows256<FloatLanes, Extent1>((byte*)w, 0, cols, x, &y);
             return y;
         }
-        Vector512<float> acc0 = default, acc1 = default;
+        var acc = Vector512<float>.Zero;
         int i = 0;
         for (; i + 64 <= cols; i += 64)
         {
@@ -286,20 +289,11 @@ internal static unsafe class FloatTile
             var p1 = Vector512.Load(w + i + 16) * Vector512.Load(x + i + 16);
             var p2 = Vector512.Load(w + i + 32) * Vector512.Load(x + i + 32);
             var p3 = Vector512.Load(w + i + 48) * Vector512.Load(x + i + 48);
-            acc0 = acc0 + p0 + p2;
-            acc1 = acc1 + p1 + p3;
+            acc = acc + p0 + p1 + p2 + p3;
         }
-        for (; i + 32 <= cols; i += 32)
-        {
-            acc0 += Vector512.Load(w + i) * Vector512.Load(x + i);
-            acc1 += Vector512.Load(w + i + 16) * Vector512.Load(x + i + 16);
-        }
-        if (i + 16 <= cols)
-        {
-            acc0 += Vector512.Load(w + i) * Vector512.Load(x + i);
-            i += 16;
-        }
-        return Finish<FloatLanes>((byte*)w, x, i, cols, acc0, acc1);
+        for (; i + 16 <= cols; i += 16)
+            acc += Vector512.Load(w + i) * Vector512.Load(x + i);
+        return Finish<FloatLanes>((byte*)w, x, i, cols, acc);
     }
 
     /// <summary>
@@ -377,78 +371,60 @@ internal static unsafe class FloatTile
         return sum;
     }
 
-    /// <summary>TM weight rows (<paramref name="ws"/> bytes apart) × up to two activation rows; TN (1 or 2) says how many.</summary>
+    /// <summary>TM weight rows (<paramref name="ws"/> bytes apart) × TN activation rows, one accumulator per output.</summary>
     [SkipLocalsInit]
-    static void Pair<TL, TM, TN>(byte* w, long ws, int cols, float* x, int xStride, float* y, long yStride)
+    static void Tile<TL, TM, TN>(byte* w, long ws, int cols, float* x, int xStride, float* y, long yStride)
         where TL : struct, IFloatLanes where TM : struct, ITileExtent where TN : struct, ITileExtent
     {
-        Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
-        Vector512<float> b00 = default, b01 = default, b10 = default, b11 = default, b20 = default, b21 = default, b30 = default, b31 = default;
-        float* x1 = x + xStride;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+        float* x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
         int i = 0;
-        for (; i + 32 <= cols; i += 32)
+        for (; i + 16 <= cols; i += 16)
         {
+            if (TL.Streams && (i & 31) == 0) PrefetchNextTile<TL, TM>(w, ws, i, 32);
             var p0 = Vector512.Load(x + i);
-            var p1 = Vector512.Load(x + i + 16);
-            var q0 = TN.Value > 1 ? Vector512.Load(x1 + i) : default;
-            var q1 = TN.Value > 1 ? Vector512.Load(x1 + i + 16) : default;
-            if (TL.Streams) PrefetchNextTile<TL, TM>(w, ws, i, 32);
-            Step(w, i, p0, p1, q0, q1, ref a00, ref a01, ref b00, ref b01);
-            if (TM.Value > 1) Step(w + ws, i, p0, p1, q0, q1, ref a10, ref a11, ref b10, ref b11);
-            if (TM.Value > 2) Step(w + 2 * ws, i, p0, p1, q0, q1, ref a20, ref a21, ref b20, ref b21);
-            if (TM.Value > 3) Step(w + 3 * ws, i, p0, p1, q0, q1, ref a30, ref a31, ref b30, ref b31);
+            var p1 = TN.Value > 1 ? Vector512.Load(x1 + i) : default;
+            var p2 = TN.Value > 2 ? Vector512.Load(x2 + i) : default;
+            var p3 = TN.Value > 3 ? Vector512.Load(x3 + i) : default;
+            Step(TL.Load16(w, i), p0, p1, p2, p3, ref a00, ref a01, ref a02, ref a03);
+            if (TM.Value > 1) Step(TL.Load16(w + ws, i), p0, p1, p2, p3, ref a10, ref a11, ref a12, ref a13);
+            if (TM.Value > 2) Step(TL.Load16(w + 2 * ws, i), p0, p1, p2, p3, ref a20, ref a21, ref a22, ref a23);
+            if (TM.Value > 3) Step(TL.Load16(w + 3 * ws, i), p0, p1, p2, p3, ref a30, ref a31, ref a32, ref a33);
 
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
-            static void Step(byte* wr, int i, Vector512<float> p0, Vector512<float> p1, Vector512<float> q0, Vector512<float> q1,
-                ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> b0, ref Vector512<float> b1)
+            static void Step(Vector512<float> wr, Vector512<float> p0, Vector512<float> p1, Vector512<float> p2, Vector512<float> p3,
+                ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3)
             {
-                var w0 = TL.Load16(wr, i);
-                var w1 = TL.Load16(wr, i + 16);
-                a0 += w0 * p0;
-                a1 += w1 * p1;
-                if (TN.Value > 1)
-                {
-                    b0 += w0 * q0;
-                    b1 += w1 * q1;
-                }
+                c0 += wr * p0;
+                if (TN.Value > 1) c1 += wr * p1;
+                if (TN.Value > 2) c2 += wr * p2;
+                if (TN.Value > 3) c3 += wr * p3;
             }
         }
-        if (i + 16 <= cols)
-        {
-            var p0 = Vector512.Load(x + i);
-            var q0 = TN.Value > 1 ? Vector512.Load(x1 + i) : default;
-            Half(w, i, p0, q0, ref a00, ref b00);
-            if (TM.Value > 1) Half(w + ws, i, p0, q0, ref a10, ref b10);
-            if (TM.Value > 2) Half(w + 2 * ws, i, p0, q0, ref a20, ref b20);
-            if (TM.Value > 3) Half(w + 3 * ws, i, p0, q0, ref a30, ref b30);
-            i += 16;
+        Store<TL, TN>(w, x, xStride, i, cols, y, yStride, a00, a01, a02, a03);
+        if (TM.Value > 1) Store<TL, TN>(w + ws, x, xStride, i, cols, y + 1, yStride, a10, a11, a12, a13);
+        if (TM.Value > 2) Store<TL, TN>(w + 2 * ws, x, xStride, i, cols, y + 2, yStride, a20, a21, a22, a23);
+        if (TM.Value > 3) Store<TL, TN>(w + 3 * ws, x, xStride, i, cols, y + 3, yStride, a30, a31, a32, a33);
+    }
 
-            [MethodImpl(MethodImplOptions.AggressiveInlining)]
-            static void Half(byte* wr, int i, Vector512<float> p0, Vector512<float> q0, ref Vector512<float> a0, ref Vector512<float> b0)
-            {
-                var w0 = TL.Load16(wr, i);
-                a0 += w0 * p0;
-                if (TN.Value > 1) b0 += w0 * q0;
-            }
-        }
-        y[0] = Finish<TL>(w, x, i, cols, a00, a01);
-        if (TM.Value > 1) y[1] = Finish<TL>(w + ws, x, i, cols, a10, a11);
-        if (TM.Value > 2) y[2] = Finish<TL>(w + 2 * ws, x, i, cols, a20, a21);
-        if (TM.Value > 3) y[3] = Finish<TL>(w + 3 * ws, x, i, cols, a30, a31);
-        if (TN.Value > 1)
-        {
-            y[yStride] = Finish<TL>(w, x1, i, cols, b00, b01);
-            if (TM.Value > 1) y[yStride + 1] = Finish<TL>(w + ws, x1, i, cols, b10, b11);
-            if (TM.Value > 2) y[yStride + 2] = Finish<TL>(w + 2 * ws, x1, i, cols, b20, b21);
-            if (TM.Value > 3) y[yStride + 3] = Finish<TL>(w + 3 * ws, x1, i, cols, b30, b31);
-        }
+    /// <summary>One weight row's outputs for the TN activation rows, each finished from its accumulator.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store<TL, TN>(byte* w, float* x, int xStride, int i, int cols, float* y, long yStride,
+        Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3)
+        where TL : struct, IFloatLanes where TN : struct, ITileExtent
+    {
+        y[0] = Finish<TL>(w, x, i, cols, c0);
+        if (TN.Value > 1) y[yStride] = Finish<TL>(w, x + xStride, i, cols, c1);
+        if (TN.Value > 2) y[2 * yStride] = Finish<TL>(w, x + 2 * xStride, i, cols, c2);
+        if (TN.Value > 3) y[3 * yStride] = Finish<TL>(w, x + 3 * xStride, i, cols, c3);
     }
 
     /// <summary>The lane sum and the columns from <paramref name="i"/> on, as <see cref="HalfRows.Dot512{T}"/> ends.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Finish<TL>(byte* w, float* x, int i, int cols, Vector512<float> acc0, Vector512<float> acc1) where TL : struct, IFloatLanes
+    static float Finish<TL>(byte* w, float* x, int i, int cols, Vector512<float> acc) where TL : struct, IFloatLanes
     {
-        float sum = Vector512.Sum(acc0 + acc1);
+        float sum = Vector512.Sum(acc);
         for (; i < cols; i++) sum += TL.At(w, i) * x[i];
         return sum;
     }

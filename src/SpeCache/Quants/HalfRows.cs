@@ -60,9 +60,11 @@ internal readonly unsafe struct BFloat16s : IHalfReader
 /// <summary>
 /// The dots of 16-bit float weight rows (F16, BF16) with float activations. 256-bit: two
 /// accumulators over 16 weights a step, then 8, the lanes summed, the rest added one by one.
-/// 512-bit (<see cref="Dot512{T}"/>): two accumulators over 32 weights a step, then 16, each
-/// product rounded before it is added. The two-row forms keep each row's lanes and order, so their
-/// results are the one-row forms' bits.
+/// 512-bit (<see cref="Dot512{T}"/>): one accumulator over 16 weights a step, each product rounded
+/// before it is added, the lanes summed, the rest one by one: one accumulator per output is what
+/// lets the float tile hold four weight rows by four activation rows in registers
+/// (<see cref="FloatTile"/>). The two-row forms keep each row's lanes and order, so their results
+/// are the one-row forms' bits.
 /// </summary>
 internal static unsafe class HalfRows
 {
@@ -74,17 +76,11 @@ internal static unsafe class HalfRows
         {
             ushort* h = (ushort*)pw;
             float* f = (float*)px;
-            var acc0 = Vector512<float>.Zero;
-            var acc1 = Vector512<float>.Zero;
+            var acc = Vector512<float>.Zero;
             int i = 0;
-            for (; i + 32 <= cols; i += 32)
-            {
-                acc0 += T.Load16(h + i) * Vector512.Load(f + i);
-                acc1 += T.Load16(h + i + 16) * Vector512.Load(f + i + 16);
-            }
             for (; i + 16 <= cols; i += 16)
-                acc0 += T.Load16(h + i) * Vector512.Load(f + i);
-            float sum = Vector512.Sum(acc0 + acc1);
+                acc += T.Load16(h + i) * Vector512.Load(f + i);
+            float sum = Vector512.Sum(acc);
             for (; i < cols; i++) sum += T.ToFloat(h[i]) * f[i];
             return sum;
         }
@@ -101,24 +97,15 @@ internal static unsafe class HalfRows
         {
             ushort* h = (ushort*)pw;
             float* f0 = (float*)p0, f1 = (float*)p1;
-            Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default;
+            Vector512<float> a0 = default, a1 = default;
             int i = 0;
-            for (; i + 32 <= cols; i += 32)
-            {
-                var lo = T.Load16(h + i);
-                var hi = T.Load16(h + i + 16);
-                a00 += lo * Vector512.Load(f0 + i);
-                a01 += hi * Vector512.Load(f0 + i + 16);
-                a10 += lo * Vector512.Load(f1 + i);
-                a11 += hi * Vector512.Load(f1 + i + 16);
-            }
             for (; i + 16 <= cols; i += 16)
             {
-                var lo = T.Load16(h + i);
-                a00 += lo * Vector512.Load(f0 + i);
-                a10 += lo * Vector512.Load(f1 + i);
+                var wi = T.Load16(h + i);
+                a0 += wi * Vector512.Load(f0 + i);
+                a1 += wi * Vector512.Load(f1 + i);
             }
-            float s0 = Vector512.Sum(a00 + a01), s1 = Vector512.Sum(a10 + a11);
+            float s0 = Vector512.Sum(a0), s1 = Vector512.Sum(a1);
             for (; i < cols; i++)
             {
                 float wi = T.ToFloat(h[i]);

@@ -7,8 +7,9 @@ public unsafe class FloatTilesTests
     /// <summary>
     /// The float tiles give every output the row dot's bits (<see cref="F16.Dot"/>, <see cref="BF16.Dot"/>,
     /// F32's <see cref="F32Tiles.RowDot"/>; 512- or 256-bit as the CPU runs them): weight rows 1..9 (whole
-    /// tiles and 1-3 left over), activation rows 1..11 (up to four dotted with the weights in place,
-    /// more through the converted table for the 16-bit floats, or on AVX2 their two-row dots), columns
+    /// tiles and 1-3 left over), activation rows 1 to 21 (up to <see cref="FloatActivationTiles.InPlaceRows"/>
+    /// dotted with the weights in place, more through the converted table for the 16-bit floats, or
+    /// on AVX2 their two-row dots; tiles of 1-4 activation rows), columns
     /// with and without the 16-column (and, at 256 bits, 8-column) step and the one-by-one tail. F16
     /// also through the scaled kernel the backend takes for finite weights (activations packed times
     /// 2^112, halves read 2^-112 times their value), which must give the exact dot's bits too.
@@ -38,7 +39,7 @@ public unsafe class FloatTilesTests
         {
             var w = new TestWeightRows(type, rows, cols, seed: rows, scale: 0.02f);
             if (scaled) Assert.False(F16.AnyInfinityOrNaN(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(w.Bytes)));
-            for (int n = 1; n <= 11; n++)
+            foreach (int n in (int[])[1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 21])
             {
                 var x = TestRows.WithOutliers(n * cols, 40 + n);
                 int rowBytes = kernel.PackedRowBytes(cols);

@@ -148,8 +148,9 @@ public class CpuBackendTests
     /// puts them; a stale "finite" flag or a missed range check would turn them into finite values.
     /// </summary>
     /// <remarks>
-    /// Where <see cref="HalfTiles{T}"/> runs (AVX-512), one and three rows take its in-place tile
-    /// (scaled: <c>HalfTiles&lt;ScaledHalves&gt;</c>), six (prefill) its table; elsewhere the row dots.
+    /// Where <see cref="HalfTiles{T}"/> runs, one, three and six rows take its in-place tile (scaled:
+    /// <c>HalfTiles&lt;ScaledHalves&gt;</c>), twenty (prefill) its table on AVX-512 (the exact
+    /// conversion there) or the two-row dots on AVX2; elsewhere the row dots.
     /// </remarks>
     [Theory]
     [InlineData("finite", 1)]
@@ -162,6 +163,9 @@ public class CpuBackendTests
     [InlineData("infinite weight", 6)]
     [InlineData("NaN weight", 6)]
     [InlineData("huge activation", 6)]
+    [InlineData("finite", 20)]
+    [InlineData("infinite weight", 20)]
+    [InlineData("huge activation", 20)]
     public unsafe void F16MatMulGivesTheExactDotsBits(string what, int n)
     {
         const int rows = 21, cols = 103;
