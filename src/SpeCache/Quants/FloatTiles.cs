@@ -116,14 +116,14 @@ internal abstract unsafe class FloatActivationTiles : TileKernel
 
 /// <summary>
 /// Matrix products of 16-bit float weights (F16, BF16) with float activations. Up to
-/// <see cref="FloatActivationTiles.InPlaceRows"/> activation rows (decode) are dotted with four
-/// weight rows at a time, each half converted as it is loaded. More rows (prefill, batches) convert
-/// each weight tile of four rows to floats once, into a table that every activation tile passing
-/// over it reads. Either way the tile multiplies four weight rows by two activation rows at a time
-/// from registers, and per output the operations are <see cref="HalfRows.Dot512{T}"/>'s (two
-/// accumulators over 32 columns a step, then 16, each product rounded before it is added, the same
-/// lane sum, the rest one by one), so the outputs are the row dots' bits and a row's result does
-/// not depend on how many rows come with it. The row dots had read every weight once per pair of
+/// <see cref="FloatActivationTiles.InPlaceRows"/> activation rows (decode, small batches) are
+/// dotted with four weight rows at a time, each half converted as it is loaded. More rows (prefill)
+/// convert each weight tile of four rows to floats once, into a table that every activation tile
+/// passing over it reads. Either way the tile multiplies four weight rows by four activation rows
+/// at a time from registers, and per output the operations are <see cref="HalfRows.Dot512{T}"/>'s
+/// (one accumulator over 16 columns a step, each product rounded before it is added, the lane sum,
+/// the rest one by one), so the outputs are the row dots' bits and a row's result does not depend
+/// on how many rows come with it. The row dots had read every weight once per pair of
 /// activation rows, converting it each time (F16 to float is bit moves in .NET 10, which has no
 /// F16C). On AVX2 CPUs the in-place tile takes one activation row at a time against the four weight
 /// rows (<see cref="HalfRows.Dot256{T}"/>'s operations), and more rows the two-row dots.
