@@ -23,7 +23,9 @@ public sealed class QueueAndCancellationTests
     public async Task AbandonedStreamIsCancelledAndTheQueuedRequestThenRuns()
     {
         // llama-2-tiny-random has a 4096-token context and random weights: a 4000-token request
-        // (ignore_eos) runs for seconds, long enough to be abandoned mid-way.
+        // (ignore_eos) must still be running when it is abandoned. It decodes in about 1.5 s on one
+        // thread of a fast core, so the test watches the queue itself (not /metrics every 50 ms,
+        // which under the full suite's load let the request finish first) and abandons it at once.
         // A batch of one: the second request must wait for the first.
         await using var server = await TestServer.StartAsync(TestPaths.Llama2TinyRandom, chatTemplate: false, batch: new BatchOptions { MaxBatch = 1 });
         const int longRequest = 4000;
@@ -38,7 +40,12 @@ public sealed class QueueAndCancellationTests
         // A second request arrives while the first generates: it waits its turn.
         var second = server.PostJsonAsync("/v1/completions", """{"prompt":"Hello","max_tokens":8,"ignore_eos":true}""",
             cancellation: TestContext.Current.CancellationToken);
-        await WaitForMetrics(server, m => m["specache_requests_queued"] == 1 && m["specache_requests_running"] == 1, "one request queued behind a running one");
+        var queued = System.Diagnostics.Stopwatch.StartNew();
+        while (!(server.Queue.Queued == 1 && server.Queue.Running == 1))
+        {
+            Assert.True(queued.Elapsed < TimeSpan.FromSeconds(30), "the second request never queued behind the first");
+            await Task.Delay(1, TestContext.Current.CancellationToken);
+        }
 
         // The first client goes away.
         abandon.Cancel();
