@@ -208,7 +208,7 @@ internal sealed unsafe class HalfTiles<T> : FloatActivationTiles where T : struc
 }
 
 /// <summary>
-/// Matrix products of F32 weights with five or more activation rows, on 512-bit registers or (AVX2
+/// Matrix products of F32 weights with any number of activation rows, on 512-bit registers or (AVX2
 /// and FMA) 256-bit ones: the weights are floats already, so the tile reads them in place, four
 /// rows at a time, while the activation tiles pass over them. Every output is
 /// <see cref="RowDot"/>'s operations, the format's row dot on these CPUs, so the outputs do not
@@ -222,7 +222,7 @@ internal sealed unsafe class F32Tiles : FloatActivationTiles
 
     public static readonly bool Supported = FloatTile.Supported;
 
-    /// <summary>F32's row dot where this kernel runs (a row alone, and the decode's rows): the tile's operations for one output.</summary>
+    /// <summary>F32's row dot where this kernel runs (the format's <see cref="TypeTraits.Dot"/>, and the reference its outputs are tested against): the tile for one output.</summary>
     public static float RowDot(ReadOnlySpan<byte> w, ReadOnlySpan<byte> x, int cols)
     {
         if (w.Length < cols * 4 || x.Length < cols * 4) throw new ArgumentException("row too short");
@@ -269,31 +269,12 @@ internal static unsafe class FloatTile
         Tile<TL, TM, TN>(w, ws, cols, x, xStride, y, yStride);
     }
 
-    /// <summary>
-    /// One row's dot by the tile's operations (what a row alone gets), 64 columns a step: the same
-    /// products added into the one accumulator in the same order.
-    /// </summary>
+    /// <summary>One row's dot: the tile with one weight row and one activation row.</summary>
     public static float Dot(float* w, float* x, int cols)
     {
-        if (!Vector512.IsHardwareAccelerated)
-        {
-            float y;
-            Rows256<FloatLanes, Extent1>((byte*)w, 0, cols, x, &y);
-            return y;
-        }
-        var acc = Vector512<float>.Zero;
-        int i = 0;
-        for (; i + 64 <= cols; i += 64)
-        {
-            var p0 = Vector512.Load(w + i) * Vector512.Load(x + i);
-            var p1 = Vector512.Load(w + i + 16) * Vector512.Load(x + i + 16);
-            var p2 = Vector512.Load(w + i + 32) * Vector512.Load(x + i + 32);
-            var p3 = Vector512.Load(w + i + 48) * Vector512.Load(x + i + 48);
-            acc = acc + p0 + p1 + p2 + p3;
-        }
-        for (; i + 16 <= cols; i += 16)
-            acc += Vector512.Load(w + i) * Vector512.Load(x + i);
-        return Finish<FloatLanes>((byte*)w, x, i, cols, acc);
+        float y;
+        Rows<FloatLanes, Extent1, Extent1>((byte*)w, 0, cols, x, 0, &y, 0);
+        return y;
     }
 
     /// <summary>

@@ -32,9 +32,6 @@ internal abstract unsafe class TileKernel
     /// <summary>Bytes of one packed activation row of <paramref name="cols"/> values (a multiple of 64, so rows stay aligned).</summary>
     public abstract int PackedRowBytes(int cols);
 
-    /// <summary>Fewest activation rows the backend brings to this kernel; fewer take the format's row dots.</summary>
-    public virtual int MinRows => 1;
-
     /// <summary>Quantizes one float activation row into the kernel's packed layout.</summary>
     public abstract void Pack(ReadOnlySpan<float> x, Span<byte> packed);
 

@@ -46,7 +46,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
             var tiles = traits.Tiles;
             if (tiles == HalfTiles<ExactHalves>.Instance && F16.TakesScaledTile(n, w.HalvesFinite, x[..(n * cols)]))
                 tiles = HalfTiles<ScaledHalves>.Instance;
-            if (tiles != null && n >= tiles.MinRows)
+            if (tiles != null)
             {
                 int packedRowBytes = tiles.PackedRowBytes(cols);
                 _tiled.Kernel = tiles;
