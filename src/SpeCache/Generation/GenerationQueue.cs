@@ -127,6 +127,24 @@ public sealed class GenerationQueue : IDisposable
     public long PeakFastTierBytes => Interlocked.Read(ref _peakFastBytes);
 
     /// <summary>
+    /// Test seam: runs on the loop thread before each admission pass, so that a test can hold the
+    /// loop still and arrange requests around a running one without racing its decode (a tiny
+    /// model finishes thousands of tokens in the time a loaded machine takes to open a connection).
+    /// </summary>
+    internal Action? BetweenSteps { get; set; }
+
+    /// <summary>Running generations whose caller has gone; read only while <see cref="BetweenSteps"/> holds the loop.</summary>
+    internal int AbandonedRunning
+    {
+        get
+        {
+            int abandoned = 0;
+            foreach (var request in _running) if (request.Abandoned) abandoned++;
+            return abandoned;
+        }
+    }
+
+    /// <summary>
     /// Queues a generation after <paramref name="prompt"/> and returns its text as it becomes final;
     /// <paramref name="stats"/> is filled in as it runs. Checks the request at once (and throws,
     /// before anything is queued) when it is invalid or its KV cache could never fit the budget.
@@ -197,6 +215,7 @@ public sealed class GenerationQueue : IDisposable
         {
             try
             {
+                BetweenSteps?.Invoke();
                 if (!AdmitAndDrop()) return;
                 if (_running.Count == 0)
                 {

@@ -151,6 +151,7 @@ public sealed class BatchingTests
         int[] prompt = engine.Encode("Once upon a time");
         string expected = GreedyAlone(engine, prompt, 40); // before the queue runs: one backend, one caller at a time
         using var queue = new GenerationQueue(engine, new BatchOptions { MaxBatch = 4 });
+        QueueHold.UntilAbandoned(queue, fromStep: 16); // 400 tokens of this model take a blink: still running when cancelled
         using var cancel = new CancellationTokenSource();
         var stats = new GenerationStats();
         var cancelled = Task.Run(async () =>

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.AI;
 using SpeCache.Extensions.AI;
 using SpeCache.Generation;
+using SpeCache.Tests.Generation;
 using ChatTemplate = SpeCache.Tokenizers.ChatTemplates.ChatTemplate;
 
 namespace SpeCache.Tests.Server;
@@ -45,6 +46,7 @@ public sealed class ChatClientTests
     {
         using var engine = Engine.Load(TestPaths.Llama2TinyRandom, new EngineOptions { Threads = 1 });
         using var queue = new GenerationQueue(engine);
+        QueueHold.UntilAbandoned(queue, fromStep: 16); // 4000 tokens take a second: still running when cancelled
         using IChatClient client = new SpeCacheChatClient(queue, Template);
         using var cancel = new CancellationTokenSource();
         int received = 0;

@@ -1,4 +1,5 @@
 using SpeCache.Generation;
+using SpeCache.Tests.Generation;
 using System.Net;
 using System.Text.Json;
 
@@ -22,12 +23,13 @@ public sealed class QueueAndCancellationTests
     [Fact]
     public async Task AbandonedStreamIsCancelledAndTheQueuedRequestThenRuns()
     {
-        // llama-2-tiny-random has a 4096-token context and random weights: a 4000-token request
-        // (ignore_eos) must still be running when it is abandoned. It decodes in about 1.5 s on one
-        // thread of a fast core, so the test watches the queue itself (not /metrics every 50 ms,
-        // which under the full suite's load let the request finish first) and abandons it at once.
-        // A batch of one: the second request must wait for the first.
+        // A batch of one: the second request must wait for the first. The first (4000 tokens,
+        // ignore_eos) decodes in about a second on a fast core, less than a loaded machine may take
+        // to open the second connection, so once it has made a few tokens the engine's loop is held
+        // between two steps until its client has gone: the first is still running then, whatever
+        // the machine's speed.
         await using var server = await TestServer.StartAsync(TestPaths.Llama2TinyRandom, chatTemplate: false, batch: new BatchOptions { MaxBatch = 1 });
+        QueueHold.UntilAbandoned(server.Queue, fromStep: 32); // a prefill step, then a token a step
         const int longRequest = 4000;
         using var abandon = new CancellationTokenSource();
         var first = await server.PostJsonAsync("/v1/completions",
