@@ -50,9 +50,9 @@ public static partial class KiviAttention
         CheckKernel(kernel, format);
         switch (kernel, format.Bits)
         {
-            case (KiviKernel.Vector512, 1): KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride); break;
-            case (KiviKernel.Vector512, 2): KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride); break;
-            case (KiviKernel.Vector512, _): KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector512, 1): KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride, []); break;
+            case (KiviKernel.Vector512, 2): KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride, []); break;
+            case (KiviKernel.Vector512, _): KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride, []); break;
             case (KiviKernel.Vector256, 1): KeyScores256<OneBit>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, 2): KeyScores256<TwoBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, _): KeyScores256<FourBits>(format, queries, heads, group, scores, stride); break;
@@ -61,6 +61,28 @@ public static partial class KiviAttention
             case (KiviKernel.Vector128, _): KeyScores128<FourBits>(format, queries, heads, group, scores, stride); break;
             default: KeyScoresScalar(format, queries, group, scores, stride); break;
         }
+    }
+
+    /// <summary>
+    /// The strided <c>KeyScores</c> that also raises <paramref name="maxima"/>[h] to the largest of
+    /// head h's G scores, so a caller that needs each row's max (softmax, top-k) makes no pass of its
+    /// own over 32K-score rows (that pass was 1.5 % of a 32K-token specache decode step): the 512-bit
+    /// 1-bit kernel keeps the max in a register as it writes the scores, the others take it from
+    /// the group's scores while they are in L1. NaN scores make the max NaN, as TensorPrimitives.Max.
+    /// </summary>
+    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
+    {
+        var kernel = BestKernel(format);
+        int heads = CheckKeyScores(format, queries, group, scores, stride);
+        if (maxima.Length < heads) throw new ArgumentException($"{heads} query heads need as many maxima, got {maxima.Length}", nameof(maxima));
+        if (kernel == KiviKernel.Vector512 && format.Bits == 1)
+        {
+            KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride, maxima);
+            return;
+        }
+        KeyScores(format, queries, group, scores, stride, kernel);
+        for (int h = 0; h < heads; h++)
+            maxima[h] = MathF.Max(maxima[h], TensorPrimitives.Max(scores.Slice(h * stride, format.GroupSize)));
     }
 
     /// <summary>
@@ -151,7 +173,8 @@ public static partial class KiviAttention
     }
 
     [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
-    static void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    /// <param name="maxima">Empty, or one running max per head that the 1-bit kernel raises (the others ignore it).</param>
+    static void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
         where TWidth : struct, ICodeWidth
     {
         int d = format.HeadDim, g = format.GroupSize;
@@ -164,9 +187,11 @@ public static partial class KiviAttention
         // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to
         // 8 query heads per KV head); the rest one at a time.
         for (; h + 4 <= heads; h += 4)
-            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, group, scores.Slice(h * stride, 3 * stride + g), stride);
+            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, group, scores.Slice(h * stride, 3 * stride + g), stride,
+                maxima.IsEmpty ? [] : maxima.Slice(h, 4));
         for (; h < heads; h++)
-            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, group, scores.Slice(h * stride, g), stride);
+            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, group, scores.Slice(h * stride, g), stride,
+                maxima.IsEmpty ? [] : maxima.Slice(h, 1));
     }
 
     /// <summary>
@@ -175,7 +200,7 @@ public static partial class KiviAttention
     /// or by conversion (2 and 4 bits).
     /// </summary>
     static void ScoreHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
-        Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+        Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
@@ -202,7 +227,7 @@ public static partial class KiviAttention
             for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * stride + t));
         }
 
-        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, group, scores, stride);
+        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, group, scores, stride, maxima);
         else ScoresByConversion<TWidth, THeads>(format, qs, group, scores, stride);
     }
 
@@ -212,7 +237,7 @@ public static partial class KiviAttention
     /// registers, two heads' at a time: stored to memory and read back at once by the lookups, they
     /// made the kernel wait on the stores (AttentionBench specache-1 lost a sixth of a step that way).
     /// </summary>
-    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
         where THeads : struct, IHeadCount
     {
         int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
@@ -220,21 +245,30 @@ public static partial class KiviAttention
         ref float score0 = ref MemoryMarshal.GetReference(scores);
         for (int w = 0; w < format.KeyWordsPerToken; w++)
         {
+            // The last word completes the scores: its pass takes their max.
+            var max = w == format.KeyWordsPerToken - 1 ? maxima : [];
             if (THeads.Count == 4)
             {
-                ScoreWordByTables<TwoHeads>(format, w, ref qs0, channels, group, ref score0, stride);
-                ScoreWordByTables<TwoHeads>(format, w, ref Unsafe.Add(ref qs0, 2 * channels), channels, group, ref Unsafe.Add(ref score0, 2 * stride), stride);
+                ScoreWordByTables<TwoHeads>(format, w, ref qs0, channels, group, ref score0, stride, max.IsEmpty ? [] : max[..2]);
+                ScoreWordByTables<TwoHeads>(format, w, ref Unsafe.Add(ref qs0, 2 * channels), channels, group, ref Unsafe.Add(ref score0, 2 * stride), stride,
+                    max.IsEmpty ? [] : max[2..]);
             }
-            else ScoreWordByTables<OneHead>(format, w, ref qs0, channels, group, ref score0, stride);
+            else ScoreWordByTables<OneHead>(format, w, ref qs0, channels, group, ref score0, stride, max);
         }
     }
 
-    /// <summary>Word <paramref name="w"/>'s part of the scores of one or two heads (q∘s rows <paramref name="channels"/> apart, score rows <paramref name="stride"/> apart).</summary>
+    /// <summary>
+    /// Word <paramref name="w"/>'s part of the scores of one or two heads (q∘s rows <paramref name="channels"/>
+    /// apart, score rows <paramref name="stride"/> apart), raising each head's entry of <paramref name="maxima"/>
+    /// (unless empty) to the max of its sums.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void ScoreWordByTables<THeads>(KiviFormat format, int w, ref float qs, int channels, ReadOnlySpan<byte> group, ref float score0, int stride)
+    static void ScoreWordByTables<THeads>(KiviFormat format, int w, ref float qs, int channels, ReadOnlySpan<byte> group, ref float score0, int stride, Span<float> maxima)
         where THeads : struct, IHeadCount
     {
-        bool two = THeads.Count == 2;
+        bool two = THeads.Count == 2, track = !maxima.IsEmpty;
+        var maxA = Vector512.Create(float.NegativeInfinity);
+        var maxB = maxA;
         int g = format.GroupSize, words = format.KeyWordsPerToken;
         ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
         var mask = Vector512.Create(1);
@@ -282,14 +316,29 @@ public static partial class KiviAttention
                 + ((Avx512F.PermuteVar16x32(t0, i0) + Avx512F.PermuteVar16x32(t1, i1)) + (Avx512F.PermuteVar16x32(t2, i2) + Avx512F.PermuteVar16x32(t3, i3)))
                 + ((Avx512F.PermuteVar16x32(t4, i4) + Avx512F.PermuteVar16x32(t5, i5)) + (Avx512F.PermuteVar16x32(t6, i6) + Avx512F.PermuteVar16x32(t7, i7)));
             a.StoreUnsafe(ref score0, (nuint)t);
+            if (track) maxA = Vector512.Max(maxA, a);
             if (two)
             {
                 var b = Vector512.LoadUnsafe(ref score0, (nuint)(stride + t))
                     + ((Avx512F.PermuteVar16x32(u0, i0) + Avx512F.PermuteVar16x32(u1, i1)) + (Avx512F.PermuteVar16x32(u2, i2) + Avx512F.PermuteVar16x32(u3, i3)))
                     + ((Avx512F.PermuteVar16x32(u4, i4) + Avx512F.PermuteVar16x32(u5, i5)) + (Avx512F.PermuteVar16x32(u6, i6) + Avx512F.PermuteVar16x32(u7, i7)));
                 b.StoreUnsafe(ref score0, (nuint)(stride + t));
+                if (track) maxB = Vector512.Max(maxB, b);
             }
         }
+        if (track)
+        {
+            maxima[0] = MathF.Max(maxima[0], HorizontalMax(maxA));
+            if (two) maxima[1] = MathF.Max(maxima[1], HorizontalMax(maxB));
+        }
+    }
+
+    /// <summary>The largest lane (NaN if any lane is NaN).</summary>
+    static float HorizontalMax(Vector512<float> v)
+    {
+        var half = Vector256.Max(v.GetLower(), v.GetUpper());
+        var quarter = Vector128.Max(half.GetLower(), half.GetUpper());
+        return MathF.Max(MathF.Max(quarter[0], quarter[1]), MathF.Max(quarter[2], quarter[3]));
     }
 
     /// <summary>

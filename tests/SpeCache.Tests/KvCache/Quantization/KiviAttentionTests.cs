@@ -334,6 +334,40 @@ public class KiviAttentionTests
     }
 
     [Theory]
+    [InlineData(64, 64, 1, 4)]   // the 512-bit kernel's own max: two pairs of heads, two words
+    [InlineData(64, 32, 1, 13)]  // four, four, four and one head
+    [InlineData(128, 64, 1, 5)]  // four words
+    [InlineData(8, 16, 1, 3)]    // one word, mostly padding channels
+    [InlineData(128, 32, 2, 5)]  // the others: the max of the written scores
+    [InlineData(64, 32, 4, 8)]
+    public void KeyScoresWithMaximaWriteTheSameScoresAndRaiseEachHeadsMax(int headDim, int group, int bits, int heads)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(7 * heads + bits);
+        int stride = 2 * group + 3;
+        foreach (bool nan in new[] { false, true })
+        {
+            var packed = KeyGroup(format, rng, outliers: true);
+            var queries = KiviTestData.Normals(rng, heads, headDim);
+            if (nan) queries[(heads - 1) * headDim + headDim / 2] = float.NaN; // the last head's scores all NaN
+            var expected = new float[heads * stride];
+            KiviAttention.KeyScores(format, queries, packed, expected, stride);
+            var rows = new float[heads * stride];
+            // Maxima from earlier groups: one above every score of this one (kept), the rest below (raised).
+            var maxima = Enumerable.Range(0, heads).Select(h => h == 0 ? 1e6f : -1e6f).ToArray();
+            KiviAttention.KeyScores(format, queries, packed, rows, stride, maxima);
+            Assert.Equal(expected, rows);
+            for (int h = 0; h < heads; h++)
+            {
+                float groupMax = expected.AsSpan(h * stride, group).ToArray().Max();
+                float want = nan && h == heads - 1 ? float.NaN : h == 0 ? 1e6f : groupMax;
+                Assert.Equal(want, maxima[h]);
+            }
+        }
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[heads * headDim], new byte[format.KeyGroupBytes], new float[heads * stride], stride, new float[heads - 1]));
+    }
+
+    [Theory]
     [InlineData(64, 64, 1, 4)]
     [InlineData(128, 32, 2, 5)]
     [InlineData(64, 32, 4, 8)]

@@ -201,10 +201,13 @@ public sealed partial class SpeCacheKvCache
             int stride = quantized + residual + 1; // the speculative row's own position is the last
             int heads = rows * _group;
 
-            // Scores against the low-bit keys, straight into each head's row: one kernel call per group for every row's query heads.
+            // Scores against the low-bit keys, straight into each head's row: one kernel call per group
+            // for every row's query heads, which also keeps each row's max.
+            var rowMax = _rowMax.AsSpan(0, heads);
+            rowMax.Fill(float.NegativeInfinity);
             for (int first = 0; first < quantized; first += g)
                 KiviAttention.KeyScores(c._format, _q.AsSpan(0, heads * d), c._keyGroups[slot].AsSpan(first / g * c._format.KeyGroupBytes, c._format.KeyGroupBytes),
-                    _raw.AsSpan(first), stride);
+                    _raw.AsSpan(first), stride, rowMax);
             // Exact scores against the residual (and, for the speculative row, its own key): four
             // heads at a time share each key (AttentionQuads), the heads left over one by one.
             int quads = QuadHeads(heads);
@@ -218,7 +221,8 @@ public sealed partial class SpeCacheKvCache
                     row[quantized + t] = AttentionMath.Dot(qi, c._residualK[slot].AsSpan(t * d, d));
                 bool speculative = i >= work.Real * _group;
                 if (speculative) row[stride - 1] = AttentionMath.Dot(qi, c._specK.AsSpan(h * d, d));
-                _rowMax[i] = TensorPrimitives.Max(row[..(speculative ? stride : stride - 1)]);
+                var exactScores = row[quantized..(speculative ? stride : stride - 1)];
+                if (!exactScores.IsEmpty) rowMax[i] = MathF.Max(rowMax[i], TensorPrimitives.Max(exactScores));
             }
 
             // The speculative row picks the next step's top-k first, from the same estimate the next
