@@ -48,6 +48,12 @@ public static partial class KiviAttention
     {
         int heads = CheckKeyScores(format, queries, group, scores, stride);
         CheckKernel(kernel, format);
+        ScoresByKernel(kernel, format, queries, heads, group, scores, stride);
+    }
+
+    /// <summary>The kernel's scores of <paramref name="heads"/> query heads, the arguments already checked.</summary>
+    static void ScoresByKernel(KiviKernel kernel, KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
+    {
         switch (kernel, format.Bits)
         {
             case (KiviKernel.Vector512, 1): KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride, []); break;
@@ -80,7 +86,7 @@ public static partial class KiviAttention
             KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride, maxima);
             return;
         }
-        KeyScores(format, queries, group, scores, stride, kernel);
+        ScoresByKernel(kernel, format, queries, heads, group, scores, stride);
         for (int h = 0; h < heads; h++)
             maxima[h] = MathF.Max(maxima[h], TensorPrimitives.Max(scores.Slice(h * stride, format.GroupSize)));
     }

@@ -221,8 +221,9 @@ public sealed partial class SpeCacheKvCache
                     row[quantized + t] = AttentionMath.Dot(qi, c._residualK[slot].AsSpan(t * d, d));
                 bool speculative = i >= work.Real * _group;
                 if (speculative) row[stride - 1] = AttentionMath.Dot(qi, c._specK.AsSpan(h * d, d));
-                var exactScores = row[quantized..(speculative ? stride : stride - 1)];
-                if (!exactScores.IsEmpty) rowMax[i] = MathF.Max(rowMax[i], TensorPrimitives.Max(exactScores));
+                // The low-bit part's max came with its scores; the residual's (and the speculative row's own) here.
+                var residualScores = row[quantized..(speculative ? stride : stride - 1)];
+                if (!residualScores.IsEmpty) rowMax[i] = MathF.Max(rowMax[i], TensorPrimitives.Max(residualScores));
             }
 
             // The speculative row picks the next step's top-k first, from the same estimate the next
