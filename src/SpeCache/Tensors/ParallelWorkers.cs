@@ -4,19 +4,19 @@ namespace SpeCache.Tensors;
 
 /// <summary>
 /// Runs a body for worker indices 0 .. count-1 on the .NET thread pool and returns when all are
-/// done, without allocating per call. Attention calls this once or twice per layer and token, and
-/// <see cref="Parallel.For(int, int, Action{int})"/> allocates about 1.7 KB each time (its task,
-/// loop state and partitioner), garbage on every token.
+/// done, without allocating per call: the threads of a KV cache made without an engine (an
+/// engine's caches run on its <see cref="WorkerPool"/>). Attention calls this once or twice per
+/// layer and token, and <see cref="Parallel.For(int, int, Action{int})"/> allocates about 1.7 KB
+/// each time (its task, loop state and partitioner), garbage on every token.
 /// </summary>
 /// <remarks>
 /// The caller claims indices too, so it never waits for work no thread has started: when the pool
 /// is busy (sequences of a batch already attend in parallel on pool threads) the caller runs every
 /// index itself instead of blocking until the pool adds a thread. Queued helpers that start after
-/// the indices are all claimed find nothing to do and return. One run at a time per instance.
-/// Not <see cref="WorkerPool"/>: the matmuls own that pool, it runs one job at a time, and
-/// attention runs nested (each sequence of a batch splits its heads again), one instance per cache.
+/// the indices are all claimed find nothing to do and return. One run at a time per instance: a
+/// run started while another is under way runs on its caller alone.
 /// </remarks>
-public sealed class ParallelWorkers
+public sealed class ParallelWorkers : IWorkerThreads
 {
     readonly Helper _helper;
     readonly ManualResetEventSlim _done = new(false, spinCount: 200);
@@ -26,27 +26,51 @@ public sealed class ParallelWorkers
     long _claims;
     int _remaining;
     ExceptionDispatchInfo? _error;
+    int _busy;
 
-    public ParallelWorkers() => _helper = new Helper(this);
+    /// <param name="threads">Threads a run spreads over at most, the caller's included; 0 means one per processor.</param>
+    public ParallelWorkers(int threads = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        ThreadCount = threads > 0 ? threads : Environment.ProcessorCount;
+        _helper = new Helper(this);
+    }
+
+    public int ThreadCount { get; }
+
+    /// <inheritdoc/>
+    public void Run(int count, Action<int> body) => Run(count, body, ThreadCount);
 
     /// <summary>
     /// Runs <paramref name="body"/>(i) for every i in [0, <paramref name="count"/>), on about
-    /// <paramref name="maxThreads"/> threads (the caller's included; default one per processor)
+    /// <paramref name="maxThreads"/> threads (the caller's included; 0: <see cref="ThreadCount"/>)
     /// where the pool has them free (a helper queued by an earlier run that starts late may join in).
     /// </summary>
-    public void Run(int count, Action<int> body, int maxThreads = 0)
+    public void Run(int count, Action<int> body, int maxThreads)
     {
-        if (count <= 1)
+        if (count <= 1 || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
         {
-            if (count == 1) body(0);
+            for (int i = 0; i < count; i++) body(i);
             return;
         }
+        try
+        {
+            Spread(count, body, maxThreads > 0 ? maxThreads : ThreadCount);
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    void Spread(int count, Action<int> body, int maxThreads)
+    {
         _body = body;
         _error = null;
         _done.Reset();
         Volatile.Write(ref _remaining, count);
         Volatile.Write(ref _claims, (long)count << 32); // last: whoever claims an index sees the body set above
-        int helpers = Math.Min(count, maxThreads > 0 ? maxThreads : Environment.ProcessorCount) - 1;
+        int helpers = Math.Min(count, maxThreads) - 1;
         for (int i = 0; i < helpers; i++) ThreadPool.UnsafeQueueUserWorkItem(_helper, preferLocal: false);
         Work();
         _done.Wait();

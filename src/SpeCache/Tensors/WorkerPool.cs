@@ -14,9 +14,10 @@ public interface IRangeJob
 /// thread at all. Workers and the
 /// caller spin briefly before blocking, because the transformer issues matmuls back to back
 /// (a few microseconds apart in decode) and waking a blocked thread costs tens of microseconds;
-/// the spin is short and yields, since cores here are shared.
+/// the spin is short and yields, since cores here are shared. One job at a time: a job started
+/// while another runs (from inside it, or from another thread) runs on its caller alone.
 /// </summary>
-public sealed class WorkerPool : IDisposable
+public sealed class WorkerPool : IWorkerThreads, IDisposable
 {
     const int SpinsBeforeBlocking = 30;
 
@@ -35,7 +36,9 @@ public sealed class WorkerPool : IDisposable
     int _nextChunk;
     int _generation;
     int _pending;
+    int _busy; // 1 while a job is spread over the threads
     bool _disposed;
+    readonly IndexJob _indexJob = new();
     ExceptionDispatchInfo? _error;
 
     public WorkerPool(int threads)
@@ -56,18 +59,54 @@ public sealed class WorkerPool : IDisposable
     /// <summary>
     /// Runs <paramref name="job"/> over [0, <paramref name="items"/>) and returns when all of it is
     /// done. Range boundaries are multiples of <paramref name="grain"/> (except the end), so a
-    /// job can keep tiles whole. Not reentrant: one job at a time.
+    /// job can keep tiles whole. A job started while another runs runs on its caller alone.
     /// </summary>
     public void Run(IRangeJob job, int items, int grain = 1)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (items <= 0) return;
         int chunks = (items + grain - 1) / grain;
-        if (_threads.Length == 0 || chunks == 1)
+        if (_threads.Length == 0 || chunks == 1 || !TryTake())
         {
             job.Execute(0, items);
             return;
         }
+        try
+        {
+            Spread(job, items, grain, chunks);
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Run(int count, Action<int> body)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (count <= 0) return;
+        if (_threads.Length == 0 || count == 1 || !TryTake())
+        {
+            for (int i = 0; i < count; i++) body(i);
+            return;
+        }
+        try
+        {
+            _indexJob.Body = body;
+            Spread(_indexJob, count, 1, count);
+        }
+        finally
+        {
+            _indexJob.Body = null;
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    bool TryTake() => Interlocked.CompareExchange(ref _busy, 1, 0) == 0;
+
+    void Spread(IRangeJob job, int items, int grain, int chunks)
+    {
         _job = job;
         _items = items;
         _chunkSize = (chunks + ChunksPerThread * ThreadCount - 1) / (ChunksPerThread * ThreadCount) * grain;
@@ -123,6 +162,17 @@ public sealed class WorkerPool : IDisposable
                 Interlocked.CompareExchange(ref _error, ExceptionDispatchInfo.Capture(e), null);
             }
             if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
+        }
+    }
+
+    /// <summary>Index-parallel work as a range job: the pool's one instance, its body set per run.</summary>
+    sealed class IndexJob : IRangeJob
+    {
+        public Action<int>? Body;
+
+        public void Execute(int start, int end)
+        {
+            for (int i = start; i < end; i++) Body!(i);
         }
     }
 

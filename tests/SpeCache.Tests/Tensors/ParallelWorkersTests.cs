@@ -77,4 +77,33 @@ public class ParallelWorkersTests
         }, maxThreads: 2);
         Assert.InRange(most, 1, 2);
     }
+
+    [Fact]
+    public void ARunInsideARunOfTheSameInstanceRunsOnItsCaller()
+    {
+        var workers = new ParallelWorkers(2);
+        var sums = new int[6];
+        var innerThreadsMatch = new bool[6];
+        workers.Run(6, s =>
+        {
+            int thread = Environment.CurrentManagedThreadId;
+            bool same = true;
+            workers.Run(8, h =>
+            {
+                same &= Environment.CurrentManagedThreadId == thread;
+                Interlocked.Add(ref sums[s], h + 1);
+            });
+            innerThreadsMatch[s] = same;
+        });
+        Assert.All(sums, sum => Assert.Equal(36, sum));
+        Assert.All(innerThreadsMatch, Assert.True);
+    }
+
+    [Fact]
+    public void ThreadCountIsWhatItWasGivenOrOnePerProcessor()
+    {
+        Assert.Equal(3, new ParallelWorkers(3).ThreadCount);
+        Assert.Equal(Environment.ProcessorCount, new ParallelWorkers().ThreadCount);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ParallelWorkers(-1));
+    }
 }
