@@ -81,7 +81,7 @@ public static class BatchBench
                 for (int i = 0; i < batch; i++)
                 {
                     status($"{policy}: filling sequence {i + 1} of {batch}");
-                    caches.Add(KvCacheFactory.Create(options, config, capacity));
+                    caches.Add(KvCacheFactory.Create(options, config, capacity, model.Backend.Threads));
                     context.AppendTo(caches[^1]);
                 }
                 status($"{policy}: decoding {settings.DecodeTokens} tokens in a batch of {batch}");

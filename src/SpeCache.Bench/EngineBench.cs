@@ -35,7 +35,7 @@ public static class EngineBench
         {
             var options = PolicySpec.Parse(policy);
             long kvPerToken = KvCacheFactory.FastTierBytesPerToken(options, model.Config);
-            using var cache = KvCacheFactory.Create(options, model.Config, settings.ContextLength);
+            using var cache = KvCacheFactory.Create(options, model.Config, settings.ContextLength, model.Backend.Threads);
             var state = model.CreateState();
             // Warm-up outside the clock: the first calls compile the policy's and the kernels' code
             // (about 0.3 s for a low-bit cache's decode path). The context must be long enough for

@@ -72,7 +72,7 @@ public sealed class Engine : IDisposable
     }
 
     /// <summary>A new, empty KV cache for one sequence, in the engine's policy.</summary>
-    public IKvCache CreateCache() => KvCacheFactory.Create(Options.KvCache, Config, ContextLength);
+    public IKvCache CreateCache() => KvCacheFactory.Create(Options.KvCache, Config, ContextLength, Model.Backend.Threads);
 
     /// <summary>Tokenizes a prompt the way the model expects (BOS if the vocabulary asks for it).</summary>
     public int[] Encode(string text, bool parseSpecial = false) => Tokenizer.Encode(text, Tokenizer.AddBos, parseSpecial);

@@ -162,7 +162,7 @@ static class EvalCommand
     /// <summary>A text drawn from the model itself (temperature 1, seed 0): in distribution, and not the greedy path every policy would agree on.</summary>
     static int[] SampleText(Engine engine, int length)
     {
-        using var cache = engine.Options.KvCache.Policy == "full" ? engine.CreateCache() : SpeCache.KvCache.KvCacheFactory.Create(new(), engine.Config, engine.ContextLength);
+        using var cache = engine.Options.KvCache.Policy == "full" ? engine.CreateCache() : SpeCache.KvCache.KvCacheFactory.Create(new(), engine.Config, engine.ContextLength, engine.Model.Backend.Threads);
         int[] start = engine.Encode("");
         if (start.Length == 0) throw new ArgumentException("give --text: the model has no BOS token to sample a text from");
         var stats = new GenerationStats();

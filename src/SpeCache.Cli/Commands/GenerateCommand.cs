@@ -62,7 +62,7 @@ static class GenerateCommand
                 {
                     model = common.ModelPath(result),
                     kv_cache = engine.Options.KvCache.Policy,
-                    threads = engine.Model.Backend.ThreadCount,
+                    threads = engine.Model.Backend.Threads.ThreadCount,
                     prompt_tokens = stats.PromptTokens,
                     generated_tokens = stats.GeneratedTokens,
                     finish_reason = stats.FinishReason.ToString(),

@@ -51,7 +51,7 @@ public static class FidelityEval
         var specs = policySpecs.Select(s => (Spec: s, Options: PolicySpec.Parse(s))).ToList();
 
         float[][] reference;
-        using (var full = KvCacheFactory.Create(Reference, model.Config, contextLength))
+        using (var full = KvCacheFactory.Create(Reference, model.Config, contextLength, model.Backend.Threads))
             reference = Decode(model, full, tokens, prefill, steps, (i, n) => progress?.Invoke("full (reference)", i, n));
         var referenceLogProbs = reference.Select(LogSoftmax).ToArray();
         double referencePerplexity = Perplexity(referenceLogProbs, tokens, prefill);
@@ -61,7 +61,7 @@ public static class FidelityEval
         {
             string label = PolicySpec.Label(options);
             var (meanError, maxError) = AttentionErrors(model, options, tokens, prefill, steps, contextLength, (i, n) => progress?.Invoke(label + " (attention error)", i, n));
-            using var cache = KvCacheFactory.Create(options, model.Config, contextLength);
+            using var cache = KvCacheFactory.Create(options, model.Config, contextLength, model.Backend.Threads);
             var logits = Decode(model, cache, tokens, prefill, steps, (i, n) => progress?.Invoke(label, i, n));
             var kl = new double[steps];
             int agree = 0;
@@ -88,8 +88,8 @@ public static class FidelityEval
     static (double[] Mean, double[] Max) AttentionErrors(LlamaModel model, KvCacheOptions options, int[] tokens, int prefill, int steps, int contextLength,
         Action<int, int> progress)
     {
-        using var probe = new AttentionErrorProbe(KvCacheFactory.Create(Reference, model.Config, contextLength),
-            KvCacheFactory.Create(options, model.Config, contextLength), model.Config);
+        using var probe = new AttentionErrorProbe(KvCacheFactory.Create(Reference, model.Config, contextLength, model.Backend.Threads),
+            KvCacheFactory.Create(options, model.Config, contextLength, model.Backend.Threads), model.Config);
         Decode(model, probe, tokens, prefill, steps, progress, () => probe.Measuring = true);
         return (probe.MeanErrorPerLayer(), probe.MaxErrorPerLayer());
     }

@@ -38,7 +38,7 @@ public static class RetrievalEval
         foreach (var (spec, options) in specs)
         {
             string label = PolicySpec.Label(options);
-            using var cache = KvCacheFactory.Create(options, model.Config, longest);
+            using var cache = KvCacheFactory.Create(options, model.Config, longest, model.Backend.Threads);
             var cells = new List<RetrievalCell>();
             int done = 0, total = lengths.Length * depths.Length * samplesPerCell;
             foreach (int length in lengths)

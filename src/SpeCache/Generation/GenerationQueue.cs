@@ -279,7 +279,7 @@ public sealed class GenerationQueue : IDisposable
     {
         try
         {
-            request.Cache = KvCacheFactory.Create(request.Kv, Engine.Config, request.Capacity);
+            request.Cache = KvCacheFactory.Create(request.Kv, Engine.Config, request.Capacity, Engine.Model.Backend.Threads);
         }
         catch (Exception e)
         {

@@ -6,6 +6,7 @@ using SpeCache.KvCache.Policies.SpeCache;
 using SpeCache.KvCache.Quantization;
 using SpeCache.KvCache.Tiers;
 using SpeCache.KvCache.Policies.Streaming;
+using SpeCache.Tensors;
 using SpeCache.Transformer;
 
 namespace SpeCache.KvCache;
@@ -37,10 +38,15 @@ public static class KvCacheFactory
 {
     public static IReadOnlyList<string> Policies { get; } = ["full", "kivi", "specache", "streaming", "h2o"];
 
-    public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength)
+    /// <param name="threads">
+    /// The threads the cache's attention spreads over: an engine's caches take its backend's
+    /// (<see cref="IComputeBackend.Threads"/>), so attention keeps to the thread count the user
+    /// gave and runs on the matmuls' threads; null: the .NET thread pool, one thread per processor.
+    /// </param>
+    public static IKvCache Create(KvCacheOptions options, ModelConfig config, int contextLength, IWorkerThreads? threads = null)
     {
         CheckSupports(options, config);
-        var cache = CreatePolicy(options, config, contextLength);
+        var cache = CreatePolicy(options, config, contextLength, threads);
         if (options.FastTierBudgetBytes is long budget && cache.Memory.FastTierBytes > budget)
         {
             long needed = cache.Memory.FastTierBytes;
@@ -71,11 +77,11 @@ public static class KvCacheFactory
         return options;
     }
 
-    static IKvCache CreatePolicy(KvCacheOptions options, ModelConfig config, int contextLength) => options.Policy switch
+    static IKvCache CreatePolicy(KvCacheOptions options, ModelConfig config, int contextLength, IWorkerThreads? threads) => options.Policy switch
     {
-        "full" => new FullKvCache(config, contextLength, options.FullElement),
-        "kivi" => new KiviKvCache(config, contextLength, options.Kivi),
-        "specache" => new SpeCacheKvCache(config, contextLength, options.SpeCache, options.FastTierBudgetBytes),
+        "full" => new FullKvCache(config, contextLength, options.FullElement, threads),
+        "kivi" => new KiviKvCache(config, contextLength, options.Kivi, threads),
+        "specache" => new SpeCacheKvCache(config, contextLength, options.SpeCache, options.FastTierBudgetBytes, threads),
         "streaming" => new StreamingKvCache(config, contextLength, options.Streaming, options.FastTierBudgetBytes),
         "h2o" => new H2oKvCache(config, contextLength, options.H2o, options.FastTierBudgetBytes),
         _ => throw Unknown(options.Policy),

@@ -28,7 +28,7 @@ public sealed unsafe class CpuBackend : IComputeBackend, IDisposable
         _pool = new WorkerPool(threads > 0 ? threads : Environment.ProcessorCount);
     }
 
-    public int ThreadCount => _pool.ThreadCount;
+    public IWorkerThreads Threads => _pool;
 
     public void MatMul(WeightTensor w, ReadOnlySpan<float> x, Span<float> y, int n)
     {

@@ -8,8 +8,11 @@ namespace SpeCache.Tensors;
 /// </summary>
 public interface IComputeBackend
 {
-    /// <summary>Threads the backend splits its work over.</summary>
-    int ThreadCount { get; }
+    /// <summary>
+    /// The threads the backend splits its work over, lent to the KV caches for attention so that a
+    /// step uses one set of threads, as many as the user asked for.
+    /// </summary>
+    IWorkerThreads Threads { get; }
 
     /// <summary><c>y[i, r] = dot(W[r, :], x[i, :])</c> for each of the <paramref name="n"/> input rows.</summary>
     void MatMul(WeightTensor w, ReadOnlySpan<float> x, Span<float> y, int n);

@@ -188,7 +188,7 @@ public sealed class LlamaModel : IDisposable
         }
 
         var attention = s.SequenceAttention;
-        attention.Begin(sequences, s, qDim, kvDim);
+        attention.Begin(sequences, s, qDim, kvDim, _backend.Threads);
         for (int l = 0; l < c.LayerCount; l++)
         {
             var w = Weights.Layers[l];

@@ -5,9 +5,12 @@ namespace SpeCache.Transformer;
 
 /// <summary>
 /// The KV cache side of one forward call: per layer, each sequence stores its new rows' keys and
-/// values in its own cache and attends over it. Several sequences (a batch) run in parallel, since
-/// their caches share nothing; a lone sequence runs on the caller's thread, and its cache spreads
-/// its own heads over threads where the policy does.
+/// values in its own cache and attends over it. A batch whose work the threads can share out by
+/// whole sequences spreads them over the backend's threads, since their caches share nothing (a
+/// cache's own split of its heads then runs on the thread its sequence got). Otherwise (a lone
+/// sequence, fewer sequences than threads, or one that outweighs a thread's share, as a prompt
+/// chunk joining decode steps does) they run one after another on the caller's thread, each cache
+/// spreading its heads over the threads where the policy does.
 /// </summary>
 internal sealed class SequenceAttention
 {
@@ -18,12 +21,12 @@ internal sealed class SequenceAttention
     int _qDim, _kvDim, _layer;
     bool _attend;
     readonly Action<int> _runSequence;
-    readonly ParallelWorkers _parallel = new();
+    IWorkerThreads? _threads;
 
     public SequenceAttention() => _runSequence = RunSequence;
 
-    /// <summary>Announces the call's rows to every cache (<see cref="IKvCache.BeginStep"/>).</summary>
-    public void Begin(ReadOnlySpan<SequenceRows> sequences, ForwardState state, int qDim, int kvDim)
+    /// <summary>Announces the call's rows to every cache (<see cref="IKvCache.BeginStep"/>); a batch spreads over <paramref name="threads"/>.</summary>
+    public void Begin(ReadOnlySpan<SequenceRows> sequences, ForwardState state, int qDim, int kvDim, IWorkerThreads threads)
     {
         if (_sequences.Length < sequences.Length)
         {
@@ -39,6 +42,7 @@ internal sealed class SequenceAttention
         }
         _count = sequences.Length;
         _state = state;
+        _threads = threads;
         _qDim = qDim;
         _kvDim = kvDim;
         for (int i = 0; i < _count; i++)
@@ -50,12 +54,30 @@ internal sealed class SequenceAttention
     {
         _layer = layer;
         _attend = attend;
-        if (_count == 1)
+        if (SequencesShareOut(_sequences.AsSpan(0, _count), _threads!.ThreadCount))
         {
-            RunSequence(0);
+            _threads.Run(_count, _runSequence);
             return;
         }
-        _parallel.Run(_count, _runSequence);
+        for (int i = 0; i < _count; i++) RunSequence(i);
+    }
+
+    /// <summary>
+    /// Whether there are threads to spread over and no sequence's attention outweighs a thread's
+    /// share of the batch's, each weighed as its rows times the positions they see, so whole
+    /// sequences keep every thread busy.
+    /// </summary>
+    internal static bool SequencesShareOut(ReadOnlySpan<SequenceRows> sequences, int threads)
+    {
+        if (threads < 2 || sequences.Length < threads) return false;
+        long total = 0, heaviest = 0;
+        foreach (var (cache, count, _, _) in sequences)
+        {
+            long work = (long)count * (cache.Length + count);
+            total += work;
+            heaviest = Math.Max(heaviest, work);
+        }
+        return heaviest * threads <= total;
     }
 
     /// <summary>Commits each sequence's real rows; its speculative rows are forgotten.</summary>
@@ -68,6 +90,7 @@ internal sealed class SequenceAttention
         }
         _count = 0;
         _state = null;
+        _threads = null;
     }
 
     void RunSequence(int index)

@@ -11,22 +11,29 @@ namespace SpeCache.Tests.Generation;
 /// </summary>
 public sealed class BatchingTests
 {
-    static Engine Load(string model, string policy = "full") =>
-        Engine.Load(model, new EngineOptions { Threads = 1, KvCache = PolicySpec.Parse(policy) });
+    static Engine Load(string model, string policy = "full", int threads = 1) =>
+        Engine.Load(model, new EngineOptions { Threads = threads, KvCache = PolicySpec.Parse(policy) });
 
     static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     static GenerationOptions Greedy(int maxTokens) => new() { MaxTokens = maxTokens, Sampling = new SamplingOptions { Temperature = 0 }, IgnoreEndOfGeneration = true };
 
+    /// <summary>
+    /// With two threads the step's three sequences weigh about the same, so they attend spread
+    /// over the engine's threads, and each cache's own split of its heads runs on its sequence's.
+    /// </summary>
     [Theory]
-    [InlineData("full")]
-    [InlineData("kivi:bits=2,residual=32")]
-    [InlineData("specache:bits=2,k=8,residual=32,spec=on")]
-    [InlineData("streaming:sinks=4,window=40")]
-    [InlineData("h2o:window=20,heavy=20")]
-    public void ForwardBatchEqualsEachSequenceAlone(string policy)
+    [InlineData("full", 1)]
+    [InlineData("kivi:bits=2,residual=32", 1)]
+    [InlineData("specache:bits=2,k=8,residual=32,spec=on", 1)]
+    [InlineData("streaming:sinks=4,window=40", 1)]
+    [InlineData("h2o:window=20,heavy=20", 1)]
+    [InlineData("full", 2)]
+    [InlineData("kivi:bits=2,residual=32", 2)]
+    [InlineData("specache:bits=2,k=8,residual=32,spec=on", 2)]
+    public void ForwardBatchEqualsEachSequenceAlone(string policy, int threads)
     {
-        using var engine = Load(TestPaths.TinyStories656K, policy);
+        using var engine = Load(TestPaths.TinyStories656K, policy, threads);
         var model = engine.Model;
         int vocab = engine.Config.VocabSize;
         // Three sequences at different depths: two past the residual window, one just started.
@@ -53,6 +60,7 @@ public sealed class BatchingTests
             new(batched[1], next1.Length, SpeculativeRows: next1.Length - 1, OutputRows: next1.Length),
             new(batched[2], chunk2.Length, OutputRows: 1),
         ];
+        Assert.Equal(threads > 1, SequenceAttention.SequencesShareOut(sequences, engine.Model.Backend.Threads.ThreadCount));
         float[] together = model.ForwardBatch(tokens, sequences, model.CreateState(16)).ToArray();
         Assert.Equal((2 + next1.Length) * vocab, together.Length);
 

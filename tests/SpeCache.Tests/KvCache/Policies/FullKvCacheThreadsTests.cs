@@ -1,4 +1,5 @@
 using SpeCache.KvCache.Policies.Full;
+using SpeCache.Tensors;
 using SpeCache.Tests.KvCache.Quantization;
 using static SpeCache.Tests.KvCache.Policies.EvictionTestShapes;
 
@@ -11,9 +12,10 @@ public class FullKvCacheThreadsTests
 
     /// <summary>
     /// One cache per thread count (1 to 5, over 4 KV heads: fewer, as many and more threads than
-    /// heads, and 3, which splits the heads unevenly) sees the same prefill chunks and single
-    /// tokens; past <see cref="FullKvCache.ParallelFromPositions"/> the threaded ones split the
-    /// decoding and the heads, and every output must equal the one-thread output bit for bit.
+    /// heads, and 3, which splits the heads unevenly), on an engine's worker pool and on the .NET
+    /// thread pool, sees the same prefill chunks and single tokens; past
+    /// <see cref="FullKvCache.ParallelFromPositions"/> the threaded ones split the decoding and the
+    /// heads, and every output must equal the one-thread output bit for bit.
     /// </summary>
     [Theory]
     [MemberData(nameof(Elements))]
@@ -21,7 +23,9 @@ public class FullKvCacheThreadsTests
     {
         var c = Shape(kvHeads: 4, group: 2, headDim: 32) with { ContextLength = 2048 };
         int[] threads = [1, 2, 3, 4, 5];
-        var caches = threads.Select(t => new FullKvCache(c, 1400, element, t)).ToArray();
+        var pools = threads.Select(t => new WorkerPool(t)).ToArray();
+        var caches = threads.Select(t => new FullKvCache(c, 1400, element, new ParallelWorkers(t)))
+            .Concat(pools.Select(pool => new FullKvCache(c, 1400, element, pool))).ToArray();
         try
         {
             var rng = new Random(17);
@@ -49,6 +53,7 @@ public class FullKvCacheThreadsTests
         finally
         {
             foreach (var cache in caches) cache.Dispose();
+            foreach (var pool in pools) pool.Dispose();
         }
     }
 }
@@ -80,8 +85,8 @@ public class FullKvCacheTiledAttentionTests
         var rng = new Random(23);
         foreach (int prefix in new[] { 1, 61, 126, 300 })
         {
-            using var upFront = new FullKvCache(c, 512, element, threads);
-            using var tiled = new FullKvCache(c, 512, element, threads);
+            using var upFront = new FullKvCache(c, 512, element, new ParallelWorkers(threads));
+            using var tiled = new FullKvCache(c, 512, element, new ParallelWorkers(threads));
             var k = KiviTestData.Normals(rng, prefix + 3, c.KvDim);
             var v = KiviTestData.Normals(rng, prefix + 3, c.KvDim);
             var q = KiviTestData.Normals(rng, prefix + 3, c.QDim);
@@ -132,14 +137,14 @@ public class FullKvCacheTiledAttentionTests
             case "huge query": q[prefix * c.QDim + 70] = 1e5f; break;
         }
         // The decode step after the prefix, against all the rows in one call (more than two: the prefill path).
-        using var tiled = new FullKvCache(c, 256, FullKvElement.F16, 1);
+        using var tiled = new FullKvCache(c, 256, FullKvElement.F16, new ParallelWorkers(1));
         tiled.Append(0, k.AsSpan(0, prefix * c.KvDim), v.AsSpan(0, prefix * c.KvDim), prefix);
         tiled.Attend(0, q.AsSpan(0, prefix * c.QDim), new float[prefix * c.QDim], prefix);
         tiled.Commit(prefix);
         var actual = new float[c.QDim];
         tiled.Append(0, k.AsSpan(prefix * c.KvDim), v.AsSpan(prefix * c.KvDim), 1);
         tiled.Attend(0, q.AsSpan(prefix * c.QDim), actual, 1);
-        using var reference = new FullKvCache(c, 256, FullKvElement.F16, 1);
+        using var reference = new FullKvCache(c, 256, FullKvElement.F16, new ParallelWorkers(1));
         reference.Append(0, k, v, prefix + 1);
         var all = new float[(prefix + 1) * c.QDim];
         reference.Attend(0, q, all, prefix + 1);

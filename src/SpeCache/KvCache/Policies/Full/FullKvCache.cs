@@ -53,7 +53,7 @@ public sealed unsafe class FullKvCache : IKvCache
     readonly int _workers;
     readonly int _quadBits;      // the four-head kernels' vector width for this head size; 0: one head at a time
     bool _infinityOrNaN;         // an F16 cache holds an infinite or NaN half: tiles take the exact conversion that keeps them
-    readonly ParallelWorkers _parallel = new();
+    readonly IWorkerThreads _threads;
     readonly float _scale;
 
     /// <summary>
@@ -68,13 +68,11 @@ public sealed unsafe class FullKvCache : IKvCache
     /// <summary>Contexts from this many positions (over all KV heads) on spread the work over threads; below it the hand-off costs more than it saves.</summary>
     internal const int ParallelFromPositions = 4096;
 
-    public FullKvCache(Transformer.ModelConfig config, int capacity, FullKvElement element = FullKvElement.F16)
-        : this(config, capacity, element, Environment.ProcessorCount)
-    {
-    }
-
-    /// <param name="threads">Attention threads (at most one per KV head); tests vary it.</param>
-    internal FullKvCache(Transformer.ModelConfig config, int capacity, FullKvElement element, int threads)
+    /// <param name="threads">
+    /// The threads attention spreads over (at most one per KV head): the engine's
+    /// (<see cref="IComputeBackend.Threads"/>), or by default the .NET thread pool's, one per processor.
+    /// </param>
+    public FullKvCache(Transformer.ModelConfig config, int capacity, FullKvElement element = FullKvElement.F16, IWorkerThreads? threads = null)
     {
         if (capacity <= 0 || capacity > config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"context {capacity} must be between 1 and the model's {config.ContextLength}");
@@ -100,7 +98,8 @@ public sealed unsafe class FullKvCache : IKvCache
         _keyRows = element == FullKvElement.F32 ? [] : new float[(long)capacity * _kvDim];
         _valueRows = element == FullKvElement.F32 ? [] : new float[(long)capacity * _kvDim];
         _pending = new int[_layers];
-        _workers = Math.Clamp(threads, 1, _kvHeads);
+        _threads = threads ?? new ParallelWorkers();
+        _workers = Math.Clamp(_threads.ThreadCount, 1, _kvHeads);
         _scores = new float[_workers][];
         for (int w = 0; w < _workers; w++) _scores[w] = new float[_groupSize * capacity];
         // A head decodes on its own when it is a unit (the F32 cache is read in place instead).
@@ -246,12 +245,12 @@ public sealed unsafe class FullKvCache : IKvCache
             _callTiled = count <= TiledFromRowsAtMost && _headBytes > 0;
             if (_element != FullKvElement.F32 && !_callTiled)
             {
-                if (parallel) _parallel.Run(_workers, _decodeRowsOfWorker ??= DecodeRowsOfWorker);
+                if (parallel) _threads.Run(_workers, _decodeRowsOfWorker ??= DecodeRowsOfWorker);
                 else DecodeRows(0, visibleMax);
             }
             if (parallel)
             {
-                _parallel.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
+                _threads.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
             }
             else
             {

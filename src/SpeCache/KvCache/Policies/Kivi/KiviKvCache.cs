@@ -39,7 +39,7 @@ public sealed class KiviKvCache : IKvCache
     readonly int[] _pending;         // per layer: tokens appended but not committed
     readonly Scratch[] _scratch;     // one per attention worker
     readonly int _workers;
-    readonly ParallelWorkers _parallel = new();
+    readonly IWorkerThreads _threads;
     readonly float _scale;
 
     /// <summary>One worker's buffers for one KV head's attention.</summary>
@@ -56,7 +56,8 @@ public sealed class KiviKvCache : IKvCache
     /// <summary>Contexts from this many positions (over all KV heads) on spread the heads over threads.</summary>
     const int ParallelFromPositions = 4096;
 
-    public KiviKvCache(ModelConfig config, int capacity, KiviOptions options)
+    /// <param name="threads">The threads attention spreads over (at most one per KV head); by default the .NET thread pool's.</param>
+    public KiviKvCache(ModelConfig config, int capacity, KiviOptions options, IWorkerThreads? threads = null)
     {
         options.Validate();
         if (capacity <= 0 || capacity > config.ContextLength)
@@ -72,7 +73,8 @@ public sealed class KiviKvCache : IKvCache
         (_keyGroups, _values, _residualK, _residualV) = (_copy.KeyGroups, _copy.Values, _copy.ResidualK, _copy.ResidualV);
         (_quantized, _residual) = (_copy.Quantized, _copy.Residual);
         _pending = new int[_layers];
-        _workers = Math.Clamp(Environment.ProcessorCount, 1, _kvHeads);
+        _threads = threads ?? new ParallelWorkers();
+        _workers = Math.Clamp(_threads.ThreadCount, 1, _kvHeads);
         _scratch = new Scratch[_workers];
         for (int w = 0; w < _workers; w++) _scratch[w] = new Scratch(_group, capacity, options.GroupSize, _headDim);
         _scale = 1f / MathF.Sqrt(_headDim);
@@ -111,7 +113,7 @@ public sealed class KiviKvCache : IKvCache
         if (_rowsIn.Length < queries.Length) (_rowsIn, _rowsOut) = (new float[queries.Length], new float[queries.Length]);
         queries.CopyTo(_rowsIn);
         (_callLayer, _callCount, _callLength) = (layer, count, queries.Length);
-        _parallel.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
+        _threads.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
         _rowsOut.AsSpan(0, output.Length).CopyTo(output);
     }
 

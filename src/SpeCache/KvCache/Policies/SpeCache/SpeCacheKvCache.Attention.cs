@@ -32,7 +32,7 @@ public sealed partial class SpeCacheKvCache
             queries.CopyTo(_rowsIn);
             _rowsLength = queries.Length;
             _work = work;
-            _parallel.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
+            _threads.Run(_workers, _attendHeadsOfWorker ??= AttendHeadsOfWorker);
             _rowsOut.AsSpan(0, output.Length).CopyTo(output);
         }
         // Misses fetched on demand travel as one transfer per layer (one latency, as one DMA batch

@@ -68,7 +68,7 @@ public sealed partial class SpeCacheKvCache : IKvCache
 
     readonly Scratch[] _scratch;       // one per attention worker
     readonly int _workers;
-    readonly ParallelWorkers _parallel = new();
+    readonly IWorkerThreads _threads;
     readonly float _scale;
 
     readonly Thread _worker;
@@ -83,7 +83,8 @@ public sealed partial class SpeCacheKvCache : IKvCache
         public readonly float[] V = new float[kvHeads * k * headDim];
     }
 
-    public SpeCacheKvCache(ModelConfig config, int capacity, SpeCacheOptions options, long? fastTierBudget = null)
+    /// <param name="threads">The threads attention spreads over (at most one per KV head); by default the .NET thread pool's.</param>
+    public SpeCacheKvCache(ModelConfig config, int capacity, SpeCacheOptions options, long? fastTierBudget = null, IWorkerThreads? threads = null)
     {
         options.Validate();
         if (capacity <= 0 || capacity > config.ContextLength)
@@ -135,7 +136,8 @@ public sealed partial class SpeCacheKvCache : IKvCache
 
         if (2L * _group * (capacity + 1) > Array.MaxLength)
             throw new ArgumentOutOfRangeException(nameof(capacity), $"a context of {capacity} tokens is too long for one head's scratch");
-        _workers = Math.Clamp(Environment.ProcessorCount, 1, _kvHeads);
+        _threads = threads ?? new ParallelWorkers();
+        _workers = Math.Clamp(_threads.ThreadCount, 1, _kvHeads);
         _scratch = new Scratch[_workers];
         for (int w = 0; w < _workers; w++) _scratch[w] = new Scratch(this);
         _scale = 1f / MathF.Sqrt(_headDim);
