@@ -13,9 +13,30 @@ public interface IWorkerThreads
 
     /// <summary>
     /// Runs <paramref name="body"/>(i) for every i in [0, <paramref name="count"/>) and returns when
-    /// all are done. A call made while the threads are busy (from inside a run, as a batch's
-    /// sequences attend in parallel and each cache would split its heads again, or from another
-    /// thread) runs every index on its caller.
+    /// all are done; if any failed, the first failure is rethrown then. A call made while the
+    /// threads are busy (from inside a run, as a batch's sequences attend in parallel and each
+    /// cache would split its heads again, or from another thread) runs every index on its caller.
     /// </summary>
     void Run(int count, Action<int> body);
+}
+
+/// <summary>A run on the caller's thread alone, keeping <see cref="IWorkerThreads.Run"/>'s promise: every index runs, the first failure is rethrown after.</summary>
+internal static class CallerRun
+{
+    public static void Run(int count, Action<int> body)
+    {
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? failure = null;
+        for (int i = 0; i < count; i++)
+        {
+            try
+            {
+                body(i);
+            }
+            catch (Exception e)
+            {
+                failure ??= System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+            }
+        }
+        failure?.Throw();
+    }
 }

@@ -50,7 +50,7 @@ public sealed class ParallelWorkers : IWorkerThreads
     {
         if (count <= 1 || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
         {
-            for (int i = 0; i < count; i++) body(i);
+            CallerRun.Run(count, body);
             return;
         }
         try

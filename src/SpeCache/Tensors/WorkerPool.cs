@@ -88,7 +88,7 @@ public sealed class WorkerPool : IWorkerThreads, IDisposable
         if (count <= 0) return;
         if (_threads.Length == 0 || count == 1 || !TryTake())
         {
-            for (int i = 0; i < count; i++) body(i);
+            CallerRun.Run(count, body);
             return;
         }
         try
@@ -120,24 +120,31 @@ public sealed class WorkerPool : IWorkerThreads, IDisposable
             _generation++;
             Monitor.PulseAll(_gate);
         }
-        try
-        {
-            Claim();
-        }
-        finally
-        {
-            _done.Wait();
-            _job = null;
-        }
+        Claim();
+        _done.Wait();
+        _job = null;
         _error?.Throw();
     }
 
-    /// <summary>Claims chunks until none are left; each thread, the caller included, runs this.</summary>
+    /// <summary>
+    /// Claims chunks until none are left; each thread, the caller included, runs this. A chunk that
+    /// fails is noted and the thread goes on, so every chunk runs and the run's first failure
+    /// reaches the caller at the end.
+    /// </summary>
     void Claim()
     {
         int chunk;
         while ((chunk = Interlocked.Increment(ref _nextChunk) - 1) < _chunks)
-            _job!.Execute(chunk * _chunkSize, Math.Min(_items, (chunk + 1) * _chunkSize));
+        {
+            try
+            {
+                _job!.Execute(chunk * _chunkSize, Math.Min(_items, (chunk + 1) * _chunkSize));
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _error, ExceptionDispatchInfo.Capture(e), null);
+            }
+        }
     }
 
     void WorkerLoop()
@@ -153,14 +160,7 @@ public sealed class WorkerPool : IWorkerThreads, IDisposable
                 if (_disposed) return;
                 seen = _generation;
             }
-            try
-            {
-                Claim();
-            }
-            catch (Exception e)
-            {
-                Interlocked.CompareExchange(ref _error, ExceptionDispatchInfo.Capture(e), null);
-            }
+            Claim();
             if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
         }
     }

@@ -107,53 +107,6 @@ public class WorkerPoolTests
         Assert.Throws<ObjectDisposedException>(() => pool.Run(new CountingJob(8), 8));
     }
 
-    [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public void IndexRunsCallEveryIndexOnceRunAfterRun(int threads)
-    {
-        using var pool = new WorkerPool(threads);
-        foreach (int count in new[] { 0, 1, 2, 3, 7, 64, 2, 1, 33 })
-        {
-            for (int repeat = 0; repeat < 50; repeat++)
-            {
-                var runs = new int[count];
-                pool.Run(count, i => Interlocked.Increment(ref runs[i]));
-                Assert.All(runs, r => Assert.Equal(1, r));
-            }
-        }
-    }
-
-    /// <summary>
-    /// A batch's sequences attend on the pool's threads and each cache splits its heads on the same
-    /// pool: a run started inside a run must complete on the thread that started it (one job at a
-    /// time), neither deadlocking nor disturbing the outer run's claims.
-    /// </summary>
-    [Fact]
-    public void ARunInsideARunCompletesOnItsCallersThread()
-    {
-        using var pool = new WorkerPool(2);
-        var sums = new int[16];
-        var innerThreadsMatch = new bool[16];
-        var outer = new CountingJob(16);
-        pool.Run(16, s =>
-        {
-            outer.Execute(s, s + 1);
-            int thread = Environment.CurrentManagedThreadId;
-            bool same = true;
-            pool.Run(8, h =>
-            {
-                same &= Environment.CurrentManagedThreadId == thread;
-                Interlocked.Add(ref sums[s], h + 1);
-            });
-            innerThreadsMatch[s] = same;
-        });
-        Assert.All(outer.Visits, v => Assert.Equal(1, v));
-        Assert.All(sums, sum => Assert.Equal(36, sum));
-        Assert.All(innerThreadsMatch, Assert.True);
-    }
-
     /// <summary>Two threads that share a pool and start jobs at the same time both get every item run once: the one that finds it busy runs its job itself.</summary>
     [Fact]
     public void JobsStartedTogetherFromTwoThreadsBothComplete()
@@ -180,23 +133,5 @@ public class WorkerPoolTests
         Jobs(2);
         other.Join();
         Assert.Empty(failures);
-    }
-
-    [Fact]
-    public void AnIndexRunsFailureReachesTheCallerAfterTheOthersFinish()
-    {
-        using var pool = new WorkerPool(2);
-        int finished = 0;
-        var e = Assert.Throws<InvalidOperationException>(() => pool.Run(6, i =>
-        {
-            if (i == 2) throw new InvalidOperationException("index 2 failed");
-            Thread.Sleep(5);
-            Interlocked.Increment(ref finished);
-        }));
-        Assert.Equal("index 2 failed", e.Message);
-        Assert.Equal(5, Volatile.Read(ref finished));
-        int total = 0;
-        pool.Run(4, i => Interlocked.Add(ref total, i));
-        Assert.Equal(6, total);
     }
 }
