@@ -39,14 +39,11 @@ public sealed class ParallelWorkers : IWorkerThreads
     public int ThreadCount { get; }
 
     /// <inheritdoc/>
-    public void Run(int count, Action<int> body) => Run(count, body, ThreadCount);
-
-    /// <summary>
-    /// Runs <paramref name="body"/>(i) for every i in [0, <paramref name="count"/>), on about
-    /// <paramref name="maxThreads"/> threads (the caller's included; 0: <see cref="ThreadCount"/>)
-    /// where the pool has them free (a helper queued by an earlier run that starts late may join in).
-    /// </summary>
-    public void Run(int count, Action<int> body, int maxThreads)
+    /// <remarks>
+    /// On about <see cref="ThreadCount"/> threads, where the .NET pool has them free (a helper
+    /// queued by an earlier run that starts late may join in).
+    /// </remarks>
+    public void Run(int count, Action<int> body)
     {
         if (count <= 1 || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
         {
@@ -55,7 +52,7 @@ public sealed class ParallelWorkers : IWorkerThreads
         }
         try
         {
-            Spread(count, body, maxThreads > 0 ? maxThreads : ThreadCount);
+            Spread(count, body);
         }
         finally
         {
@@ -63,14 +60,14 @@ public sealed class ParallelWorkers : IWorkerThreads
         }
     }
 
-    void Spread(int count, Action<int> body, int maxThreads)
+    void Spread(int count, Action<int> body)
     {
         _body = body;
         _error = null;
         _done.Reset();
         Volatile.Write(ref _remaining, count);
         Volatile.Write(ref _claims, (long)count << 32); // last: whoever claims an index sees the body set above
-        int helpers = Math.Min(count, maxThreads) - 1;
+        int helpers = Math.Min(count, ThreadCount) - 1;
         for (int i = 0; i < helpers; i++) ThreadPool.UnsafeQueueUserWorkItem(_helper, preferLocal: false);
         Work();
         _done.Wait();

@@ -21,17 +21,17 @@ public class ParallelWorkersTests
     public void NestedRunsOnOtherInstancesComplete()
     {
         // Sequences attend in parallel and each cache splits its heads again, from pool threads.
-        var outer = new ParallelWorkers();
+        var outer = new ParallelWorkers(16);
         var inner = Enumerable.Range(0, 16).Select(_ => new ParallelWorkers()).ToArray();
         var sums = new int[16];
-        outer.Run(16, s => inner[s].Run(8, h => Interlocked.Add(ref sums[s], h + 1)), maxThreads: 16);
+        outer.Run(16, s => inner[s].Run(8, h => Interlocked.Add(ref sums[s], h + 1)));
         Assert.All(sums, sum => Assert.Equal(36, sum));
     }
 
     [Fact]
-    public void NoMoreThanMaxThreadsRunAtOnce()
+    public void NoMoreThanItsThreadCountRunAtOnce()
     {
-        var workers = new ParallelWorkers();
+        var workers = new ParallelWorkers(2);
         int running = 0, most = 0;
         workers.Run(12, _ =>
         {
@@ -40,7 +40,7 @@ public class ParallelWorkersTests
             while ((seen = Volatile.Read(ref most)) < now && Interlocked.CompareExchange(ref most, now, seen) != seen) { }
             Thread.Sleep(5);
             Interlocked.Decrement(ref running);
-        }, maxThreads: 2);
+        });
         Assert.InRange(most, 1, 2);
     }
 
