@@ -21,7 +21,7 @@ internal sealed class SequenceAttention
     int _qDim, _kvDim, _layer;
     bool _attend;
     readonly Action<int> _runSequence;
-    IWorkerThreads? _threads;
+    IWorkerThreads? _spreadOver; // the threads the call's sequences spread over; null: one after another
 
     public SequenceAttention() => _runSequence = RunSequence;
 
@@ -42,7 +42,8 @@ internal sealed class SequenceAttention
         }
         _count = sequences.Length;
         _state = state;
-        _threads = threads;
+        // Decided once per call: the caches' lengths and the rows do not change until End commits.
+        _spreadOver = SequencesShareOut(sequences, threads.ThreadCount) ? threads : null;
         _qDim = qDim;
         _kvDim = kvDim;
         for (int i = 0; i < _count; i++)
@@ -54,9 +55,9 @@ internal sealed class SequenceAttention
     {
         _layer = layer;
         _attend = attend;
-        if (SequencesShareOut(_sequences.AsSpan(0, _count), _threads!.ThreadCount))
+        if (_spreadOver != null)
         {
-            _threads.Run(_count, _runSequence);
+            _spreadOver.Run(_count, _runSequence);
             return;
         }
         for (int i = 0; i < _count; i++) RunSequence(i);
@@ -90,7 +91,7 @@ internal sealed class SequenceAttention
         }
         _count = 0;
         _state = null;
-        _threads = null;
+        _spreadOver = null;
     }
 
     void RunSequence(int index)
