@@ -22,7 +22,7 @@ sealed class LlamaCppPeer : IBenchPeer
                 throw new ArgumentException($"--peer-kv: llama.cpp has no cache type '{type}' here (available: {string.Join(", ", CacheTypes.Select(c => c.Name))})");
     }
 
-    public List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow> measured)
+    public List<BenchRow> Run(BenchSettings settings, MemoryBandwidth bandwidth, Action<string> status, Action<BenchRow> measured)
     {
         long weightBytes, kvElementsPerToken;
         int vocab;
@@ -62,10 +62,11 @@ sealed class LlamaCppPeer : IBenchPeer
                 }
 
                 status($"{Name} {name} at depth {depth:N0}: prefill {settings.PromptTokens} tokens, decode {settings.DecodeTokens}");
-                var timing = model.DecodeAfter(tokens.Next(settings.PromptTokens), settings.DecodeTokens);
+                var prompt = tokens.Next(settings.PromptTokens);
+                var (timing, bandwidthThen) = bandwidth.Around(() => model.DecodeAfter(prompt, settings.DecodeTokens));
                 long kvBytes = (long)(kvElementsPerToken * bytesPerElement) * EngineBench.MeanDecodeContext(settings, depth);
                 var row = new BenchRow(Name, name, depth, settings.PromptTokens, timing.PrefillTokensPerSecond, settings.DecodeTokens,
-                    timing.DecodeTokensPerSecond, weightBytes, kvBytes, timing.DecodeTokensPerSecond * (weightBytes + kvBytes) / bandwidth);
+                    timing.DecodeTokensPerSecond, weightBytes, kvBytes, bandwidthThen);
                 rows.Add(row);
                 measured(row);
             }

@@ -18,8 +18,12 @@ public interface IBenchPeer
     /// <summary>Throws a one-line <see cref="ArgumentException"/> unless the peer offers every one of <paramref name="cacheTypes"/> (null: all).</summary>
     void CheckCacheTypes(IReadOnlyList<string>? cacheTypes);
 
-    /// <summary>Measures every cache type the settings ask for at every depth, handing each row to <paramref name="measured"/> as it is done; returns them all.</summary>
-    List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow> measured);
+    /// <summary>
+    /// Measures every cache type the settings ask for at every depth, handing each row to <paramref name="measured"/>
+    /// as it is done; returns them all. Each row's timed prefill and decode run inside <paramref name="bandwidth"/>'s
+    /// <see cref="MemoryBandwidth.Around{T}"/>, which gives the row its roofline.
+    /// </summary>
+    List<BenchRow> Run(BenchSettings settings, MemoryBandwidth bandwidth, Action<string> status, Action<BenchRow> measured);
 }
 
 /// <summary>
@@ -137,7 +141,7 @@ public static class BenchCommand
     /// </summary>
     public static BenchReport Run(BenchSettings settings, IBenchPeer? peer, Action<BenchReport>? partial = null)
     {
-        double bandwidth = BenchProgress.Status($"Measuring memory bandwidth ({settings.Threads} threads)", _ => MemoryBandwidth.Triad(settings.Threads, settings.StreamArrayBytes));
+        var bandwidth = BenchProgress.Status($"Setting up the memory bandwidth test ({settings.Threads} threads)", _ => new MemoryBandwidth(settings.Threads, settings.StreamArrayBytes));
         var rounds = new List<List<BenchRow>>();
         for (int round = 0; round < settings.Rounds; round++)
         {
@@ -162,23 +166,24 @@ public static class BenchCommand
     }
 
     /// <summary>The report of <paramref name="rounds"/>' rows (the round under way among them): each round's ratios against its own baseline rows, then, over several rounds, the medians.</summary>
-    static BenchReport Report(BenchSettings settings, IBenchPeer? peer, double bandwidth, List<List<BenchRow>> rounds, bool complete)
+    static BenchReport Report(BenchSettings settings, IBenchPeer? peer, MemoryBandwidth bandwidth, List<List<BenchRow>> rounds, bool complete)
     {
         var withRatios = rounds.Select(rows => peer?.BaselineKv is { } kv ? WithRatios(rows, peer.Name, kv) : rows).ToList();
         var info = new FileInfo(settings.ModelPath);
         string? baseline = peer?.BaselineKv is { } baselineKv ? $"{peer.Name} {baselineKv}" : null;
         return new BenchReport(DateTimeOffset.UtcNow, Path.GetFileNameWithoutExtension(info.Name), info.Name, info.Length, MachineDescription(),
-            settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, bandwidth, baseline,
-            settings.Rounds == 1 ? withRatios[0] : Medians(withRatios, bandwidth), settings.Rounds, WeightMemory(settings, peer), complete,
+            settings.Threads, settings.PromptTokens, settings.DecodeTokens, settings.Depths, [.. bandwidth.Samples], baseline,
+            settings.Rounds == 1 ? withRatios[0] : Medians(withRatios), settings.Rounds, WeightMemory(settings, peer), complete,
             ContextFill(settings, peer));
     }
 
     /// <summary>
     /// One row per engine, KV and depth: the median of its rounds' speeds, and the median of its
     /// rounds' ratios (each taken against the baseline of the same round; a round whose baseline at
-    /// that depth is not measured yet has none).
+    /// that depth is not measured yet has none). Its roofline is against the highest bandwidth any of its
+    /// rounds saw, as a single row's is against the higher of its two.
     /// </summary>
-    static List<BenchRow> Medians(List<List<BenchRow>> rounds, double bandwidth) =>
+    static List<BenchRow> Medians(List<List<BenchRow>> rounds) =>
         rounds.SelectMany(r => r).GroupBy(r => (r.Engine, r.Kv, r.Depth)).Select(g =>
         {
             var rows = g.ToList();
@@ -189,7 +194,7 @@ public static class BenchCommand
             {
                 PrefillTokensPerSecond = Median(rows.Select(r => r.PrefillTokensPerSecond)),
                 DecodeTokensPerSecond = decode,
-                RooflineFraction = decode * rows[0].BytesPerToken / bandwidth,
+                BandwidthBytesPerSecond = rows.Max(r => r.BandwidthBytesPerSecond),
                 DecodeRatio = decodeRatios.Count == 0 ? null : Median(decodeRatios),
                 PrefillRatio = prefillRatios.Count == 0 ? null : Median(prefillRatios),
                 DecodeTokensPerSecondByRound = [.. rows.Select(r => r.DecodeTokensPerSecond)],

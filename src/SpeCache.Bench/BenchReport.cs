@@ -48,7 +48,11 @@ public sealed record BenchSettings
 /// context length during decode (depth + prompt + half the decoded tokens). An estimate: policies that
 /// read less than their whole fast tier per step (or more from the host tier) differ from it.
 /// </param>
-/// <param name="RooflineFraction">decode tokens/s × bytes per token ÷ the measured memory bandwidth.</param>
+/// <param name="BandwidthBytesPerSecond">
+/// The memory bandwidth this row's roofline is taken against: the higher of the STREAM triads measured just
+/// before and just after its timed prefill and decode (<see cref="MemoryBandwidth.Around{T}"/>); over several
+/// rounds, the highest of its rounds'.
+/// </param>
 /// <param name="DecodeRatio">Decode tokens/s ÷ the baseline row's (the peer's F16 cache at this depth); null without a peer.</param>
 /// <param name="PrefillRatio">The same for prefill.</param>
 /// <param name="DecodeTokensPerSecondByRound">With several rounds: each round's decode tokens/s, of which the row holds the median.</param>
@@ -56,19 +60,23 @@ public sealed record BenchSettings
 public sealed record BenchRow(
     string Engine, string Kv, int Depth, int PromptTokens, double PrefillTokensPerSecond,
     int DecodeTokens, double DecodeTokensPerSecond, long WeightBytesPerToken, long KvBytesPerToken,
-    double RooflineFraction, double? DecodeRatio = null, double? PrefillRatio = null,
+    double BandwidthBytesPerSecond, double? DecodeRatio = null, double? PrefillRatio = null,
     IReadOnlyList<double>? DecodeTokensPerSecondByRound = null, IReadOnlyList<double>? PrefillTokensPerSecondByRound = null)
 {
     public long BytesPerToken => WeightBytesPerToken + KvBytesPerToken;
+
+    /// <summary>Decode tokens/s × bytes per token ÷ <see cref="BandwidthBytesPerSecond"/>.</summary>
+    public double RooflineFraction => DecodeTokensPerSecond * BytesPerToken / BandwidthBytesPerSecond;
 
     /// <summary>Label of the row's line in the plot and table.</summary>
     public string Series => $"{Engine} {Kv}";
 }
 
 /// <summary>A whole run: where, what, and every row.</summary>
+/// <param name="TriadBytesPerSecond">Every STREAM triad measured in the run, in bytes/s, in the order taken (two beside each row).</param>
 /// <param name="Complete">False in a report written while the run was going: it holds the rows measured by then.</param>
 public sealed record BenchReport(
     DateTimeOffset Date, string Model, string ModelFile, long ModelFileBytes, string Machine, int Threads,
-    int PromptTokens, int DecodeTokens, IReadOnlyList<int> Depths, double TriadBytesPerSecond,
+    int PromptTokens, int DecodeTokens, IReadOnlyList<int> Depths, IReadOnlyList<double> TriadBytesPerSecond,
     string? Baseline, IReadOnlyList<BenchRow> Rows, int Rounds = 1, string? WeightMemory = null, bool Complete = true,
     string? ContextFill = null);

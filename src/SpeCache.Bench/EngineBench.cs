@@ -24,7 +24,7 @@ public static class EngineBench
     /// <summary>Mean context length while the decode tokens are made: what the KV estimate multiplies.</summary>
     public static long MeanDecodeContext(BenchSettings s, int depth) => depth + s.PromptTokens + s.DecodeTokens / 2;
 
-    public static List<BenchRow> Run(BenchSettings settings, double bandwidth, Action<string> status, Action<BenchRow> measured)
+    public static List<BenchRow> Run(BenchSettings settings, MemoryBandwidth bandwidth, Action<string> status, Action<BenchRow> measured)
     {
         var engine = Engine.Load(settings.ModelPath, new EngineOptions { Threads = settings.Threads, ContextLength = settings.ContextLength, MapWeights = settings.MapWeights });
         using var _ = engine;
@@ -56,12 +56,13 @@ public static class EngineBench
                 Fill(model, cache, state, tokens, depth - cache.Length);
 
                 status($"{Name} {policy} at depth {depth:N0}: prefill {settings.PromptTokens} tokens, decode {settings.DecodeTokens}");
-                var (prefill, decode) = Measure(model, cache, state, tokens.Next(settings.PromptTokens), settings.DecodeTokens);
+                var prompt = tokens.Next(settings.PromptTokens);
+                var ((prefill, decode), bandwidthThen) = bandwidth.Around(() => Measure(model, cache, state, prompt, settings.DecodeTokens));
                 double prefillRate = settings.PromptTokens / prefill.TotalSeconds;
                 double decodeRate = settings.DecodeTokens / decode.TotalSeconds;
                 long kvBytes = kvPerToken * MeanDecodeContext(settings, depth);
                 var row = new BenchRow(Name, policy, depth, settings.PromptTokens, prefillRate, settings.DecodeTokens, decodeRate,
-                    weightBytes, kvBytes, decodeRate * (weightBytes + kvBytes) / bandwidth);
+                    weightBytes, kvBytes, bandwidthThen);
                 rows.Add(row);
                 measured(row);
             }

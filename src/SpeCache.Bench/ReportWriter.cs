@@ -72,11 +72,12 @@ public static class ReportWriter
         }
         md.AppendLine(inv, $"{r.Date:yyyy-MM-dd HH:mm} UTC, {r.Machine}, {r.Threads} threads. Model file {r.ModelFile} ({r.ModelFileBytes / 1048576.0:F0} MiB).");
         md.AppendLine(inv, $"Prefill of {r.PromptTokens} random tokens, then {r.DecodeTokens} greedy decode steps, after the context is filled to each depth with random tokens.");
-        md.AppendLine(inv, $"Memory bandwidth (STREAM triad, {r.Threads} threads, best of 5): {r.TriadBytesPerSecond / 1e9:F1} GB/s.");
+        if (r.TriadBytesPerSecond.Count > 0)
+            md.AppendLine(inv, $"Memory bandwidth (STREAM triad, {r.Threads} threads, best of 5 each time), measured just before and just after each row's timed prefill and decode: {r.TriadBytesPerSecond.Min() / 1e9:F1}–{r.TriadBytesPerSecond.Max() / 1e9:F1} GB/s over the run (median {BenchCommand.Median(r.TriadBytesPerSecond) / 1e9:F1}, {r.TriadBytesPerSecond.Count} measurements).");
         if (r.WeightMemory != null) md.AppendLine(r.WeightMemory);
         if (r.ContextFill != null) md.AppendLine(r.ContextFill);
         md.AppendLine();
-        md.AppendLine("Bytes/token = weight bytes + KV bytes read per decoded token. The KV part is an estimate: the cache's bytes per stored token (for our policies KvCacheFactory.FastTierBytesPerToken; for llama.cpp its K and V element size) times the mean context during decode. Roofline = decode tokens/s × bytes/token ÷ bandwidth.");
+        md.AppendLine("Bytes/token = weight bytes + KV bytes read per decoded token. The KV part is an estimate: the cache's bytes per stored token (for our policies KvCacheFactory.FastTierBytesPerToken; for llama.cpp its K and V element size) times the mean context during decode. Read GB/s = decode tokens/s × bytes/token; roofline = that ÷ the STREAM column, the higher of the row's two triads" + (r.Rounds > 1 ? " (the highest of its rounds')." : "."));
         if (r.Baseline != null && r.Rows.Any(x => x.DecodeRatio != null))
             md.AppendLine(inv, $"Ratios are tokens/s over {r.Baseline} at the same depth.");
         else if (r.Baseline != null)
@@ -86,13 +87,13 @@ public static class ReportWriter
             md.AppendLine(inv, $"Every engine was measured in {r.Rounds} rounds, taking turns which went first; each figure is the median of its rounds, each ratio the median of the ratios within a round; the range column gives the slowest and fastest round's decode.");
         md.AppendLine();
         bool ratios = r.Rows.Any(x => x.DecodeRatio != null);
-        md.AppendLine("| engine | KV | depth | prefill tok/s | decode tok/s |" + (rounds ? " decode range |" : "") + " MB/token (weights + KV) | roofline |" + (ratios ? " prefill ratio | decode ratio |" : ""));
-        md.AppendLine("|---|---|---:|---:|---:|" + (rounds ? "---:|" : "") + "---:|---:|" + (ratios ? "---:|---:|" : ""));
+        md.AppendLine("| engine | KV | depth | prefill tok/s | decode tok/s |" + (rounds ? " decode range |" : "") + " MB/token (weights + KV) | read GB/s | STREAM GB/s | roofline |" + (ratios ? " prefill ratio | decode ratio |" : ""));
+        md.AppendLine("|---|---|---:|---:|---:|" + (rounds ? "---:|" : "") + "---:|---:|---:|---:|" + (ratios ? "---:|---:|" : ""));
         foreach (var x in r.Rows.OrderBy(x => x.Depth).ThenBy(x => x.Engine).ThenBy(x => x.Kv))
         {
             md.Append(inv, $"| {x.Engine} | {x.Kv} | {x.Depth} | {x.PrefillTokensPerSecond:F1} | {x.DecodeTokensPerSecond:F2} |");
             if (rounds) md.Append(inv, $" {x.DecodeTokensPerSecondByRound?.Min():F2}–{x.DecodeTokensPerSecondByRound?.Max():F2} |");
-            md.Append(inv, $" {x.BytesPerToken / 1e6:F1} ({x.WeightBytesPerToken / 1e6:F1} + {x.KvBytesPerToken / 1e6:F1}) | {x.RooflineFraction:P0} |");
+            md.Append(inv, $" {x.BytesPerToken / 1e6:F1} ({x.WeightBytesPerToken / 1e6:F1} + {x.KvBytesPerToken / 1e6:F1}) | {x.DecodeTokensPerSecond * x.BytesPerToken / 1e9:F1} | {x.BandwidthBytesPerSecond / 1e9:F1} | {x.RooflineFraction:P0} |");
             if (ratios) md.Append(inv, $" {Ratio(x.PrefillRatio)} | {Ratio(x.DecodeRatio)} |");
             md.AppendLine();
         }

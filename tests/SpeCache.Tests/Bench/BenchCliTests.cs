@@ -56,15 +56,22 @@ public class BenchCliTests
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "bench.json")));
         var root = json.RootElement;
         Assert.Equal("tiny-llama-q8_0-seed0-l1.gguf", root.GetProperty("modelFile").GetString());
-        Assert.True(root.GetProperty("triadBytesPerSecond").GetDouble() > 0);
         var rows = root.GetProperty("rows").EnumerateArray().ToList();
+        // The bandwidth is measured beside every row, before and after its timing, and the row's roofline is against the higher.
+        var triads = root.GetProperty("triadBytesPerSecond").EnumerateArray().Select(t => t.GetDouble()).ToList();
+        Assert.Equal(2 * rows.Count, triads.Count);
+        Assert.All(triads, t => Assert.True(t > 0));
         var expected = KvCacheFactory.Policies.SelectMany(p => new[] { (p, 0), (p, 64) }).ToHashSet();
         Assert.Equal(expected, rows.Select(r => (r.GetProperty("kv").GetString()!, r.GetProperty("depth").GetInt32())).ToHashSet());
         foreach (var row in rows)
         {
             Assert.Equal("SpeCache", row.GetProperty("engine").GetString());
-            foreach (var name in new[] { "prefillTokensPerSecond", "decodeTokensPerSecond", "rooflineFraction" })
+            foreach (var name in new[] { "prefillTokensPerSecond", "decodeTokensPerSecond", "rooflineFraction", "bandwidthBytesPerSecond" })
                 Assert.True(double.IsFinite(row.GetProperty(name).GetDouble()) && row.GetProperty(name).GetDouble() > 0, name);
+            double bandwidth = row.GetProperty("bandwidthBytesPerSecond").GetDouble();
+            Assert.Contains(bandwidth, triads);
+            double bytesPerSecond = row.GetProperty("decodeTokensPerSecond").GetDouble() * row.GetProperty("bytesPerToken").GetInt64();
+            Assert.Equal(bytesPerSecond / bandwidth, row.GetProperty("rooflineFraction").GetDouble(), 1e-9);
             Assert.True(row.GetProperty("weightBytesPerToken").GetInt64() > 0);
             // The KV estimate grows with depth; at depth 0 the prompt's tokens are still in the cache.
             Assert.True(row.GetProperty("kvBytesPerToken").GetInt64() > 0);
@@ -79,6 +86,9 @@ public class BenchCliTests
         string markdown = File.ReadAllText(Path.Combine(output, "bench.md"));
         Assert.DoesNotContain("Partial report", markdown);
         Assert.Contains("| engine | KV | depth |", markdown);
+        Assert.Contains("measured just before and just after each row's timed prefill and decode", markdown);
+        Assert.Contains($"{triads.Count} measurements", markdown);
+        Assert.Contains("| read GB/s | STREAM GB/s | roofline |", markdown);
         foreach (var (policy, depth) in expected)
             Assert.Contains($"| SpeCache | {policy} | {depth} |", markdown);
         Assert.Contains("| SpeCache | full | 0 |", result.StdOut); // the table is printed too

@@ -23,10 +23,14 @@ public class PeerBenchTests
         var rows = root.GetProperty("rows").EnumerateArray().ToList();
         var expected = new[] { "SpeCache full", "llama.cpp f16", "llama.cpp q4_0" }.SelectMany(s => new[] { (s, 0), (s, 40) }).ToHashSet();
         Assert.Equal(expected, rows.Select(r => ($"{r.GetProperty("engine").GetString()} {r.GetProperty("kv").GetString()}", r.GetProperty("depth").GetInt32())).ToHashSet());
+        // llama.cpp's rows too are timed between two triads, their roofline against the higher.
+        var triads = root.GetProperty("triadBytesPerSecond").EnumerateArray().Select(t => t.GetDouble()).ToList();
+        Assert.Equal(2 * rows.Count, triads.Count);
         foreach (var row in rows)
         {
             Assert.True(row.GetProperty("decodeTokensPerSecond").GetDouble() > 0);
             Assert.True(row.GetProperty("decodeRatio").GetDouble() > 0); // every depth has its llama.cpp f16 row
+            Assert.Contains(row.GetProperty("bandwidthBytesPerSecond").GetDouble(), triads);
         }
         // llama.cpp's KV bytes follow its element size: a q4_0 block is 18 bytes for 32 values, f16 64.
         long Kv(string kv, int depth) => rows.Single(r => r.GetProperty("kv").GetString() == kv && r.GetProperty("depth").GetInt32() == depth).GetProperty("kvBytesPerToken").GetInt64();
