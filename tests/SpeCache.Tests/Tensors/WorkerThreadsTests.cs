@@ -11,16 +11,25 @@ public class WorkerThreadsTests
         { "thread pool", 1 }, { "thread pool", 2 }, { "thread pool", 3 },
     };
 
-    static IWorkerThreads Make(string kind, int threads) => kind == "pool" ? new WorkerPool(threads) : new ParallelWorkers(threads);
-
-    static void Done(IWorkerThreads threads) => (threads as IDisposable)?.Dispose();
+    /// <summary>Runs <paramref name="test"/> on threads of the kind, disposing the pool after (the .NET thread pool's need nothing).</summary>
+    static void WithThreads(string kind, int count, Action<IWorkerThreads> test)
+    {
+        IWorkerThreads threads = kind == "pool" ? new WorkerPool(count) : new ParallelWorkers(count);
+        try
+        {
+            test(threads);
+        }
+        finally
+        {
+            (threads as IDisposable)?.Dispose();
+        }
+    }
 
     [Theory]
     [MemberData(nameof(Kinds))]
     public void EveryIndexRunsExactlyOnceRunAfterRun(string kind, int count)
     {
-        var threads = Make(kind, count);
-        try
+        WithThreads(kind, count, threads =>
         {
             Assert.Equal(count, threads.ThreadCount);
             foreach (int n in new[] { 0, 1, 2, 3, 7, 64, 2, 1, 33 })
@@ -32,11 +41,7 @@ public class WorkerThreadsTests
                     Assert.All(runs, r => Assert.Equal(1, r));
                 }
             }
-        }
-        finally
-        {
-            Done(threads);
-        }
+        });
     }
 
     /// <summary>
@@ -48,8 +53,7 @@ public class WorkerThreadsTests
     [MemberData(nameof(Kinds))]
     public void ARunInsideARunCompletesOnItsCallersThread(string kind, int count)
     {
-        var threads = Make(kind, count);
-        try
+        WithThreads(kind, count, threads =>
         {
             var outer = new int[16];
             var sums = new int[16];
@@ -69,19 +73,14 @@ public class WorkerThreadsTests
             Assert.All(outer, v => Assert.Equal(1, v));
             Assert.All(sums, sum => Assert.Equal(36, sum));
             Assert.All(innerThreadsMatch, Assert.True);
-        }
-        finally
-        {
-            Done(threads);
-        }
+        });
     }
 
     [Theory]
     [MemberData(nameof(Kinds))]
     public void AFailureReachesTheCallerAfterTheOtherIndicesFinish(string kind, int count)
     {
-        var threads = Make(kind, count);
-        try
+        WithThreads(kind, count, threads =>
         {
             int finished = 0;
             var e = Assert.Throws<InvalidOperationException>(() => threads.Run(6, i =>
@@ -96,19 +95,14 @@ public class WorkerThreadsTests
             int total = 0;
             threads.Run(4, i => Interlocked.Add(ref total, i));
             Assert.Equal(6, total);
-        }
-        finally
-        {
-            Done(threads);
-        }
+        });
     }
 
     [Theory]
     [MemberData(nameof(Kinds))]
     public void EveryIndexRunsEvenWhenEveryOneFails(string kind, int count)
     {
-        var threads = Make(kind, count);
-        try
+        WithThreads(kind, count, threads =>
         {
             var runs = new int[12];
             Assert.Throws<InvalidOperationException>(() => threads.Run(12, i =>
@@ -117,10 +111,6 @@ public class WorkerThreadsTests
                 throw new InvalidOperationException($"index {i} failed");
             }));
             Assert.All(runs, r => Assert.Equal(1, r));
-        }
-        finally
-        {
-            Done(threads);
-        }
+        });
     }
 }
