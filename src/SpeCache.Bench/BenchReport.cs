@@ -65,8 +65,11 @@ public sealed record BenchRow(
 {
     public long BytesPerToken => WeightBytesPerToken + KvBytesPerToken;
 
-    /// <summary>Decode tokens/s × bytes per token ÷ <see cref="BandwidthBytesPerSecond"/>.</summary>
-    public double RooflineFraction => DecodeTokensPerSecond * BytesPerToken / BandwidthBytesPerSecond;
+    /// <summary>Bytes a second the decode read: decode tokens/s × bytes per token.</summary>
+    public double ReadBytesPerSecond => DecodeTokensPerSecond * BytesPerToken;
+
+    /// <summary><see cref="ReadBytesPerSecond"/> ÷ <see cref="BandwidthBytesPerSecond"/>.</summary>
+    public double RooflineFraction => ReadBytesPerSecond / BandwidthBytesPerSecond;
 
     /// <summary>Label of the row's line in the plot and table.</summary>
     public string Series => $"{Engine} {Kv}";

@@ -93,7 +93,7 @@ public static class ReportWriter
         {
             md.Append(inv, $"| {x.Engine} | {x.Kv} | {x.Depth} | {x.PrefillTokensPerSecond:F1} | {x.DecodeTokensPerSecond:F2} |");
             if (rounds) md.Append(inv, $" {x.DecodeTokensPerSecondByRound?.Min():F2}–{x.DecodeTokensPerSecondByRound?.Max():F2} |");
-            md.Append(inv, $" {x.BytesPerToken / 1e6:F1} ({x.WeightBytesPerToken / 1e6:F1} + {x.KvBytesPerToken / 1e6:F1}) | {x.DecodeTokensPerSecond * x.BytesPerToken / 1e9:F1} | {x.BandwidthBytesPerSecond / 1e9:F1} | {x.RooflineFraction:P0} |");
+            md.Append(inv, $" {x.BytesPerToken / 1e6:F1} ({x.WeightBytesPerToken / 1e6:F1} + {x.KvBytesPerToken / 1e6:F1}) | {x.ReadBytesPerSecond / 1e9:F1} | {x.BandwidthBytesPerSecond / 1e9:F1} | {x.RooflineFraction:P0} |");
             if (ratios) md.Append(inv, $" {Ratio(x.PrefillRatio)} | {Ratio(x.DecodeRatio)} |");
             md.AppendLine();
         }
