@@ -235,7 +235,7 @@ internal static unsafe class AttentionQuads
 
     /// <summary>Four registers folded to one whose 128-bit chunk r holds register r's four partial sums (lane sums of chunk r are register r's total).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> ChunkSums(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    internal static Vector512<float> ChunkSums(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
     {
         var ab = Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE); // [a0+a2, a1+a3, b0+b2, b1+b3]
         var cd = Avx512F.Shuffle4x128(c, d, 0x44) + Avx512F.Shuffle4x128(c, d, 0xEE);

@@ -56,9 +56,9 @@ public static partial class KiviAttention
     {
         switch (kernel, format.Bits)
         {
-            case (KiviKernel.Vector512, 1): KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride, []); break;
-            case (KiviKernel.Vector512, 2): KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride, []); break;
-            case (KiviKernel.Vector512, _): KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride, []); break;
+            case (KiviKernel.Vector512, 1): KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector512, 2): KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector512, _): KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, 1): KeyScores256<OneBit>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, 2): KeyScores256<TwoBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, _): KeyScores256<FourBits>(format, queries, heads, group, scores, stride); break;
@@ -76,19 +76,33 @@ public static partial class KiviAttention
     /// 1-bit kernel keeps the max in a register as it writes the scores, the others take it from
     /// the group's scores while they are in L1. NaN scores make the max NaN, as TensorPrimitives.Max.
     /// </summary>
-    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
+    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima) =>
+        KeyScores(format, queries, group, 1, scores, stride, maxima);
+
+    /// <summary>
+    /// <see cref="KeyScores(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float}, int, Span{float})"/>
+    /// over <paramref name="groupCount"/> key groups packed one after another in <paramref name="groups"/>:
+    /// group j's scores land at [j × G, (j + 1) × G) of each head's row, and each head's max covers them
+    /// all. One call per KV head and step instead of one per group: the 512-bit 1-bit kernel's checks,
+    /// scratch and running maxima are set up once, and the maxima reduced once (per group, that set-up
+    /// and the reductions of four heads' maxima were a third of the kernel's time).
+    /// </summary>
+    public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> groups, int groupCount, Span<float> scores, int stride, Span<float> maxima)
     {
         var kernel = BestKernel(format);
-        int heads = CheckKeyScores(format, queries, group, scores, stride);
+        int heads = CheckKeyScores(format, queries, groups, groupCount, scores, stride);
         if (maxima.Length < heads) throw new ArgumentException($"{heads} query heads need as many maxima, got {maxima.Length}", nameof(maxima));
+        if (groupCount == 0) return;
         if (kernel == KiviKernel.Vector512 && format.Bits == 1)
         {
-            KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride, maxima);
+            OneBitKeyScores512(format, queries, heads, groups, groupCount, scores, stride, maxima);
             return;
         }
-        ScoresByKernel(kernel, format, queries, heads, group, scores, stride);
+        int g = format.GroupSize, bytes = format.KeyGroupBytes;
+        for (int j = 0; j < groupCount; j++)
+            ScoresByKernel(kernel, format, queries, heads, groups.Slice(j * bytes, bytes), scores[(j * g)..], stride);
         for (int h = 0; h < heads; h++)
-            maxima[h] = MathF.Max(maxima[h], TensorPrimitives.Max(scores.Slice(h * stride, format.GroupSize)));
+            maxima[h] = MathF.Max(maxima[h], TensorPrimitives.Max(scores.Slice(h * stride, groupCount * g)));
     }
 
     /// <summary>
@@ -144,6 +158,24 @@ public static partial class KiviAttention
         }
     }
 
+    static int CheckKeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> groups, int groupCount, Span<float> scores, int stride)
+    {
+        if (groupCount == 1) return CheckKeyScores(format, queries, groups, scores, stride);
+        if (format.HeadDim == 0) throw new ArgumentException("the KIVI format is uninitialized (default)", nameof(format));
+        int heads = queries.Length / format.HeadDim;
+        if (heads == 0 || queries.Length != heads * format.HeadDim)
+            throw new ArgumentException($"queries must be a whole number of {format.HeadDim}-float heads, not {queries.Length} floats", nameof(queries));
+        if (groupCount < 0) throw new ArgumentOutOfRangeException(nameof(groupCount), $"{groupCount} key groups");
+        long tokens = (long)groupCount * format.GroupSize;
+        if (groups.Length < (long)groupCount * format.KeyGroupBytes)
+            throw new ArgumentException($"{groupCount} key groups are {(long)groupCount * format.KeyGroupBytes} bytes, got {groups.Length}", nameof(groups));
+        if (stride < tokens)
+            throw new ArgumentOutOfRangeException(nameof(stride), $"a stride of {stride} scores between heads is shorter than {groupCount} groups of {format.GroupSize} tokens");
+        if (scores.Length < (heads - 1L) * stride + tokens)
+            throw new ArgumentException($"{heads} heads x {tokens} tokens at a stride of {stride} need {(heads - 1L) * stride + tokens} scores, got {scores.Length}", nameof(scores));
+        return heads;
+    }
+
     static int CheckKeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride)
     {
         if (format.HeadDim == 0) throw new ArgumentException("the KIVI format is uninitialized (default)", nameof(format));
@@ -179,10 +211,14 @@ public static partial class KiviAttention
     }
 
     [SkipLocalsInit] // every staged float is written before it is read; zeroing them cost a pass per group
-    /// <param name="maxima">Empty, or one running max per head that the 1-bit kernel raises (the others ignore it).</param>
-    static void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
+    static void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
     {
+        if (TWidth.Bits == 1)
+        {
+            OneBitKeyScores512(format, queries, heads, group, 1, scores, stride, []);
+            return;
+        }
         int d = format.HeadDim, g = format.GroupSize;
         int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord; // d, or more when the last word is padded
         Span<float> scale = stackalloc float[channels];
@@ -193,20 +229,18 @@ public static partial class KiviAttention
         // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to
         // 8 query heads per KV head); the rest one at a time.
         for (; h + 4 <= heads; h += 4)
-            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, group, scores.Slice(h * stride, 3 * stride + g), stride,
-                maxima.IsEmpty ? [] : maxima.Slice(h, 4));
+            ScoreHeads<TWidth, FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, group, scores.Slice(h * stride, 3 * stride + g), stride);
         for (; h < heads; h++)
-            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, group, scores.Slice(h * stride, g), stride,
-                maxima.IsEmpty ? [] : maxima.Slice(h, 1));
+            ScoreHeads<TWidth, OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, group, scores.Slice(h * stride, g), stride);
     }
 
     /// <summary>
-    /// The scores of <typeparamref name="THeads"/> query heads against one key group: q∘s and the
-    /// bias per head, the scores started at the bias, then the codes' part by table lookup (1 bit)
-    /// or by conversion (2 and 4 bits).
+    /// The scores of <typeparamref name="THeads"/> query heads against one key group of 2- or 4-bit
+    /// codes: q∘s and the bias per head, the scores started at the bias, then the codes' part by
+    /// conversion (1 bit takes <see cref="OneBitKeyScores512"/>).
     /// </summary>
     static void ScoreHeads<TWidth, THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
-        Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
+        Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
@@ -233,48 +267,146 @@ public static partial class KiviAttention
             for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * stride + t));
         }
 
-        if (TWidth.Bits == 1) ScoresByTables<THeads>(format, qs, group, scores, stride, maxima);
-        else ScoresByConversion<TWidth, THeads>(format, qs, group, scores, stride);
+        ScoresByConversion<TWidth, THeads>(format, qs, group, scores, stride);
     }
 
     /// <summary>
-    /// 1 bit: adds Σ_c (q_c s_c) code_t,c to the scores, per word of codes building the 8 tables of
-    /// each head and then, per 16 tokens, one lookup and add per 4 bits and head. The tables live in
-    /// registers, two heads' at a time: stored to memory and read back at once by the lookups, they
-    /// made the kernel wait on the stores (AttentionBench specache-1 lost a sixth of a step that way).
+    /// 1 bit on 512-bit vectors: the scores of every query head against <paramref name="groupCount"/>
+    /// key groups, raising <paramref name="maxima"/> (unless empty) to each head's largest. Per
+    /// group: the scales and zeros as floats once for all heads, then per four heads (or one) q∘s
+    /// and the bias, and per pair of heads (or one) and word of codes the word's tables and lookups
+    /// (<see cref="ScoreWordByTables"/>). Each head's running max and running sum stay in vectors
+    /// over all groups and are reduced once at the end.
     /// </summary>
-    static void ScoresByTables<THeads>(KiviFormat format, Span<float> qs, ReadOnlySpan<byte> group, Span<float> scores, int stride, Span<float> maxima)
-        where THeads : struct, IHeadCount
+    [SkipLocalsInit] // every staged float is written before it is read
+    static void OneBitKeyScores512(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> groups, int groupCount, Span<float> scores, int stride,
+        Span<float> maxima)
     {
-        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
-        ref float qs0 = ref MemoryMarshal.GetReference(qs);
-        ref float score0 = ref MemoryMarshal.GetReference(scores);
-        for (int w = 0; w < format.KeyWordsPerToken; w++)
+        int d = format.HeadDim, g = format.GroupSize, bytes = format.KeyGroupBytes;
+        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord; // d, or more when the last word is padded
+        Span<float> scale = stackalloc float[channels];
+        Span<float> zero = stackalloc float[d];
+        Span<float> qs = stackalloc float[4 * channels];
+        bool track = !maxima.IsEmpty;
+        // Per head: [max, sum] of its scores so far, lane by lane. The sum is there to notice NaN and
+        // infinite scores, which a lane max may drop (vmaxps returns its second operand when one is
+        // NaN): the exact max of the written scores is then taken instead.
+        Span<Vector512<float>> running = track ? stackalloc Vector512<float>[2 * heads] : [];
+        for (int i = 0; i < running.Length; i += 2)
         {
-            // The last word completes the scores: its pass takes their max.
-            var max = w == format.KeyWordsPerToken - 1 ? maxima : [];
-            if (THeads.Count == 4)
-            {
-                ScoreWordByTables<TwoHeads>(format, w, ref qs0, channels, group, ref score0, stride, max.IsEmpty ? [] : max[..2]);
-                ScoreWordByTables<TwoHeads>(format, w, ref Unsafe.Add(ref qs0, 2 * channels), channels, group, ref Unsafe.Add(ref score0, 2 * stride), stride,
-                    max.IsEmpty ? [] : max[2..]);
-            }
-            else ScoreWordByTables<OneHead>(format, w, ref qs0, channels, group, ref score0, stride, max);
+            running[i] = Vector512.Create(float.NegativeInfinity);
+            running[i + 1] = Vector512<float>.Zero;
+        }
+        ref float score0 = ref MemoryMarshal.GetReference(scores);
+        for (int j = 0; j < groupCount; j++)
+        {
+            var group = groups.Slice(j * bytes, bytes);
+            GroupScalesAndZeros(format, group, scale, zero);
+            int h = 0;
+            // Four query heads at a time share each load of 16 tokens' code words (GQA models have 2 to
+            // 8 query heads per KV head); the rest one at a time.
+            for (; h + 4 <= heads; h += 4)
+                OneBitGroup512<FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, qs, group, ref Unsafe.Add(ref score0, h * stride + j * g), stride,
+                    track ? running.Slice(2 * h, 8) : []);
+            for (; h < heads; h++)
+                OneBitGroup512<OneHead>(format, queries.Slice(h * d, d), scale, zero, qs, group, ref Unsafe.Add(ref score0, h * stride + j * g), stride,
+                    track ? running.Slice(2 * h, 2) : []);
+        }
+        if (!track) return;
+        for (int h = 0; h < heads; h++)
+        {
+            float max = HorizontalMax(running[2 * h]);
+            if (!float.IsFinite(Vector512.Sum(running[2 * h + 1]))) max = TensorPrimitives.Max(scores.Slice(h * stride, groupCount * g));
+            maxima[h] = MathF.Max(maxima[h], max);
         }
     }
 
     /// <summary>
-    /// Word <paramref name="w"/>'s part of the scores of one or two heads (q∘s rows <paramref name="channels"/>
-    /// apart, score rows <paramref name="stride"/> apart), raising each head's entry of <paramref name="maxima"/>
-    /// (unless empty) to the max of its sums.
+    /// One group's scores of <typeparamref name="THeads"/> query heads: q∘s into <paramref name="qs"/>,
+    /// the scores started at each head's bias Σ_c q_c z_c, then each word's part added by table lookups.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void ScoreWordByTables<THeads>(KiviFormat format, int w, ref float qs, int channels, ReadOnlySpan<byte> group, ref float score0, int stride, Span<float> maxima)
+    static void OneBitGroup512<THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero,
+        Span<float> qs, ReadOnlySpan<byte> group, ref float score0, int stride, Span<Vector512<float>> running)
         where THeads : struct, IHeadCount
     {
-        bool two = THeads.Count == 2, track = !maxima.IsEmpty;
-        var maxA = Vector512.Create(float.NegativeInfinity);
-        var maxB = maxA;
+        int n = THeads.Count, d = format.HeadDim, g = format.GroupSize, words = format.KeyWordsPerToken;
+        int channels = words * format.ChannelsPerKeyWord;
+        ref float s0 = ref MemoryMarshal.GetReference(scale);
+        ref float z0 = ref MemoryMarshal.GetReference(zero);
+        ref float qs0 = ref MemoryMarshal.GetReference(qs);
+        ref float q0 = ref MemoryMarshal.GetReference(queries);
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int c = 0; c < d; c += KiviFormat.Lanes)
+        {
+            var s = Vector512.LoadUnsafe(ref s0, (nuint)c);
+            var z = Vector512.LoadUnsafe(ref z0, (nuint)c);
+            var x = Vector512.LoadUnsafe(ref q0, (nuint)c);
+            (x * s).StoreUnsafe(ref qs0, (nuint)c);
+            b0 = Vector512.FusedMultiplyAdd(x, z, b0);
+            if (n == 4)
+            {
+                x = Vector512.LoadUnsafe(ref q0, (nuint)(d + c));
+                (x * s).StoreUnsafe(ref qs0, (nuint)(channels + c));
+                b1 = Vector512.FusedMultiplyAdd(x, z, b1);
+                x = Vector512.LoadUnsafe(ref q0, (nuint)(2 * d + c));
+                (x * s).StoreUnsafe(ref qs0, (nuint)(2 * channels + c));
+                b2 = Vector512.FusedMultiplyAdd(x, z, b2);
+                x = Vector512.LoadUnsafe(ref q0, (nuint)(3 * d + c));
+                (x * s).StoreUnsafe(ref qs0, (nuint)(3 * channels + c));
+                b3 = Vector512.FusedMultiplyAdd(x, z, b3);
+            }
+        }
+        for (int c = d; c < channels; c += KiviFormat.Lanes)
+            for (int i = 0; i < n; i++) Vector512<float>.Zero.StoreUnsafe(ref qs0, (nuint)(i * channels + c));
+
+        // The scores start at the bias: four heads' sums by one shuffle tree, chunk i holding head i's.
+        if (n == 4)
+        {
+            var sums = AttentionQuads.ChunkSums(b0, b1, b2, b3);
+            sums += Avx512F.Permute4x32(sums, 0xB1);
+            sums += Avx512F.Permute4x32(sums, 0x4E);
+            StartScores(ref score0, g, Avx512F.Shuffle4x128(sums, sums, 0x00));
+            StartScores(ref Unsafe.Add(ref score0, stride), g, Avx512F.Shuffle4x128(sums, sums, 0x55));
+            StartScores(ref Unsafe.Add(ref score0, 2 * stride), g, Avx512F.Shuffle4x128(sums, sums, 0xAA));
+            StartScores(ref Unsafe.Add(ref score0, 3 * stride), g, Avx512F.Shuffle4x128(sums, sums, 0xFF));
+        }
+        else StartScores(ref score0, g, Vector512.Create(Vector512.Sum(b0)));
+
+        bool track = !running.IsEmpty;
+        for (int pair = 0; pair < n; pair += 2)
+            for (int w = 0; w < words; w++)
+            {
+                // The last word completes the scores: its pass raises the running maxima.
+                bool last = track && w == words - 1;
+                if (n == 4)
+                    ScoreWordByTables<TwoHeads>(format, w, ref Unsafe.Add(ref qs0, pair * channels), channels, group, ref Unsafe.Add(ref score0, pair * stride), stride,
+                        last, ref last ? ref running[2 * pair] : ref Unsafe.NullRef<Vector512<float>>());
+                else
+                    ScoreWordByTables<OneHead>(format, w, ref qs0, channels, group, ref score0, stride,
+                        last, ref last ? ref running[0] : ref Unsafe.NullRef<Vector512<float>>());
+            }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StartScores(ref float scores, int g, Vector512<float> bias)
+    {
+        for (int t = 0; t < g; t += KiviFormat.Lanes) bias.StoreUnsafe(ref scores, (nuint)t);
+    }
+
+    /// <summary>
+    /// Word <paramref name="w"/>'s part of the scores of one or two heads (q∘s rows <paramref name="channels"/>
+    /// apart, score rows <paramref name="stride"/> apart): per word the 8 tables of each head (one per
+    /// nibble, 4 channels), then per 16 tokens one lookup and add per nibble and head. The tables live
+    /// in registers: stored to memory and read back at once by the lookups, they made the kernel wait
+    /// on the stores (AttentionBench specache-1 lost a sixth of a step that way). With
+    /// <paramref name="track"/>, each head's [max, sum] vectors at <paramref name="running"/> take
+    /// the finished scores.
+    /// </summary>
+    static void ScoreWordByTables<THeads>(KiviFormat format, int w, ref float qs, int channels, ReadOnlySpan<byte> group, ref float score0, int stride,
+        bool track, ref Vector512<float> running)
+        where THeads : struct, IHeadCount
+    {
+        bool two = THeads.Count == 2;
         int g = format.GroupSize, words = format.KeyWordsPerToken;
         ref int codes = ref Unsafe.As<byte, int>(ref Unsafe.Add(ref MemoryMarshal.GetReference(group), format.KeyCodesOffset));
         var mask = Vector512.Create(1);
@@ -285,7 +417,6 @@ public static partial class KiviAttention
         var p3 = Vector512.ConvertToSingle((Vector512<int>.Indices >>> 3) & mask);
         ref float q = ref Unsafe.Add(ref qs, w * format.ChannelsPerKeyWord);
         ref float r = ref Unsafe.Add(ref q, channels);
-        // One table per nibble (4 channels) of the word: 8 per head.
         var t0 = Table<OneBit>(ref q, p0, p1, p2, p3);
         var t1 = Table<OneBit>(ref Unsafe.Add(ref q, 4), p0, p1, p2, p3);
         var t2 = Table<OneBit>(ref Unsafe.Add(ref q, 8), p0, p1, p2, p3);
@@ -306,6 +437,17 @@ public static partial class KiviAttention
             u6 = Table<OneBit>(ref Unsafe.Add(ref r, 24), p0, p1, p2, p3);
             u7 = Table<OneBit>(ref Unsafe.Add(ref r, 28), p0, p1, p2, p3);
         }
+        Vector512<float> maxA = default, sumA = default, maxB = default, sumB = default;
+        if (track)
+        {
+            maxA = running;
+            sumA = Unsafe.Add(ref running, 1);
+            if (two)
+            {
+                maxB = Unsafe.Add(ref running, 2);
+                sumB = Unsafe.Add(ref running, 3);
+            }
+        }
         for (int t = 0; t < g; t += KiviFormat.Lanes)
         {
             // 16 tokens' word w; a permute reads only the low 4 bits of each lane's index, so
@@ -322,20 +464,33 @@ public static partial class KiviAttention
                 + ((Avx512F.PermuteVar16x32(t0, i0) + Avx512F.PermuteVar16x32(t1, i1)) + (Avx512F.PermuteVar16x32(t2, i2) + Avx512F.PermuteVar16x32(t3, i3)))
                 + ((Avx512F.PermuteVar16x32(t4, i4) + Avx512F.PermuteVar16x32(t5, i5)) + (Avx512F.PermuteVar16x32(t6, i6) + Avx512F.PermuteVar16x32(t7, i7)));
             a.StoreUnsafe(ref score0, (nuint)t);
-            if (track) maxA = Vector512.Max(maxA, a);
+            if (track)
+            {
+                maxA = Avx512F.Max(maxA, a);
+                sumA += a;
+            }
             if (two)
             {
                 var b = Vector512.LoadUnsafe(ref score0, (nuint)(stride + t))
                     + ((Avx512F.PermuteVar16x32(u0, i0) + Avx512F.PermuteVar16x32(u1, i1)) + (Avx512F.PermuteVar16x32(u2, i2) + Avx512F.PermuteVar16x32(u3, i3)))
                     + ((Avx512F.PermuteVar16x32(u4, i4) + Avx512F.PermuteVar16x32(u5, i5)) + (Avx512F.PermuteVar16x32(u6, i6) + Avx512F.PermuteVar16x32(u7, i7)));
                 b.StoreUnsafe(ref score0, (nuint)(stride + t));
-                if (track) maxB = Vector512.Max(maxB, b);
+                if (track)
+                {
+                    maxB = Avx512F.Max(maxB, b);
+                    sumB += b;
+                }
             }
         }
         if (track)
         {
-            maxima[0] = MathF.Max(maxima[0], HorizontalMax(maxA));
-            if (two) maxima[1] = MathF.Max(maxima[1], HorizontalMax(maxB));
+            running = maxA;
+            Unsafe.Add(ref running, 1) = sumA;
+            if (two)
+            {
+                Unsafe.Add(ref running, 2) = maxB;
+                Unsafe.Add(ref running, 3) = sumB;
+            }
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using SpeCache.KvCache.Quantization;
 
 namespace SpeCache.Tests.KvCache.Quantization;
@@ -365,6 +366,66 @@ public class KiviAttentionTests
             }
         }
         Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[heads * headDim], new byte[format.KeyGroupBytes], new float[heads * stride], stride, new float[heads - 1]));
+    }
+
+    [Theory]
+    [InlineData(64, 64, 1, 4, 3)]   // the 512-bit kernel's own pass: two pairs of heads, two words, three groups
+    [InlineData(64, 32, 1, 8, 5)]   // two fours (a decode step's real and speculative rows)
+    [InlineData(128, 64, 1, 7, 2)]  // a four and three ones, four words
+    [InlineData(8, 16, 1, 3, 4)]    // one word, mostly padding channels
+    [InlineData(64, 64, 1, 4, 1)]
+    [InlineData(128, 32, 2, 5, 3)]  // the others: group by group
+    [InlineData(64, 32, 4, 8, 2)]
+    public void KeyScoresOverGroupsEqualOneCallPerGroup(int headDim, int group, int bits, int heads, int groupCount)
+    {
+        var format = new KiviFormat(headDim, group, bits);
+        var rng = new Random(11 * heads + groupCount);
+        int stride = groupCount * group + 5;
+        foreach (string poison in new[] { "none", "NaN query", "NaN scale in the middle group", "infinite scale in the first group" })
+        {
+            var groups = new byte[groupCount * format.KeyGroupBytes];
+            for (int j = 0; j < groupCount; j++) KeyGroup(format, rng, outliers: true).CopyTo(groups, j * format.KeyGroupBytes);
+            var queries = KiviTestData.Normals(rng, heads, headDim);
+            // A NaN or infinite scale poisons one group's scores only: the groups after it must not hide
+            // that from the max (a lane max drops a NaN once a later score replaces it).
+            if (poison == "NaN query") queries[(heads - 1) * headDim + headDim / 2] = float.NaN;
+            if (poison == "NaN scale in the middle group") BinaryPrimitives.WriteHalfLittleEndian(groups.AsSpan(groupCount / 2 * format.KeyGroupBytes + 6), Half.NaN);
+            if (poison == "infinite scale in the first group") BinaryPrimitives.WriteHalfLittleEndian(groups.AsSpan(2), Half.PositiveInfinity);
+
+            var expected = new float[heads * stride];
+            Array.Fill(expected, -12345f);
+            for (int j = 0; j < groupCount; j++)
+                KiviAttention.KeyScores(format, queries, groups.AsSpan(j * format.KeyGroupBytes, format.KeyGroupBytes), expected.AsSpan(j * group), stride);
+            var rows = new float[heads * stride];
+            Array.Fill(rows, -12345f);
+            var maxima = Enumerable.Range(0, heads).Select(h => h == 0 ? 1e6f : -1e6f).ToArray();
+            KiviAttention.KeyScores(format, queries, groups, groupCount, rows, stride, maxima);
+            Assert.Equal(expected, rows); // the same scores, and nothing written past each row's groups
+            for (int h = 0; h < heads; h++)
+            {
+                float rowMax = System.Numerics.Tensors.TensorPrimitives.Max(expected.AsSpan(h * stride, groupCount * group));
+                float want = float.IsNaN(rowMax) ? float.NaN : h == 0 ? MathF.Max(1e6f, rowMax) : rowMax;
+                Assert.True(want.Equals(maxima[h]), $"{poison}: head {h}: max {maxima[h]}, the scores' {want}");
+            }
+            if (poison != "none") Assert.Contains(maxima, float.IsNaN); // each poison reaches some head's scores
+        }
+    }
+
+    [Fact]
+    public void KeyScoresOverGroupsRejectMisshapenArguments()
+    {
+        var format = new KiviFormat(64, 32, 1);
+        var groups = new byte[3 * format.KeyGroupBytes];
+        var maxima = new float[2];
+        var empty = new float[2];
+        KiviAttention.KeyScores(format, new float[128], groups, 0, [], 0, empty); // no groups: nothing to do
+        Assert.Equal(new float[2], empty);
+        Assert.Throws<ArgumentOutOfRangeException>(() => KiviAttention.KeyScores(format, new float[128], groups, -1, new float[200], 100, maxima));
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], groups.AsSpan(1), 3, new float[200], 100, maxima));  // 3 groups, a byte short
+        Assert.Throws<ArgumentOutOfRangeException>(() => KiviAttention.KeyScores(format, new float[128], groups, 3, new float[200], 95, maxima)); // rows of 96 overlap
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], groups, 3, new float[195], 100, maxima));           // second row ends at 196
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[128], groups, 3, new float[200], 100, new float[1]));     // one max for two heads
+        Assert.Throws<ArgumentException>(() => KiviAttention.KeyScores(format, new float[100], groups, 3, new float[200], 100, maxima));          // not whole heads
     }
 
     [Theory]

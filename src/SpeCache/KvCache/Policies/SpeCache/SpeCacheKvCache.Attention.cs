@@ -201,13 +201,11 @@ public sealed partial class SpeCacheKvCache
             int stride = quantized + residual + 1; // the speculative row's own position is the last
             int heads = rows * _group;
 
-            // Scores against the low-bit keys, straight into each head's row: one kernel call per group
-            // for every row's query heads, which also keeps each row's max.
+            // Scores against the low-bit keys, straight into each head's row: one kernel call over every
+            // group for every row's query heads, which also keeps each row's max.
             var rowMax = _rowMax.AsSpan(0, heads);
             rowMax.Fill(float.NegativeInfinity);
-            for (int first = 0; first < quantized; first += g)
-                KiviAttention.KeyScores(c._format, _q.AsSpan(0, heads * d), c._keyGroups[slot].AsSpan(first / g * c._format.KeyGroupBytes, c._format.KeyGroupBytes),
-                    _raw.AsSpan(first), stride, rowMax);
+            KiviAttention.KeyScores(c._format, _q.AsSpan(0, heads * d), c._keyGroups[slot], quantized / g, _raw, stride, rowMax);
             // Exact scores against the residual (and, for the speculative row, its own key): four
             // heads at a time share each key (AttentionQuads), the heads left over one by one.
             int quads = QuadHeads(heads);
