@@ -55,14 +55,23 @@ internal static class KiviCodes
 
     /// <summary>
     /// 16 consecutive nibbles (8 bytes at <paramref name="chunk"/>), nibble i in the low 4 bits of lane
-    /// i (higher bits hold the nibbles after it, which a permute's index ignores): lanes 0-7 take the
-    /// low 32-bit word, lanes 8-15 the high one, and a per-lane shift brings each lane's nibble down.
+    /// i (higher bits hold other nibbles, which a permute's index ignores). With AVX-512 VBMI one
+    /// <c>vpmultishiftqb</c> copies to byte 0 of each lane the 8 bits starting at its nibble; without
+    /// it lanes 0-7 take the low 32-bit word, lanes 8-15 the high one, and a per-lane shift brings each
+    /// lane's nibble down (two operations instead of one, 16 per block of a four-head value pass).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<int> Nibbles16(ref byte chunk)
     {
-        var both = Vector512.Create(Unsafe.ReadUnaligned<ulong>(ref chunk)).AsInt32();
-        var words = Avx512F.PermuteVar16x32(both, Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+        var both = Vector512.Create(Unsafe.ReadUnaligned<ulong>(ref chunk));
+        if (Avx512Vbmi.IsSupported)
+        {
+            // Byte 0 of lane i (byte 4i of the vector, in 64-bit lane i / 2) takes bits 4i .. 4i + 7 of that lane.
+            var offsets = Vector512.Create(0x0000_0004_0000_0000ul, 0x0000_000C_0000_0008, 0x0000_0014_0000_0010, 0x0000_001C_0000_0018,
+                0x0000_0024_0000_0020, 0x0000_002C_0000_0028, 0x0000_0034_0000_0030, 0x0000_003C_0000_0038).AsByte();
+            return Avx512Vbmi.MultiShift(offsets, both).AsInt32();
+        }
+        var words = Avx512F.PermuteVar16x32(both.AsInt32(), Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
         return Avx512F.ShiftRightLogicalVariable(words, Vector512.Create(0u, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28));
     }
 }
