@@ -83,15 +83,16 @@ public static partial class KiviAttention
     /// <see cref="KeyScores(KiviFormat, ReadOnlySpan{float}, ReadOnlySpan{byte}, Span{float}, int, Span{float})"/>
     /// over <paramref name="groupCount"/> key groups packed one after another in <paramref name="groups"/>:
     /// group j's scores land at [j × G, (j + 1) × G) of each head's row, and each head's max covers them
-    /// all. One call per KV head and step instead of one per group: the 512-bit 1-bit kernel's checks,
-    /// scratch and running maxima are set up once, and the maxima reduced once (per group, that set-up
-    /// and the reductions of four heads' maxima were a third of the kernel's time).
+    /// all (empty <paramref name="maxima"/>: no maxima kept). One call per KV head and step instead of
+    /// one per group: the 512-bit 1-bit kernel's checks, scratch and running maxima are set up once,
+    /// and the maxima reduced once (per group, that set-up and the reductions of four heads' maxima
+    /// were a third of the kernel's time).
     /// </summary>
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> groups, int groupCount, Span<float> scores, int stride, Span<float> maxima)
     {
         var kernel = BestKernel(format);
         int heads = CheckKeyScores(format, queries, groups, groupCount, scores, stride);
-        if (maxima.Length < heads) throw new ArgumentException($"{heads} query heads need as many maxima, got {maxima.Length}", nameof(maxima));
+        if (!maxima.IsEmpty && maxima.Length < heads) throw new ArgumentException($"{heads} query heads need as many maxima, got {maxima.Length}", nameof(maxima));
         if (groupCount == 0) return;
         if (kernel == KiviKernel.Vector512 && format.Bits == 1)
         {
@@ -101,6 +102,7 @@ public static partial class KiviAttention
         int g = format.GroupSize, bytes = format.KeyGroupBytes;
         for (int j = 0; j < groupCount; j++)
             ScoresByKernel(kernel, format, queries, heads, groups.Slice(j * bytes, bytes), scores[(j * g)..], stride);
+        if (maxima.IsEmpty) return;
         for (int h = 0; h < heads; h++)
             maxima[h] = MathF.Max(maxima[h], TensorPrimitives.Max(scores.Slice(h * stride, groupCount * g)));
     }

@@ -401,6 +401,10 @@ public class KiviAttentionTests
             var maxima = Enumerable.Range(0, heads).Select(h => h == 0 ? 1e6f : -1e6f).ToArray();
             KiviAttention.KeyScores(format, queries, groups, groupCount, rows, stride, maxima);
             Assert.Equal(expected, rows); // the same scores, and nothing written past each row's groups
+            var withoutMaxima = new float[heads * stride];
+            Array.Fill(withoutMaxima, -12345f);
+            KiviAttention.KeyScores(format, queries, groups, groupCount, withoutMaxima, stride, []);
+            Assert.Equal(expected, withoutMaxima);
             for (int h = 0; h < heads; h++)
             {
                 float rowMax = System.Numerics.Tensors.TensorPrimitives.Max(expected.AsSpan(h * stride, groupCount * group));

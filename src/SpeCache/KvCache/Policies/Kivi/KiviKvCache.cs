@@ -143,10 +143,10 @@ public sealed class KiviKvCache : IKvCache
             var o = output.Slice(i * qDim + h * _group * _headDim, _group * _headDim);
 
             // Scores, one row of `visible` per query head: packed key groups (all query heads of this
-            // KV head at once, each head's scores straight into its row), then the residual.
+            // KV head and all whole groups in one call, each head's scores straight into its row), then
+            // the residual.
             int whole = fromCodes / g * g; // a prefill row may see only part of the last quantized group
-            for (int first = 0; first < whole; first += g)
-                KiviAttention.KeyScores(_format, q, KeyGroup(slot, first), scores.AsSpan(first, (_group - 1) * visible + g), visible);
+            KiviAttention.KeyScores(_format, q, _keyGroups[slot], whole / g, scores.AsSpan(0, (_group - 1) * visible + whole), visible, []);
             if (whole < fromCodes)
             {
                 KiviAttention.KeyScores(_format, q, KeyGroup(slot, whole), groupScores);
