@@ -235,7 +235,7 @@ internal static unsafe class AttentionQuads
 
     /// <summary>Four registers folded to one whose 128-bit chunk r holds register r's four partial sums (lane sums of chunk r are register r's total).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> ChunkSums(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    static Vector512<float> ChunkSums(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
     {
         var ab = Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE); // [a0+a2, a1+a3, b0+b2, b1+b3]
         var cd = Avx512F.Shuffle4x128(c, d, 0x44) + Avx512F.Shuffle4x128(c, d, 0xEE);
@@ -255,14 +255,21 @@ internal static unsafe class AttentionQuads
         return Avx512F.Shuffle(u, v, 0x44) + Avx512F.Shuffle(u, v, 0xEE);
     }
 
+    /// <summary>Four registers' lane sums, every lane of 128-bit chunk r holding register r's.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> ChunkTotals(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        var abcd = ChunkSums(a, b, c, d);
+        // Within each chunk: (0+1, 2+3) then their sum, in every lane.
+        abcd += Avx512F.Permute4x32(abcd, 0xB1);
+        return abcd + Avx512F.Permute4x32(abcd, 0x4E);
+    }
+
     /// <summary>The lane sums of four registers, as the four lanes of one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
     {
-        var abcd = ChunkSums(a, b, c, d);
-        // Within each chunk: (0+1, 2+3) then their sum; lane 0 of chunk r is register r's sum.
-        abcd += Avx512F.Permute4x32(abcd, 0xB1);
-        abcd += Avx512F.Permute4x32(abcd, 0x4E);
+        var abcd = ChunkTotals(a, b, c, d);
         return Vector128.Create(abcd.GetElement(0), abcd.GetElement(4), abcd.GetElement(8), abcd.GetElement(12));
     }
 

@@ -160,36 +160,24 @@ public static partial class KiviAttention
         }
     }
 
+    static int CheckKeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride) =>
+        CheckKeyScores(format, queries, group, 1, scores, stride);
+
+    /// <summary>The arguments of <paramref name="groupCount"/> key groups' scores checked; returns the number of query heads.</summary>
     static int CheckKeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> groups, int groupCount, Span<float> scores, int stride)
     {
-        if (groupCount == 1) return CheckKeyScores(format, queries, groups, scores, stride);
         if (format.HeadDim == 0) throw new ArgumentException("the KIVI format is uninitialized (default)", nameof(format));
         int heads = queries.Length / format.HeadDim;
         if (heads == 0 || queries.Length != heads * format.HeadDim)
             throw new ArgumentException($"queries must be a whole number of {format.HeadDim}-float heads, not {queries.Length} floats", nameof(queries));
         if (groupCount < 0) throw new ArgumentOutOfRangeException(nameof(groupCount), $"{groupCount} key groups");
-        long tokens = (long)groupCount * format.GroupSize;
-        if (groups.Length < (long)groupCount * format.KeyGroupBytes)
-            throw new ArgumentException($"{groupCount} key groups are {(long)groupCount * format.KeyGroupBytes} bytes, got {groups.Length}", nameof(groups));
+        long tokens = (long)groupCount * format.GroupSize, bytes = (long)groupCount * format.KeyGroupBytes;
+        if (groups.Length < bytes)
+            throw new ArgumentException($"{groupCount} key group(s) of {format.KeyGroupBytes} bytes are {bytes} bytes, got {groups.Length}", nameof(groups));
         if (stride < tokens)
-            throw new ArgumentOutOfRangeException(nameof(stride), $"a stride of {stride} scores between heads is shorter than {groupCount} groups of {format.GroupSize} tokens");
+            throw new ArgumentOutOfRangeException(nameof(stride), $"a stride of {stride} scores between heads is shorter than the {tokens} tokens of {groupCount} key group(s)");
         if (scores.Length < (heads - 1L) * stride + tokens)
             throw new ArgumentException($"{heads} heads x {tokens} tokens at a stride of {stride} need {(heads - 1L) * stride + tokens} scores, got {scores.Length}", nameof(scores));
-        return heads;
-    }
-
-    static int CheckKeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores, int stride)
-    {
-        if (format.HeadDim == 0) throw new ArgumentException("the KIVI format is uninitialized (default)", nameof(format));
-        int heads = queries.Length / format.HeadDim;
-        if (heads == 0 || queries.Length != heads * format.HeadDim)
-            throw new ArgumentException($"queries must be a whole number of {format.HeadDim}-float heads, not {queries.Length} floats", nameof(queries));
-        if (group.Length < format.KeyGroupBytes)
-            throw new ArgumentException($"a key group is {format.KeyGroupBytes} bytes, got {group.Length}", nameof(group));
-        if (stride < format.GroupSize)
-            throw new ArgumentOutOfRangeException(nameof(stride), $"a stride of {stride} scores between heads is shorter than the group of {format.GroupSize} tokens");
-        if (scores.Length < (heads - 1L) * stride + format.GroupSize)
-            throw new ArgumentException($"{heads} heads x {format.GroupSize} tokens at a stride of {stride} need {(heads - 1L) * stride + format.GroupSize} scores, got {scores.Length}", nameof(scores));
         return heads;
     }
 
@@ -364,9 +352,7 @@ public static partial class KiviAttention
         // The scores start at the bias: four heads' sums by one shuffle tree, chunk i holding head i's.
         if (n == 4)
         {
-            var sums = AttentionQuads.ChunkSums(b0, b1, b2, b3);
-            sums += Avx512F.Permute4x32(sums, 0xB1);
-            sums += Avx512F.Permute4x32(sums, 0x4E);
+            var sums = AttentionQuads.ChunkTotals(b0, b1, b2, b3);
             StartScores(ref score0, g, Avx512F.Shuffle4x128(sums, sums, 0x00));
             StartScores(ref Unsafe.Add(ref score0, stride), g, Avx512F.Shuffle4x128(sums, sums, 0x55));
             StartScores(ref Unsafe.Add(ref score0, 2 * stride), g, Avx512F.Shuffle4x128(sums, sums, 0xAA));
