@@ -56,7 +56,7 @@ public static partial class KiviAttention
     {
         switch (kernel, format.Bits)
         {
-            case (KiviKernel.Vector512, 1): KeyScoresVector<OneBit>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector512, 1): OneBitKeyScores512(format, queries, heads, group, 1, scores, stride, []); break;
             case (KiviKernel.Vector512, 2): KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector512, _): KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, 1): KeyScores256<OneBit>(format, queries, heads, group, scores, stride); break;
@@ -204,11 +204,6 @@ public static partial class KiviAttention
     static void KeyScoresVector<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
     {
-        if (TWidth.Bits == 1)
-        {
-            OneBitKeyScores512(format, queries, heads, group, 1, scores, stride, []);
-            return;
-        }
         int d = format.HeadDim, g = format.GroupSize;
         int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord; // d, or more when the last word is padded
         Span<float> scale = stackalloc float[channels];
@@ -234,27 +229,15 @@ public static partial class KiviAttention
         where TWidth : struct, ICodeWidth
         where THeads : struct, IHeadCount
     {
-        int n = THeads.Count, d = format.HeadDim, g = format.GroupSize;
-        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
-        ref float s0 = ref MemoryMarshal.GetReference(scale);
-        ref float z0 = ref MemoryMarshal.GetReference(zero);
-        ref float qs0 = ref MemoryMarshal.GetReference(qs);
+        int g = format.GroupSize;
         ref float score0 = ref MemoryMarshal.GetReference(scores);
-
-        for (int i = 0; i < n; i++)
+        StageHeads<THeads>(format, queries, scale, zero, qs, out var b0, out var b1, out var b2, out var b3);
+        StartScores(ref score0, g, Vector512.Create(Vector512.Sum(b0)));
+        if (THeads.Count == 4)
         {
-            ref float q = ref Unsafe.Add(ref MemoryMarshal.GetReference(queries), i * d);
-            ref float qsi = ref Unsafe.Add(ref qs0, i * channels);
-            var bias = Vector512<float>.Zero;
-            for (int c = 0; c < d; c += KiviFormat.Lanes)
-            {
-                var x = Vector512.LoadUnsafe(ref q, (nuint)c);
-                (x * Vector512.LoadUnsafe(ref s0, (nuint)c)).StoreUnsafe(ref qsi, (nuint)c);
-                bias = Vector512.FusedMultiplyAdd(x, Vector512.LoadUnsafe(ref z0, (nuint)c), bias);
-            }
-            for (int c = d; c < channels; c += KiviFormat.Lanes) Vector512<float>.Zero.StoreUnsafe(ref qsi, (nuint)c);
-            var start = Vector512.Create(Vector512.Sum(bias));
-            for (int t = 0; t < g; t += KiviFormat.Lanes) start.StoreUnsafe(ref score0, (nuint)(i * stride + t));
+            StartScores(ref Unsafe.Add(ref score0, stride), g, Vector512.Create(Vector512.Sum(b1)));
+            StartScores(ref Unsafe.Add(ref score0, 2 * stride), g, Vector512.Create(Vector512.Sum(b2)));
+            StartScores(ref Unsafe.Add(ref score0, 3 * stride), g, Vector512.Create(Vector512.Sum(b3)));
         }
 
         ScoresByConversion<TWidth, THeads>(format, qs, group, scores, stride);
@@ -319,35 +302,10 @@ public static partial class KiviAttention
         Span<float> qs, ReadOnlySpan<byte> group, ref float score0, int stride, Span<Vector512<float>> running)
         where THeads : struct, IHeadCount
     {
-        int n = THeads.Count, d = format.HeadDim, g = format.GroupSize, words = format.KeyWordsPerToken;
+        int n = THeads.Count, g = format.GroupSize, words = format.KeyWordsPerToken;
         int channels = words * format.ChannelsPerKeyWord;
-        ref float s0 = ref MemoryMarshal.GetReference(scale);
-        ref float z0 = ref MemoryMarshal.GetReference(zero);
         ref float qs0 = ref MemoryMarshal.GetReference(qs);
-        ref float q0 = ref MemoryMarshal.GetReference(queries);
-        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
-        for (int c = 0; c < d; c += KiviFormat.Lanes)
-        {
-            var s = Vector512.LoadUnsafe(ref s0, (nuint)c);
-            var z = Vector512.LoadUnsafe(ref z0, (nuint)c);
-            var x = Vector512.LoadUnsafe(ref q0, (nuint)c);
-            (x * s).StoreUnsafe(ref qs0, (nuint)c);
-            b0 = Vector512.FusedMultiplyAdd(x, z, b0);
-            if (n == 4)
-            {
-                x = Vector512.LoadUnsafe(ref q0, (nuint)(d + c));
-                (x * s).StoreUnsafe(ref qs0, (nuint)(channels + c));
-                b1 = Vector512.FusedMultiplyAdd(x, z, b1);
-                x = Vector512.LoadUnsafe(ref q0, (nuint)(2 * d + c));
-                (x * s).StoreUnsafe(ref qs0, (nuint)(2 * channels + c));
-                b2 = Vector512.FusedMultiplyAdd(x, z, b2);
-                x = Vector512.LoadUnsafe(ref q0, (nuint)(3 * d + c));
-                (x * s).StoreUnsafe(ref qs0, (nuint)(3 * channels + c));
-                b3 = Vector512.FusedMultiplyAdd(x, z, b3);
-            }
-        }
-        for (int c = d; c < channels; c += KiviFormat.Lanes)
-            for (int i = 0; i < n; i++) Vector512<float>.Zero.StoreUnsafe(ref qs0, (nuint)(i * channels + c));
+        StageHeads<THeads>(format, queries, scale, zero, qs, out var b0, out var b1, out var b2, out var b3);
 
         // The scores start at the bias: four heads' sums by one shuffle tree, chunk i holding head i's.
         if (n == 4)
@@ -373,6 +331,48 @@ public static partial class KiviAttention
                     ScoreWordByTables<OneHead>(format, w, ref qs0, channels, group, ref score0, stride,
                         last, ref last ? ref running[0] : ref Unsafe.NullRef<Vector512<float>>());
             }
+    }
+
+    /// <summary>
+    /// Each of <typeparamref name="THeads"/> query heads' q∘s into its row of <paramref name="qs"/>
+    /// (rows over the padded channels, zero past the head), and its bias Σ_c q_c z_c as a vector
+    /// of partial sums (<paramref name="b0"/> .. <paramref name="b3"/>, the unused ones zero): the
+    /// scale and zero of each 16 channels loaded once for all heads.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StageHeads<THeads>(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<float> scale, ReadOnlySpan<float> zero, Span<float> qs,
+        out Vector512<float> b0, out Vector512<float> b1, out Vector512<float> b2, out Vector512<float> b3)
+        where THeads : struct, IHeadCount
+    {
+        int n = THeads.Count, d = format.HeadDim;
+        int channels = format.KeyWordsPerToken * format.ChannelsPerKeyWord;
+        ref float s0 = ref MemoryMarshal.GetReference(scale);
+        ref float z0 = ref MemoryMarshal.GetReference(zero);
+        ref float qs0 = ref MemoryMarshal.GetReference(qs);
+        ref float q0 = ref MemoryMarshal.GetReference(queries);
+        b0 = b1 = b2 = b3 = default;
+        for (int c = 0; c < d; c += KiviFormat.Lanes)
+        {
+            var s = Vector512.LoadUnsafe(ref s0, (nuint)c);
+            var z = Vector512.LoadUnsafe(ref z0, (nuint)c);
+            var x = Vector512.LoadUnsafe(ref q0, (nuint)c);
+            (x * s).StoreUnsafe(ref qs0, (nuint)c);
+            b0 = Vector512.FusedMultiplyAdd(x, z, b0);
+            if (n == 4)
+            {
+                x = Vector512.LoadUnsafe(ref q0, (nuint)(d + c));
+                (x * s).StoreUnsafe(ref qs0, (nuint)(channels + c));
+                b1 = Vector512.FusedMultiplyAdd(x, z, b1);
+                x = Vector512.LoadUnsafe(ref q0, (nuint)(2 * d + c));
+                (x * s).StoreUnsafe(ref qs0, (nuint)(2 * channels + c));
+                b2 = Vector512.FusedMultiplyAdd(x, z, b2);
+                x = Vector512.LoadUnsafe(ref q0, (nuint)(3 * d + c));
+                (x * s).StoreUnsafe(ref qs0, (nuint)(3 * channels + c));
+                b3 = Vector512.FusedMultiplyAdd(x, z, b3);
+            }
+        }
+        for (int c = d; c < channels; c += KiviFormat.Lanes)
+            for (int i = 0; i < n; i++) Vector512<float>.Zero.StoreUnsafe(ref qs0, (nuint)(i * channels + c));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
