@@ -17,7 +17,9 @@ namespace SpeCache.KvCache.Quantization;
 /// not lookups in float tables of 3 channels (8 entries), which took a permute and an add per 3
 /// channels, 8 tokens and head.</item>
 /// <item>The 1-bit value kernel looks each pair of tokens up in a 4-entry float table, 16 bytes,
-/// with <c>vpshufb</c> (see <see cref="AddOneBitByPairTables256"/>). At 2 and 4 bits the value
+/// with <c>vpshufb</c> (see <see cref="AddOneBitByPairTables256"/>); with four or eight query heads
+/// (GQA) the same pair tables hold 16-bit fixed-point entries per span of 64 tokens, so a lookup
+/// covers 16 channels instead of 8 (KiviAttention.OneBitValues256.cs). At 2 and 4 bits the value
 /// kernel converts codes, as the key kernel does: a permute per 2 or 1 tokens saved nothing.</item>
 /// </list>
 /// </summary>
@@ -157,7 +159,9 @@ public static partial class KiviAttention
     {
         const int lanes = 8, blockTokens = KiviFormat.BlockTokens;
         int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
-        Span<float> scaled = stackalloc float[heads * groups * blockTokens]; // p_t s_t, [head][group][token]
+        // At 1 bit with four or eight heads, spans of four blocks in 16-bit fixed point (KiviAttention.OneBitValues256.cs).
+        bool spans = TWidth.Bits == 1 && heads >= 4 && gv % 16 == 0;
+        Span<float> scaled = stackalloc float[(spans ? 4 : 1) * heads * groups * blockTokens]; // p_t s_t, [block][head][group][token]
         Span<float> biases = stackalloc float[heads * groups * lanes];       // running Σ p_t z_t, [head][group][lane]
         float* tables = stackalloc float[TWidth.Bits == 1 ? heads * 4 * lanes : 0]; // [head][run][two pairs' tables]
         Span<float> partial = stackalloc float[blockTokens];
@@ -166,15 +170,20 @@ public static partial class KiviAttention
         ref float bias0 = ref MemoryMarshal.GetReference(biases);
         ref float p0 = ref MemoryMarshal.GetReference(probabilities);
         ref float o = ref MemoryMarshal.GetReference(output);
-        for (int start = 0; start < count; start += blockTokens)
+        if (spans)
+            AccumulateOneBitSpans256<THeads>(format, ref p0, count, stride, values, scaled, ref bias0, partial, tables, ref o);
+        else
         {
-            ref byte block = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)(start / blockTokens) * format.ValueBlockBytes);
-            StageBlock256<THeads>(format, ref p0, count, stride, values, start, ref scaled0, ref bias0, partial);
-            for (int grp = 0; grp < groups; grp++)
+            for (int start = 0; start < count; start += blockTokens)
             {
-                ref float ps = ref Unsafe.Add(ref scaled0, grp * blockTokens);
-                if (TWidth.Bits == 1) AddOneBitByPairTables256<THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, tables, ref o);
-                else AddByConversion256<TWidth, THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, ref o);
+                ref byte block = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)(start / blockTokens) * format.ValueBlockBytes);
+                StageBlock256<THeads>(format, ref p0, count, stride, values, start, ref scaled0, ref bias0, partial);
+                for (int grp = 0; grp < groups; grp++)
+                {
+                    ref float ps = ref Unsafe.Add(ref scaled0, grp * blockTokens);
+                    if (TWidth.Bits == 1) AddOneBitByPairTables256<THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, tables, ref o);
+                    else AddByConversion256<TWidth, THeads>(ref ps, groups * blockTokens, ref block, d, grp * gv, (grp + 1) * gv, ref o);
+                }
             }
         }
 
