@@ -29,7 +29,7 @@ public static partial class KiviAttention
     public const int FixedSpanTokens = 4 * KiviFormat.BlockTokens;
 
     /// <summary>The most a 16-bit sum of u_t over a span may reach: 65535 less room for rounding each token up by a half.</summary>
-    const float FixedSpanBudget = ushort.MaxValue - FixedSpanTokens / 2 - 2;
+    internal const float FixedSpanBudget = ushort.MaxValue - FixedSpanTokens / 2 - 2;
 
     /// <summary>
     /// One span's fixed-point unit per [head][group] row from its staged weights (<paramref name="blocks"/>
@@ -99,13 +99,12 @@ public static partial class KiviAttention
         var entry = Vector256.Create((byte)0x06);
         var firstBytes = Vector256.Create((ushort)0x0100).AsByte();  // an entry of the first pair: bytes 2e, 2e + 1
         var secondBytes = Vector256.Create((ushort)0x0908).AsByte(); // of the second pair: 8 + 2e, 9 + 2e
-        int runs = blocks * 4, blockBytes = format.ValueBlockBytes;
+        int runs = blocks * 4, blockBytes = format.ValueBlockBytes, headTables = groups * FixedSpanTokens * 4;
         for (int grp = 0; grp < groups; grp++)
             for (int c = grp * gv; c < (grp + 1) * gv; c += 16)
             {
                 Vector256<ushort> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
                 byte* table = tables + grp * FixedSpanTokens * 4;
-                int headTables = groups * FixedSpanTokens * 4;
                 for (int run = 0; run < runs; run++, table += 16)
                 {
                     // Run r of block b: its nibbles of channels c .. c+15 (8 bytes), word i taking channel i's nibble.

@@ -90,7 +90,7 @@ public class KiviAttentionTests
 
     /// <summary>
     /// Per head, how far the 256-bit 1-bit value kernel's 16-bit fixed point may move its sums: per
-    /// span of 64 tokens half a unit (the span's Σ p_t s_t over 65501, its largest value group's) per
+    /// span of 64 tokens half a unit (the span's Σ p_t s_t over the budget, its largest value group's) per
     /// token. 0 for heads it sums in floats: those past the last four, and every head of other kernels.
     /// </summary>
     static float[] FixedValueRounding(KiviFormat format, KiviKernel kernel, ReadOnlySpan<float> p, int count, int stride, byte[] tokens, int heads)
@@ -107,7 +107,7 @@ public class KiviAttentionTests
                     double mass = 0;
                     for (int t = start; t < end; t++)
                         mass += p[h * stride + t] * (float)BinaryPrimitives.ReadHalfLittleEndian(tokens.AsSpan((int)format.ValueScaleOffset(t, g)));
-                    largest = MathF.Max(largest, (float)(mass / 65501));
+                    largest = MathF.Max(largest, (float)(mass / KiviAttention.FixedSpanBudget));
                 }
                 result[h] += largest / 2 * (end - start) * 1.001f;
             }
