@@ -29,8 +29,8 @@ public static partial class KiviAttention
     /// a conversion per channel and an FMA per channel and head: about a third of the operations
     /// (perf had that kernel at 27 % of a 32K-token specache decode step). At 2 and 4 bits a table
     /// covers only 2 or 1 channels and the conversion is cheaper. The 256-bit kernel at 1 bit sums
-    /// q∘s rounded to bytes instead (KiviAttention.OneBitKeys256.cs), within half a byte step per set
-    /// code of this sum; <see cref="KeyScoresReference"/> names the scalar form each kernel computes.
+    /// q∘s rounded to 6 bits instead, in byte tables (KiviAttention.OneBitKeys256.cs), within half a
+    /// step per set code of this sum; <see cref="KeyScoresReference"/> names the scalar form each kernel computes.
     /// </remarks>
     public static void KeyScores(KiviFormat format, ReadOnlySpan<float> queries, ReadOnlySpan<byte> group, Span<float> scores) =>
         KeyScores(format, queries, group, scores, format.GroupSize);
@@ -59,7 +59,7 @@ public static partial class KiviAttention
             case (KiviKernel.Vector512, 1): OneBitKeyScores512(format, queries, heads, group, 1, scores, stride, []); break;
             case (KiviKernel.Vector512, 2): KeyScoresVector<TwoBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector512, _): KeyScoresVector<FourBits>(format, queries, heads, group, scores, stride); break;
-            case (KiviKernel.Vector256, 1): KeyScores256<OneBit>(format, queries, heads, group, scores, stride); break;
+            case (KiviKernel.Vector256, 1): OneBitKeyScores256(format, queries, heads, group, 1, scores, stride, []); break;
             case (KiviKernel.Vector256, 2): KeyScores256<TwoBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector256, _): KeyScores256<FourBits>(format, queries, heads, group, scores, stride); break;
             case (KiviKernel.Vector128, 1): KeyScores128<OneBit>(format, queries, heads, group, scores, stride); break;
@@ -97,6 +97,11 @@ public static partial class KiviAttention
         if (kernel == KiviKernel.Vector512 && format.Bits == 1)
         {
             OneBitKeyScores512(format, queries, heads, groups, groupCount, scores, stride, maxima);
+            return;
+        }
+        if (kernel == KiviKernel.Vector256 && format.Bits == 1)
+        {
+            OneBitKeyScores256(format, queries, heads, groups, groupCount, scores, stride, maxima);
             return;
         }
         int g = format.GroupSize, bytes = format.KeyGroupBytes;

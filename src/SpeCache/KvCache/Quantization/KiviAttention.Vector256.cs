@@ -13,9 +13,9 @@ namespace SpeCache.KvCache.Quantization;
 /// against 0.71 s per step). Same layouts as the 512-bit kernels, and the same sums but for 1-bit
 /// keys, with two differences that come from <c>vpermps</c> indexing only 8 lanes:
 /// <list type="bullet">
-/// <item>1-bit key scores are integer sums of q∘s rounded to bytes (KiviAttention.OneBitKeys256.cs),
-/// not lookups in float tables of 3 channels (8 entries), which took a permute and an add per 3
-/// channels, 8 tokens and head.</item>
+/// <item>1-bit key scores are integer sums of q∘s rounded to 6 bits, looked up in byte tables of 4
+/// channels, 32 tokens a <c>vpshufb</c> (KiviAttention.OneBitKeys256.cs), not lookups in float tables
+/// of 3 channels (8 entries), which took a permute and an add per 3 channels, 8 tokens and head.</item>
 /// <item>The 1-bit value kernel looks each pair of tokens up in a 4-entry float table, 16 bytes,
 /// with <c>vpshufb</c> (see <see cref="AddOneBitByPairTables256"/>); with four or eight query heads
 /// (GQA) the same pair tables hold 16-bit fixed-point entries per span of 64 tokens, so a lookup
@@ -35,16 +35,6 @@ public static partial class KiviAttention
         Span<float> zero = stackalloc float[d];
         GroupScalesAndZeros(format, group, scale, zero);
         int h = 0;
-        if (TWidth.Bits == 1)
-        {
-            int* setCounts = stackalloc int[g];
-            SetCodeCounts(format, group, setCounts);
-            for (; h + 4 <= heads; h += 4)
-                ScoresByByteSums256<FourHeads>(format, queries.Slice(h * d, 4 * d), scale, zero, group, setCounts, ref scores[h * stride], stride);
-            for (; h < heads; h++)
-                ScoresByByteSums256<OneHead>(format, queries.Slice(h * d, d), scale, zero, group, setCounts, ref scores[h * stride], stride);
-            return;
-        }
         Span<float> qs = stackalloc float[4 * channels];
         // The conversion shares each channel's codes between four heads; the rest one at a time.
         for (; h + 4 <= heads; h += 4)
