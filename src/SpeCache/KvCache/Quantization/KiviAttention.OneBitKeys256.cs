@@ -259,7 +259,7 @@ public static partial class KiviAttention
         return bad == Vector256<float>.Zero;
     }
 
-    /// <summary>Each token's count of codes that are 1 in a 1-bit key group (all its words), by nibble lookups: 8 tokens' word at a time.</summary>
+    /// <summary>Each token's count of codes that are 1 in a 1-bit key group (all its words), as a float, by nibble lookups: 8 tokens' word at a time.</summary>
     static unsafe void SetCodeCounts(KiviFormat format, ReadOnlySpan<byte> group, float* counts)
     {
         int words = format.KeyWordsPerToken;
@@ -287,11 +287,18 @@ public static partial class KiviAttention
     const int WeightBatchHeads = 8;
 
     /// <summary>
+    /// Batches of heads that round their weights side by side (<see cref="SixBitWeightsAcrossHeads"/>);
+    /// heads past them (more than 32 query heads per KV head) one at a time, so the channel-major
+    /// queries on the stack stay within 64 KB at the largest head.
+    /// </summary>
+    const int AcrossBatchesAtMost = 4;
+
+    /// <summary>
     /// 1 bit on 256-bit vectors: the scores of every query head against <paramref name="groupCount"/>
     /// key groups, raising <paramref name="maxima"/> (unless empty) to each head's largest. Per group:
     /// scales, zeros and each token's set codes once for all heads; per 64 tokens the codes' nibbles
-    /// staged once for all heads (<see cref="StageNibbles"/>); then per head its 6-bit weights, its
-    /// tables and lookups (<see cref="LookUpNibbles"/>) and its scores.
+    /// staged once for all heads (<see cref="StageNibbles"/>); then per batch of up to 8 heads their
+    /// 6-bit weights, and per head its tables and lookups (<see cref="LookUpNibbles"/>) and its scores.
     /// </summary>
     [SkipLocalsInit] // every staged value is written before it is read
     static unsafe void OneBitKeyScores256(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> groups, int groupCount,
@@ -321,7 +328,7 @@ public static partial class KiviAttention
         var tables = new TableIndices();
         ref float q0 = ref MemoryMarshal.GetReference(queries);
         // Each batch of 4 to 8 heads' queries channel-major, a vector of 8 heads per channel (heads past the batch 0).
-        int batches = (heads + WeightBatchHeads - 1) / WeightBatchHeads;
+        int batches = Math.Min(AcrossBatchesAtMost, (heads + WeightBatchHeads - 1) / WeightBatchHeads);
         float* queriesAcross = stackalloc float[batches * d * WeightBatchHeads];
         for (int b = 0; b < batches; b++)
             for (int c = 0; c < d; c++)
@@ -344,10 +351,11 @@ public static partial class KiviAttention
                 StageNibbles(format, ref codes, start, chunk, nibbles);
                 for (int h0 = 0; h0 < heads; h0 += WeightBatchHeads)
                 {
-                    // A batch's weights first, then its lookups: each head's rounding is a chain of dependent steps
-                    // (a min and max across lanes, a division, the conversions), and side by side they overlap.
+                    // A batch's weights first, then its lookups. Side by side (a head a lane) when all its queries
+                    // and this group's scales are finite; else one head at a time, each a chain of dependent steps
+                    // (a min and max across lanes, a division, the conversions) that overlap when run in a row.
                     int batch = Math.Min(WeightBatchHeads, heads - h0);
-                    bool across = batch >= 4 && finite;
+                    bool across = batch >= 4 && finite && h0 < batches * WeightBatchHeads;
                     if (across)
                         SixBitWeightsAcrossHeads(queriesAcross + h0 / WeightBatchHeads * d * WeightBatchHeads, scale, zero, d, channels, staged, levels, lows, steps, biases);
                     else

@@ -25,6 +25,7 @@ namespace SpeCache.KvCache.Quantization;
 /// </summary>
 public static partial class KiviAttention
 {
+    /// <summary>2- and 4-bit key scores by conversion of the codes (1 bit takes <see cref="OneBitKeyScores256"/>).</summary>
     [SkipLocalsInit] // every staged float is written before it is read
     static unsafe void KeyScores256<TWidth>(KiviFormat format, ReadOnlySpan<float> queries, int heads, ReadOnlySpan<byte> group, Span<float> scores, int stride)
         where TWidth : struct, ICodeWidth
@@ -34,8 +35,8 @@ public static partial class KiviAttention
         Span<float> scale = stackalloc float[channels];
         Span<float> zero = stackalloc float[d];
         GroupScalesAndZeros(format, group, scale, zero);
-        int h = 0;
         Span<float> qs = stackalloc float[4 * channels];
+        int h = 0;
         // The conversion shares each channel's codes between four heads; the rest one at a time.
         for (; h + 4 <= heads; h += 4)
         {

@@ -315,6 +315,7 @@ public class KiviAttentionTests
 
     [Theory]
     [InlineData(128, 32, 1, 4)]
+    [InlineData(64, 32, 1, 37)] // at 1 bit on 256-bit vectors: four batches of 8 heads' weights side by side, 5 heads one at a time
     [InlineData(128, 64, 2, 7)]
     [InlineData(64, 32, 4, 8)]
     public void GroupedQueryHeadsEqualOneCallPerHead(int headDim, int group, int bits, int heads)
