@@ -119,38 +119,44 @@ public class KiviAttentionTests
     public void KeyScoresMatchScalarAndDequantizedDot(int headDim, int group, int bits)
     {
         var format = new KiviFormat(headDim, group, bits);
-        var keys = new float[group * headDim];
         foreach (int heads in new[] { 1, 3, 4, 5, 8 })
             for (int seed = 0; seed < Seeds; seed++)
-            {
-                var rng = new Random(seed * 31 + heads);
-                var packed = KeyGroup(format, rng, outliers: seed % 2 == 1);
-                var queries = KiviTestData.Normals(rng, heads, headDim);
-                KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
-                var magnitude = ScoreMagnitudes(format, queries, keys);
-                foreach (var kernel in AllKernels(format))
+                CheckKeyScores(format, heads, new Random(seed * 31 + heads), outliers: seed % 2 == 1);
+    }
+
+    /// <summary>
+    /// One random key group's scores for <paramref name="heads"/> query heads by every kernel that runs
+    /// here, against the scalar form of its own arithmetic (tight) and against the exact dot with the
+    /// dequantized keys, allowing the weights' rounding where the kernel rounds.
+    /// </summary>
+    static void CheckKeyScores(KiviFormat format, int heads, Random rng, bool outliers)
+    {
+        int headDim = format.HeadDim, group = format.GroupSize;
+        var keys = new float[group * headDim];
+        var packed = KeyGroup(format, rng, outliers);
+        var queries = KiviTestData.Normals(rng, heads, headDim);
+        KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
+        var magnitude = ScoreMagnitudes(format, queries, keys);
+        foreach (var kernel in AllKernels(format))
+        {
+            var reference = new float[heads * group];
+            KiviAttention.KeyScoresReference(kernel, format, queries, packed, reference, group);
+            var rounding = WeightRounding(format, kernel, queries, packed);
+            var fused = new float[heads * group];
+            Scores(format, queries, packed, fused, kernel);
+            for (int h = 0; h < heads; h++)
+                for (int t = 0; t < group; t++)
                 {
-                    // Each kernel against the scalar form of its own arithmetic (tight), and against the
-                    // exact dot with the dequantized keys, allowing the weights' rounding where the kernel rounds.
-                    var reference = new float[heads * group];
-                    KiviAttention.KeyScoresReference(kernel, format, queries, packed, reference, group);
-                    var rounding = WeightRounding(format, kernel, queries, packed);
-                    var fused = new float[heads * group];
-                    Scores(format, queries, packed, fused, kernel);
-                    for (int h = 0; h < heads; h++)
-                        for (int t = 0; t < group; t++)
-                        {
-                            double dot = 0;
-                            for (int c = 0; c < headDim; c++) dot += (double)queries[h * headDim + c] * keys[t * headDim + c];
-                            float s = fused[h * group + t];
-                            int set = SetCodes(format, packed, t);
-                            // Float rounding grows with the terms summed: the byte path's reach past the score's own size.
-                            float terms = magnitude[h] + rounding[h].Term * set;
-                            if (!(MathF.Abs(s - reference[h * group + t]) <= 2e-6f * terms + 1e-6f)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, its scalar reference {reference[h * group + t]}");
-                            if (!(Math.Abs(s - dot) <= rounding[h].HalfStep * set + 2e-5 * terms + 1e-5)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, dequantized dot {dot}");
-                        }
+                    double dot = 0;
+                    for (int c = 0; c < headDim; c++) dot += (double)queries[h * headDim + c] * keys[t * headDim + c];
+                    float s = fused[h * group + t];
+                    int set = SetCodes(format, packed, t);
+                    // Float rounding grows with the terms summed: the rounded weights' reach past the score's own size.
+                    float terms = magnitude[h] + rounding[h].Term * set;
+                    if (!(MathF.Abs(s - reference[h * group + t]) <= 2e-6f * terms + 1e-6f)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, its scalar reference {reference[h * group + t]}");
+                    if (!(Math.Abs(s - dot) <= rounding[h].HalfStep * set + 2e-5 * terms + 1e-5)) Assert.Fail($"{kernel}: head {h} token {t}: {s}, dequantized dot {dot}");
                 }
-            }
+        }
     }
 
     [Theory]
@@ -226,29 +232,7 @@ public class KiviAttentionTests
     {
         var format = new KiviFormat(headDim, group, 1);
         var rng = new Random(group + heads);
-        for (int seed = 0; seed < 3; seed++)
-        {
-            var packed = KeyGroup(format, rng, outliers: seed == 1);
-            var queries = KiviTestData.Normals(rng, heads, headDim);
-            var keys = new float[group * headDim];
-            KiviQuantizer.DequantizeKeyGroup(format, packed, keys);
-            var magnitude = ScoreMagnitudes(format, queries, keys);
-            foreach (var kernel in VectorKernels(format))
-            {
-                var reference = new float[heads * group];
-                KiviAttention.KeyScoresReference(kernel, format, queries, packed, reference, group);
-                var rounding = WeightRounding(format, kernel, queries, packed);
-                var scores = new float[heads * group];
-                Scores(format, queries, packed, scores, kernel);
-                for (int i = 0; i < scores.Length; i++)
-                {
-                    // Float rounding grows with the terms a score sums, as in KeyScoresMatchScalarAndDequantizedDot.
-                    float terms = magnitude[i / group] + rounding[i / group].Term * SetCodes(format, packed, i % group);
-                    if (!(MathF.Abs(scores[i] - reference[i]) <= 2e-6f * terms + 1e-6f))
-                        Assert.Fail($"{kernel}: head {i / group} token {i % group}: {scores[i]}, its reference {reference[i]}");
-                }
-            }
-        }
+        for (int seed = 0; seed < 3; seed++) CheckKeyScores(format, heads, rng, outliers: seed == 1);
     }
 
     [Theory]
