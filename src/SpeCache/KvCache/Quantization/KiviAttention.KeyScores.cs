@@ -292,11 +292,7 @@ public static partial class KiviAttention
         }
         if (!track) return;
         for (int h = 0; h < heads; h++)
-        {
-            float max = HorizontalMax(running[2 * h]);
-            if (!float.IsFinite(Vector512.Sum(running[2 * h + 1]))) max = TensorPrimitives.Max(scores.Slice(h * stride, groupCount * g));
-            maxima[h] = MathF.Max(maxima[h], max);
-        }
+            RaiseMax(ref maxima[h], HorizontalMax(running[2 * h]), Vector512.Sum(running[2 * h + 1]), scores.Slice(h * stride, groupCount * g));
     }
 
     /// <summary>
@@ -487,11 +483,24 @@ public static partial class KiviAttention
         }
     }
 
-    /// <summary>The largest lane (NaN if any lane is NaN).</summary>
-    static float HorizontalMax(Vector512<float> v)
+    /// <summary>
+    /// A head's <paramref name="maximum"/> raised to the max of its scores from a kernel's running lane max and
+    /// lane sum: the exact max of the written <paramref name="row"/> instead when the sum is not finite (a
+    /// lane max may have dropped a NaN or an infinity).
+    /// </summary>
+    static void RaiseMax(ref float maximum, float laneMax, float laneSum, ReadOnlySpan<float> row)
     {
-        var half = Vector256.Max(v.GetLower(), v.GetUpper());
-        var quarter = Vector128.Max(half.GetLower(), half.GetUpper());
+        if (!float.IsFinite(laneSum)) laneMax = TensorPrimitives.Max(row);
+        maximum = MathF.Max(maximum, laneMax);
+    }
+
+    /// <summary>The largest lane (NaN if any lane is NaN).</summary>
+    static float HorizontalMax(Vector512<float> v) => HorizontalMax(Vector256.Max(v.GetLower(), v.GetUpper()));
+
+    /// <summary>The largest lane (NaN if any lane is NaN).</summary>
+    static float HorizontalMax(Vector256<float> v)
+    {
+        var quarter = Vector128.Max(v.GetLower(), v.GetUpper());
         return MathF.Max(MathF.Max(quarter[0], quarter[1]), MathF.Max(quarter[2], quarter[3]));
     }
 

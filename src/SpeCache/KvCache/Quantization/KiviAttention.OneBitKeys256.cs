@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -325,7 +324,7 @@ public static partial class KiviAttention
             running[i] = Vector256.Create(float.NegativeInfinity);
             running[i + 1] = Vector256<float>.Zero;
         }
-        var tables = new TableIndices();
+        var indices = new TableIndices();
         ref float q0 = ref MemoryMarshal.GetReference(queries);
         // Each batch of 4 to 8 heads' queries channel-major, a vector of 8 heads per channel (heads past the batch 0).
         int batches = Math.Min(AcrossBatchesAtMost, (heads + WeightBatchHeads - 1) / WeightBatchHeads);
@@ -371,13 +370,13 @@ public static partial class KiviAttention
                         int levelStride = across ? 8 * WeightBatchHeads : 8;
                         if (units == 2)
                         {
-                            LookUpNibbles(nibbles, 4 * words, 2, own, levelStride, tables, out var a0, out var a1, out var b0, out var b1, out var c0, out var c1, out var e0, out var e1);
+                            LookUpNibbles(nibbles, 4 * words, 2, own, levelStride, indices, out var a0, out var a1, out var b0, out var b1, out var c0, out var c1, out var e0, out var e1);
                             StoreUnitScores(ref row, a0, a1, b0, b1, 32, setCounts + start, lows[i], steps[i], biases[i], run);
                             StoreUnitScores(ref Unsafe.Add(ref row, 32), c0, c1, e0, e1, 32, setCounts + start + 32, lows[i], steps[i], biases[i], run);
                         }
                         else
                         {
-                            LookUpNibbles(nibbles, 4 * words, 1, own, levelStride, tables, out var a0, out var a1, out var b0, out var b1, out _, out _, out _, out _);
+                            LookUpNibbles(nibbles, 4 * words, 1, own, levelStride, indices, out var a0, out var a1, out var b0, out var b1, out _, out _, out _, out _);
                             StoreUnitScores(ref row, a0, a1, b0, b1, chunk, setCounts + start, lows[i], steps[i], biases[i], run);
                         }
                     }
@@ -386,15 +385,7 @@ public static partial class KiviAttention
         }
         if (!track) return;
         for (int h = 0; h < heads; h++)
-        {
-            var max = running[2 * h];
-            max = Avx.Max(max, Avx.Permute2x128(max, max, 1));
-            max = Avx.Max(max, Avx.Permute(max, 0b01_00_11_10));
-            max = Avx.Max(max, Avx.Permute(max, 0b10_11_00_01));
-            float largest = max.ToScalar();
-            if (!float.IsFinite(Vector256.Sum(running[2 * h + 1]))) largest = TensorPrimitives.Max(scores.Slice(h * stride, groupCount * g));
-            maxima[h] = MathF.Max(maxima[h], largest);
-        }
+            RaiseMax(ref maxima[h], HorizontalMax(running[2 * h]), Vector256.Sum(running[2 * h + 1]), scores.Slice(h * stride, groupCount * g));
     }
 
     /// <summary>
@@ -537,20 +528,18 @@ public static partial class KiviAttention
         // Dword i of `even` holds tokens i (low half) and 16 + i; of `odd`, tokens 8 + i and 24 + i.
         var x0 = StoreScores8(ref scores, even & mask, setCounts, lows, steps, biases);
         var x1 = StoreScores8(ref Unsafe.Add(ref scores, 8), odd.AsInt32() & mask, setCounts + 8, lows, steps, biases);
-        if (count == 16)
+        var max = Avx.Max(x0, x1);
+        var total = x0 + x1;
+        if (count == 32)
         {
-            if (running != null)
-            {
-                running[0] = Avx.Max(running[0], Avx.Max(x0, x1));
-                running[1] += x0 + x1;
-            }
-            return;
+            var x2 = StoreScores8(ref Unsafe.Add(ref scores, 16), even >>> 16, setCounts + 16, lows, steps, biases);
+            var x3 = StoreScores8(ref Unsafe.Add(ref scores, 24), odd.AsInt32() >>> 16, setCounts + 24, lows, steps, biases);
+            max = Avx.Max(max, Avx.Max(x2, x3));
+            total += x2 + x3;
         }
-        var x2 = StoreScores8(ref Unsafe.Add(ref scores, 16), even >>> 16, setCounts + 16, lows, steps, biases);
-        var x3 = StoreScores8(ref Unsafe.Add(ref scores, 24), odd.AsInt32() >>> 16, setCounts + 24, lows, steps, biases);
         if (running == null) return;
-        running[0] = Avx.Max(running[0], Avx.Max(Avx.Max(x0, x1), Avx.Max(x2, x3)));
-        running[1] += (x0 + x1) + (x2 + x3);
+        running[0] = Avx.Max(running[0], max);
+        running[1] += total;
     }
 
     /// <summary>8 tokens' scores, bias + low × their set codes + step × their <paramref name="sums"/>, stored and returned.</summary>
