@@ -44,8 +44,8 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     /// <summary>
     /// Packed block (this kernel's and <see cref="Q4_KTiles256"/>'s): float d, padding, the 8
     /// sub-block sums of the quants as shorts at 8 (<see cref="Q4_KTiles256"/>'s integer mins),
-    /// padding, the same sums × d as floats at 32 (this kernel's), 256 reordered quants at 64
-    /// (<see cref="QuantAt"/>).
+    /// padding, the same sums × d as floats at 32 (this kernel's), 256 quants at 64 in the order
+    /// the kernel reads them (<see cref="QuantAt"/>).
     /// </summary>
     internal const int PackedBlockBytes = 320;
     internal const int ShortSumsAt = 8;
@@ -54,13 +54,23 @@ internal sealed unsafe class Q4_KTiles : TileKernel
 
     public override int PackedRowBytes(int cols) => PackedBytes(cols);
 
-    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => PackBlocks(x, packed);
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => PackBlocks(x, packed, QuantOrder.Paired);
 
-    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => UnpackBlocks(packed, cols);
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => UnpackBlocks(packed, cols, QuantOrder.Paired);
 
     internal static int PackedBytes(int cols) => cols / Q8_K.BlockSize * PackedBlockBytes;
 
-    internal static void PackBlocks(ReadOnlySpan<float> x, Span<byte> packed)
+    /// <summary>How a packed block orders its 256 quants: the 512-bit kernel's or Q8_K's own.</summary>
+    internal enum QuantOrder
+    {
+        /// <summary>Even sub-blocks' first halves, their second halves, then the odd ones' (<see cref="Q4_KTiles"/>).</summary>
+        Paired,
+
+        /// <summary>Sub-block s at 32 s, as Q8_K stores them (<see cref="Q4_KTiles256"/>).</summary>
+        Natural,
+    }
+
+    internal static void PackBlocks(ReadOnlySpan<float> x, Span<byte> packed, QuantOrder order)
     {
         int nb = x.Length / Q8_K.BlockSize;
         if (packed.Length < nb * PackedBlockBytes) throw new ArgumentException("packed row too short");
@@ -83,18 +93,20 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             }
             for (int sub = 0; sub < 8; sub++)
                 for (int half = 0; half < 2; half++)
-                    block.Slice(4 + 32 * sub + 16 * half, 16).CopyTo(dst.Slice(QuantsAt + QuantAt(sub, 16 * half), 16));
+                    block.Slice(4 + 32 * sub + 16 * half, 16).CopyTo(dst.Slice(QuantsAt + QuantAt(sub, 16 * half, order), 16));
         }
     }
 
     /// <summary>
     /// Where value <paramref name="v"/> of sub-block <paramref name="sub"/> sits among a packed
-    /// block's quants: even sub-blocks before odd ones, first halves before second ones, then
-    /// the sub-block pair, then the value within its half.
+    /// block's quants. Paired: even sub-blocks before odd ones, first halves before second ones,
+    /// then the sub-block pair, then the value within its half. Natural: 32 × sub + v.
     /// </summary>
-    internal static int QuantAt(int sub, int v) => 128 * (sub & 1) + 64 * (v / 16) + 16 * (sub >> 1) + v % 16;
+    internal static int QuantAt(int sub, int v, QuantOrder order) => order == QuantOrder.Natural
+        ? 32 * sub + v
+        : 128 * (sub & 1) + 64 * (v / 16) + 16 * (sub >> 1) + v % 16;
 
-    internal static float[] UnpackBlocks(ReadOnlySpan<byte> packed, int cols)
+    internal static float[] UnpackBlocks(ReadOnlySpan<byte> packed, int cols, QuantOrder order)
     {
         var x = new float[cols];
         for (int b = 0; b < cols / Q8_K.BlockSize; b++)
@@ -102,7 +114,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
             var block = packed.Slice(b * PackedBlockBytes, PackedBlockBytes);
             float d = BitConverter.ToSingle(block);
             for (int v = 0; v < Q8_K.BlockSize; v++)
-                x[b * Q8_K.BlockSize + v] = d * (sbyte)block[QuantsAt + QuantAt(v / 32, v % 32)];
+                x[b * Q8_K.BlockSize + v] = d * (sbyte)block[QuantsAt + QuantAt(v / 32, v % 32, order)];
         }
         return x;
     }
@@ -364,7 +376,7 @@ internal sealed unsafe class Q4_KTiles : TileKernel
                     // Lane 4c + l holds values 4l..4l+3 and 16+4l..16+4l+3 of sub-blocks 2c and 2c + 1.
                     int sum = 0;
                     for (int sub = 2 * (lane / 4); sub < 2 * (lane / 4) + 2; sub++)
-                        sum += ScaledPart(wb, q8, sub, 4 * (lane % 4)) + ScaledPart(wb, q8, sub, 16 + 4 * (lane % 4));
+                        sum += ScaledPart(wb, q8, sub, 4 * (lane % 4), QuantOrder.Paired) + ScaledPart(wb, q8, sub, 16 + 4 * (lane % 4), QuantOrder.Paired);
                     acc[lane] = MathF.FusedMultiplyAdd(sum, d, acc[lane]);
                 }
                 ReferenceMins(wb, xb, minAcc);
@@ -375,12 +387,12 @@ internal sealed unsafe class Q4_KTiles : TileKernel
     }
 
     /// <summary>Scalar: sub-block <paramref name="sub"/>'s scale × the dot of its values first..first+3 with the activation's (one integer lane's share).</summary>
-    internal static int ScaledPart(byte* wb, sbyte* q8, int sub, int first)
+    internal static int ScaledPart(byte* wb, sbyte* q8, int sub, int first, QuantOrder order)
     {
         Q4_K.ScaleMin(sub, wb + 4, out int sc, out _);
         int part = 0;
         for (int v = first; v < first + 4; v++)
-            part += ((wb[16 + 32 * (sub / 2) + v] >> (4 * (sub & 1))) & 0xF) * q8[QuantAt(sub, v)];
+            part += ((wb[16 + 32 * (sub / 2) + v] >> (4 * (sub & 1))) & 0xF) * q8[QuantAt(sub, v, order)];
         return sc * part;
     }
 
@@ -393,15 +405,15 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         {
             // The activation side from the quants themselves, so the packed sums are checked too.
             Q4_K.ScaleMin(l, wb + 4, out _, out int m);
-            minAcc[l] = MathF.FusedMultiplyAdd(m * dmin, SubBlockSum(q8, l) * dx, minAcc[l]);
+            minAcc[l] = MathF.FusedMultiplyAdd(m * dmin, SubBlockSum(q8, l, QuantOrder.Paired) * dx, minAcc[l]);
         }
     }
 
     /// <summary>Scalar: the sum of sub-block <paramref name="sub"/>'s 32 packed activation quants, taken from the quants themselves so the packed sums are checked too.</summary>
-    internal static int SubBlockSum(sbyte* q8, int sub)
+    internal static int SubBlockSum(sbyte* q8, int sub, QuantOrder order)
     {
         int sum = 0;
-        for (int v = 0; v < 32; v++) sum += q8[QuantAt(sub, v)];
+        for (int v = 0; v < 32; v++) sum += q8[QuantAt(sub, v, order)];
         return sum;
     }
 

@@ -5,23 +5,24 @@ using System.Runtime.Intrinsics.X86;
 namespace SpeCache.Quants;
 
 /// <summary>
-/// Q4_K weights against Q8_K activations for CPUs with AVX2 and FMA but not the AVX512-BW that
-/// <see cref="Q4_KTiles"/> needs (AMD before Zen 4, most Intel desktops and laptops), on
-/// <see cref="Q4_KTiles"/>'s packed activations. It works on 128-bit registers: the first Zen
-/// cores run a 256-bit instruction as two 128-bit halves, so what costs is the count of halves,
-/// and 16-byte halves let the two halves of a sub-block be added as words before its scale is
-/// applied, which a 32-byte register can only do with a lane-crossing shuffle. A 32-byte chunk c
-/// of a block's quants holds sub-block 2c in its low nibbles and 2c + 1 in its high ones. Per
-/// output, block and sub-block: u8 × s8 pair sums of each 16-value half (at most 2·15·127), the
-/// two halves added as words (at most 4·15·127, no saturation), a word multiply-add by the
-/// 6-bit scale into four exact 32-bit lanes (lane l sums values 4l..4l+3 and 16+4l..16+4l+3 of
-/// every sub-block), then one float multiply-add by d × activation scale. The mins' term is
-/// integer too: the eight 6-bit mins against the activation's short sub-block sums by one word
-/// multiply-add (lane l: sub-blocks 2l and 2l + 1), then a float multiply-add by dmin ×
-/// activation scale. On a first-generation EPYC (MatMulBench, the former 256-bit form against
-/// this one in the same minutes) one thread went from 6.7 to 8.4 GB/s of Q4_K weights in decode
-/// and two from 60 to 79 GOPS in an 8192 × 2048 prefill product. (The name is the AVX2 tier's,
-/// as <see cref="Q6_KTiles256"/>'s, though the registers are now 128-bit.)
+/// Q4_K weights against Q8_K activations on 256-bit registers, for CPUs with AVX2 and FMA but not
+/// the AVX512-BW that <see cref="Q4_KTiles"/> needs (AMD Zen 2 and 3, most Intel desktops and
+/// laptops). A 32-byte chunk c of a block's quants holds sub-block 2c in its low nibbles and
+/// 2c + 1 in its high ones, each a whole register of 32 values in order, so the packed
+/// activations keep Q8_K's own order (<see cref="Q4_KTiles.QuantOrder.Natural"/>) and each
+/// sub-block's 32 quants are one load. Per output, block and sub-block: u8 × s8 pair sums (at most
+/// 2·15·127), a word multiply-add by the 6-bit scale into eight exact 32-bit lanes (lane l sums
+/// values 4l..4l+3 of every sub-block), then one float multiply-add by d × activation scale. The
+/// mins' term is integer too: the eight 6-bit mins against the activation's short sub-block sums
+/// by one word multiply-add (lane l: sub-blocks 2l and 2l + 1), then a float multiply-add by
+/// dmin × activation scale.
+/// <para>
+/// A 128-bit form of this kernel (a sub-block's two 16-value halves added as words before one
+/// scale multiply-add, about 100 instructions a block where this takes about 60) was faster on
+/// first-generation Zen, which runs a 256-bit instruction as two halves. Every AVX2 core since
+/// runs them whole: on a Zen 3 EPYC (MatMulBench, both forms in the same minutes) this one reads
+/// Q4_K weights faster in decode and in prefill products (figures in <c>bench/Bench/RESULTS.md</c>).
+/// </para>
 /// </summary>
 internal sealed unsafe class Q4_KTiles256 : TileKernel
 {
@@ -40,12 +41,13 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     const int PackedBlockBytes = Q4_KTiles.PackedBlockBytes;
     const int ShortSumsAt = Q4_KTiles.ShortSumsAt;
     const int QuantsAt = Q4_KTiles.QuantsAt;
+    const Q4_KTiles.QuantOrder Order = Q4_KTiles.QuantOrder.Natural;
 
     public override int PackedRowBytes(int cols) => Q4_KTiles.PackedBytes(cols);
 
-    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => Q4_KTiles.PackBlocks(x, packed);
+    public override void Pack(ReadOnlySpan<float> x, Span<byte> packed) => Q4_KTiles.PackBlocks(x, packed, Order);
 
-    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => Q4_KTiles.UnpackBlocks(packed, cols);
+    public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => Q4_KTiles.UnpackBlocks(packed, cols, Order);
 
     public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
     {
@@ -89,7 +91,7 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     /// <summary>
     /// TM weight rows × TN activation rows. AVX2 has 16 registers, too few for the 16 integer
-    /// accumulators of a 4 × 4 tile (the JIT spilled 15 of them in the 256-bit form, a load and a
+    /// accumulators of a 4 × 4 tile (the JIT spilled 15 of them in an earlier form, a load and a
     /// store per multiply-add), so each weight row of a block is taken in turn against the tile's
     /// activation rows: four accumulators, the row's nibbles split once per chunk, the activation
     /// quants read from L1 as memory operands. The float accumulators, touched once per block,
@@ -99,7 +101,7 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     static void Tile<TM, TN>(byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
         where TM : struct, ITileExtent where TN : struct, ITileExtent
     {
-        var acc = stackalloc Vector128<float>[16]; // [I * 4 + J]
+        var acc = stackalloc Vector256<float>[16]; // [I * 4 + J]
         var minAcc = stackalloc Vector128<float>[16];
         for (int k = 0; k < 16; k++)
         {
@@ -114,14 +116,15 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
             {
                 byte* wb = w + i * ws + (long)b * Q4_K.BlockBytes;
                 byte* mb = meta + i * metaRow + b * MetaBytes;
-                Vector128<int> s0 = default, s1 = default, s2 = default, s3 = default;
+                Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
                 ChunkRows<TN>(wb, TableScale(mb, 0), TableScale(mb, 1), xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, TableScale(mb, 2), TableScale(mb, 3), xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, TableScale(mb, 4), TableScale(mb, 5), xb, aStride, 2, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, TableScale(mb, 6), TableScale(mb, 7), xb, aStride, 3, ref s0, ref s1, ref s2, ref s3);
                 var dd = Vector128.Load((float*)(mb + DAt));
                 var mins = Vector128.Load((short*)(mb + MinsAt));
-                Vector128<float>* ai = acc + 4 * i, mi = minAcc + 4 * i;
+                Vector256<float>* ai = acc + 4 * i;
+                Vector128<float>* mi = minAcc + 4 * i;
                 Finish(xb, dd, mins, ref ai[0], ref mi[0], s0);
                 if (TN.Value > 1) Finish(xb + aStride, dd, mins, ref ai[1], ref mi[1], s1);
                 if (TN.Value > 2) Finish(xb + 2 * aStride, dd, mins, ref ai[2], ref mi[2], s2);
@@ -135,48 +138,39 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     /// <summary>Chunk <paramref name="c"/> (a constant at each call) of one weight block against TN activation blocks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void ChunkRows<TN>(byte* wb, Vector128<short> kLo, Vector128<short> kHi, byte* xb, int aStride, int c,
-        ref Vector128<int> s0, ref Vector128<int> s1, ref Vector128<int> s2, ref Vector128<int> s3) where TN : struct, ITileExtent
+    static void ChunkRows<TN>(byte* wb, Vector256<short> kLo, Vector256<short> kHi, byte* xb, int aStride, int c,
+        ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3) where TN : struct, ITileExtent
     {
-        byte* q = wb + 16 + 32 * c;
-        var v0 = Vector128.Load(q);
-        var v1 = Vector128.Load(q + 16);
-        var mask = Vector128.Create((byte)0x0F);
-        var lo0 = v0 & mask;
-        var lo1 = v1 & mask;
-        var hi0 = Vector128.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & mask;
-        var hi1 = Vector128.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & mask;
-        sbyte* x = (sbyte*)(xb + QuantsAt);
-        s0 += Scaled(lo0, lo1, x, 2 * c, kLo) + Scaled(hi0, hi1, x, 2 * c + 1, kHi);
-        if (TN.Value > 1) s1 += Scaled(lo0, lo1, x + aStride, 2 * c, kLo) + Scaled(hi0, hi1, x + aStride, 2 * c + 1, kHi);
-        if (TN.Value > 2) s2 += Scaled(lo0, lo1, x + 2 * aStride, 2 * c, kLo) + Scaled(hi0, hi1, x + 2 * aStride, 2 * c + 1, kHi);
-        if (TN.Value > 3) s3 += Scaled(lo0, lo1, x + 3 * aStride, 2 * c, kLo) + Scaled(hi0, hi1, x + 3 * aStride, 2 * c + 1, kHi);
+        var v = Vector256.Load(wb + 16 + 32 * c);
+        var mask = Vector256.Create((byte)0x0F);
+        var lo = v & mask;
+        var hi = Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & mask;
+        // Sub-blocks 2c and 2c + 1: 64 consecutive quants.
+        sbyte* x = (sbyte*)(xb + QuantsAt + 64 * c);
+        s0 += Scaled(lo, x, kLo) + Scaled(hi, x + 32, kHi);
+        if (TN.Value > 1) s1 += Scaled(lo, x + aStride, kLo) + Scaled(hi, x + aStride + 32, kHi);
+        if (TN.Value > 2) s2 += Scaled(lo, x + 2 * aStride, kLo) + Scaled(hi, x + 2 * aStride + 32, kHi);
+        if (TN.Value > 3) s3 += Scaled(lo, x + 3 * aStride, kLo) + Scaled(hi, x + 3 * aStride + 32, kHi);
     }
 
     /// <summary>Sub-block <paramref name="sub"/>'s scale in every word, one broadcast load from the weight row's table.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<short> TableScale(byte* mb, int sub) => Vector128.Create(*(int*)(mb + 4 * sub)).AsInt16();
+    static Vector256<short> TableScale(byte* mb, int sub) => Vector256.Create(*(int*)(mb + 4 * sub)).AsInt16();
 
-    /// <summary>
-    /// Sub-block <paramref name="sub"/>'s two 16-value halves of nibbles against its 32 activation
-    /// quants (among the packed ones at <paramref name="x"/>): the halves' pair sums added as
-    /// words, then times the scale into four exact lanes.
-    /// </summary>
+    /// <summary>One sub-block's 32 nibbles against its 32 activation quants at <paramref name="x"/>: pair sums, then times the scale into eight exact lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<int> Scaled(Vector128<byte> first, Vector128<byte> second, sbyte* x, int sub, Vector128<short> scale) =>
-        Sse2.MultiplyAddAdjacent(
-            Ssse3.MultiplyAddAdjacent(first, Vector128.Load(x + Q4_KTiles.QuantAt(sub, 0))) + Ssse3.MultiplyAddAdjacent(second, Vector128.Load(x + Q4_KTiles.QuantAt(sub, 16))),
-            scale);
+    static Vector256<int> Scaled(Vector256<byte> nibbles, sbyte* x, Vector256<short> scale) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(nibbles, Vector256.Load(x)), scale);
 
     /// <summary>
     /// End of a block for one (weight row, activation row): the integer sums times d × the
     /// activation scale, and the mins' integer dot times dmin × the activation scale.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Finish(byte* x, Vector128<float> dAndDMin, Vector128<short> mins, ref Vector128<float> acc, ref Vector128<float> minAcc, Vector128<int> s)
+    static void Finish(byte* x, Vector128<float> dAndDMin, Vector128<short> mins, ref Vector256<float> acc, ref Vector128<float> minAcc, Vector256<int> s)
     {
         var scaled = dAndDMin * Vector128.Create(*(float*)x);
-        acc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(s), Avx2.BroadcastScalarToVector128(scaled), acc);
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s), Avx2.BroadcastScalarToVector256(scaled), acc);
         var minDot = Sse2.MultiplyAddAdjacent(mins, Vector128.Load((short*)(x + ShortSumsAt)));
         minAcc = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(minDot), Avx.Permute(scaled, 0b01_01_01_01), minAcc);
     }
@@ -191,7 +185,7 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
     {
         for (int r = 0; r < rows; r++)
         {
-            Vector128<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             Vector128<float> min0 = default, min1 = default, min2 = default, min3 = default;
             for (int b = 0; b < nb; b++)
             {
@@ -199,9 +193,10 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
                 byte* wb = w + r * ws + (long)b * Q4_K.BlockBytes;
                 PrefetchAhead(wb, Q4_K.BlockBytes);
                 Q4_K.Unpack(wb + 4, out ulong sc, out ulong mins);
-                // The eight scales as words; a byte shuffle per sub-block spreads its scale over every word.
-                var scales = Q4_KTiles.Words(sc).AsByte();
-                Vector128<int> s0 = default, s1 = default, s2 = default, s3 = default;
+                // The eight scales as words in both halves; a byte shuffle per sub-block spreads its scale over every word.
+                var words = Q4_KTiles.Words(sc).AsByte();
+                var scales = Vector256.Create(words, words);
+                Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
                 ChunkRows<TN>(wb, SpreadScale(scales, 0), SpreadScale(scales, 1), xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 2), SpreadScale(scales, 3), xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
                 ChunkRows<TN>(wb, SpreadScale(scales, 4), SpreadScale(scales, 5), xb, aStride, 2, ref s0, ref s1, ref s2, ref s3);
@@ -222,13 +217,13 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     /// <summary>Sub-block <paramref name="sub"/>'s scale (a constant at each call) in every word, by a byte shuffle of the eight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<short> SpreadScale(Vector128<byte> scales, int sub) =>
-        Ssse3.Shuffle(scales, Vector128.Create((ushort)(((2 * sub + 1) << 8) | (2 * sub))).AsByte()).AsInt16();
+    static Vector256<short> SpreadScale(Vector256<byte> scales, int sub) =>
+        Avx2.Shuffle(scales, Vector256.Create((ushort)(((2 * sub + 1) << 8) | (2 * sub))).AsByte()).AsInt16();
 
     public override float ReferenceDot(ReadOnlySpan<byte> weightRow, ReadOnlySpan<byte> packedRow, int cols)
     {
         int nb = cols / Q4_K.BlockSize;
-        Span<float> acc = stackalloc float[4];
+        Span<float> acc = stackalloc float[8];
         Span<float> minAcc = stackalloc float[4];
         acc.Clear();
         minAcc.Clear();
@@ -241,19 +236,22 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
                 sbyte* q8 = (sbyte*)(xb + QuantsAt);
                 float dx = *(float*)xb;
                 float d = QuantMath.ToFloat(*(ushort*)wb) * dx, dmin = QuantMath.ToFloat(*(ushort*)(wb + 2)) * dx;
-                for (int lane = 0; lane < 4; lane++)
+                for (int lane = 0; lane < 8; lane++)
                 {
-                    // Lane l holds values 4l..4l+3 and 16+4l..16+4l+3 of every sub-block.
+                    // Lane l holds values 4l..4l+3 of every sub-block.
                     int sum = 0;
                     for (int sub = 0; sub < 8; sub++)
-                        sum += Q4_KTiles.ScaledPart(wb, q8, sub, 4 * lane) + Q4_KTiles.ScaledPart(wb, q8, sub, 16 + 4 * lane);
+                        sum += Q4_KTiles.ScaledPart(wb, q8, sub, 4 * lane, Order);
                     acc[lane] = MathF.FusedMultiplyAdd(sum, d, acc[lane]);
+                }
+                for (int lane = 0; lane < 4; lane++)
+                {
                     // Lane l of the mins: sub-blocks 2l and 2l + 1.
                     int minDot = 0;
                     for (int sub = 2 * lane; sub < 2 * lane + 2; sub++)
                     {
                         Q4_K.ScaleMin(sub, wb + 4, out _, out int m);
-                        minDot += m * Q4_KTiles.SubBlockSum(q8, sub);
+                        minDot += m * Q4_KTiles.SubBlockSum(q8, sub, Order);
                     }
                     minAcc[lane] = MathF.FusedMultiplyAdd(minDot, dmin, minAcc[lane]);
                 }
