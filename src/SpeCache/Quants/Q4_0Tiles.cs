@@ -16,16 +16,18 @@ namespace SpeCache.Quants;
 /// <see cref="Q8_0Tiles{TW}"/> spends on each block the weights' signs on the activations, two
 /// multiply instructions, a conversion and a multiply-add, and unpacks each block's nibbles alone.
 /// The tile keeps a 4 × 4 block of 256-bit accumulators and eight registers of nibbles, which
-/// needs AVX-512's 32 vector registers; without them <see cref="Q8_0Tiles{TW}"/> serves Q4_0.
-/// On a Zen 4 VM (MatMulBench, against <see cref="Q8_0Tiles{TW}"/>, alternated twice): one-row
-/// decode of a 4096 × 4096 matrix out of cache 12.4-12.5 -> 16.7-17.1 GB/s on one thread and
-/// 22.6-23.4 -> 29.8-30.8 on two; an 8192 × 2048 product with 512 rows 165 -> 237-251 GOPS on two.
+/// needs AVX-512's 32 vector registers; with AVX2's 16 it takes the tile's weight rows in turn
+/// (<see cref="RowsInTurn{TM, TN}"/>). On a Zen 4 VM (MatMulBench, against
+/// <see cref="Q8_0Tiles{TW}"/>, alternated twice): one-row decode of a 4096 × 4096 matrix out of
+/// cache 12.4-12.5 -> 16.7-17.1 GB/s on one thread and 22.6-23.4 -> 29.8-30.8 on two; an
+/// 8192 × 2048 product with 512 rows 165 -> 237-251 GOPS on two. On an AVX2-only Zen 3: figures
+/// in <c>bench/Bench/RESULTS.md</c>.
 /// </summary>
 internal sealed unsafe class Q4_0Tiles : TileKernel
 {
     public static readonly Q4_0Tiles Instance = new();
 
-    public static readonly bool Supported = IsSupported && Avx512BW.VL.IsSupported;
+    public static readonly bool Supported = IsSupported;
 
     /// <summary>
     /// Where the format takes this kernel: not with AVX-VNNI, where <see cref="Q8_0Tiles{TW}"/>
@@ -158,6 +160,11 @@ internal sealed unsafe class Q4_0Tiles : TileKernel
     static void Tile<TM, TN>(byte* w, long ws, float* table, int nb, byte* a, int aStride, float* y, long yStride)
         where TM : struct, ITileExtent where TN : struct, ITileExtent
     {
+        if (!Avx512F.IsSupported)
+        {
+            RowsInTurn<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
+            return;
+        }
         Vector256<float> c00 = default, c10 = default, c20 = default, c30 = default;
         Vector256<float> c01 = default, c11 = default, c21 = default, c31 = default;
         Vector256<float> c02 = default, c12 = default, c22 = default, c32 = default;
@@ -194,6 +201,34 @@ internal sealed unsafe class Q4_0Tiles : TileKernel
         if (TN.Value > 1) Store<TM>(y + yStride, c01, c11, c21, c31);
         if (TN.Value > 2) Store<TM>(y + 2 * yStride, c02, c12, c22, c32);
         if (TN.Value > 3) Store<TM>(y + 3 * yStride, c03, c13, c23, c33);
+    }
+
+    /// <summary>
+    /// <see cref="Tile{TM, TN}"/> with 16 vector registers: each weight row in turn against the
+    /// TN activation rows (TN accumulators and one pair's nibbles live at once), the activation
+    /// pairs read again per weight row from L1 or L2. The same operations per accumulator, so the
+    /// same bits.
+    /// </summary>
+    static void RowsInTurn<TM, TN>(byte* w, long ws, float* table, int nb, byte* a, int aStride, float* y, long yStride)
+        where TM : struct, ITileExtent where TN : struct, ITileExtent
+    {
+        int pairs = Pairs(nb), full = nb / 2;
+        long tableRow = (long)nb * TableBlockBytes / sizeof(float);
+        for (int i = 0; i < TM.Value; i++)
+        {
+            byte* row = w + i * ws;
+            float* s = table + i * tableRow;
+            Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+            for (int p = 0; p < full; p++)
+                DirectPair<TN>(row + (long)(2 * p) * Q4_0.BlockBytes, Vector256.Load(s + 8 * p), a + (long)p * PairBytes, aStride, ref c0, ref c1, ref c2, ref c3);
+            if (full < pairs)
+                DirectPair<TN>(row + (long)(2 * full) * Q4_0.BlockBytes, Vector256.Load(s + 8 * full), a + (long)full * PairBytes, aStride,
+                    ref c0, ref c1, ref c2, ref c3, both: false);
+            y[i] = HorizontalSum(c0);
+            if (TN.Value > 1) y[yStride + i] = HorizontalSum(c1);
+            if (TN.Value > 2) y[2 * yStride + i] = HorizontalSum(c2);
+            if (TN.Value > 3) y[3 * yStride + i] = HorizontalSum(c3);
+        }
     }
 
     /// <summary>One activation row's pair (at <paramref name="x"/>) against the tile's (up to) four weight rows' nibbles, their scales <paramref name="tableRow"/> floats apart from <paramref name="s"/>.</summary>
