@@ -135,15 +135,17 @@ internal sealed unsafe class Q6_KTiles256 : TileKernel
         for (int r = 0; r < rows; r++)
         {
             Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            for (int b = 0; b < nb; b++)
+            // Pointers stepped per block: the loop is bound by the count of instructions it issues,
+            // and the JIT recomputed each address from the block index by multiplies.
+            byte* wb = w + r * ws, xb = a;
+            for (int b = 0; b < nb; b++, wb += Q6_K.BlockBytes, xb += PackedBlockBytes)
             {
-                byte* wb = w + r * ws + (long)b * Q6_K.BlockBytes;
-                byte* xb = a + (long)b * PackedBlockBytes;
                 PrefetchAhead(wb, Q6_K.BlockBytes);
                 var scales = Vector128.Load((sbyte*)(wb + 192));
+                var evenOdd = EvenOddScaleWords(scales);
                 Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
-                Half<TN>(wb, scales, xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
-                Half<TN>(wb, scales, xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
+                Half<TN>(wb, evenOdd, xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
+                Half<TN>(wb, evenOdd, xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
                 var groupScales = Avx2.ConvertToVector256Int16(scales);
                 var d = Vector256.Create(QuantMath.ToFloat(*(ushort*)(wb + 208)));
                 acc0 = Finish(acc0, xb, groupScales, d, s0);
@@ -158,22 +160,39 @@ internal sealed unsafe class Q6_KTiles256 : TileKernel
         }
     }
 
+    /// <summary>
+    /// A block's 16 int8 scales as words, the even groups' in the lower half and the odd groups' in
+    /// the upper, so that one byte shuffle (<see cref="SpreadRegisterScales"/>) gives a register
+    /// its two groups' scale words: register k's groups are 2k and 2k + 1.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<short> EvenOddScaleWords(Vector128<sbyte> scales) =>
+        Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, Vector128.Create((sbyte)0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
+
+    /// <summary>
+    /// Register <paramref name="k"/>'s scale words from <see cref="EvenOddScaleWords"/>: word k of
+    /// each half spread over that half, the same words as <see cref="RegisterScales"/>'.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<short> SpreadRegisterScales(Vector256<short> evenOdd, int k) =>
+        Avx2.Shuffle(evenOdd.AsByte(), Vector256.Create((ushort)(((2 * k + 1) << 8) | (2 * k))).AsByte()).AsInt16();
+
     /// <summary>Half <paramref name="h"/> (a constant at each call, so the scale shuffles are constants) of a block against up to four activation rows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Half<TN>(byte* wb, Vector128<sbyte> scales, byte* xb, int aStride, int h,
+    static void Half<TN>(byte* wb, Vector256<short> evenOdd, byte* xb, int aStride, int h,
         ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3) where TN : struct, ITileExtent
     {
         Q6_K.SixBitValues(wb, h, out var q1, out var q2, out var q3, out var q4);
-        Register<TN>(q1, RegisterScales(scales, 4 * h), xb, aStride, 4 * h, ref s0, ref s1, ref s2, ref s3);
-        Register<TN>(q2, RegisterScales(scales, 4 * h + 1), xb, aStride, 4 * h + 1, ref s0, ref s1, ref s2, ref s3);
-        Register<TN>(q3, RegisterScales(scales, 4 * h + 2), xb, aStride, 4 * h + 2, ref s0, ref s1, ref s2, ref s3);
-        Register<TN>(q4, RegisterScales(scales, 4 * h + 3), xb, aStride, 4 * h + 3, ref s0, ref s1, ref s2, ref s3);
+        Register<TN>(q1, SpreadRegisterScales(evenOdd, 4 * h), xb, aStride, 4 * h, ref s0, ref s1, ref s2, ref s3);
+        Register<TN>(q2, SpreadRegisterScales(evenOdd, 4 * h + 1), xb, aStride, 4 * h + 1, ref s0, ref s1, ref s2, ref s3);
+        Register<TN>(q3, SpreadRegisterScales(evenOdd, 4 * h + 2), xb, aStride, 4 * h + 2, ref s0, ref s1, ref s2, ref s3);
+        Register<TN>(q4, SpreadRegisterScales(evenOdd, 4 * h + 3), xb, aStride, 4 * h + 3, ref s0, ref s1, ref s2, ref s3);
     }
 
     /// <summary>
     /// Register <paramref name="k"/>'s scales as words: its first group's (2k) in the lower half,
     /// its second's (2k + 1) in the upper, by a byte shuffle of the block's 16 int8 scales and a
-    /// sign extension.
+    /// sign extension (the weight table's form, made once per tile).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<short> RegisterScales(Vector128<sbyte> scales, int k)
