@@ -270,11 +270,12 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
             for (; b < nb; b++)
             {
                 var q = TW.LoadSigned(row + (long)b * TW.BlockBytes);
+                var magnitude = Avx2.Abs(q);
                 var d = Vector256.Create(QuantMath.ToFloat(*(ushort*)(row + (long)b * TW.BlockBytes)));
-                c0 = SignedBlock(c0, q, a, b, d * Vector256.Create(ActivationScales(a, nb)[b]));
-                if (TN.Value > 1) c1 = SignedBlock(c1, q, a + aStride, b, d * Vector256.Create(ActivationScales(a + aStride, nb)[b]));
-                if (TN.Value > 2) c2 = SignedBlock(c2, q, a + 2 * aStride, b, d * Vector256.Create(ActivationScales(a + 2 * aStride, nb)[b]));
-                if (TN.Value > 3) c3 = SignedBlock(c3, q, a + 3 * aStride, b, d * Vector256.Create(ActivationScales(a + 3 * aStride, nb)[b]));
+                c0 = SignedBlock(c0, q, magnitude, a, b, d * Vector256.Create(ActivationScales(a, nb)[b]));
+                if (TN.Value > 1) c1 = SignedBlock(c1, q, magnitude, a + aStride, b, d * Vector256.Create(ActivationScales(a + aStride, nb)[b]));
+                if (TN.Value > 2) c2 = SignedBlock(c2, q, magnitude, a + 2 * aStride, b, d * Vector256.Create(ActivationScales(a + 2 * aStride, nb)[b]));
+                if (TN.Value > 3) c3 = SignedBlock(c3, q, magnitude, a + 3 * aStride, b, d * Vector256.Create(ActivationScales(a + 3 * aStride, nb)[b]));
             }
             y[r] = HorizontalSum(c0);
             if (TN.Value > 1) y[yStride + r] = HorizontalSum(c1);
@@ -289,10 +290,11 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
         ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> c3) where TN : struct, ITileExtent
     {
         var q = TW.LoadSigned(wb + j * TW.BlockBytes);
-        c0 = SignedBlock(c0, q, xb, j, Vector256.Create(products[j]));
-        if (TN.Value > 1) c1 = SignedBlock(c1, q, xb + aStride, j, Vector256.Create(products[8 + j]));
-        if (TN.Value > 2) c2 = SignedBlock(c2, q, xb + 2 * aStride, j, Vector256.Create(products[16 + j]));
-        if (TN.Value > 3) c3 = SignedBlock(c3, q, xb + 3 * aStride, j, Vector256.Create(products[24 + j]));
+        var magnitude = Avx2.Abs(q);
+        c0 = SignedBlock(c0, q, magnitude, xb, j, Vector256.Create(products[j]));
+        if (TN.Value > 1) c1 = SignedBlock(c1, q, magnitude, xb + aStride, j, Vector256.Create(products[8 + j]));
+        if (TN.Value > 2) c2 = SignedBlock(c2, q, magnitude, xb + 2 * aStride, j, Vector256.Create(products[16 + j]));
+        if (TN.Value > 3) c3 = SignedBlock(c3, q, magnitude, xb + 3 * aStride, j, Vector256.Create(products[24 + j]));
     }
 
     /// <summary>A packed activation row's block scales as floats (plane 3).</summary>
@@ -302,12 +304,14 @@ internal sealed unsafe class Q8_0Tiles<TW> : TileKernel where TW : struct, IBloc
     /// <summary>
     /// <see cref="Step"/> for one block, the lane sums taken as |q| · (x signed like q): equal to
     /// Step's, since activations are never -128 (Q8_0 rounds to ±127), so negating one cannot wrap.
+    /// <paramref name="magnitude"/> is |q|, made once per weight block for all the activation rows
+    /// (the JIT did not share it between their calls).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> SignedBlock(Vector256<float> c, Vector256<sbyte> q, byte* a, int b, Vector256<float> scale)
+    static Vector256<float> SignedBlock(Vector256<float> c, Vector256<sbyte> q, Vector256<byte> magnitude, byte* a, int b, Vector256<float> scale)
     {
         var x = Vector256.Load((sbyte*)a + b * 32);
-        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantMath.SignedDot(q, x)), scale, c);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantMath.UnsignedDot(magnitude, Avx2.Sign(x, q))), scale, c);
     }
 
     /// <summary>A weight block as <see cref="Step"/> takes it: q + offset for VNNI, q itself (as bytes) for AVX2.</summary>
