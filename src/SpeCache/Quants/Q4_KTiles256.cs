@@ -23,20 +23,19 @@ namespace SpeCache.Quants;
 /// runs them whole: on a Zen 3 EPYC (MatMulBench, both forms in the same minutes) this one reads
 /// Q4_K weights faster in decode and in prefill products (figures in <c>bench/Bench/RESULTS.md</c>).
 /// </para>
+/// <para>
+/// Every row count takes the few-row path (<see cref="TileKernel.RowByRowInPanels{TRows}"/>): each
+/// weight block decoded once for up to four activation rows, the weight rows in panels that stay
+/// in L2 while the activation rows pass four at a time. A tile reading the scales from a table
+/// unpacked per weight tile was slower on the Zen 3 for 8 to 512 rows (<c>MatMulBench gemm</c>, two
+/// threads, alternated twice: 8 rows 112-113 -> 160-189 GOPS, 64 rows 114-125 -> 185).
+/// </para>
 /// </summary>
 internal sealed unsafe class Q4_KTiles256 : TileKernel
 {
     public static readonly Q4_KTiles256 Instance = new();
 
     public static readonly bool Supported = IsSupported;
-
-    /// <summary>
-    /// Bytes per weight block in the unpacked table: each sub-block's scale as a word pair at 0,
-    /// the 8 mins as words at 32, d and dmin as floats at 48.
-    /// </summary>
-    const int MetaBytes = 64;
-    const int MinsAt = 32;
-    const int DAt = 48;
 
     const int PackedBlockBytes = Q4_KTiles.PackedBlockBytes;
     const int ShortSumsAt = Q4_KTiles.ShortSumsAt;
@@ -49,91 +48,13 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => Q4_KTiles.UnpackBlocks(packed, cols, Order);
 
-    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
+    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride) =>
+        RowByRowInPanels<Kernel>(n, w, weightRowBytes, rows, cols / Q4_K.BlockSize, a, packedRowBytes, y, yStride);
+
+    struct Kernel : IRowByRow
     {
-        int nb = cols / Q4_K.BlockSize;
-        // Up to four activation rows (decode, the two-row speculative decode, small batches) skip
-        // the table: building it costs about as much as one activation tile's work, so it pays
-        // only when several tiles pass over it.
-        if (!RowByRow<Kernel>(n, w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride))
-            TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, MetaBytes, a, packedRowBytes, n, y, yStride);
-    }
-
-    struct Kernel : ITileBody, IWeightTable, IRowByRow
-    {
-        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
-            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
-            Q4_KTiles256.Tile<TM, TN>(w, ws, table, nb, a, aStride, y, yStride);
-
-        public static void Unpack(byte* row, byte* table, int nb) => UnpackMeta(row, table, nb);
-
         public static void Rows<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent =>
             Direct<TN>(w, ws, rows, nb, a, aStride, y, yStride);
-    }
-
-    /// <summary>
-    /// One weight row's table: each scale as the pair of words (sc, sc) that one 32-bit broadcast
-    /// load spreads over a register's word pairs, the mins as words, d and dmin as floats.
-    /// </summary>
-    static void UnpackMeta(byte* row, byte* meta, int nb)
-    {
-        for (int b = 0; b < nb; b++)
-        {
-            byte* block = row + (long)b * Q4_K.BlockBytes;
-            byte* mb = meta + b * MetaBytes;
-            Q4_K.Unpack(block + 4, out ulong sc, out ulong mins);
-            var scales = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(sc).AsByte());
-            (scales | (scales << 16)).Store((int*)mb);
-            Q4_KTiles.Words(mins).Store((short*)(mb + MinsAt));
-            Q4_KTiles.DAndDMin(block).Store((float*)(mb + DAt));
-        }
-    }
-
-    /// <summary>
-    /// TM weight rows × TN activation rows. AVX2 has 16 registers, too few for the 16 integer
-    /// accumulators of a 4 × 4 tile (the JIT spilled 15 of them in an earlier form, a load and a
-    /// store per multiply-add), so each weight row of a block is taken in turn against the tile's
-    /// activation rows: four accumulators, the row's nibbles split once per chunk, the activation
-    /// quants read from L1 as memory operands. The float accumulators, touched once per block,
-    /// live in a small stack table.
-    /// </summary>
-    [SkipLocalsInit] // the accumulators are zeroed below
-    static void Tile<TM, TN>(byte* w, long ws, byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
-        where TM : struct, ITileExtent where TN : struct, ITileExtent
-    {
-        var acc = stackalloc Vector256<float>[16]; // [I * 4 + J]
-        var minAcc = stackalloc Vector128<float>[16];
-        for (int k = 0; k < 16; k++)
-        {
-            acc[k] = default;
-            minAcc[k] = default;
-        }
-        long metaRow = (long)nb * MetaBytes;
-        for (int b = 0; b < nb; b++)
-        {
-            byte* xb = a + (long)b * PackedBlockBytes;
-            for (int i = 0; i < TM.Value; i++)
-            {
-                byte* wb = w + i * ws + (long)b * Q4_K.BlockBytes;
-                byte* mb = meta + i * metaRow + b * MetaBytes;
-                Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
-                ChunkRows<TN>(wb, TableScale(mb, 0), TableScale(mb, 1), xb, aStride, 0, ref s0, ref s1, ref s2, ref s3);
-                ChunkRows<TN>(wb, TableScale(mb, 2), TableScale(mb, 3), xb, aStride, 1, ref s0, ref s1, ref s2, ref s3);
-                ChunkRows<TN>(wb, TableScale(mb, 4), TableScale(mb, 5), xb, aStride, 2, ref s0, ref s1, ref s2, ref s3);
-                ChunkRows<TN>(wb, TableScale(mb, 6), TableScale(mb, 7), xb, aStride, 3, ref s0, ref s1, ref s2, ref s3);
-                var dd = Vector128.Load((float*)(mb + DAt));
-                var mins = Vector128.Load((short*)(mb + MinsAt));
-                Vector256<float>* ai = acc + 4 * i;
-                Vector128<float>* mi = minAcc + 4 * i;
-                Finish(xb, dd, mins, ref ai[0], ref mi[0], s0);
-                if (TN.Value > 1) Finish(xb + aStride, dd, mins, ref ai[1], ref mi[1], s1);
-                if (TN.Value > 2) Finish(xb + 2 * aStride, dd, mins, ref ai[2], ref mi[2], s2);
-                if (TN.Value > 3) Finish(xb + 3 * aStride, dd, mins, ref ai[3], ref mi[3], s3);
-            }
-        }
-        for (int j = 0; j < TN.Value; j++)
-            for (int i = 0; i < TM.Value; i++)
-                y[j * yStride + i] = HorizontalSum(acc[i * 4 + j]) - HorizontalSum(minAcc[i * 4 + j]);
     }
 
     /// <summary>Chunk <paramref name="c"/> (a constant at each call) of one weight block against TN activation blocks.</summary>
@@ -152,10 +73,6 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
         if (TN.Value > 2) s2 += Scaled(lo, x + 2 * aStride, kLo) + Scaled(hi, x + 2 * aStride + 32, kHi);
         if (TN.Value > 3) s3 += Scaled(lo, x + 3 * aStride, kLo) + Scaled(hi, x + 3 * aStride + 32, kHi);
     }
-
-    /// <summary>Sub-block <paramref name="sub"/>'s scale in every word, one broadcast load from the weight row's table.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<short> TableScale(byte* mb, int sub) => Vector256.Create(*(int*)(mb + 4 * sub)).AsInt16();
 
     /// <summary>One sub-block's 32 nibbles against its 32 activation quants at <paramref name="x"/>: pair sums, then times the scale into eight exact lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -177,9 +94,8 @@ internal sealed unsafe class Q4_KTiles256 : TileKernel
 
     /// <summary>
     /// Each weight row against up to four activation rows, everything in registers and each
-    /// block's scales unpacked as it is read: the unpacked table costs as much to build as a
-    /// tile's work on one activation row. The same integer lanes, multiply-adds and reduction as
-    /// <see cref="Tile{TM, TN}"/>, so the bits agree.
+    /// block's scales unpacked as it is read, so each output's integer lanes, multiply-adds and
+    /// reduction are the same whatever the row count.
     /// </summary>
     static void Direct<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
     {

@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace SpeCache.Quants;
 
 /// <summary>
-/// Q6_K weights against Q8_K activations on 256-bit registers (AVX2 and FMA): the tile for CPUs
+/// Q6_K weights against Q8_K activations on 256-bit registers (AVX2 and FMA): the kernel for CPUs
 /// without the AVX512-BW that <see cref="Q6_KTiles"/> needs, on <see cref="Q6_KTiles"/>'s packed
 /// activations. Register k = 4h + r of a block holds its unsigned 6-bit values
 /// 128h + 32r..128h + 32r + 31, whose two 16-value groups fill the register's two 128-bit
@@ -14,10 +14,12 @@ namespace SpeCache.Quants;
 /// register), minus 32 × (scale · activation group sums) for the -32 offset of every value, then
 /// one float multiply-add by d × activation scale.
 /// <para>
-/// Building a register takes five to seven operations on two or three loads, about as many as its
-/// products with four activation rows, so matrix products first unpack each weight tile's values
-/// and scale words into a table that every activation tile passing over it reads (512 bytes per
-/// block and row); up to four activation rows take the values straight from the block.
+/// Every row count takes the few-row path (<see cref="TileKernel.RowByRowInPanels{TRows}"/>): each
+/// weight block decoded once for up to four activation rows, the weight rows in panels that stay
+/// in L2 while the activation rows pass four at a time. Until 2026-12-07 more rows first unpacked
+/// each weight tile's values and scale words into a table (512 bytes per block and row) for tiles
+/// to read; on a Zen 3 EPYC the panels did 8 to 512 rows faster (<c>MatMulBench gemm</c>, two
+/// threads, alternated twice: 8 rows 66-81 -> 145-164 GOPS, 512 rows 110-131 -> 148-189).
 /// </para>
 /// </summary>
 internal sealed unsafe class Q6_KTiles256 : TileKernel
@@ -25,16 +27,6 @@ internal sealed unsafe class Q6_KTiles256 : TileKernel
     public static readonly Q6_KTiles256 Instance = new();
 
     public static readonly bool Supported = IsSupported;
-
-    /// <summary>
-    /// Bytes per weight block in the unpacked table: the eight registers of 6-bit values, then
-    /// each register's scales as words (eight of its first group's, eight of its second's), then
-    /// the 16 scales as words (the offset's multiply-add), then d as a float.
-    /// </summary>
-    const int MetaBytes = 576;
-    const int ScaleWordsAt = 256;
-    const int GroupScalesAt = 512;
-    const int DAt = 544;
 
     const int PackedBlockBytes = Q6_KTiles.PackedBlockBytes;
     const int GroupSumsAt = Q6_KTiles.GroupSumsAt;
@@ -46,89 +38,19 @@ internal sealed unsafe class Q6_KTiles256 : TileKernel
 
     public override float[] UnpackActivation(ReadOnlySpan<byte> packed, int cols) => Q6_KTiles.UnpackBlocks(packed, cols);
 
-    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride)
+    public override void Compute(byte* w, long weightRowBytes, int rows, byte* a, int packedRowBytes, int n, int cols, float* y, long yStride) =>
+        RowByRowInPanels<Kernel>(n, w, weightRowBytes, rows, cols / Q6_K.BlockSize, a, packedRowBytes, y, yStride);
+
+    struct Kernel : IRowByRow
     {
-        int nb = cols / Q6_K.BlockSize;
-        // Up to four activation rows (decode, the two-row speculative decode, small batches) skip
-        // the table: building it costs about as much as one activation tile's work, so it pays
-        // only when several tiles pass over it.
-        if (!RowByRow<Kernel>(n, w, weightRowBytes, rows, nb, a, packedRowBytes, y, yStride))
-            TiledWithTable<Kernel>(w, weightRowBytes, rows, nb, MetaBytes, a, packedRowBytes, n, y, yStride);
-    }
-
-    struct Kernel : ITileBody, IWeightTable, IRowByRow
-    {
-        public static void Tile<TM, TN>(byte* w, long ws, byte* table, int nb, byte* a, int aStride, float* y, long yStride)
-            where TM : struct, ITileExtent where TN : struct, ITileExtent =>
-            Q6_KTiles256.Tile<TM, TN>(table, nb, a, aStride, y, yStride);
-
-        public static void Unpack(byte* row, byte* table, int nb) => UnpackRow(row, table, nb);
-
         public static void Rows<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent =>
             Direct<TN>(w, ws, rows, nb, a, aStride, y, yStride);
     }
 
-    /// <summary>One weight row's table (see <see cref="MetaBytes"/>).</summary>
-    static void UnpackRow(byte* row, byte* meta, int nb)
-    {
-        for (int b = 0; b < nb; b++)
-        {
-            byte* wb = row + (long)b * Q6_K.BlockBytes;
-            byte* mb = meta + b * MetaBytes;
-            var scales = Vector128.Load((sbyte*)(wb + 192));
-            for (int h = 0; h < 2; h++)
-            {
-                Q6_K.SixBitValues(wb, h, out var q1, out var q2, out var q3, out var q4);
-                q1.Store(mb + 128 * h);
-                q2.Store(mb + 128 * h + 32);
-                q3.Store(mb + 128 * h + 64);
-                q4.Store(mb + 128 * h + 96);
-            }
-            for (int k = 0; k < 8; k++) RegisterScales(scales, k).Store((short*)(mb + ScaleWordsAt + 32 * k));
-            Avx2.ConvertToVector256Int16(scales).Store((short*)(mb + GroupScalesAt));
-            *(float*)(mb + DAt) = QuantMath.ToFloat(*(ushort*)(wb + 208));
-        }
-    }
-
-    /// <summary>
-    /// TM weight rows × TN activation rows from the tables: each weight row of a block in turn
-    /// against the tile's activation rows, four integer accumulators in registers (a 4 × 4 tile of
-    /// them would not fit AVX2's 16 registers), the float ones in a small stack table.
-    /// </summary>
-    [SkipLocalsInit] // the accumulators are zeroed below
-    static void Tile<TM, TN>(byte* meta, int nb, byte* a, int aStride, float* y, long yStride)
-        where TM : struct, ITileExtent where TN : struct, ITileExtent
-    {
-        var acc = stackalloc Vector256<float>[16]; // [I * 4 + J]
-        for (int k = 0; k < 16; k++) acc[k] = default;
-        long metaRow = (long)nb * MetaBytes;
-        for (int b = 0; b < nb; b++)
-        {
-            byte* xb = a + (long)b * PackedBlockBytes;
-            for (int i = 0; i < TM.Value; i++)
-            {
-                byte* mb = meta + i * metaRow + b * MetaBytes;
-                Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
-                for (int k = 0; k < 8; k++)
-                    Register<TN>(Vector256.Load(mb + 32 * k), Vector256.Load((short*)(mb + ScaleWordsAt + 32 * k)), xb, aStride, k, ref s0, ref s1, ref s2, ref s3);
-                var groupScales = Vector256.Load((short*)(mb + GroupScalesAt));
-                var d = Vector256.Create(*(float*)(mb + DAt));
-                Vector256<float>* ai = acc + 4 * i;
-                ai[0] = Finish(ai[0], xb, groupScales, d, s0);
-                if (TN.Value > 1) ai[1] = Finish(ai[1], xb + aStride, groupScales, d, s1);
-                if (TN.Value > 2) ai[2] = Finish(ai[2], xb + 2 * aStride, groupScales, d, s2);
-                if (TN.Value > 3) ai[3] = Finish(ai[3], xb + 3 * aStride, groupScales, d, s3);
-            }
-        }
-        for (int j = 0; j < TN.Value; j++)
-            for (int i = 0; i < TM.Value; i++)
-                y[j * yStride + i] = HorizontalSum(acc[i * 4 + j]);
-    }
-
     /// <summary>
     /// Each weight row against up to four activation rows, the values and scales built from the
-    /// block as it is read: the same integer lanes, multiply-adds and reduction as
-    /// <see cref="Tile{TM, TN}"/>, so the bits agree.
+    /// block as it is read, so each output's integer lanes, multiply-adds and reduction are the
+    /// same whatever the row count.
     /// </summary>
     static void Direct<TN>(byte* w, long ws, int rows, int nb, byte* a, int aStride, float* y, long yStride) where TN : struct, ITileExtent
     {
@@ -171,7 +93,8 @@ internal sealed unsafe class Q6_KTiles256 : TileKernel
 
     /// <summary>
     /// Register <paramref name="k"/>'s scale words from <see cref="EvenOddScaleWords"/>: word k of
-    /// each half spread over that half, the same words as <see cref="RegisterScales"/>'.
+    /// each half spread over that half, its first group's (2k) scale in the lower half and its
+    /// second's (2k + 1) in the upper.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<short> SpreadRegisterScales(Vector256<short> evenOdd, int k) =>
@@ -187,18 +110,6 @@ internal sealed unsafe class Q6_KTiles256 : TileKernel
         Register<TN>(q2, SpreadRegisterScales(evenOdd, 4 * h + 1), xb, aStride, 4 * h + 1, ref s0, ref s1, ref s2, ref s3);
         Register<TN>(q3, SpreadRegisterScales(evenOdd, 4 * h + 2), xb, aStride, 4 * h + 2, ref s0, ref s1, ref s2, ref s3);
         Register<TN>(q4, SpreadRegisterScales(evenOdd, 4 * h + 3), xb, aStride, 4 * h + 3, ref s0, ref s1, ref s2, ref s3);
-    }
-
-    /// <summary>
-    /// Register <paramref name="k"/>'s scales as words: its first group's (2k) in the lower half,
-    /// its second's (2k + 1) in the upper, by a byte shuffle of the block's 16 int8 scales and a
-    /// sign extension (the weight table's form, made once per tile).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<short> RegisterScales(Vector128<sbyte> scales, int k)
-    {
-        var pick = Vector128.Create((ulong)(byte)(2 * k) * 0x0101010101010101UL, (ulong)(byte)(2 * k + 1) * 0x0101010101010101UL).AsSByte();
-        return Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pick));
     }
 
     /// <summary>One register of 6-bit values (register <paramref name="k"/> of the block) and its scale words against TN activation blocks.</summary>

@@ -102,6 +102,34 @@ public unsafe class TileKernelTests
     }
 
     /// <summary>
+    /// A matrix far bigger than one L2 panel of weight rows (the AVX2 K-quant kernels take panels of
+    /// 256 KB: here three and a part) against six activation rows (a group of four, then two): every
+    /// output equals the scalar reference bit for bit, so no panel or group is skipped, repeated or
+    /// written to another row's place.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TiledKernels))]
+    public void ManyWeightRowsInPanelsEqualScalarReference(string name)
+    {
+        var (type, kernel) = KernelOf(name);
+        int cols = BlockOf(type) == 32 ? 32 * 72 : 256 * 9;
+        int rows = (int)(3.5 * (256 * 1024) / GgmlTypeInfo.RowBytes(type, cols));
+        const int n = 6;
+        var w = new TestWeightRows(type, rows, cols, seed: 3, scale: 0.02f);
+        var x = TestRows.WithOutliers(n * cols, 12);
+        var packed = Pack(kernel, x, n, cols);
+        var y = Compute(kernel, w, packed, n, cols);
+        int rowBytes = kernel.PackedRowBytes(cols);
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = kernel.ReferenceDot(w.Row(r), packed.AsSpan(i * rowBytes, rowBytes), cols);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[i * rows + r]),
+                    $"{type} rows {rows}: y[{i},{r}] = {y[i * rows + r]}, reference {expected}");
+            }
+    }
+
+    /// <summary>
     /// An output does not depend on how many activation rows share the call (n = 1..70) nor on
     /// where its row falls in a tile: the last row computed alone equals it computed with the rest.
     /// </summary>
