@@ -85,20 +85,24 @@ public unsafe class TileKernelTests
         int cols = BlockOf(type) == 32 ? 32 * 19 : 256 * 9;
         foreach (int rows in new[] { 1, 2, 3, 4, 5, 6, 7, 9 })
         {
-            var w = new TestWeightRows(type, rows, cols, seed: rows, scale: 0.02f);
             int n = rows == 9 ? 70 : rows + 2;
-            var x = TestRows.WithOutliers(n * cols, 40 + rows);
-            var packed = Pack(kernel, x, n, cols);
-            var y = Compute(kernel, w, packed, n, cols);
-            int rowBytes = kernel.PackedRowBytes(cols);
-            for (int i = 0; i < n; i++)
-                for (int r = 0; r < rows; r++)
-                {
-                    float expected = kernel.ReferenceDot(w.Row(r), packed.AsSpan(i * rowBytes, rowBytes), cols);
-                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[i * rows + r]),
-                        $"{type} rows {rows} n {n}: y[{i},{r}] = {y[i * rows + r]}, reference {expected}");
-                }
+            CheckAgainstReference(kernel, new TestWeightRows(type, rows, cols, seed: rows, scale: 0.02f), TestRows.WithOutliers(n * cols, 40 + rows), n, cols);
         }
+    }
+
+    /// <summary>Every output of <paramref name="n"/> activation rows against <paramref name="w"/> equals the kernel's scalar reference bit for bit.</summary>
+    static void CheckAgainstReference(TileKernel kernel, TestWeightRows w, float[] x, int n, int cols)
+    {
+        var packed = Pack(kernel, x, n, cols);
+        var y = Compute(kernel, w, packed, n, cols);
+        int rowBytes = kernel.PackedRowBytes(cols);
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < w.Rows; r++)
+            {
+                float expected = kernel.ReferenceDot(w.Row(r), packed.AsSpan(i * rowBytes, rowBytes), cols);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[i * w.Rows + r]),
+                    $"{w.Type} rows {w.Rows} n {n}: y[{i},{r}] = {y[i * w.Rows + r]}, reference {expected}");
+            }
     }
 
     /// <summary>
@@ -115,18 +119,7 @@ public unsafe class TileKernelTests
         int cols = BlockOf(type) == 32 ? 32 * 72 : 256 * 9;
         int rows = (int)(3.5 * (256 * 1024) / GgmlTypeInfo.RowBytes(type, cols));
         const int n = 6;
-        var w = new TestWeightRows(type, rows, cols, seed: 3, scale: 0.02f);
-        var x = TestRows.WithOutliers(n * cols, 12);
-        var packed = Pack(kernel, x, n, cols);
-        var y = Compute(kernel, w, packed, n, cols);
-        int rowBytes = kernel.PackedRowBytes(cols);
-        for (int i = 0; i < n; i++)
-            for (int r = 0; r < rows; r++)
-            {
-                float expected = kernel.ReferenceDot(w.Row(r), packed.AsSpan(i * rowBytes, rowBytes), cols);
-                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[i * rows + r]),
-                    $"{type} rows {rows}: y[{i},{r}] = {y[i * rows + r]}, reference {expected}");
-            }
+        CheckAgainstReference(kernel, new TestWeightRows(type, rows, cols, seed: 3, scale: 0.02f), TestRows.WithOutliers(n * cols, 12), n, cols);
     }
 
     /// <summary>
