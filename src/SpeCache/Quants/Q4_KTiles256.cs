@@ -28,7 +28,7 @@ namespace SpeCache.Quants;
 /// weight block decoded once for up to four activation rows, the weight rows in panels that stay
 /// in L2 while the activation rows pass four at a time. A tile reading the scales from a table
 /// unpacked per weight tile was slower on the Zen 3 for 8 to 512 rows (<c>MatMulBench gemm</c>, two
-/// threads, alternated twice: 8 rows 112-113 -> 160-189 GOPS, 64 rows 114-125 -> 185).
+/// threads, alternated twice: 8 rows 96-111 -> 154-172 GOPS, 512 rows 132-150 -> 148-181).
 /// </para>
 /// </summary>
 internal sealed unsafe class Q4_KTiles256 : TileKernel

@@ -19,7 +19,7 @@ namespace SpeCache.Quants;
 /// in L2 while the activation rows pass four at a time. Until 2026-12-07 more rows first unpacked
 /// each weight tile's values and scale words into a table (512 bytes per block and row) for tiles
 /// to read; on a Zen 3 EPYC the panels did 8 to 512 rows faster (<c>MatMulBench gemm</c>, two
-/// threads, alternated twice: 8 rows 66-81 -> 145-164 GOPS, 512 rows 110-131 -> 148-189).
+/// threads, alternated twice: 8 rows 78-86 -> 143-160 GOPS, 512 rows 115-125 -> 158).
 /// </para>
 /// </summary>
 internal sealed unsafe class Q6_KTiles256 : TileKernel
