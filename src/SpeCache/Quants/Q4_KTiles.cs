@@ -416,9 +416,4 @@ internal sealed unsafe class Q4_KTiles : TileKernel
         for (int v = 0; v < 32; v++) sum += q8[QuantAt(sub, v, order)];
         return sum;
     }
-
-    /// <summary>The eight bytes of <paramref name="packed"/> (a block's unpacked scales or mins) as words.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<short> Words(ulong packed) => Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packed).AsByte());
-
 }
