@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -6,21 +7,27 @@ using System.Runtime.Intrinsics.X86;
 namespace SpeCache.KvCache.Quantization;
 
 /// <summary>
-/// The 256-bit 1-bit value sums of four or eight query heads in 16-bit fixed point, 16 channels a lookup.
+/// The 256-bit 1-bit value sums of four or eight query heads by byte tables of 4 tokens, 16 channels a lookup.
 /// </summary>
 /// <remarks>
 /// <para>The float kernel (<see cref="AddOneBitByPairTables256"/>) looks a pair of tokens up in a
 /// 4-entry float table by <c>vpshufb</c>: a float is 4 bytes, so a 256-bit lookup covers 8 channels.
 /// Here each span of 64 tokens (<see cref="FixedSpanTokens"/>) has, per head and value group, a unit
-/// = Σ_t p_t s_t / ~65500, and each token's weight becomes an integer u_t = round(p_t s_t / unit),
-/// so a channel's sum over the span, Σ_t u_t code_t,c, fits 16 bits. The pair tables then hold
-/// 16-bit entries (two pairs of a run of 4 tokens in 16 bytes), one lookup covers 16 channels, and
-/// the 16-bit sums stay in registers over the span's 16 runs before they are widened, converted and
-/// scaled into the float output once. Half the lookups and half the byte controls per channel.</para>
+/// = max_t p_t s_t / 63, and each token's weight becomes a 6-bit integer u_t = round(p_t s_t / unit).
+/// A run's 4 tokens then have a 16-entry byte table of the sums of their u (at most 4 × 63 = 252), and
+/// a channel's nibble (the run's 4 codes of it) picks its entry: one <c>vpshufb</c> of the run's table
+/// by a control with the nibble in each 16-bit word's low byte looks up 16 channels, already widened
+/// to words (the high byte picks entry 0, which is 0). A span's sums, at most 16 × 252, stay in 16-bit
+/// registers until they are widened, converted and scaled into the float output once. The controls
+/// are made once per span for all heads; each head builds its tables in registers from 8 tokens'
+/// weights at a time. The 16-bit tables this replaced (two lookups of a pair table per run, a
+/// 65500th of the span's weight a unit) cost twice the lookups and a table store and reload per run.</para>
 /// <para>What the rounding costs: each weight moves by at most unit / 2, so a channel's sum over a
-/// span by at most unit / 2 per set code, unit a 65500th of the span's total weight. The 1-bit codes
-/// themselves move each value channel by up to half its token's range: on random values under peaked
-/// softmax weights (1000 tokens, 8 heads) the fixed point's RMS is 0.013 % of the codes' RMS error.
+/// span by at most unit / 2 per set code (<see cref="AccumulateValuesSixBitScalar"/> is this
+/// arithmetic one channel at a time; the tests hold the kernel to it, and it to that bound of the
+/// exact sum). The 1-bit codes themselves move each value channel by up to half its token's range:
+/// on random values under peaked softmax weights (1000 tokens, 8 heads) the 6-bit weights' RMS is a
+/// few percent of the codes' RMS error, as the key kernel's 6-bit weights are of the keys'.
 /// A span whose weights are not all finite and non-negative takes the float tables.</para>
 /// </remarks>
 public static partial class KiviAttention
@@ -28,32 +35,109 @@ public static partial class KiviAttention
     /// <summary>Tokens that share one fixed-point unit per head and value group: four blocks of 16.</summary>
     public const int FixedSpanTokens = 4 * KiviFormat.BlockTokens;
 
-    /// <summary>The most a 16-bit sum of u_t over a span may reach: 65535 less room for rounding each token up by a half.</summary>
-    internal const float FixedSpanBudget = ushort.MaxValue - FixedSpanTokens / 2 - 2;
+    /// <summary>Levels of the 256-bit 1-bit value kernel's rounded token weights, 0 to 63: four of them sum to a byte.</summary>
+    public const int ValueWeightLevels = 63;
 
     /// <summary>
-    /// One span's fixed-point unit per [head][group] row from its staged weights (<paramref name="blocks"/>
-    /// blocks of <paramref name="rows"/> rows of 16, <paramref name="blockStaged"/> apart; a part-filled
-    /// block's empty lanes zero); false when a weight is negative, NaN or infinite. The kernel and the
-    /// tests' bound take the unit as this span's Σ p_t s_t over <see cref="FixedSpanBudget"/>.
+    /// The scalar reference <paramref name="kernel"/> computes, one token and channel at a time:
+    /// <see cref="AccumulateValuesSixBitScalar"/> for the 256-bit kernel at 1 bit (with value groups of
+    /// whole 16-channel chunks), the exact float sum (<see cref="AccumulateValuesScalar(KiviFormat, ReadOnlySpan{float}, int, int, ReadOnlySpan{byte}, Span{float})"/>) for every other.
     /// </summary>
-    static bool FixedUnits(ref float staged, int blocks, int rows, int blockStaged, Span<float> units, Span<float> inverses)
+    public static void AccumulateValuesReference(KiviKernel kernel, KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+    {
+        if (kernel == KiviKernel.Vector256 && format.Bits == 1 && format.ValueGroupSize % 16 == 0) AccumulateValuesSixBitScalar(format, probabilities, count, stride, values, output);
+        else AccumulateValuesScalar(format, probabilities, count, stride, values, output);
+    }
+
+    /// <summary>
+    /// Scalar reference of the 256-bit 1-bit value kernel: the heads in batches of eight, then four, as
+    /// the kernel takes them, and per batch, span of <see cref="FixedSpanTokens"/> tokens, head and value
+    /// group each token's p_t s_t rounded to a multiple of the unit (the largest p_t s_t over
+    /// <see cref="ValueWeightLevels"/>), the codes' part summed as integers. Heads past the batches, and
+    /// a batch's span with a weight that is not finite and non-negative, are summed exactly, as the
+    /// kernel then sums them in floats.
+    /// </summary>
+    public static void AccumulateValuesSixBitScalar(KiviFormat format, ReadOnlySpan<float> probabilities, int count, int stride, ReadOnlySpan<byte> values, Span<float> output)
+    {
+        if (format.Bits != 1 || format.ValueGroupSize % 16 != 0)
+            throw new ArgumentException($"6-bit weights are the 1-bit value kernel's on groups of whole 16-channel chunks, not {format.Bits}-bit codes in groups of {format.ValueGroupSize}", nameof(format));
+        int heads = CheckAccumulateValues(format, probabilities, count, stride, values, output);
+        int d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
+        var levels = new int[8 * groups * FixedSpanTokens];
+        var units = new float[8 * groups];
+        for (int h0 = 0; h0 < heads;)
+        {
+            int batch = heads - h0 >= 8 ? 8 : heads - h0 >= 4 ? 4 : 1;
+            for (int start = 0; start < count; start += FixedSpanTokens)
+            {
+                int n = Math.Min(FixedSpanTokens, count - start);
+                bool rounded = batch > 1;
+                for (int r = 0; r < batch * groups && rounded; r++)
+                {
+                    int h = h0 + r / groups, grp = r % groups;
+                    float largest = 0;
+                    for (int t = 0; t < n; t++)
+                    {
+                        float w = probabilities[h * stride + start + t] * HalfAt(values, format.ValueScaleOffset(start + t, grp));
+                        rounded &= w >= 0;
+                        largest = MathF.Max(largest, w);
+                    }
+                    float inverse = largest == 0 ? 0 : ValueWeightLevels / largest;
+                    rounded &= float.IsFinite(largest) && float.IsFinite(inverse);
+                    units[r] = largest / ValueWeightLevels;
+                    for (int t = 0; t < n; t++) levels[r * FixedSpanTokens + t] = (int)MathF.Round(probabilities[h * stride + start + t] * HalfAt(values, format.ValueScaleOffset(start + t, grp)) * inverse);
+                }
+                for (int i = 0; i < batch; i++)
+                {
+                    int h = h0 + i;
+                    for (int c = 0; c < d; c++)
+                    {
+                        int grp = c / gv, r = i * groups + grp, sum = 0;
+                        for (int t = start; t < start + n; t++)
+                        {
+                            float p = probabilities[h * stride + t];
+                            int code = KiviCodes.ReadValue(values, format, t, c);
+                            if (rounded)
+                            {
+                                sum += levels[r * FixedSpanTokens + t - start] * code;
+                                output[h * d + c] += p * HalfAt(values, format.ValueScaleOffset(t, grp) + format.ValueZeroDistance);
+                            }
+                            else output[h * d + c] += MathF.FusedMultiplyAdd(p * HalfAt(values, format.ValueScaleOffset(t, grp)), code, p * HalfAt(values, format.ValueScaleOffset(t, grp) + format.ValueZeroDistance));
+                        }
+                        if (rounded) output[h * d + c] = MathF.FusedMultiplyAdd(sum, units[r], output[h * d + c]);
+                    }
+                }
+            }
+            h0 += batch;
+        }
+    }
+
+    static float HalfAt(ReadOnlySpan<byte> bytes, long at) => (float)BinaryPrimitives.ReadHalfLittleEndian(bytes[(int)at..]);
+
+    /// <summary>
+    /// One span's unit and its inverse per [head][group] row from its staged weights (<paramref name="blocks"/>
+    /// blocks of <paramref name="rows"/> rows of 16, <paramref name="blockStaged"/> apart; a part-filled
+    /// block's empty lanes zero): the row's largest p_t s_t over <see cref="ValueWeightLevels"/>, so no
+    /// rounded weight passes 63. False when a weight is negative, NaN or infinite, or the inverse overflows.
+    /// </summary>
+    static bool SpanUnits(ref float staged, int blocks, int rows, int blockStaged, Span<float> units, Span<float> inverses)
     {
         for (int r = 0; r < rows; r++)
         {
-            var sum = Vector256<float>.Zero;
-            var negative = Vector256<float>.Zero;
+            var most = Vector256<float>.Zero;
+            var unusable = Vector256<float>.Zero;
             for (int b = 0; b < blocks; b++)
             {
                 var lo = Vector256.LoadUnsafe(ref staged, (nuint)(b * blockStaged + r * KiviFormat.BlockTokens));
                 var hi = Vector256.LoadUnsafe(ref staged, (nuint)(b * blockStaged + r * KiviFormat.BlockTokens + 8));
-                sum += lo + hi;
-                negative |= Vector256.LessThan(lo, Vector256<float>.Zero) | Vector256.LessThan(hi, Vector256<float>.Zero);
+                most = Avx.Max(most, Avx.Max(lo, hi));
+                // Not (x >= 0): negative or NaN.
+                unusable |= Avx.CompareNotGreaterThanOrEqual(lo, Vector256<float>.Zero) | Avx.CompareNotGreaterThanOrEqual(hi, Vector256<float>.Zero);
             }
-            float mass = Vector256.Sum(sum);
-            float inverse = mass == 0 ? 0 : FixedSpanBudget / mass;
-            if (!float.IsFinite(mass) || !float.IsFinite(inverse) || negative != Vector256<float>.Zero) return false;
-            units[r] = mass / FixedSpanBudget;
+            float largest = HorizontalMax(most);
+            float inverse = largest == 0 ? 0 : ValueWeightLevels / largest;
+            if (unusable != Vector256<float>.Zero || !float.IsFinite(largest) || !float.IsFinite(inverse)) return false;
+            units[r] = largest / ValueWeightLevels;
             inverses[r] = inverse;
         }
         return true;
@@ -64,80 +148,93 @@ public static partial class KiviAttention
     /// 64 tokens (<paramref name="blocks"/> blocks at <paramref name="block0"/>) into each head's
     /// output, from the span's staged weights (<paramref name="scaled"/>, [block][head][group][token]).
     /// False, with nothing added, when the span's weights cannot be made fixed-point.
-    /// <paramref name="tables"/> (heads × groups × 16 runs × 16 bytes) is scratch.
+    /// <paramref name="controls"/> (16 runs × HeadDim / 16 registers, 32-byte aligned) is scratch.
     /// </summary>
-    static unsafe bool AddOneBitSpanFixed256<THeads>(KiviFormat format, ReadOnlySpan<float> scaled, int blocks, ref byte block0, byte* tables, ref float o)
+    static unsafe bool AddOneBitSpanBytes256<THeads>(KiviFormat format, ReadOnlySpan<float> scaled, int blocks, ref byte block0, Vector256<byte>* controls, in RunTableIndices indices, ref float o)
         where THeads : struct, IHeadCount
     {
         const int blockTokens = KiviFormat.BlockTokens;
-        int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken, runBytes = d / 2;
-        int blockStaged = heads * groups * blockTokens, rows = heads * groups;
+        int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
+        int blockStaged = heads * groups * blockTokens, rows = heads * groups, chunks = d / 16, runBytes = d / 2, blockBytes = format.ValueBlockBytes;
         Span<float> units = stackalloc float[rows];
         Span<float> inverses = stackalloc float[rows];
         ref float staged = ref MemoryMarshal.GetReference(scaled);
-        if (!FixedUnits(ref staged, blocks, rows, blockStaged, units, inverses)) return false;
+        if (!SpanUnits(ref staged, blocks, rows, blockStaged, units, inverses)) return false;
 
-        // Per row and run of 4 tokens a 16-byte table of 16-bit entries: [0, u0, u1, u0 + u1, 0, u2, u3, u2 + u3].
-        for (int r = 0; r < rows; r++)
+        // Per run and 16 channels a control: word i's low byte channel i's nibble, its high byte 0.
+        var spread = Vector256.Create((byte)0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+        var nibble = Vector256.Create((ushort)0x000F);
+        Vector256<byte>* control = controls;
+        for (int run = 0; run < blocks * 4; run++)
         {
-            var inverse = Vector256.Create(inverses[r]);
-            for (int b = 0; b < blocks; b++)
-                for (int t = 0; t < blockTokens; t += 8)
-                {
-                    // Rounded to nearest, ties to even (the default rounding mode), as MathF.Round.
-                    var u = Avx.ConvertToVector256Int32(Vector256.LoadUnsafe(ref staged, (nuint)(b * blockStaged + r * blockTokens + t)) * inverse);
-                    var pairs = u + Avx2.Shuffle(u, 0b10_11_00_01); // lanes 0 and 2 of each half: u0 + u1, u2 + u3
-                    var first = Avx2.Blend(Avx2.Blend(Avx2.Shuffle(u, 0b00_01_00_00), Vector256<int>.Zero, 0b0001_0001), Avx2.Shuffle(pairs, 0b00_00_00_00), 0b1000_1000);
-                    var second = Avx2.Blend(Avx2.Blend(Avx2.Shuffle(u, 0b00_11_10_00), Vector256<int>.Zero, 0b0001_0001), Avx2.Shuffle(pairs, 0b10_00_00_00), 0b1000_1000);
-                    // Every entry is in 0..65535 (the budget), so the saturating pack keeps it; each half is one run's table.
-                    Avx2.PackUnsignedSaturate(first, second).AsByte().Store(tables + (r * FixedSpanTokens + b * blockTokens + t) * 4);
-                }
+            ref byte nibbles = ref Unsafe.Add(ref block0, (run >> 2) * blockBytes + (run & 3) * runBytes);
+            for (int k = 0; k < chunks; k++, control++)
+            {
+                // Both bytes of word i hold the byte of channels 2⌊i/2⌋, +1: the odd words take its high nibble.
+                var bytes = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref nibbles, 8 * k))).AsByte(), spread).AsUInt16();
+                *control = (Avx2.Blend(bytes, bytes >>> 4, 0b1010_1010) & nibble).AsByte();
+            }
         }
 
-        // Lane i's byte controls: the nibble byte of channel i in both bytes of word i.
-        var spread = Vector256.Create((byte)0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
-        var entry = Vector256.Create((byte)0x06);
-        var firstBytes = Vector256.Create((ushort)0x0100).AsByte();  // an entry of the first pair: bytes 2e, 2e + 1
-        var secondBytes = Vector256.Create((ushort)0x0908).AsByte(); // of the second pair: 8 + 2e, 9 + 2e
-        int runs = blocks * 4, blockBytes = format.ValueBlockBytes, headTables = groups * FixedSpanTokens * 4;
-        for (int grp = 0; grp < groups; grp++)
-            for (int c = grp * gv; c < (grp + 1) * gv; c += 16)
+        for (int i = 0; i < heads; i++)
+            for (int grp = 0; grp < groups; grp++)
             {
-                Vector256<ushort> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                byte* table = tables + grp * FixedSpanTokens * 4;
-                for (int run = 0; run < runs; run++, table += 16)
+                int r = i * groups + grp;
+                var inverse = Vector256.Create(inverses[r]);
+                ref float w = ref Unsafe.Add(ref staged, r * blockTokens);
+                for (int c = grp * gv; c < (grp + 1) * gv; c += 64)
                 {
-                    // Run r of block b: its nibbles of channels c .. c+15 (8 bytes), word i taking channel i's nibble.
-                    ref byte nibbles = ref Unsafe.Add(ref block0, (run >> 2) * blockBytes + (run & 3) * runBytes + (c >> 1));
-                    var bytes = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<ulong>(ref nibbles)).AsByte(), spread);
-                    var nibble = Avx2.Blend(bytes.AsUInt16(), bytes.AsUInt16() >>> 4, 0b1010_1010);
-                    var first = ((nibble << 1).AsByte() & entry) | firstBytes;
-                    var second = ((nibble >>> 1).AsByte() & entry) | secondBytes;
-                    a0 += LookUpFixed(table, first, second);
-                    a1 += LookUpFixed(table + headTables, first, second);
-                    a2 += LookUpFixed(table + 2 * headTables, first, second);
-                    a3 += LookUpFixed(table + 3 * headTables, first, second);
-                    if (heads == 8)
-                    {
-                        a4 += LookUpFixed(table + 4 * headTables, first, second);
-                        a5 += LookUpFixed(table + 5 * headTables, first, second);
-                        a6 += LookUpFixed(table + 6 * headTables, first, second);
-                        a7 += LookUpFixed(table + 7 * headTables, first, second);
-                    }
-                }
-                AddFixed(ref o, c, a0, units[grp]);
-                AddFixed(ref Unsafe.Add(ref o, d), c, a1, units[groups + grp]);
-                AddFixed(ref Unsafe.Add(ref o, 2 * d), c, a2, units[2 * groups + grp]);
-                AddFixed(ref Unsafe.Add(ref o, 3 * d), c, a3, units[3 * groups + grp]);
-                if (heads == 8)
-                {
-                    AddFixed(ref Unsafe.Add(ref o, 4 * d), c, a4, units[4 * groups + grp]);
-                    AddFixed(ref Unsafe.Add(ref o, 5 * d), c, a5, units[5 * groups + grp]);
-                    AddFixed(ref Unsafe.Add(ref o, 6 * d), c, a6, units[6 * groups + grp]);
-                    AddFixed(ref Unsafe.Add(ref o, 7 * d), c, a7, units[7 * groups + grp]);
+                    // Up to four 16-channel chunks' sums in registers at once.
+                    int n = Math.Min(64, (grp + 1) * gv - c) / 16;
+                    Vector256<ushort> a0 = default, a1 = default, a2 = default, a3 = default;
+                    control = controls + c / 16;
+                    for (int b = 0; b < blocks; b++)
+                        for (int t = 0; t < blockTokens; t += 8, control += 2 * chunks)
+                        {
+                            // Rounded to nearest, ties to even (the default rounding mode), as MathF.Round; every level is in 0..63.
+                            var levels = Avx.ConvertToVector256Int32(Vector256.LoadUnsafe(ref w, (nuint)(b * blockStaged + t)) * inverse).AsByte();
+                            var tables = (Avx2.Shuffle(levels, indices.Bit0) + Avx2.Shuffle(levels, indices.Bit1)) + (Avx2.Shuffle(levels, indices.Bit2) + Avx2.Shuffle(levels, indices.Bit3));
+                            var first = Avx2.Permute2x128(tables, tables, 0x00);
+                            var second = Avx2.Permute2x128(tables, tables, 0x11);
+                            Vector256<byte>* next = control + chunks; // the second run's controls
+                            a0 += Avx2.Shuffle(first, control[0]).AsUInt16() + Avx2.Shuffle(second, next[0]).AsUInt16();
+                            if (n > 1) a1 += Avx2.Shuffle(first, control[1]).AsUInt16() + Avx2.Shuffle(second, next[1]).AsUInt16();
+                            if (n > 2) a2 += Avx2.Shuffle(first, control[2]).AsUInt16() + Avx2.Shuffle(second, next[2]).AsUInt16();
+                            if (n > 3) a3 += Avx2.Shuffle(first, control[3]).AsUInt16() + Avx2.Shuffle(second, next[3]).AsUInt16();
+                        }
+                    ref float oi = ref Unsafe.Add(ref o, i * d);
+                    AddFixed(ref oi, c, a0, units[r]);
+                    if (n > 1) AddFixed(ref oi, c + 16, a1, units[r]);
+                    if (n > 2) AddFixed(ref oi, c + 32, a2, units[r]);
+                    if (n > 3) AddFixed(ref oi, c + 48, a3, units[r]);
                 }
             }
         return true;
+    }
+
+    /// <summary>
+    /// The <c>vpshufb</c> indices that turn 8 tokens' levels (the low bytes of converted int lanes, a
+    /// run's 4 in each 128-bit half) into the two runs' tables: entry e of a half adds the level of the
+    /// half's token j where bit j of e is set. An index with the top bit set reads 0.
+    /// </summary>
+    readonly struct RunTableIndices
+    {
+        public readonly Vector256<byte> Bit0, Bit1, Bit2, Bit3;
+
+        public RunTableIndices()
+        {
+            Bit0 = Index(0);
+            Bit1 = Index(1);
+            Bit2 = Index(2);
+            Bit3 = Index(3);
+        }
+
+        static Vector256<byte> Index(int j)
+        {
+            var entry = Vector256.Create((byte)0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var bit = Vector256.Create((byte)(1 << j));
+            return Vector256.ConditionalSelect(Vector256.Equals(entry & bit, bit), Vector256.Create((byte)(4 * j)), Vector256.Create((byte)0x80));
+        }
     }
 
     /// <summary>
@@ -146,7 +243,7 @@ public static partial class KiviAttention
     /// tables when the span's weights cannot be made fixed-point. <paramref name="scaled"/> holds four
     /// blocks' staging; <paramref name="tables"/> the float kernel's.
     /// </summary>
-    [SkipLocalsInit] // every table byte is written before it is read
+    [SkipLocalsInit] // every control is written before it is read
     static unsafe void AccumulateOneBitSpans256<THeads>(KiviFormat format, ref float p0, int count, int stride, ReadOnlySpan<byte> values, Span<float> scaled,
         ref float bias, Span<float> partial, float* tables, ref float o)
         where THeads : struct, IHeadCount
@@ -154,7 +251,9 @@ public static partial class KiviAttention
         const int blockTokens = KiviFormat.BlockTokens;
         int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
         int blockStaged = heads * groups * blockTokens;
-        byte* fixedTables = stackalloc byte[heads * groups * FixedSpanTokens * 4];
+        byte* controlSpace = stackalloc byte[FixedSpanTokens / 4 * (d / 16) * 32 + 32];
+        var controls = Aligned32<Vector256<byte>>(controlSpace);
+        var indices = new RunTableIndices();
         ref float span0 = ref MemoryMarshal.GetReference(scaled);
         for (int start = 0; start < count; start += FixedSpanTokens)
         {
@@ -162,20 +261,12 @@ public static partial class KiviAttention
             for (int b = 0; b < blocks; b++)
                 StageBlock256<THeads>(format, ref p0, count, stride, values, start + b * blockTokens, ref Unsafe.Add(ref span0, b * blockStaged), ref bias, partial);
             ref byte first = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)(start / blockTokens) * format.ValueBlockBytes);
-            if (AddOneBitSpanFixed256<THeads>(format, scaled, blocks, ref first, fixedTables, ref o)) continue;
+            if (AddOneBitSpanBytes256<THeads>(format, scaled, blocks, ref first, controls, indices, ref o)) continue;
             for (int b = 0; b < blocks; b++)
                 for (int grp = 0; grp < groups; grp++)
                     AddOneBitByPairTables256<THeads>(ref Unsafe.Add(ref span0, b * blockStaged + grp * blockTokens), groups * blockTokens,
                         ref Unsafe.Add(ref first, b * format.ValueBlockBytes), d, grp * gv, (grp + 1) * gv, tables, ref o);
         }
-    }
-
-    /// <summary>A run's two pair tables (16 bytes at <paramref name="table"/>, in both halves) looked up for 16 channels: the first pair's entry plus the second's.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe Vector256<ushort> LookUpFixed(byte* table, Vector256<byte> first, Vector256<byte> second)
-    {
-        var t = Avx2.BroadcastVector128ToVector256(table);
-        return Avx2.Shuffle(t, first).AsUInt16() + Avx2.Shuffle(t, second).AsUInt16();
     }
 
     /// <summary>16 channels' 16-bit sums widened, converted and scaled by the unit into the float output at channel <paramref name="c"/>.</summary>

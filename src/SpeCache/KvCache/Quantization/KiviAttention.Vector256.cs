@@ -11,15 +11,16 @@ namespace SpeCache.KvCache.Quantization;
 /// (most desktop and laptop Intel parts, Zen 1-3): the scalar references they fell back to made a
 /// 32K-token specache decode step 40x slower than the full cache (AttentionBench 32768 5: 27.9 s
 /// against 0.71 s per step). Same layouts as the 512-bit kernels, and the same sums but for 1-bit
-/// keys, with two differences that come from <c>vpermps</c> indexing only 8 lanes:
+/// keys and values of four or more heads, with two differences that come from <c>vpermps</c> indexing only 8 lanes:
 /// <list type="bullet">
 /// <item>1-bit key scores are integer sums of q∘s rounded to 6 bits, looked up in byte tables of 4
 /// channels, 32 tokens a <c>vpshufb</c> (KiviAttention.OneBitKeys256.cs), not lookups in float tables
 /// of 3 channels (8 entries), which took a permute and an add per 3 channels, 8 tokens and head.</item>
 /// <item>The 1-bit value kernel looks each pair of tokens up in a 4-entry float table, 16 bytes,
 /// with <c>vpshufb</c> (see <see cref="AddOneBitByPairTables256"/>); with four or eight query heads
-/// (GQA) the same pair tables hold 16-bit fixed-point entries per span of 64 tokens, so a lookup
-/// covers 16 channels instead of 8 (KiviAttention.OneBitValues256.cs). At 2 and 4 bits the value
+/// (GQA) each token's weight is rounded to 6 bits per span of 64 tokens, and a run of 4 tokens has a
+/// byte table of their sums, so a lookup covers 16 channels and 4 tokens instead of 8 and 2
+/// (KiviAttention.OneBitValues256.cs). At 2 and 4 bits the value
 /// kernel converts codes, as the key kernel does: a permute per 2 or 1 tokens saved nothing.</item>
 /// </list>
 /// </summary>
@@ -150,11 +151,13 @@ public static partial class KiviAttention
     {
         const int lanes = 8, blockTokens = KiviFormat.BlockTokens;
         int heads = THeads.Count, d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
-        // At 1 bit with four or eight heads, spans of four blocks in 16-bit fixed point (KiviAttention.OneBitValues256.cs).
+        // At 1 bit with four or eight heads, spans of four blocks in 6-bit token weights and byte tables (KiviAttention.OneBitValues256.cs).
         bool spans = TWidth.Bits == 1 && heads >= 4 && gv % 16 == 0;
-        Span<float> scaled = stackalloc float[(spans ? 4 : 1) * heads * groups * blockTokens]; // p_t s_t, [block][head][group][token]
-        Span<float> biases = stackalloc float[heads * groups * lanes];       // running Σ p_t z_t, [head][group][lane]
-        float* tables = stackalloc float[TWidth.Bits == 1 ? heads * 4 * lanes : 0]; // [head][run][two pairs' tables]
+        int scaledFloats = (spans ? 4 : 1) * heads * groups * blockTokens, biasFloats = heads * groups * lanes, tableFloats = TWidth.Bits == 1 ? heads * 4 * lanes : 0;
+        byte* space = stackalloc byte[(scaledFloats + biasFloats + tableFloats) * sizeof(float) + 32];
+        var scaled = new Span<float>(Aligned32<float>(space), scaledFloats);                        // p_t s_t, [block][head][group][token]
+        var biases = new Span<float>(Aligned32<float>(space) + scaledFloats, biasFloats);           // running Σ p_t z_t, [head][group][lane]
+        float* tables = Aligned32<float>(space) + scaledFloats + biasFloats;                         // [head][run][two pairs' tables]
         Span<float> partial = stackalloc float[blockTokens];
         biases.Clear();
         ref float scaled0 = ref MemoryMarshal.GetReference(scaled);
@@ -392,6 +395,16 @@ public static partial class KiviAttention
             }
         }
     }
+
+    /// <summary>
+    /// <paramref name="space"/> (a stackalloc with 32 bytes to spare) rounded up to a 32-byte boundary.
+    /// A thread's stack starts at a random 16-byte offset, so a stackalloc does too; a 256-bit load or
+    /// store of a buffer that is not 32-byte aligned crosses a cache line every other time, and a store
+    /// that crosses one is not forwarded to the load that reads it back. Measured on the Zen 3: the
+    /// 1-bit value pass (8 heads, 32K tokens) took 1.0-1.2 ms in most processes and 0.47 in the others,
+    /// by where the stack happened to start, before its buffers were aligned.
+    /// </summary>
+    static unsafe T* Aligned32<T>(byte* space) where T : unmanaged => (T*)(((nuint)space + 31) & ~(nuint)31);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<float> HalvesToSingle(ref ushort halves, int at) =>

@@ -89,8 +89,8 @@ public class KiviAttentionTests
     }
 
     /// <summary>
-    /// Per head, how far the 256-bit 1-bit value kernel's 16-bit fixed point may move its sums: per
-    /// span of 64 tokens half a unit (the span's Σ p_t s_t over the budget, its largest value group's) per
+    /// Per head, how far the 256-bit 1-bit value kernel's 6-bit token weights may move its sums: per
+    /// span of 64 tokens half a unit (the span's largest p_t s_t over 63, its largest value group's) per
     /// token. 0 for heads it sums in floats: those past the last four, and every head of other kernels.
     /// </summary>
     static float[] FixedValueRounding(KiviFormat format, KiviKernel kernel, ReadOnlySpan<float> p, int count, int stride, byte[] tokens, int heads)
@@ -103,13 +103,9 @@ public class KiviAttentionTests
                 int end = Math.Min(count, start + KiviAttention.FixedSpanTokens);
                 float largest = 0;
                 for (int g = 0; g < format.ValueGroupsPerToken; g++)
-                {
-                    double mass = 0;
                     for (int t = start; t < end; t++)
-                        mass += p[h * stride + t] * (float)BinaryPrimitives.ReadHalfLittleEndian(tokens.AsSpan((int)format.ValueScaleOffset(t, g)));
-                    largest = MathF.Max(largest, (float)(mass / KiviAttention.FixedSpanBudget));
-                }
-                result[h] += largest / 2 * (end - start) * 1.001f;
+                        largest = MathF.Max(largest, p[h * stride + t] * (float)BinaryPrimitives.ReadHalfLittleEndian(tokens.AsSpan((int)format.ValueScaleOffset(t, g))));
+                result[h] += largest / KiviAttention.ValueWeightLevels / 2 * (end - start) * 1.001f;
             }
         return result;
     }
@@ -556,43 +552,73 @@ public class KiviAttentionTests
 
     [Theory]
     [InlineData(64, 64, 4, 64)]
-    [InlineData(64, 64, 8, 200)]  // spans of 64, the last part-filled
-    [InlineData(128, 32, 4, 150)] // four value groups, each with its own unit
-    [InlineData(48, 16, 8, 37)]   // groups of 16 channels, one part-filled span
-    public void FixedPointValueSumsStayWithinHalfAUnitPerTokenOfTheExactSum(int headDim, int group, int heads, int count)
+    [InlineData(64, 64, 8, 200)]   // spans of 64, the last part-filled
+    [InlineData(128, 32, 4, 150)]  // four value groups, each with its own unit
+    [InlineData(48, 16, 8, 37)]    // groups of 16 channels, one part-filled span
+    [InlineData(128, 128, 13, 70)] // a group of eight 16-channel chunks; eight heads, then four, then one in floats
+    [InlineData(64, 64, 5, 1)]     // one token
+    public void OneBitValueKernelMatchesItsSixBitReference(int headDim, int group, int heads, int count)
     {
         var format = new KiviFormat(headDim, group, 1);
         if (!KiviAttention.Runs(KiviKernel.Vector256, format)) return;
+        var rng = new Random(headDim * 7 + heads + count);
+        for (int seed = 0; seed < Seeds; seed++)
+        {
+            var values = KiviTestData.Normals(rng, count, headDim);
+            var tokens = new byte[format.ValueBytes(count)];
+            Array.Fill(tokens, (byte)0xFF); // empty lanes of a part-filled block hold junk (NaN scales) that must not count
+            for (int t = 0; t < count; t++) KiviQuantizer.QuantizeValueToken(format, values.AsSpan(t * headDim, headDim), tokens, t);
+            var p = KiviTestData.Normals(rng, heads, count);
+            for (int i = 0; i < p.Length; i++) p[i] *= 1 + seed; // from flat weights to peaked ones
+            for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
+            var start = KiviTestData.Normals(rng, heads, headDim);
+            var reference = (float[])start.Clone();
+            var kernel = (float[])start.Clone();
+            KiviAttention.AccumulateValuesReference(KiviKernel.Vector256, format, p, count, count, tokens, reference);
+            KiviAttention.AccumulateValues(format, p, count, count, tokens, kernel, KiviKernel.Vector256);
+            for (int i = 0; i < kernel.Length; i++)
+                if (!(MathF.Abs(kernel[i] - reference[i]) <= 1e-5f * (4 + MathF.Abs(reference[i]))))
+                    Assert.Fail($"seed {seed}, head {i / headDim}, channel {i % headDim}: kernel {kernel[i]}, 6-bit reference {reference[i]}");
+        }
+    }
+
+    [Theory]
+    [InlineData(64, 64, 4, 64)]
+    [InlineData(64, 64, 8, 200)]  // spans of 64, the last part-filled
+    [InlineData(128, 32, 4, 150)] // four value groups, each with its own unit
+    [InlineData(48, 16, 8, 37)]   // groups of 16 channels, one part-filled span
+    public void SixBitValueSumsStayWithinHalfAUnitPerTokenOfTheExactSum(int headDim, int group, int heads, int count)
+    {
+        var format = new KiviFormat(headDim, group, 1);
         var rng = new Random(headDim + heads + count);
         double worst = 0;
         for (int seed = 0; seed < Seeds; seed++)
         {
             var (tokens, p) = OneBitValues(format, rng, heads, count);
             var exact = new float[heads * headDim];
-            var fixedPoint = new float[heads * headDim];
+            var rounded = new float[heads * headDim];
             KiviAttention.AccumulateValuesScalar(format, p, tokens, exact);
-            KiviAttention.AccumulateValues(format, p, count, count, tokens, fixedPoint, KiviKernel.Vector256);
+            KiviAttention.AccumulateValuesSixBitScalar(format, p, count, count, tokens, rounded);
             var rounding = FixedValueRounding(format, KiviKernel.Vector256, p, count, count, tokens, heads);
             for (int i = 0; i < exact.Length; i++)
             {
-                double moved = Math.Abs(fixedPoint[i] - exact[i]), bound = rounding[i / headDim] + 1e-5 * (4 + Math.Abs(exact[i]));
-                if (!(moved <= bound)) Assert.Fail($"head {i / headDim} channel {i % headDim}: moved {moved} by the fixed point, bound {bound}");
+                double moved = Math.Abs(rounded[i] - exact[i]), bound = rounding[i / headDim] + 1e-5 * (4 + Math.Abs(exact[i]));
+                if (!(moved <= bound)) Assert.Fail($"head {i / headDim} channel {i % headDim}: moved {moved} by the 6-bit weights, bound {bound}");
                 worst = Math.Max(worst, moved / bound);
             }
         }
         // The rounding is real (sums do move) and the bound is not loose by orders of magnitude.
-        Assert.InRange(worst, 0.003, 1.0);
+        Assert.InRange(worst, 0.01, 1.0);
     }
 
     [Fact]
-    public void FixedPointValueRoundingIsSmallBesideTheOneBitCodesOwnError()
+    public void SixBitValueRoundingIsSmallBesideTheOneBitCodesOwnError()
     {
-        // Weighted sums of the true float values, of their 1-bit codes (exact) and of the codes in fixed point.
+        // Weighted sums of the true float values, of their 1-bit codes (exact) and of the codes with 6-bit weights.
         var format = new KiviFormat(64, 64, 1);
-        if (!KiviAttention.Runs(KiviKernel.Vector256, format)) return;
         var rng = new Random(12);
         const int heads = 8, count = 1000;
-        double codeError = 0, fixedError = 0;
+        double codeError = 0, roundingError = 0;
         for (int rep = 0; rep < 5; rep++)
         {
             var values = KiviTestData.Normals(rng, count, 64);
@@ -603,20 +629,21 @@ public class KiviAttentionTests
             for (int i = 0; i < p.Length; i++) p[i] *= 3;
             for (int h = 0; h < heads; h++) System.Numerics.Tensors.TensorPrimitives.SoftMax(p.AsSpan(h * count, count), p.AsSpan(h * count, count));
             var exact = new float[heads * 64];
-            var fixedPoint = new float[heads * 64];
+            var rounded = new float[heads * 64];
             KiviAttention.AccumulateValuesScalar(format, p, tokens, exact);
-            KiviAttention.AccumulateValues(format, p, count, count, tokens, fixedPoint, KiviKernel.Vector256);
+            KiviAttention.AccumulateValuesSixBitScalar(format, p, count, count, tokens, rounded);
             for (int h = 0; h < heads; h++)
                 for (int c = 0; c < 64; c++)
                 {
                     double truth = 0;
                     for (int t = 0; t < count; t++) truth += (double)p[h * count + t] * values[t * 64 + c];
                     codeError += Math.Pow(exact[h * 64 + c] - truth, 2);
-                    fixedError += Math.Pow(fixedPoint[h * 64 + c] - exact[h * 64 + c], 2);
+                    roundingError += Math.Pow(rounded[h * 64 + c] - exact[h * 64 + c], 2);
                 }
         }
-        double ratio = Math.Sqrt(fixedError / codeError);
-        Assert.InRange(ratio, 1e-6, 0.001);
+        // Measured 0.072: the two together are within 0.3 % of the codes' error alone.
+        double ratio = Math.Sqrt(roundingError / codeError);
+        Assert.InRange(ratio, 0.01, 0.10);
     }
 
     [Fact]
