@@ -279,6 +279,16 @@ public static partial class KiviAttention
         }
     }
 
+    static int Round32(int bytes) => (bytes + 31) & ~31;
+
+    /// <summary>The next <paramref name="bytes"/> of a stack arena at <paramref name="next"/>, which moves on to the next 32-byte boundary.</summary>
+    static unsafe byte* Take(ref byte* next, int bytes)
+    {
+        byte* taken = next;
+        next += Round32(bytes);
+        return taken;
+    }
+
     /// <summary>Tokens whose nibbles the 256-bit 1-bit key kernel stages at a time: two units of 32 (a group of 16 is half a unit).</summary>
     const int NibbleChunkTokens = 64;
 
@@ -305,20 +315,28 @@ public static partial class KiviAttention
     {
         int d = format.HeadDim, g = format.GroupSize, bytes = format.KeyGroupBytes, words = format.KeyWordsPerToken, channels = words * 32;
         int chunk = Math.Min(g, NibbleChunkTokens), units = (chunk + 31) / 32;
-        float* scale = stackalloc float[channels];
-        float* zero = stackalloc float[d];
-        byte* levels = stackalloc byte[WeightBatchHeads * channels];
-        float* staged = stackalloc float[WeightBatchHeads * channels];
-        float* lows = stackalloc float[WeightBatchHeads];
-        float* steps = stackalloc float[WeightBatchHeads];
-        float* biases = stackalloc float[WeightBatchHeads];
-        float* setCounts = stackalloc float[g];
-        var nibbles = stackalloc Vector256<byte>[4 * words * units * 2];
+        int batches = Math.Min(AcrossBatchesAtMost, (heads + WeightBatchHeads - 1) / WeightBatchHeads);
         bool track = !maxima.IsEmpty;
+        // One stack arena for every buffer, each at a 32-byte boundary (see Aligned32; KeyScores of 8 heads
+        // over 32K tokens, one thread: 237-241 us aligned, 250-255 with the buffers 16 bytes off).
+        int arenaBytes = Round32(channels * 4) + Round32(d * 4) + Round32(WeightBatchHeads * channels) + Round32(WeightBatchHeads * channels * 4)
+            + 3 * 32 + Round32(g * 4) + 4 * words * units * 2 * 32 + (track ? 2 * heads * 32 : 0) + Round32(batches * d * WeightBatchHeads * 4);
+        byte* arena = stackalloc byte[arenaBytes + 64];
+        byte* next = Aligned32<byte>(arena);
+        float* scale = (float*)Take(ref next, channels * 4);
+        float* zero = (float*)Take(ref next, d * 4);
+        byte* levels = Take(ref next, WeightBatchHeads * channels);
+        float* staged = (float*)Take(ref next, WeightBatchHeads * channels * 4);
+        float* lows = (float*)Take(ref next, WeightBatchHeads * 4);
+        float* steps = (float*)Take(ref next, WeightBatchHeads * 4);
+        float* biases = (float*)Take(ref next, WeightBatchHeads * 4);
+        float* setCounts = (float*)Take(ref next, g * 4);
+        var nibbles = (Vector256<byte>*)Take(ref next, 4 * words * units * 2 * 32);
         // Per head: [max, sum] of its scores so far, lane by lane. The sum is there to notice NaN and
         // infinite scores, which a lane max may drop (vmaxps returns its second operand when one is
         // NaN): the exact max of the written scores is then taken instead.
-        var running = stackalloc Vector256<float>[track ? 2 * heads : 0];
+        var running = (Vector256<float>*)Take(ref next, track ? 2 * heads * 32 : 0);
+        float* queriesAcross = (float*)Take(ref next, batches * d * WeightBatchHeads * 4);
         for (int i = 0; track && i < 2 * heads; i += 2)
         {
             running[i] = Vector256.Create(float.NegativeInfinity);
@@ -327,8 +345,6 @@ public static partial class KiviAttention
         var indices = new TableIndices();
         ref float q0 = ref MemoryMarshal.GetReference(queries);
         // Each batch of 4 to 8 heads' queries channel-major, a vector of 8 heads per channel (heads past the batch 0).
-        int batches = Math.Min(AcrossBatchesAtMost, (heads + WeightBatchHeads - 1) / WeightBatchHeads);
-        float* queriesAcross = stackalloc float[batches * d * WeightBatchHeads];
         for (int b = 0; b < batches; b++)
             for (int c = 0; c < d; c++)
                 for (int i = 0; i < WeightBatchHeads; i++)
