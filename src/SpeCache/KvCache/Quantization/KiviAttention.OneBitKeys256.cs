@@ -319,30 +319,33 @@ public static partial class KiviAttention
         bool track = !maxima.IsEmpty;
         // One stack arena for every buffer, each at a 32-byte boundary (see Aligned32; KeyScores of 8 heads
         // over 32K tokens, one thread: 237-241 us aligned, 250-255 with the buffers 16 bytes off).
-        int arenaBytes = Round32(channels * 4) + Round32(d * 4) + Round32(WeightBatchHeads * channels) + Round32(WeightBatchHeads * channels * 4)
-            + 3 * 32 + Round32(g * 4) + 4 * words * units * 2 * 32 + (track ? 2 * heads * 32 : 0) + Round32(batches * d * WeightBatchHeads * 4);
-        byte* arena = stackalloc byte[arenaBytes + 64];
+        int scaleBytes = channels * 4, zeroBytes = d * 4, levelBytes = WeightBatchHeads * channels, stagedBytes = WeightBatchHeads * channels * 4,
+            perHeadBytes = WeightBatchHeads * 4, countBytes = g * 4, nibbleBytes = 4 * words * units * 2 * 32, runningBytes = track ? 2 * heads * 32 : 0,
+            acrossBytes = batches * d * WeightBatchHeads * 4;
+        int arenaBytes = Round32(scaleBytes) + Round32(zeroBytes) + Round32(levelBytes) + Round32(stagedBytes) + 3 * Round32(perHeadBytes)
+            + Round32(countBytes) + Round32(nibbleBytes) + Round32(runningBytes) + Round32(acrossBytes);
+        byte* arena = stackalloc byte[arenaBytes + 32];
         byte* next = Aligned32<byte>(arena);
-        float* scale = (float*)Take(ref next, channels * 4);
-        float* zero = (float*)Take(ref next, d * 4);
-        byte* levels = Take(ref next, WeightBatchHeads * channels);
-        float* staged = (float*)Take(ref next, WeightBatchHeads * channels * 4);
-        float* lows = (float*)Take(ref next, WeightBatchHeads * 4);
-        float* steps = (float*)Take(ref next, WeightBatchHeads * 4);
-        float* biases = (float*)Take(ref next, WeightBatchHeads * 4);
-        float* setCounts = (float*)Take(ref next, g * 4);
-        var nibbles = (Vector256<byte>*)Take(ref next, 4 * words * units * 2 * 32);
+        float* scale = (float*)Take(ref next, scaleBytes);
+        float* zero = (float*)Take(ref next, zeroBytes);
+        byte* levels = Take(ref next, levelBytes);
+        float* staged = (float*)Take(ref next, stagedBytes);
+        float* lows = (float*)Take(ref next, perHeadBytes);
+        float* steps = (float*)Take(ref next, perHeadBytes);
+        float* biases = (float*)Take(ref next, perHeadBytes);
+        float* setCounts = (float*)Take(ref next, countBytes);
+        var nibbles = (Vector256<byte>*)Take(ref next, nibbleBytes);
         // Per head: [max, sum] of its scores so far, lane by lane. The sum is there to notice NaN and
         // infinite scores, which a lane max may drop (vmaxps returns its second operand when one is
         // NaN): the exact max of the written scores is then taken instead.
-        var running = (Vector256<float>*)Take(ref next, track ? 2 * heads * 32 : 0);
-        float* queriesAcross = (float*)Take(ref next, batches * d * WeightBatchHeads * 4);
+        var running = (Vector256<float>*)Take(ref next, runningBytes);
+        float* queriesAcross = (float*)Take(ref next, acrossBytes);
         for (int i = 0; track && i < 2 * heads; i += 2)
         {
             running[i] = Vector256.Create(float.NegativeInfinity);
             running[i + 1] = Vector256<float>.Zero;
         }
-        var indices = new TableIndices();
+        var indices = TableIndices.OfChannelLevels();
         ref float q0 = ref MemoryMarshal.GetReference(queries);
         // Each batch of 4 to 8 heads' queries channel-major, a vector of 8 heads per channel (heads past the batch 0).
         for (int b = 0; b < batches; b++)
@@ -461,28 +464,33 @@ public static partial class KiviAttention
     }
 
     /// <summary>
-    /// The <c>vpshufb</c> indices that turn 8 weight levels (two nibbles' 4 channels, broadcast to both
-    /// halves) into their two tables: entry e of half 0 adds level j where bit j of e is set, half 1
-    /// level 4 + j. An index with the top bit set reads 0.
+    /// The <c>vpshufb</c> indices that turn 4 levels per 128-bit half into that half's 16-entry table
+    /// of their sums: entry e adds level j where bit j of e is set, level j being the byte at
+    /// first + j × step of the half. An index with the top bit set reads 0.
     /// </summary>
     readonly struct TableIndices
     {
         public readonly Vector256<byte> Bit0, Bit1, Bit2, Bit3;
 
-        public TableIndices()
+        TableIndices(Vector256<byte> first, byte step)
         {
-            var entry = Vector256.Create((byte)0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            var halfBase = Vector256.Create(Vector128<byte>.Zero, Vector128.Create((byte)4));
-            Bit0 = Index(entry, halfBase, 0);
-            Bit1 = Index(entry, halfBase, 1);
-            Bit2 = Index(entry, halfBase, 2);
-            Bit3 = Index(entry, halfBase, 3);
+            Bit0 = Index(first, step, 0);
+            Bit1 = Index(first, step, 1);
+            Bit2 = Index(first, step, 2);
+            Bit3 = Index(first, step, 3);
         }
 
-        static Vector256<byte> Index(Vector256<byte> entry, Vector256<byte> halfBase, int j)
+        /// <summary>The key kernel's: 8 weight levels (two nibbles' 4 channels) broadcast to both halves, half 0 taking levels 0..3 and half 1 levels 4..7.</summary>
+        public static TableIndices OfChannelLevels() => new(Vector256.Create(Vector128<byte>.Zero, Vector128.Create((byte)4)), 1);
+
+        /// <summary>The value kernel's: 8 tokens' levels in the low bytes of int lanes, a run of 4 in each half.</summary>
+        public static TableIndices OfTokenLevels() => new(Vector256<byte>.Zero, 4);
+
+        static Vector256<byte> Index(Vector256<byte> first, byte step, int j)
         {
+            var entry = Vector256.Create((byte)0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             var bit = Vector256.Create((byte)(1 << j));
-            return Vector256.ConditionalSelect(Vector256.Equals(entry & bit, bit), halfBase + Vector256.Create((byte)j), Vector256.Create((byte)0x80));
+            return Vector256.ConditionalSelect(Vector256.Equals(entry & bit, bit), first + Vector256.Create((byte)(j * step)), Vector256.Create((byte)0x80));
         }
     }
 

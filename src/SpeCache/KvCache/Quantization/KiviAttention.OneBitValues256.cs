@@ -63,6 +63,7 @@ public static partial class KiviAttention
             throw new ArgumentException($"6-bit weights are the 1-bit value kernel's on groups of whole 16-channel chunks, not {format.Bits}-bit codes in groups of {format.ValueGroupSize}", nameof(format));
         int heads = CheckAccumulateValues(format, probabilities, count, stride, values, output);
         int d = format.HeadDim, gv = format.ValueGroupSize, groups = format.ValueGroupsPerToken;
+        var weights = new float[FixedSpanTokens];
         var levels = new int[8 * groups * FixedSpanTokens];
         var units = new float[8 * groups];
         for (int h0 = 0; h0 < heads;)
@@ -78,14 +79,14 @@ public static partial class KiviAttention
                     float largest = 0;
                     for (int t = 0; t < n; t++)
                     {
-                        float w = probabilities[h * stride + start + t] * HalfAt(values, format.ValueScaleOffset(start + t, grp));
-                        rounded &= w >= 0;
-                        largest = MathF.Max(largest, w);
+                        weights[t] = probabilities[h * stride + start + t] * HalfAt(values, format.ValueScaleOffset(start + t, grp));
+                        rounded &= weights[t] >= 0;
+                        largest = MathF.Max(largest, weights[t]);
                     }
                     float inverse = largest == 0 ? 0 : ValueWeightLevels / largest;
                     rounded &= float.IsFinite(largest) && float.IsFinite(inverse);
                     units[r] = largest / ValueWeightLevels;
-                    for (int t = 0; t < n; t++) levels[r * FixedSpanTokens + t] = (int)MathF.Round(probabilities[h * stride + start + t] * HalfAt(values, format.ValueScaleOffset(start + t, grp)) * inverse);
+                    for (int t = 0; t < n; t++) levels[r * FixedSpanTokens + t] = (int)MathF.Round(weights[t] * inverse);
                 }
                 for (int i = 0; i < batch; i++)
                 {
@@ -150,7 +151,7 @@ public static partial class KiviAttention
     /// False, with nothing added, when the span's weights cannot be made fixed-point.
     /// <paramref name="controls"/> (16 runs × HeadDim / 16 registers, 32-byte aligned) is scratch.
     /// </summary>
-    static unsafe bool AddOneBitSpanBytes256<THeads>(KiviFormat format, ReadOnlySpan<float> scaled, int blocks, ref byte block0, Vector256<byte>* controls, in RunTableIndices indices, ref float o)
+    static unsafe bool AddOneBitSpanBytes256<THeads>(KiviFormat format, ReadOnlySpan<float> scaled, int blocks, ref byte block0, Vector256<byte>* controls, in TableIndices indices, ref float o)
         where THeads : struct, IHeadCount
     {
         const int blockTokens = KiviFormat.BlockTokens;
@@ -213,31 +214,6 @@ public static partial class KiviAttention
     }
 
     /// <summary>
-    /// The <c>vpshufb</c> indices that turn 8 tokens' levels (the low bytes of converted int lanes, a
-    /// run's 4 in each 128-bit half) into the two runs' tables: entry e of a half adds the level of the
-    /// half's token j where bit j of e is set. An index with the top bit set reads 0.
-    /// </summary>
-    readonly struct RunTableIndices
-    {
-        public readonly Vector256<byte> Bit0, Bit1, Bit2, Bit3;
-
-        public RunTableIndices()
-        {
-            Bit0 = Index(0);
-            Bit1 = Index(1);
-            Bit2 = Index(2);
-            Bit3 = Index(3);
-        }
-
-        static Vector256<byte> Index(int j)
-        {
-            var entry = Vector256.Create((byte)0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            var bit = Vector256.Create((byte)(1 << j));
-            return Vector256.ConditionalSelect(Vector256.Equals(entry & bit, bit), Vector256.Create((byte)(4 * j)), Vector256.Create((byte)0x80));
-        }
-    }
-
-    /// <summary>
     /// 1 bit, four or eight heads: per span of four blocks their p_t s_t staged (and p_t z_t added to
     /// the running <paramref name="bias"/>), then the codes' part in fixed point, or by the float pair
     /// tables when the span's weights cannot be made fixed-point. <paramref name="scaled"/> holds four
@@ -253,7 +229,7 @@ public static partial class KiviAttention
         int blockStaged = heads * groups * blockTokens;
         byte* controlSpace = stackalloc byte[FixedSpanTokens / 4 * (d / 16) * 32 + 32];
         var controls = Aligned32<Vector256<byte>>(controlSpace);
-        var indices = new RunTableIndices();
+        var indices = TableIndices.OfTokenLevels();
         ref float span0 = ref MemoryMarshal.GetReference(scaled);
         for (int start = 0; start < count; start += FixedSpanTokens)
         {

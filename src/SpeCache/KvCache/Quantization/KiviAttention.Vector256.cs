@@ -155,9 +155,10 @@ public static partial class KiviAttention
         bool spans = TWidth.Bits == 1 && heads >= 4 && gv % 16 == 0;
         int scaledFloats = (spans ? 4 : 1) * heads * groups * blockTokens, biasFloats = heads * groups * lanes, tableFloats = TWidth.Bits == 1 ? heads * 4 * lanes : 0;
         byte* space = stackalloc byte[(scaledFloats + biasFloats + tableFloats) * sizeof(float) + 32];
-        var scaled = new Span<float>(Aligned32<float>(space), scaledFloats);                        // p_t s_t, [block][head][group][token]
-        var biases = new Span<float>(Aligned32<float>(space) + scaledFloats, biasFloats);           // running Σ p_t z_t, [head][group][lane]
-        float* tables = Aligned32<float>(space) + scaledFloats + biasFloats;                         // [head][run][two pairs' tables]
+        float* aligned = Aligned32<float>(space);
+        var scaled = new Span<float>(aligned, scaledFloats);                         // p_t s_t, [block][head][group][token]
+        var biases = new Span<float>(aligned + scaledFloats, biasFloats);            // running Σ p_t z_t, [head][group][lane]
+        float* tables = aligned + scaledFloats + biasFloats;                         // [head][run][two pairs' tables]
         Span<float> partial = stackalloc float[blockTokens];
         biases.Clear();
         ref float scaled0 = ref MemoryMarshal.GetReference(scaled);
